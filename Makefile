@@ -1,0 +1,38 @@
+# The README's commands. Everything installs into .venv on first use (Python 3.11+ needed).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install up test lint fmt bench-paper clean
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "qexec needs Python 3.11 or newer: run 'make PY=python3.11 …'"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)  ## create .venv with qexec and its tools
+
+up: $(STAMP)  ## the whole stack on the paper exchange, with demo intents
+	$(BIN)/qexec up --demo
+
+test: $(STAMP)  ## the whole test suite (real Redis, real worker, paper exchange over HTTP)
+	$(BIN)/pytest
+
+lint: $(STAMP)  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench-paper: $(STAMP)  ## signed order round-trips per second the paper exchange serves
+	$(BIN)/python bench/paper_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

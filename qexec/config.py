@@ -1,0 +1,170 @@
+"""qexec's settings: every `QEXEC_*` environment variable, typed, with the venue modes and their URLs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+from kombu import Queue  # type: ignore[attr-defined]
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from qexec import constants
+
+
+class Mode(StrEnum):
+    """Which venue qexec trades on."""
+
+    PAPER = "paper"
+    TESTNET = "testnet"
+    DEMO = "demo"
+    MAINNET = "mainnet"
+
+
+# Base URLs (python-binance appends `/fapi`); reference/binance-usdm.md §5 for the testnet/demo split.
+VENUE_URLS: dict[Mode, str] = {
+    Mode.PAPER: f"http://127.0.0.1:{constants.PAPER_PORT}",
+    Mode.TESTNET: "https://testnet.binancefuture.com",
+    Mode.DEMO: "https://demo-fapi.binance.com",
+    Mode.MAINNET: "https://fapi.binance.com",
+}
+
+MAINNET_ARMING_PHRASE = "I_UNDERSTAND"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, read from `QEXEC_*` variables (and nothing else)."""
+
+    model_config = SettingsConfigDict(env_prefix="QEXEC_", extra="ignore", frozen=True)
+
+    mode: Mode = Mode.PAPER
+    exchange_url: str | None = None
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    mainnet_confirm: str = ""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None
+
+    intent_stream: str = constants.INTENT_STREAM
+    result_stream: str = constants.RESULT_STREAM
+    exit_stream: str = constants.EXIT_STREAM
+    consumer_group: str = constants.CONSUMER_GROUP
+    consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    # Venue client.
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    recv_window_ms: int = Field(default=5000, gt=0, le=60000)
+    rules_ttl_s: float = Field(default=300.0, gt=0)
+
+    # Fill confirmation: poll with a growing countdown until FILLED, terminal, or the deadline.
+    fill_timeout_s: float = Field(default=30.0, gt=0)
+    poll_initial_s: float = Field(default=0.1, gt=0)
+    poll_max_s: float = Field(default=2.0, gt=0)
+    poll_factor: float = Field(default=2.0, ge=1)
+    # How long a submit whose outcome is unknown is looked up before it is declared "not placed".
+    unknown_lookup_s: float = Field(default=10.0, gt=0)
+
+    # Intents.
+    intent_max_age_s: float = Field(default=300.0, gt=0)
+    max_intent_bytes: int = Field(default=16384, gt=0)
+
+    # Streams.
+    result_maxlen: int = Field(default=1_000_000, gt=0)
+    dlq_maxlen: int = Field(default=100_000, gt=0)
+    intent_state_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+
+    # Bridge.
+    bridge_block_ms: int = Field(default=1000, gt=0)
+    bridge_batch: int = Field(default=64, gt=0)
+    claim_idle_ms: int = Field(default=30_000, gt=0)
+    max_deliveries: int = Field(default=5, gt=0)
+
+    # Celery.
+    visibility_timeout_s: int = Field(default=120, gt=0)
+    worker_concurrency: int = Field(default=8, gt=0)
+
+    # Risk limits (a breach is a `rejected` result with the reason).
+    max_notional_usd: float = Field(default=50_000.0, gt=0)
+    max_leverage: int = Field(default=20, ge=1, le=125)
+
+    @model_validator(mode="after")
+    def _check_venue(self) -> Settings:
+        if (self.api_key is None) != (self.api_secret is None):
+            raise ValueError("QEXEC_API_KEY and QEXEC_API_SECRET must be set together")
+        if self.mode is not Mode.PAPER and self.api_key is None:
+            raise ValueError(f"QEXEC_MODE={self.mode} needs QEXEC_API_KEY and QEXEC_API_SECRET")
+        return self
+
+    @property
+    def venue_url(self) -> str:
+        """The venue's base URL: the override when set, else the mode's own."""
+        return (self.exchange_url or VENUE_URLS[self.mode]).rstrip("/")
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The Celery broker: `QEXEC_BROKER_URL`, defaulting to the Redis URL."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def dlq_stream(self) -> str:
+        """The dead-letter stream beside the intent stream."""
+        return self.intent_stream + constants.DLQ_SUFFIX
+
+    def credentials(self) -> tuple[str, str]:
+        """The API key and secret (the paper defaults in paper mode when none are set)."""
+        if self.api_key is not None and self.api_secret is not None:
+            return self.api_key.get_secret_value(), self.api_secret.get_secret_value()
+        return constants.PAPER_API_KEY, constants.PAPER_API_SECRET
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from qexec's (celeryconfig.py exposes these; see reference/celery-redis.md)."""
+    longest_countdown_s = settings.poll_max_s
+    longest_task_s = settings.request_timeout_s * 4 + settings.unknown_lookup_s
+    visibility_s = max(settings.visibility_timeout_s, int(longest_task_s + longest_countdown_s) + 30)
+    transport: dict[str, Any] = {}
+    if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
+        transport = {
+            "visibility_timeout": visibility_s,
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 30,
+            "socket_connect_timeout": 5,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        }
+    return {
+        "broker_url": settings.effective_broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_default_queue": "qexec",
+        "task_queues": (Queue("qexec"), Queue("qexec.confirm")),  # type: ignore[no-untyped-call]
+        # Confirmation polls get their own queue so they are not stuck behind a backlog of new intents.
+        "task_routes": {"qexec.confirm_fill": {"queue": "qexec.confirm"}},
+        "worker_timer_precision": 0.05,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }

@@ -1,0 +1,18 @@
+"""Names other programs rely on, and every Redis key qexec writes, in one place."""
+
+INTENT_STREAM = "quantum:stream:trade.intent"
+RESULT_STREAM = "quantum:stream:trade.execution.res"
+EXIT_STREAM = "quantum:stream:trade.exit"
+DLQ_SUFFIX = ".dlq"
+CONSUMER_GROUP = "qexec"
+
+# Per-intent state, keyed by intent id.
+DISPATCH_KEY = "qexec:intent:{intent_id}:dispatch"  # stream entry / task id that started the chain
+ORDER_KEY = "qexec:intent:{intent_id}:order"  # hash: the entry order's state machine
+PLACE_LOCK_KEY = "qexec:intent:{intent_id}:place-lock"  # one place_order execution at a time
+PUBLISHED_KEY = "qexec:intent:{intent_id}:published"  # the result entry id, once published
+
+# The paper exchange's built-in credentials (paper mode only; never valid anywhere else).
+PAPER_API_KEY = "qexec-paper-key"
+PAPER_API_SECRET = "qexec-paper-secret"  # noqa: S105 - a public, paper-only default
+PAPER_PORT = 8800

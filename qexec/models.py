@@ -1,0 +1,369 @@
+"""The vocabulary: intents in, venue order states, fills, and execution results out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from qexec.errors import IntentError
+
+
+class Side(StrEnum):
+    """Order side; LONG/SHORT are accepted as aliases of BUY/SELL."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def opposite(self) -> Side:
+        """The other side."""
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(StrEnum):
+    """Entry order types qexec places."""
+
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class OrderStatus(StrEnum):
+    """Binance order statuses (reference §2)."""
+
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    EXPIRED_IN_MATCH = "EXPIRED_IN_MATCH"
+
+    @property
+    def terminal(self) -> bool:
+        """True when the order can change no more."""
+        return self not in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+
+
+class ResultStatus(StrEnum):
+    """The `status` of a published execution result."""
+
+    FILLED = "filled"
+    PARTIALLY_FILLED = "partially_filled"
+    REJECTED = "rejected"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    PROTECTION_UPDATED = "protection_updated"
+    SKIPPED = "skipped"
+
+    @property
+    def is_fill(self) -> bool:
+        """True for results that report executed quantity."""
+        return self in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED)
+
+
+def _finite_positive(value: float | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number above zero")
+    return value
+
+
+_SIDE_ALIASES = {"BUY": "BUY", "LONG": "BUY", "SELL": "SELL", "SHORT": "SELL"}
+_MAX_NUMBER = 1e15  # anything larger is a bug upstream, not a trade
+
+
+class Intent(BaseModel):
+    """A trade intent as producers write it (the seed producer's shape, aliases accepted)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    intent_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+    symbol: Annotated[str, Field(min_length=2, max_length=30, pattern=r"^[A-Z0-9]+$")]
+    side: Side = Field(validation_alias=AliasChoices("side", "action"))
+    position_size_usd: float
+    leverage: int = 1
+    entry_price: float | None = None
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    confidence: float | None = None
+    timestamp: datetime | None = None
+    order_type: OrderType = OrderType.MARKET
+    reduce_only: bool = False
+    client_tag: str | None = Field(default=None, max_length=64)
+
+    @field_validator("symbol", mode="before")
+    @classmethod
+    def _upper_symbol(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("side", mode="before")
+    @classmethod
+    def _side_alias(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().upper() in _SIDE_ALIASES:
+            return _SIDE_ALIASES[value.strip().upper()]
+        return value
+
+    @field_validator("order_type", mode="before")
+    @classmethod
+    def _upper_order_type(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("leverage", mode="before")
+    @classmethod
+    def _whole_leverage(cls, value: Any) -> Any:
+        number = float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else None
+        if number is None or not math.isfinite(number) or number != int(number):
+            raise ValueError("leverage must be a whole number")
+        if not 1 <= number <= 125:
+            raise ValueError("leverage must be between 1 and 125")
+        return int(number)
+
+    @field_validator("position_size_usd")
+    @classmethod
+    def _size(cls, value: float) -> float:
+        checked = _finite_positive(value, "position_size_usd")
+        assert checked is not None
+        if checked > _MAX_NUMBER:
+            raise ValueError("position_size_usd is absurdly large")
+        return checked
+
+    @field_validator("entry_price", "stop_loss", "take_profit")
+    @classmethod
+    def _prices(cls, value: float | None) -> float | None:
+        checked = _finite_positive(value, "price")
+        if checked is not None and checked > _MAX_NUMBER:
+            raise ValueError("price is absurdly large")
+        return checked
+
+    @field_validator("confidence")
+    @classmethod
+    def _confidence(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("confidence must be finite")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _limit_needs_price(self) -> Self:
+        if self.order_type is OrderType.LIMIT and self.entry_price is None:
+            raise ValueError("a LIMIT intent needs entry_price")
+        return self
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any], *, default_id: str | None = None, max_bytes: int = 16384) -> Intent:
+        """Parse an intent from stream fields (a JSON `payload`/`data` field, or flat fields)."""
+        size = sum(len(str(k)) + len(str(v)) for k, v in fields.items())
+        if size > max_bytes:
+            raise IntentError(f"entry is {size} bytes, over the {max_bytes}-byte limit")
+        raw: Any = fields
+        for key in ("payload", "data"):
+            if key in fields:
+                text = fields[key]
+                if isinstance(text, str | bytes | bytearray):
+                    try:
+                        raw = json.loads(text)
+                    except (ValueError, UnicodeDecodeError) as exc:
+                        raise IntentError(f"field {key!r} is not valid JSON: {exc}") from exc
+                else:
+                    raw = text
+                break
+        if not isinstance(raw, Mapping):
+            raise IntentError(f"intent must be a JSON object, got {type(raw).__name__}")
+        try:
+            intent = cls.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise IntentError(_describe(exc)) from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise IntentError(str(exc)) from exc
+        if intent.intent_id is None and default_id is not None:
+            intent = intent.model_copy(update={"intent_id": default_id})
+        return intent
+
+    @property
+    def id(self) -> str:
+        """The idempotency key (set by `from_fields` from the payload or the stream entry id)."""
+        if self.intent_id is None:
+            raise IntentError("intent has no id")
+        return self.intent_id
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "intent"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def client_order_id(intent_id: str) -> str:
+    """The entry order's `newClientOrderId`: deterministic, `[A-Za-z0-9_-]`, 35 characters."""
+    return "qx-" + hashlib.sha256(intent_id.encode()).hexdigest()[:32]
+
+
+class OrderState(BaseModel):
+    """An order as the venue reports it (Binance's own field names)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    orderId: int
+    clientOrderId: str
+    symbol: str
+    status: OrderStatus
+    side: Side
+    type: str
+    origQty: Decimal
+    executedQty: Decimal = Decimal(0)
+    avgPrice: Decimal = Decimal(0)
+    cumQuote: Decimal = Decimal(0)
+    price: Decimal = Decimal(0)
+    positionSide: str = "BOTH"
+    updateTime: int = 0
+
+    @property
+    def fill(self) -> Fill | None:
+        """What executed, or None; raises `ValueError` when quantity executed but no price is known."""
+        if self.executedQty <= 0:
+            return None
+        price = self.avgPrice
+        if price <= 0 and self.cumQuote > 0:
+            price = self.cumQuote / self.executedQty
+        if price <= 0:
+            raise ValueError(f"order {self.orderId} executed {self.executedQty} with no price reported")
+        quote = self.cumQuote if self.cumQuote > 0 else price * self.executedQty
+        return Fill(price=price, quantity=self.executedQty, quote=quote)
+
+    @property
+    def settled(self) -> bool:
+        """True when the order is terminal and its fill (if any) carries a price."""
+        if not self.status.terminal:
+            return False
+        try:
+            self.fill  # noqa: B018 - evaluated for its check
+        except ValueError:
+            return False
+        return True
+
+
+class Fill(BaseModel):
+    """Executed quantity at the venue's average price."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    price: Decimal = Field(gt=0)
+    quantity: Decimal = Field(gt=0)
+    quote: Decimal = Field(gt=0)
+
+
+class Verdict(BaseModel):
+    """A decision that ends an intent without (or before) a fill: rejected, failed or skipped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: ResultStatus
+    reason: str = Field(min_length=1)
+    code: int | None = None
+
+
+class Ticket(BaseModel):
+    """An intent travelling through the chain, with what each step learned about it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    intent: Intent
+    entry_id: str | None = None
+    received_at: datetime
+    client_order_id: str
+    quantity: Decimal | None = None
+    order: OrderState | None = None
+    placed_at: datetime | None = None
+    verdict: Verdict | None = None
+
+    @property
+    def intent_id(self) -> str:
+        """The intent's idempotency key."""
+        return self.intent.id
+
+    def decide(self, status: ResultStatus, reason: str, code: int | None = None) -> Ticket:
+        """This ticket with a terminal verdict."""
+        return self.model_copy(update={"verdict": Verdict(status=status, reason=reason, code=code)})
+
+
+class ExecutionResult(BaseModel):
+    """One terminal result per intent, as published on the result stream."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    intent_id: str
+    entry_id: str | None = None
+    symbol: str
+    action: Side
+    status: ResultStatus
+    order_id: int | None = None
+    client_order_id: str | None = None
+    order_status: OrderStatus | None = None
+    entry_price: float | None = None
+    quantity: float | None = None
+    position_size_usd: float | None = None
+    leverage: int | None = None
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    sl_order_id: int | None = None
+    tp_order_id: int | None = None
+    reason: str | None = None
+    code: int | None = None
+    mode: str
+    venue: str
+    received_at: datetime
+    filled_at: datetime | None = None
+    published_at: datetime
+
+    @model_validator(mode="after")
+    def _fills_are_real(self) -> Self:
+        if self.status.is_fill:
+            for name in ("entry_price", "quantity", "position_size_usd"):
+                value = getattr(self, name)
+                if value is None or not math.isfinite(value) or value <= 0:
+                    raise ValueError(f"a {self.status} result needs {name} > 0, got {value!r}")
+            if self.order_id is None or self.filled_at is None:
+                raise ValueError(f"a {self.status} result needs order_id and filled_at")
+        elif self.status in (ResultStatus.REJECTED, ResultStatus.FAILED, ResultStatus.SKIPPED) and not self.reason:
+            raise ValueError(f"a {self.status} result needs a reason")
+        return self
+
+    def stream_fields(self) -> dict[str, str]:
+        """The result stream entry: a JSON `payload` plus flat fields for `redis-cli` readers."""
+        return {
+            "payload": self.model_dump_json(),
+            "intent_id": self.intent_id,
+            "symbol": self.symbol,
+            "status": self.status.value,
+        }
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
