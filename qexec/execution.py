@@ -1,0 +1,438 @@
+"""The steps of an execution as plain functions: place the entry, confirm the fill, publish the result.
+
+Each takes the ticket and a `Context` (settings, Redis, venue) and returns the ticket for the next step,
+or raises `Pending` to be run again later. Celery wiring lives in `tasks.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import redis
+
+from qexec import constants, logs, streams
+from qexec.config import Settings
+from qexec.errors import (
+    OrderNotFound,
+    OrderRejected,
+    RateLimited,
+    TemporaryVenueError,
+    UnknownOutcome,
+    VenueError,
+)
+from qexec.models import (
+    ExecutionResult,
+    Intent,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    ResultStatus,
+    Side,
+    Ticket,
+    client_order_id,
+    utcnow,
+)
+from qexec.rules import plain
+from qexec.venue import Venue
+
+log = logging.getLogger(__name__)
+
+_RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class Pending(Exception):
+    """Raised when a step must run again after `countdown_s` seconds."""
+
+    def __init__(self, countdown_s: float, reason: str) -> None:
+        super().__init__(reason)
+        self.countdown_s = countdown_s
+        self.reason = reason
+
+
+@dataclass
+class Context:
+    """What a step works with: settings, qexec's Redis, the venue, and a clock."""
+
+    settings: Settings
+    redis: redis.Redis
+    venue: Venue
+    now: Callable[[], datetime] = field(default=utcnow)
+
+
+def new_ticket(intent: Intent, *, entry_id: str | None, received_at: datetime | None = None) -> Ticket:
+    """A fresh ticket for an intent that has just been read."""
+    return Ticket(
+        intent=intent,
+        entry_id=entry_id,
+        received_at=received_at or utcnow(),
+        client_order_id=client_order_id(intent.id),
+    )
+
+
+def poll_delay_s(settings: Settings, attempt: int) -> float:
+    """The confirmation poll countdown: short first, growing by `poll_factor`, capped at `poll_max_s`."""
+    return float(min(settings.poll_max_s, settings.poll_initial_s * settings.poll_factor ** min(attempt, 32)))
+
+
+def _ids(ticket: Ticket, ctx: Context, order: OrderState | None = None) -> dict[str, Any]:
+    known = order or ticket.order
+    return {
+        "intent_id": ticket.intent_id,
+        "entry_id": ticket.entry_id,
+        "client_order_id": ticket.client_order_id,
+        "order_id": known.orderId if known else None,
+        "symbol": ticket.intent.symbol,
+        "mode": ctx.venue.mode,
+        "venue": ctx.venue.host,
+    }
+
+
+# -- place_order --------------------------------------------------------------------------------------
+
+
+def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
+    """Place the intent's entry order exactly once, adopting an earlier submit whatever its outcome."""
+    if ticket.verdict is not None or ticket.order is not None:
+        return ticket
+    r = ctx.redis
+    lock_key = constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id)
+    token = uuid.uuid4().hex
+    lock_ms = int((ctx.settings.request_timeout_s * 3 + 5) * 1000)
+    if not r.set(lock_key, token, nx=True, px=lock_ms):
+        raise Pending(0.5, "another execution is placing this intent")
+    try:
+        state: dict[str, str] = r.hgetall(constants.ORDER_KEY.format(intent_id=ticket.intent_id))  # type: ignore[assignment]
+        phase = state.get("phase")
+        if phase == "rejected":
+            code = state.get("code")
+            return ticket.decide(ResultStatus.REJECTED, state.get("reason") or "rejected", int(code) if code else None)
+        if phase in ("submitting", "placed"):
+            return _adopt(ticket, ctx, state, attempt)
+        return _check_and_submit(ticket, ctx, attempt)
+    finally:
+        r.eval(_RELEASE_LOCK, 1, lock_key, token)
+
+
+def _order_key(ticket: Ticket) -> str:
+    return constants.ORDER_KEY.format(intent_id=ticket.intent_id)
+
+
+def _save_state(ticket: Ticket, ctx: Context, **fields: Any) -> None:
+    key = _order_key(ticket)
+    pipe = ctx.redis.pipeline()
+    pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+    pipe.expire(key, ctx.settings.intent_state_ttl_s)
+    pipe.execute()
+
+
+def _reject(ticket: Ticket, ctx: Context, reason: str, code: int | None = None) -> Ticket:
+    _save_state(ticket, ctx, phase="rejected", reason=reason, code=code if code is not None else "")
+    logs.proof(logs.INTENT_REJECTED, level=logging.WARNING, reason=reason, code=code, **_ids(ticket, ctx))
+    return ticket.decide(ResultStatus.REJECTED, reason, code)
+
+
+def _give_up_at(ticket: Ticket, ctx: Context) -> datetime:
+    s = ctx.settings
+    return ticket.received_at + timedelta(seconds=s.unknown_lookup_s + s.fill_timeout_s + 60)
+
+
+def _retry_or_fail(ticket: Ticket, ctx: Context, exc: VenueError, attempt: int, what: str) -> Ticket:
+    """Pause and retry after a temporary venue failure, or give up with a `failed` verdict."""
+    if ctx.now() >= _give_up_at(ticket, ctx):
+        reason = f"{what}: gave up after repeated venue failures, last: {exc}"
+        logs.proof(logs.ORDER_ERROR, level=logging.ERROR, reason=reason, **_ids(ticket, ctx))
+        return ticket.decide(ResultStatus.FAILED, reason, exc.code)
+    countdown = exc.retry_after_s if isinstance(exc, RateLimited) else poll_delay_s(ctx.settings, attempt + 2)
+    raise Pending(countdown, f"{what}: {exc}")
+
+
+def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int) -> Ticket:
+    intent, s, venue = ticket.intent, ctx.settings, ctx.venue
+    now = ctx.now()
+    if intent.timestamp is not None:
+        age_s = (now - intent.timestamp).total_seconds()
+        if age_s > s.intent_max_age_s:
+            return _reject(ticket, ctx, f"stale: intent is {age_s:.0f}s old (limit {s.intent_max_age_s:.0f}s)")
+        if age_s < -60:
+            return _reject(ticket, ctx, f"timestamp is {-age_s:.0f}s in the future")
+    if intent.leverage > s.max_leverage:
+        return _reject(ticket, ctx, f"leverage {intent.leverage} is above the limit {s.max_leverage}")
+    if intent.position_size_usd > s.max_notional_usd:
+        return _reject(
+            ticket,
+            ctx,
+            f"notional {intent.position_size_usd:g} USDT is above the per-order limit {s.max_notional_usd:g} USDT",
+        )
+    try:
+        rules = venue.rules().get(intent.symbol)
+        if rules is None:
+            return _reject(ticket, ctx, f"unknown symbol {intent.symbol}: the venue does not list it")
+        market = intent.order_type is OrderType.MARKET
+        if market:
+            price = venue.mark_price(intent.symbol)
+            limit_price = None
+        else:
+            assert intent.entry_price is not None
+            limit_price = rules.round_price(Decimal(str(intent.entry_price)), down=intent.side is Side.BUY)
+            price = limit_price
+        quantity = rules.quantity_for(Decimal(str(intent.position_size_usd)), price, market=market)
+        problem = rules.problem(quantity, price, market=market)
+        if problem:
+            return _reject(ticket, ctx, problem)
+        venue.ensure_leverage(intent.symbol, intent.leverage)
+        dual = venue.dual_side()
+    except OrderRejected as exc:
+        return _reject(ticket, ctx, f"venue refused the set-up: {exc.message}", exc.code)
+    except (TemporaryVenueError, UnknownOutcome) as exc:
+        return _retry_or_fail(ticket, ctx, exc, attempt, "preparing the order")
+    position_side = None
+    if dual:
+        opens_long = (intent.side is Side.BUY) != intent.reduce_only
+        position_side = "LONG" if opens_long else "SHORT"
+    ticket = ticket.model_copy(update={"quantity": quantity})
+    _save_state(ticket, ctx, phase="submitting", submitted_at=now.timestamp(), client_order_id=ticket.client_order_id)
+    logs.proof(
+        logs.ORDER_SUBMIT,
+        side=intent.side.value,
+        type=intent.order_type.value,
+        quantity=quantity,
+        price=limit_price,
+        position_side=position_side,
+        **_ids(ticket, ctx),
+    )
+    try:
+        order = venue.place_order(
+            symbol=intent.symbol,
+            side=intent.side,
+            order_type=intent.order_type,
+            quantity=quantity,
+            client_order_id=ticket.client_order_id,
+            price=limit_price,
+            reduce_only=intent.reduce_only,
+            position_side=position_side,
+        )
+    except OrderRejected as exc:
+        return _reject(ticket, ctx, f"venue rejected the order: {exc.message}", exc.code)
+    except TemporaryVenueError as exc:
+        # Surely not executed: forget the submit so the next run goes through the checks again.
+        ctx.redis.delete(_order_key(ticket))
+        logs.proof(logs.ORDER_ERROR, level=logging.WARNING, outcome="not_executed", error=exc, **_ids(ticket, ctx))
+        return _retry_or_fail(ticket, ctx, exc, attempt, "submitting the order")
+    except UnknownOutcome as exc:
+        logs.proof(logs.ORDER_ERROR, level=logging.WARNING, outcome="unknown", error=exc, **_ids(ticket, ctx))
+        return _adopt(ticket, ctx, {"phase": "submitting", "submitted_at": str(now.timestamp())}, attempt)
+    return _placed(ticket, ctx, order, placed_at=now)
+
+
+def _placed(ticket: Ticket, ctx: Context, order: OrderState, *, placed_at: datetime) -> Ticket:
+    _save_state(ticket, ctx, phase="placed", order_id=order.orderId, placed_at=placed_at.timestamp())
+    logs.proof(
+        logs.ORDER_RESPONSE,
+        status=order.status.value,
+        executed_qty=order.executedQty,
+        avg_price=order.avgPrice,
+        **_ids(ticket, ctx, order),
+    )
+    return ticket.model_copy(update={"order": order, "placed_at": placed_at})
+
+
+def _adopt(ticket: Ticket, ctx: Context, state: dict[str, str], attempt: int) -> Ticket:
+    """Find out what an earlier submit did by asking the venue for our client order id."""
+    venue = ctx.venue
+    submitted_at = datetime.fromtimestamp(float(state.get("submitted_at") or 0), tz=UTC)
+    placed_at_text = state.get("placed_at")
+    placed_at = datetime.fromtimestamp(float(placed_at_text), tz=UTC) if placed_at_text else submitted_at
+    try:
+        order = venue.get_order(ticket.intent.symbol, client_order_id=ticket.client_order_id)
+    except OrderNotFound:
+        waited_s = (ctx.now() - submitted_at).total_seconds()
+        if state.get("phase") == "placed":
+            reason = "the venue no longer knows an order it acknowledged"
+            return ticket.decide(ResultStatus.FAILED, reason, -2013)
+        if waited_s < ctx.settings.unknown_lookup_s:
+            # -2013 right after a submit is ambiguous: ask again a few times before concluding.
+            logs.proof(logs.ORDER_LOOKUP, outcome="not_found_yet", waited_s=f"{waited_s:.1f}", **_ids(ticket, ctx))
+            raise Pending(0.5, "order not visible at the venue yet") from None
+        logs.proof(logs.ORDER_LOOKUP, outcome="absent", waited_s=f"{waited_s:.1f}", **_ids(ticket, ctx))
+        ctx.redis.delete(_order_key(ticket))
+        return _check_and_submit(ticket, ctx, attempt)
+    except (TemporaryVenueError, UnknownOutcome) as exc:
+        return _retry_or_fail(ticket, ctx, exc, attempt, "looking the order up")
+    logs.proof(logs.ORDER_LOOKUP, outcome="found", status=order.status.value, **_ids(ticket, ctx, order))
+    return _placed(ticket, ctx, order, placed_at=placed_at)
+
+
+# -- confirm_fill -------------------------------------------------------------------------------------
+
+
+def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
+    """Wait (by `Pending`) until the order is terminal with a priced fill, cancelling it at the deadline."""
+    if ticket.verdict is not None or ticket.order is None:
+        return ticket
+    order = ticket.order
+    if not order.settled:
+        venue, now = ctx.venue, ctx.now()
+        deadline = (ticket.placed_at or ticket.received_at) + timedelta(seconds=ctx.settings.fill_timeout_s)
+        try:
+            order = venue.get_order(ticket.intent.symbol, order_id=order.orderId)
+            if not order.settled and now >= deadline:
+                order = _cancel_rest(ticket, ctx, order)
+        except (TemporaryVenueError, UnknownOutcome, OrderNotFound) as exc:
+            if now >= deadline + timedelta(seconds=ctx.settings.fill_timeout_s):
+                reason = f"could not confirm order {order.orderId} before the deadline: {exc}"
+                logs.proof(logs.ORDER_ERROR, level=logging.ERROR, reason=reason, **_ids(ticket, ctx, order))
+                return ticket.decide(ResultStatus.FAILED, reason, exc.code)
+            raise Pending(poll_delay_s(ctx.settings, attempt), f"confirming: {exc}") from exc
+        if not order.settled:
+            logs.proof(
+                logs.FILL_PENDING,
+                status=order.status.value,
+                executed_qty=order.executedQty,
+                attempt=attempt,
+                **_ids(ticket, ctx, order),
+            )
+            raise Pending(poll_delay_s(ctx.settings, attempt), f"order is {order.status.value}")
+        ticket = ticket.model_copy(update={"order": order})
+    fill = order.fill
+    if fill is not None:
+        logs.proof(
+            logs.FILL_CONFIRMED,
+            status=order.status.value,
+            executed_qty=fill.quantity,
+            avg_price=fill.price,
+            **_ids(ticket, ctx, order),
+        )
+    return ticket
+
+
+def _cancel_rest(ticket: Ticket, ctx: Context, order: OrderState) -> OrderState:
+    logs.proof(
+        logs.ORDER_CANCEL,
+        reason="fill deadline passed",
+        status=order.status.value,
+        executed_qty=order.executedQty,
+        **_ids(ticket, ctx, order),
+    )
+    with contextlib.suppress(OrderNotFound):  # -2011: it finished between our look and our cancel
+        ctx.venue.cancel_order(ticket.intent.symbol, order_id=order.orderId)
+    # The cancel response carries no avgPrice (reference §1.3): read the final state back.
+    return ctx.venue.get_order(ticket.intent.symbol, order_id=order.orderId)
+
+
+# -- publish_execution --------------------------------------------------------------------------------
+
+_TERMINAL_STATUS = {
+    OrderStatus.CANCELED: ResultStatus.CANCELED,
+    OrderStatus.EXPIRED: ResultStatus.EXPIRED,
+    OrderStatus.EXPIRED_IN_MATCH: ResultStatus.EXPIRED,
+    OrderStatus.REJECTED: ResultStatus.REJECTED,
+}
+
+
+def build_result(ticket: Ticket, ctx: Context) -> ExecutionResult:
+    """The execution result for a finished ticket: the venue's own price and quantity for any fill."""
+    intent, order, verdict = ticket.intent, ticket.order, ticket.verdict
+    fields: dict[str, Any] = {
+        "intent_id": ticket.intent_id,
+        "entry_id": ticket.entry_id,
+        "symbol": intent.symbol,
+        "action": intent.side,
+        "client_order_id": ticket.client_order_id,
+        "leverage": intent.leverage,
+        "stop_loss": intent.stop_loss,
+        "take_profit": intent.take_profit,
+        "position_size_usd": intent.position_size_usd,
+        "mode": ctx.venue.mode,
+        "venue": ctx.venue.host,
+        "received_at": ticket.received_at,
+        "published_at": ctx.now(),
+    }
+    if order is not None:
+        fields["order_id"] = order.orderId
+        fields["order_status"] = order.status
+    fill = order.fill if order is not None else None
+    if fill is not None and order is not None:
+        complete = order.status is OrderStatus.FILLED
+        fields.update(
+            status=ResultStatus.FILLED if complete else ResultStatus.PARTIALLY_FILLED,
+            entry_price=float(fill.price),
+            quantity=float(fill.quantity),
+            position_size_usd=float(fill.quote),
+            filled_at=datetime.fromtimestamp(order.updateTime / 1000, tz=UTC) if order.updateTime else ctx.now(),
+        )
+        if not complete:
+            fields["reason"] = (
+                f"{plain(fill.quantity)} of {plain(order.origQty)} executed; order ended {order.status.value}"
+            )
+        if verdict is not None:
+            fields["reason"] = verdict.reason
+    elif verdict is not None:
+        fields.update(status=verdict.status, reason=verdict.reason, code=verdict.code)
+    elif order is not None and order.status in _TERMINAL_STATUS:
+        fields.update(
+            status=_TERMINAL_STATUS[order.status], reason=f"order ended {order.status.value} with nothing executed"
+        )
+    else:
+        state = order.status.value if order is not None else "no order"
+        fields.update(status=ResultStatus.FAILED, reason=f"execution ended without a terminal order ({state})")
+    return ExecutionResult.model_validate(fields)
+
+
+def publish(ticket: Ticket, ctx: Context, attempt: int = 0) -> ExecutionResult:
+    """Publish the intent's one terminal result (a second call publishes nothing)."""
+    result = build_result(ticket, ctx)
+    written, entry_id = streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
+    logs.proof(
+        logs.EXECUTION_PUBLISHED,
+        status=result.status.value,
+        result_id=entry_id,
+        already=None if written else "true",
+        entry_price=result.entry_price,
+        quantity=result.quantity,
+        reason=result.reason,
+        **_ids(ticket, ctx),
+    )
+    return result
+
+
+# -- admission (bridge and submit_intent) ---------------------------------------------------------------
+
+
+def claim_dispatch(r: redis.Redis, settings: Settings, intent_id: str, owner: str) -> bool:
+    """Claim the right to start this intent's chain; the same owner (entry or task id) may claim again."""
+    key = constants.DISPATCH_KEY.format(intent_id=intent_id)
+    if r.set(key, owner, nx=True, ex=settings.intent_state_ttl_s):
+        return True
+    return bool(r.get(key) == owner)
+
+
+def admit(
+    intent: Intent,
+    *,
+    entry_id: str | None,
+    owner: str,
+    r: redis.Redis,
+    settings: Settings,
+    dispatch: Callable[[Ticket], None],
+    received_at: datetime | None = None,
+) -> bool:
+    """Start the chain for a valid intent unless another entry already did; True when dispatched."""
+    ids: dict[str, Any] = {"intent_id": intent.id, "entry_id": entry_id, "symbol": intent.symbol, "owner": owner}
+    logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
+    if not claim_dispatch(r, settings, intent.id, owner):
+        logs.proof(
+            logs.INTENT_DUPLICATE,
+            level=logging.WARNING,
+            reason="this intent id was already dispatched by another entry",
+            **ids,
+        )
+        return False
+    dispatch(new_ticket(intent, entry_id=entry_id, received_at=received_at))
+    return True

@@ -1,0 +1,77 @@
+"""Redis streams: the consumer group, dead letters, and the exactly-once result publish."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from qexec import constants
+from qexec.config import Settings
+
+# SET-if-absent and XADD in one atomic step: a crash can never leave a result published twice or
+# marked published without being written.
+_PUBLISH_ONCE = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, existing} end
+local fields = cjson.decode(ARGV[3])
+local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*'}
+for i = 1, #fields do args[#args + 1] = fields[i] end
+local id = redis.call(unpack(args))
+redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
+return {1, id}
+"""
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client for qexec's own keys (strings decoded, reconnecting, bounded waits)."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=15,
+        socket_connect_timeout=5,
+        health_check_interval=10,
+        retry_on_timeout=True,
+    )
+
+
+def ensure_group(r: redis.Redis, stream: str, group: str) -> None:
+    """Create the consumer group (and the stream) unless it exists."""
+    try:
+        r.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def publish_once(r: redis.Redis, settings: Settings, intent_id: str, fields: Mapping[str, str]) -> tuple[bool, str]:
+    """XADD a result unless this intent already has one; returns (written now?, entry id)."""
+    flat: list[str] = []
+    for key, value in fields.items():
+        flat += [key, value]
+    key = constants.PUBLISHED_KEY.format(intent_id=intent_id)
+    written, entry_id = r.eval(
+        _PUBLISH_ONCE,
+        2,
+        key,
+        settings.result_stream,
+        settings.intent_state_ttl_s,
+        settings.result_maxlen,
+        json.dumps(flat),
+    )
+    return bool(written), str(entry_id)
+
+
+def dead_letter(
+    r: redis.Redis, settings: Settings, *, error: str, fields: Mapping[str, Any], entry_id: str | None, source: str
+) -> str:
+    """Write a malformed intent and its error to the dead-letter stream; returns the DLQ entry id."""
+    entry: dict[Any, Any] = {
+        "error": error[:2000],
+        "source": source,
+        "entry_id": entry_id or "",
+        "original": json.dumps({str(k): str(v)[:4096] for k, v in fields.items()})[:20000],
+    }
+    return str(r.xadd(settings.dlq_stream, dict(entry), maxlen=settings.dlq_maxlen, approximate=True))

@@ -1,0 +1,121 @@
+"""Celery tasks: thin wrappers that run the execution steps with this worker's venue and Redis."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Task, chain
+
+from qexec import execution, logs, streams
+from qexec.config import get_settings
+from qexec.errors import IntentError
+from qexec.execution import Context, Pending
+from qexec.models import Intent, ResultStatus, Ticket
+from qexec.venue import thread_venue
+from qexec.worker import app
+
+log = logging.getLogger(__name__)
+
+# Unexpected exceptions (bugs, a Redis blip) are retried this many times before the intent fails.
+UNEXPECTED_RETRIES = 3
+
+_redis: redis.Redis | None = None
+_redis_lock = threading.Lock()
+
+
+def qexec_redis() -> redis.Redis:
+    """This process's client for qexec's own Redis (streams and intent state)."""
+    global _redis  # noqa: PLW0603 - one connection pool per process
+    with _redis_lock:
+        if _redis is None:
+            _redis = streams.connect(get_settings().redis_url)
+        return _redis
+
+
+def context() -> Context:
+    """The context a step runs with in this worker thread."""
+    settings = get_settings()
+    return Context(settings=settings, redis=qexec_redis(), venue=thread_venue(settings))
+
+
+Step = Callable[[Ticket, Context, int], Any]
+
+
+def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> dict[str, Any]:
+    ticket = Ticket.model_validate(ticket_data)
+    try:
+        out = step(ticket, context(), task.request.retries)
+    except Pending as pending:
+        raise task.retry(countdown=pending.countdown_s, max_retries=None, kwargs={"errors": errors}) from None
+    except Exception as exc:
+        log.exception("%s failed for intent %s", task.name, ticket.intent_id)
+        logs.proof(
+            logs.ORDER_ERROR,
+            level=logging.ERROR,
+            step=task.name,
+            error=repr(exc),
+            intent_id=ticket.intent_id,
+            entry_id=ticket.entry_id,
+            attempt=errors + 1,
+        )
+        if errors < UNEXPECTED_RETRIES:
+            raise task.retry(countdown=2.0**errors, max_retries=None, kwargs={"errors": errors + 1}) from exc
+        out = ticket.decide(ResultStatus.FAILED, f"{task.name} failed: {exc!r}")
+    return dict(out.model_dump(mode="json"))
+
+
+@app.task(name="qexec.place_order", bind=True, max_retries=None)
+def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
+    """Place the intent's entry order once (adopting an earlier submit)."""
+    return _run(self, execution.place_entry, ticket, errors)
+
+
+@app.task(name="qexec.confirm_fill", bind=True, max_retries=None)
+def confirm_fill(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
+    """Poll with a growing countdown until the order is filled, terminal, or canceled at the deadline."""
+    return _run(self, execution.confirm, ticket, errors)
+
+
+@app.task(name="qexec.publish_execution", bind=True, max_retries=None)
+def publish_execution(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
+    """Publish the intent's one terminal result to the result stream."""
+    ticket_model = Ticket.model_validate(ticket)
+    try:
+        result = execution.publish(ticket_model, context(), self.request.retries)
+    except Exception as exc:
+        log.exception("publishing failed for intent %s", ticket_model.intent_id)
+        raise self.retry(countdown=min(2.0**errors, 30.0), max_retries=None, kwargs={"errors": errors + 1}) from exc
+    return dict(result.model_dump(mode="json"))
+
+
+def start_chain(ticket: Ticket) -> None:
+    """Enqueue place → confirm → publish for a ticket, with task ids derived from the intent id."""
+    data = ticket.model_dump(mode="json")
+    iid = ticket.intent_id
+    chain(
+        place_order.s(data).set(task_id=f"{iid}:place"),
+        confirm_fill.s().set(task_id=f"{iid}:confirm"),
+        publish_execution.s().set(task_id=f"{iid}:publish"),
+    ).apply_async()
+
+
+@app.task(name="qexec.submit_intent", bind=True)
+def submit_intent(self: Task, **fields: Any) -> dict[str, Any]:
+    """Validate one intent given as keyword arguments and start its chain (`celery call` entry point)."""
+    settings = get_settings()
+    r = qexec_redis()
+    task_id = str(self.request.id)
+    try:
+        intent = Intent.from_fields(fields, default_id=task_id, max_bytes=settings.max_intent_bytes)
+    except IntentError as exc:
+        dlq_id = streams.dead_letter(
+            r, settings, error=str(exc), fields=fields, entry_id=None, source=f"task:{task_id}"
+        )
+        logs.proof(logs.INTENT_DEAD_LETTER, level=logging.ERROR, error=str(exc), task_id=task_id, dlq_id=dlq_id)
+        return {"status": "dead_lettered", "error": str(exc), "dlq_id": dlq_id}
+    dispatched = execution.admit(intent, entry_id=None, owner=task_id, r=r, settings=settings, dispatch=start_chain)
+    return {"status": "dispatched" if dispatched else "duplicate", "intent_id": intent.id}
