@@ -1,0 +1,749 @@
+"""The matching engine: places, fills, cancels and triggers orders against the mark price."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from qexec.paper import errors
+from qexec.paper.account import Account, Position
+from qexec.paper.catalogue import Symbol
+from qexec.paper.decimals import ZERO, floor_to, places_of, round_to
+from qexec.paper.orders import CONDITIONAL_TYPES, AlgoOrder, Fill, Order
+from qexec.paper.params import Params
+from qexec.paper.prices import PriceBook
+
+CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
+TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "GTX", "GTD"})
+WORKING_TYPES = frozenset({"MARK_PRICE", "CONTRACT_PRICE"})
+FIRST_ORDER_ID = 4_000_000_001
+FIRST_ALGO_ID = 3_000_000_001
+FIRST_TRADE_ID = 500_000_001
+BPS = Decimal(10_000)
+
+
+@dataclass
+class Settings:
+    """The engine's knobs: slippage of taker fills and the two fee rates."""
+
+    slippage_bps: Decimal = Decimal(1)
+    taker_fee_rate: Decimal = Decimal("0.0005")
+    maker_fee_rate: Decimal = Decimal("0.0002")
+
+
+@dataclass
+class FillPlan:
+    """How the next MARKET order fills: after a delay, and/or only partly."""
+
+    delay_ms: int = 0
+    partial_ratio: Decimal | None = None
+
+
+@dataclass
+class Dirty:
+    """What changed since the state store last saved."""
+
+    orders: set[int] = field(default_factory=set)
+    algos: set[int] = field(default_factory=set)
+    fills: list[Fill] = field(default_factory=list)
+    positions: set[tuple[str, str]] = field(default_factory=set)
+    prices: set[str] = field(default_factory=set)
+    account: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.orders or self.algos or self.fills or self.positions or self.prices or self.account)
+
+
+@dataclass
+class Sequences:
+    """The next order, algo and trade ids (they only ever grow, across resets and restarts)."""
+
+    order_id: int = FIRST_ORDER_ID
+    algo_id: int = FIRST_ALGO_ID
+    trade_id: int = FIRST_TRADE_ID
+
+
+class Engine:
+    """All account, order and price state of the paper exchange; every method runs to completion."""
+
+    def __init__(self, symbols: dict[str, Symbol], prices: PriceBook, balance: Decimal, settings: Settings) -> None:
+        self.symbols = symbols
+        self.prices = prices
+        self.settings = settings
+        self.ids = Sequences()
+        self.dirty = Dirty()
+        self.listen_key: str | None = None
+        self.reset(balance, dual_side=False)
+
+    def reset(self, balance: Decimal, dual_side: bool) -> None:
+        """Forget the account, its orders and fills (ids keep growing)."""
+        self.account = Account(balance, dual_side)
+        self.orders: dict[int, Order] = {}
+        self.orders_by_symbol: dict[str, list[int]] = {}
+        self.live_orders: dict[str, dict[int, Order]] = {}
+        self.client_ids: dict[tuple[str, str], int] = {}
+        self.algos: dict[int, AlgoOrder] = {}
+        self.live_algos: dict[str, dict[int, AlgoOrder]] = {}
+        self.algo_client_ids: dict[str, int] = {}
+        self.algo_of_order: dict[int, int] = {}
+        self.fills: dict[str, list[Fill]] = {}
+        self.pending: dict[int, FillPlan] = {}
+        self.fill_count = 0
+        self.listen_key = None
+        self.dirty.account = True
+
+    # ---- lookups -------------------------------------------------------------------------------
+
+    def symbol(self, name: str) -> Symbol:
+        """The listed symbol ``name`` (-1121 when unknown)."""
+        found = self.symbols.get(name)
+        if found is None:
+            raise errors.BAD_SYMBOL
+        return found
+
+    def now_mark(self, name: str) -> Decimal:
+        """The current mark of ``name``."""
+        return self.prices.marks[name]
+
+    def find_order(self, p: Params) -> Order:
+        """The order named by ``orderId`` or ``origClientOrderId`` on ``symbol`` (-2013 when absent)."""
+        symbol = self.symbol(p.required("symbol")).name
+        order_id = p.optional_integer("orderId")
+        if order_id is not None:
+            order = self.orders.get(order_id)
+        elif p.get("origClientOrderId"):
+            found = self.client_ids.get((symbol, p["origClientOrderId"]))
+            order = self.orders.get(found) if found is not None else None
+        else:
+            raise errors.VenueError(
+                -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
+            )
+        if order is None or order.symbol != symbol:
+            raise errors.NO_SUCH_ORDER
+        return order
+
+    def find_algo(self, p: Params) -> AlgoOrder:
+        """The algo order named by ``algoId`` or ``clientAlgoId`` (-2013 when absent)."""
+        algo_id = p.optional_integer("algoId")
+        if algo_id is None:
+            if not p.get("clientAlgoId"):
+                raise errors.VenueError(
+                    -1102, "Param 'clientAlgoId' or 'algoId' must be sent, but both were empty/null!"
+                )
+            algo_id = self.algo_client_ids.get(p["clientAlgoId"])
+        algo = self.algos.get(algo_id) if algo_id is not None else None
+        if algo is None:
+            raise errors.NO_SUCH_ORDER
+        return algo
+
+    def open_orders(self, symbol: str | None) -> list[Order]:
+        """Live orders, of one symbol or all, oldest first."""
+        if symbol is not None:
+            return sorted(self.live_orders.get(symbol, {}).values(), key=lambda o: o.order_id)
+        return sorted((o for book in self.live_orders.values() for o in book.values()), key=lambda o: o.order_id)
+
+    def open_algos(self, symbol: str | None) -> list[AlgoOrder]:
+        """Live algo orders, of one symbol or all, oldest first."""
+        books = [self.live_algos.get(symbol, {})] if symbol is not None else list(self.live_algos.values())
+        return sorted((a for book in books for a in book.values()), key=lambda a: a.algo_id)
+
+    def order_margin(self) -> Decimal:
+        """Initial margin held by open orders that can open or grow a position."""
+        total = ZERO
+        for book in self.live_orders.values():
+            for order in book.values():
+                if order.reduce_only or self._closes(order.side, order.position_side):
+                    continue
+                price = order.price or self.now_mark(order.symbol)
+                total += order.remaining * price / self.account.leverage_of(order.symbol)
+        return total
+
+    def totals(self) -> dict[str, Decimal]:
+        """The account's balances and margins at the current marks."""
+        return self.account.totals(self.now_mark, self.order_margin())
+
+    # ---- orders --------------------------------------------------------------------------------
+
+    def place_order(self, p: Params, plan: FillPlan) -> Order:
+        """Accept a LIMIT or MARKET order and fill what it can now; a delayed MARKET order stays NEW."""
+        symbol = self.symbol(p.required("symbol"))
+        side = self._side(p)
+        order_type = p.required("type")
+        if order_type in CONDITIONAL_TYPES:
+            raise errors.USE_ALGO_API
+        if order_type not in ("LIMIT", "MARKET"):
+            raise errors.BAD_ORDER_TYPE
+        position_side = self._position_side(p)
+        reduce_only = p.flag("reduceOnly")
+        if reduce_only and self.account.dual_side:
+            raise errors.not_required("reduceOnly")
+        if p.flag("closePosition"):
+            raise errors.not_required("closePosition")
+        market = order_type == "MARKET"
+        qty = p.decimal("quantity")
+        self._check_qty(symbol, qty, market)
+        client_id = self._client_id(p.get("newClientOrderId"), symbol.name)
+        resp_type = p.get("newOrderRespType", "ACK")
+        if resp_type not in ("ACK", "RESULT"):
+            raise errors.invalid("newOrderRespType")
+        mark = self.now_mark(symbol.name)
+        if market:
+            if p.get("price"):
+                raise errors.not_required("price")
+            price, tif = ZERO, "GTC"
+        else:
+            tif = p.required("timeInForce")
+            if tif not in TIME_IN_FORCE:
+                raise errors.BAD_TIME_IN_FORCE
+            price = p.decimal("price")
+            self._check_price(symbol, price)
+        closing = reduce_only or self._closes(side, position_side)
+        reducible = self.account.reducible(symbol.name, side, position_side)
+        if closing and reducible <= 0:
+            raise errors.REDUCE_ONLY_REJECT
+        if not reduce_only and qty * (price or mark) < symbol.min_notional:
+            raise errors.min_notional(str(symbol.min_notional))
+        opening = ZERO if closing else max(ZERO, qty - reducible)
+        if opening > 0:
+            need = opening * (price or mark) / self.account.leverage_of(symbol.name)
+            if need > self.totals()["available"]:
+                raise errors.MARGIN_INSUFFICIENT
+        crosses = not market and self._crosses(side, price, mark)
+        if not market and tif == "GTX" and crosses:
+            raise errors.GTX_REJECT
+        if not market and tif == "FOK" and not crosses:
+            raise errors.FOK_REJECT
+        now = now_ms()
+        order = Order(
+            order_id=self._next_order_id(),
+            symbol=symbol.name,
+            client_order_id=client_id,
+            side=side,
+            position_side=position_side,
+            type=order_type,
+            orig_type=order_type,
+            time_in_force=tif,
+            price=price,
+            orig_qty=qty,
+            reduce_only=reduce_only,
+            time_ms=now,
+            update_time_ms=now,
+        )
+        self._register(order)
+        if market:
+            if plan.delay_ms > 0:
+                self.pending[order.order_id] = plan
+            else:
+                self._fill_market(order, plan.partial_ratio)
+        elif crosses:
+            fill_price = (
+                min(price, self._slipped(symbol, side, mark))
+                if side == "BUY"
+                else max(price, self._slipped(symbol, side, mark))
+            )
+            self._fill_limit(order, fill_price, maker=False, ratio=plan.partial_ratio)
+            if order.live and tif in ("IOC", "FOK"):
+                self._finish(order, "EXPIRED")
+        elif tif == "IOC":
+            self._finish(order, "EXPIRED")
+        return order
+
+    def fill_pending(self, order_id: int) -> Order | None:
+        """Fill a delayed MARKET order now (nothing when it was cancelled meanwhile)."""
+        plan = self.pending.pop(order_id, None)
+        order = self.orders.get(order_id)
+        if plan is None or order is None or not order.live:
+            return order
+        self._fill_market(order, plan.partial_ratio)
+        return order
+
+    def cancel_order(self, p: Params) -> Order:
+        """Cancel a live order (-2011 when it is not open)."""
+        try:
+            order = self.find_order(p)
+        except errors.VenueError as exc:
+            if exc.code == -2013:
+                raise errors.UNKNOWN_ORDER from None
+            raise
+        if not order.live:
+            raise errors.UNKNOWN_ORDER
+        self._finish(order, "CANCELED")
+        return order
+
+    def cancel_all(self, symbol: str) -> int:
+        """Cancel every live order of ``symbol``; returns how many."""
+        orders = self.open_orders(self.symbol(symbol).name)
+        for order in orders:
+            self._finish(order, "CANCELED")
+        return len(orders)
+
+    def all_orders(self, p: Params) -> list[Order]:
+        """``allOrders``: from ``orderId`` up, or the most recent, within the time range."""
+        symbol = self.symbol(p.required("symbol")).name
+        limit = min(max(p.integer("limit", 500), 1), 1000)
+        start, end = p.optional_integer("startTime"), p.optional_integer("endTime")
+        from_id = p.optional_integer("orderId")
+        orders = [self.orders[i] for i in self.orders_by_symbol.get(symbol, [])]
+        orders = [
+            o
+            for o in orders
+            if (from_id is None or o.order_id >= from_id)
+            and (start is None or o.time_ms >= start)
+            and (end is None or o.time_ms <= end)
+        ]
+        return orders[:limit] if from_id is not None else orders[-limit:]
+
+    def user_trades(self, p: Params) -> list[Fill]:
+        """``userTrades``: fills of a symbol, optionally of one order, from ``fromId`` or the most recent."""
+        symbol = self.symbol(p.required("symbol")).name
+        limit = min(max(p.integer("limit", 500), 1), 1000)
+        start, end = p.optional_integer("startTime"), p.optional_integer("endTime")
+        from_id, order_id = p.optional_integer("fromId"), p.optional_integer("orderId")
+        fills = [
+            f
+            for f in self.fills.get(symbol, [])
+            if (order_id is None or f.order_id == order_id)
+            and (from_id is None or f.trade_id >= from_id)
+            and (start is None or f.time_ms >= start)
+            and (end is None or f.time_ms <= end)
+        ]
+        return fills[:limit] if from_id is not None else fills[-limit:]
+
+    # ---- algo orders ---------------------------------------------------------------------------
+
+    def place_algo(self, p: Params) -> AlgoOrder:
+        """Accept a conditional order; it waits for its trigger price."""
+        if p.required("algoType") != "CONDITIONAL":
+            raise errors.invalid("algoType")
+        symbol = self.symbol(p.required("symbol"))
+        side = self._side(p)
+        order_type = p.required("type")
+        if order_type not in CONDITIONAL_TYPES:
+            raise errors.BAD_ORDER_TYPE
+        position_side = self._position_side(p)
+        reduce_only = p.flag("reduceOnly")
+        if reduce_only and self.account.dual_side:
+            raise errors.not_required("reduceOnly")
+        close_position = p.flag("closePosition")
+        qty = ZERO
+        if close_position:
+            if order_type not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
+                raise errors.not_required("closePosition")
+            if p.get("quantity"):
+                raise errors.not_required("quantity")
+            if reduce_only:
+                raise errors.not_required("reduceOnly")
+        else:
+            qty = p.decimal("quantity")
+            self._check_qty(symbol, qty, market=order_type.endswith("MARKET"))
+        trigger, price, tif = ZERO, ZERO, p.get("timeInForce", "GTC")
+        activate: Decimal | None = None
+        rate: Decimal | None = None
+        if tif not in TIME_IN_FORCE:
+            raise errors.BAD_TIME_IN_FORCE
+        if order_type == "TRAILING_STOP_MARKET":
+            rate = p.decimal("callbackRate")
+            if not Decimal("0.1") <= rate <= Decimal(10):
+                raise errors.invalid("callbackRate")
+            activate = p.optional_decimal("activatePrice")
+            if activate is not None:
+                self._check_price(symbol, activate)
+        else:
+            trigger = p.decimal("triggerPrice")
+            self._check_price(symbol, trigger)
+        if order_type in ("STOP", "TAKE_PROFIT"):
+            price = p.decimal("price")
+            self._check_price(symbol, price)
+        working_type = p.get("workingType", "CONTRACT_PRICE")
+        if working_type not in WORKING_TYPES:
+            raise errors.invalid("workingType")
+        client_id = p.get("clientAlgoId") or f"paper{secrets.token_hex(8)}"
+        check_client_id(client_id)
+        existing = self.algo_client_ids.get(client_id)
+        if existing is not None and self.algos[existing].live:
+            raise errors.DUPLICATE_CLIENT_ID
+        mark = self.now_mark(symbol.name)
+        now = now_ms()
+        algo = AlgoOrder(
+            algo_id=self.ids.algo_id,
+            client_algo_id=client_id,
+            symbol=symbol.name,
+            side=side,
+            position_side=position_side,
+            order_type=order_type,
+            time_in_force=tif,
+            quantity=qty,
+            trigger_price=trigger,
+            price=price,
+            working_type=working_type,
+            close_position=close_position,
+            price_protect=p.flag("priceProtect"),
+            reduce_only=reduce_only,
+            create_time_ms=now,
+            update_time_ms=now,
+            activate_price=activate,
+            callback_rate=rate,
+        )
+        if order_type == "TRAILING_STOP_MARKET":
+            self._track_trailing(algo, mark)
+        elif self._algo_fires(algo, mark):
+            raise errors.WOULD_TRIGGER
+        self.ids.algo_id += 1
+        self.dirty.account = True
+        self.algos[algo.algo_id] = algo
+        self.live_algos.setdefault(algo.symbol, {})[algo.algo_id] = algo
+        self.algo_client_ids[client_id] = algo.algo_id
+        self.dirty.algos.add(algo.algo_id)
+        return algo
+
+    def cancel_algo(self, p: Params) -> AlgoOrder:
+        """Cancel a waiting algo order (-2011 when it is not waiting)."""
+        try:
+            algo = self.find_algo(p)
+        except errors.VenueError as exc:
+            if exc.code == -2013:
+                raise errors.UNKNOWN_ORDER from None
+            raise
+        if not algo.live:
+            raise errors.UNKNOWN_ORDER
+        self._end_algo(algo, "CANCELED")
+        return algo
+
+    def cancel_all_algos(self, symbol: str) -> int:
+        """Cancel every waiting algo order of ``symbol``; returns how many."""
+        algos = self.open_algos(self.symbol(symbol).name)
+        for algo in algos:
+            self._end_algo(algo, "CANCELED")
+        return len(algos)
+
+    def all_algos(self, p: Params) -> list[AlgoOrder]:
+        """``allAlgoOrders`` of a symbol, from ``algoId`` up or the most recent."""
+        symbol = self.symbol(p.required("symbol")).name
+        limit = min(max(p.integer("limit", 500), 1), 1000)
+        from_id = p.optional_integer("algoId")
+        algos = sorted((a for a in self.algos.values() if a.symbol == symbol), key=lambda a: a.algo_id)
+        if from_id is not None:
+            return [a for a in algos if a.algo_id >= from_id][:limit]
+        return algos[-limit:]
+
+    # ---- prices --------------------------------------------------------------------------------
+
+    def set_price(self, name: str, price: Decimal) -> None:
+        """Move the mark of ``name`` and run every limit order and trigger it crosses."""
+        symbol = self.symbol(name)
+        price = round_to(price, symbol.tick_size)
+        if price <= 0:
+            raise errors.invalid("price")
+        self.prices.set(name, price, now_ms())
+        self.dirty.prices.add(name)
+        self.evaluate(name)
+
+    def tick(self) -> None:
+        """One step of the random walk, then evaluation of the symbols that moved."""
+        for name in self.prices.walk(now_ms()):
+            self.dirty.prices.add(name)
+            self.evaluate(name)
+
+    def evaluate(self, name: str) -> None:
+        """Fill resting limit orders the mark has crossed, then fire the algo orders it has reached."""
+        mark = self.now_mark(name)
+        for order in list(self.live_orders.get(name, {}).values()):
+            if order.type == "LIMIT" and not order.hold and self._crosses(order.side, order.price, mark):
+                self._fill_limit(order, order.price, maker=True, ratio=None)
+        for algo in list(self.live_algos.get(name, {}).values()):
+            if algo.order_type == "TRAILING_STOP_MARKET":
+                fires = self._track_trailing(algo, mark)
+            else:
+                fires = self._algo_fires(algo, mark)
+            if fires:
+                self._trigger(algo, mark)
+
+    # ---- account -------------------------------------------------------------------------------
+
+    def change_leverage(self, name: str, leverage: int) -> int:
+        """Set the symbol's leverage (-4028 outside 1..max)."""
+        symbol = self.symbol(name)
+        if not 1 <= leverage <= symbol.max_leverage:
+            raise errors.INVALID_LEVERAGE
+        self.account.leverage[name] = leverage
+        self.dirty.account = True
+        return leverage
+
+    def change_margin_type(self, name: str, margin_type: str) -> None:
+        """Set the symbol's margin type, ISOLATED or CROSSED."""
+        self.symbol(name)
+        margin_type = margin_type.upper()
+        if margin_type not in ("ISOLATED", "CROSSED"):
+            raise errors.invalid("marginType")
+        if self.account.margin_type.get(name, "CROSSED") == margin_type:
+            raise errors.NO_NEED_MARGIN_TYPE
+        if any(p.symbol == name for p in self.account.open_positions()):
+            raise errors.MARGIN_TYPE_WITH_POSITION
+        self.account.margin_type[name] = margin_type
+        self.dirty.account = True
+
+    def change_position_mode(self, dual: bool) -> None:
+        """Switch between one-way and hedge mode (no positions or open orders allowed)."""
+        if dual == self.account.dual_side:
+            raise errors.NO_NEED_POSITION_SIDE
+        if any(True for _ in self.account.open_positions()):
+            raise errors.DUAL_WITH_POSITION
+        if any(self.live_orders.values()) or any(self.live_algos.values()):
+            raise errors.DUAL_WITH_OPEN_ORDERS
+        self.account.dual_side = dual
+        self.dirty.account = True
+
+    def new_listen_key(self) -> str:
+        """The account's listen key (the active one, or a new one)."""
+        if self.listen_key is None:
+            self.listen_key = secrets.token_hex(32)
+            self.dirty.account = True
+        return self.listen_key
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _side(self, p: Params) -> str:
+        side = p.required("side")
+        if side not in ("BUY", "SELL"):
+            raise errors.BAD_SIDE
+        return side
+
+    def _position_side(self, p: Params) -> str:
+        position_side = p.get("positionSide") or "BOTH"
+        if position_side not in ("BOTH", "LONG", "SHORT"):
+            raise errors.invalid("positionSide")
+        if (position_side == "BOTH") == self.account.dual_side:
+            raise errors.POSITION_SIDE_MISMATCH
+        return position_side
+
+    def _closes(self, side: str, position_side: str) -> bool:
+        return (side == "SELL" and position_side == "LONG") or (side == "BUY" and position_side == "SHORT")
+
+    @staticmethod
+    def _crosses(side: str, price: Decimal, mark: Decimal) -> bool:
+        return mark <= price if side == "BUY" else mark >= price
+
+    def _check_qty(self, symbol: Symbol, qty: Decimal, market: bool) -> None:
+        if qty <= 0:
+            raise errors.QTY_NOT_POSITIVE
+        if places_of(qty.normalize()) > symbol.quantity_precision:
+            raise errors.BAD_PRECISION
+        step = symbol.market_step_size if market else symbol.step_size
+        low = symbol.market_min_qty if market else symbol.min_qty
+        high = symbol.market_max_qty if market else symbol.max_qty
+        if qty % step != 0:
+            raise errors.QTY_STEP
+        if qty < low:
+            raise errors.QTY_BELOW_MIN
+        if qty > high:
+            raise errors.QTY_ABOVE_MAX
+
+    def _check_price(self, symbol: Symbol, price: Decimal) -> None:
+        if price <= 0 or price < symbol.min_price:
+            raise errors.PRICE_BELOW_MIN
+        if places_of(price.normalize()) > symbol.price_precision:
+            raise errors.BAD_PRECISION
+        if price > symbol.max_price:
+            raise errors.PRICE_ABOVE_MAX
+        if (price - symbol.min_price) % symbol.tick_size != 0:
+            raise errors.PRICE_TICK
+
+    def _client_id(self, given: str | None, symbol: str) -> str:
+        if not given:
+            return f"paper{secrets.token_hex(10)}"
+        check_client_id(given)
+        existing = self.client_ids.get((symbol, given))
+        if existing is not None and self.orders[existing].live:
+            raise errors.DUPLICATE_CLIENT_ID
+        return given
+
+    def _next_order_id(self) -> int:
+        order_id = self.ids.order_id
+        self.ids.order_id += 1
+        self.dirty.account = True
+        return order_id
+
+    def _register(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        self.orders_by_symbol.setdefault(order.symbol, []).append(order.order_id)
+        self.client_ids[(order.symbol, order.client_order_id)] = order.order_id
+        self.live_orders.setdefault(order.symbol, {})[order.order_id] = order
+        self.dirty.orders.add(order.order_id)
+
+    def _slipped(self, symbol: Symbol, side: str, mark: Decimal) -> Decimal:
+        slip = mark * self.settings.slippage_bps / BPS
+        price = mark + slip if side == "BUY" else mark - slip
+        return max(round_to(price, symbol.tick_size), symbol.tick_size)
+
+    def _fill_market(self, order: Order, ratio: Decimal | None) -> None:
+        symbol = self.symbols[order.symbol]
+        qty = order.remaining
+        if ratio is not None:
+            qty = partial_qty(order.orig_qty, ratio, symbol.market_step_size)
+        self._execute(order, qty, self._slipped(symbol, order.side, self.now_mark(order.symbol)), maker=False)
+        self._finish(order, "FILLED" if order.remaining == 0 else "EXPIRED")
+
+    def _fill_limit(self, order: Order, price: Decimal, maker: bool, ratio: Decimal | None) -> None:
+        qty = order.remaining
+        if ratio is not None:
+            qty = partial_qty(order.orig_qty, ratio, self.symbols[order.symbol].step_size)
+            order.hold = True  # a scripted partial fill stays PARTIALLY_FILLED until cancelled
+        done = self._execute(order, qty, price, maker)
+        if order.remaining == 0:
+            self._finish(order, "FILLED")
+        elif done == 0 and (order.reduce_only or self._closes(order.side, order.position_side)):
+            self._finish(order, "EXPIRED")  # nothing left to reduce
+        elif order.executed_qty > 0:
+            order.status = "PARTIALLY_FILLED"
+
+    def _execute(self, order: Order, qty: Decimal, price: Decimal, maker: bool) -> Decimal:
+        pos: Position = self.account.position(order.symbol, order.position_side)
+        if order.reduce_only or self._closes(order.side, order.position_side):
+            qty = min(qty, self.account.reducible(order.symbol, order.side, order.position_side))
+        if qty <= 0:
+            return ZERO
+        now = now_ms()
+        rate = self.settings.maker_fee_rate if maker else self.settings.taker_fee_rate
+        commission = qty * price * rate
+        realized = pos.apply(order.side, qty, price)
+        pos.update_time_ms = now
+        self.account.wallet += realized - commission
+        self.account.update_time_ms = now
+        order.executed_qty += qty
+        order.cum_quote += qty * price
+        order.update_time_ms = now
+        fill = Fill(
+            trade_id=self.ids.trade_id,
+            order_id=order.order_id,
+            symbol=order.symbol,
+            side=order.side,
+            position_side=order.position_side,
+            price=price,
+            qty=qty,
+            commission=commission,
+            realized_pnl=realized,
+            maker=maker,
+            time_ms=now,
+        )
+        self.ids.trade_id += 1
+        self.fills.setdefault(order.symbol, []).append(fill)
+        self.fill_count += 1
+        self.prices.record_trade(order.symbol, qty, price)
+        self.dirty.fills.append(fill)
+        self.dirty.positions.add((pos.symbol, pos.side))
+        self.dirty.orders.add(order.order_id)
+        self.dirty.account = True
+        return qty
+
+    def _finish(self, order: Order, status: str) -> None:
+        order.status = status
+        order.update_time_ms = now_ms()
+        self.live_orders.get(order.symbol, {}).pop(order.order_id, None)
+        self.pending.pop(order.order_id, None)
+        self.dirty.orders.add(order.order_id)
+        algo_id = self.algo_of_order.get(order.order_id)
+        if algo_id is not None:
+            algo = self.algos[algo_id]
+            algo.actual_price = order.avg_price
+            algo.actual_qty = order.executed_qty
+            algo.algo_status = "FINISHED"
+            algo.update_time_ms = order.update_time_ms
+            self.dirty.algos.add(algo_id)
+
+    def _algo_fires(self, algo: AlgoOrder, mark: Decimal) -> bool:
+        stop = algo.order_type in ("STOP", "STOP_MARKET")
+        buy = algo.side == "BUY"
+        if stop == buy:
+            return mark >= algo.trigger_price
+        return mark <= algo.trigger_price
+
+    def _track_trailing(self, algo: AlgoOrder, mark: Decimal) -> bool:
+        """Follow the extreme of a trailing stop; True when the callback is reached."""
+        sell = algo.side == "SELL"
+        if not algo.activated:
+            target = algo.activate_price
+            if target is not None and ((sell and mark < target) or (not sell and mark > target)):
+                return False
+            algo.activated = True
+            algo.extreme = mark
+            self.dirty.algos.add(algo.algo_id)
+            return False
+        assert algo.extreme is not None and algo.callback_rate is not None
+        if (sell and mark > algo.extreme) or (not sell and mark < algo.extreme):
+            algo.extreme = mark
+            self.dirty.algos.add(algo.algo_id)
+            return False
+        rate = algo.callback_rate / 100
+        if sell:
+            return mark <= algo.extreme * (1 - rate)
+        return mark >= algo.extreme * (1 + rate)
+
+    def _end_algo(self, algo: AlgoOrder, status: str) -> None:
+        algo.algo_status = status
+        algo.update_time_ms = now_ms()
+        self.live_algos.get(algo.symbol, {}).pop(algo.algo_id, None)
+        self.dirty.algos.add(algo.algo_id)
+
+    def _trigger(self, algo: AlgoOrder, mark: Decimal) -> None:
+        symbol = self.symbols[algo.symbol]
+        reduce = algo.reduce_only or algo.close_position
+        reducible = self.account.reducible(algo.symbol, algo.side, algo.position_side)
+        qty = algo.quantity
+        if algo.close_position:
+            qty = floor_to(reducible, symbol.step_size)
+        if (reduce or self._closes(algo.side, algo.position_side)) and (reducible <= 0 or qty <= 0):
+            self._end_algo(algo, "CANCELED")  # nothing left to close
+            return
+        limit = algo.order_type in ("STOP", "TAKE_PROFIT")
+        now = now_ms()
+        order = Order(
+            order_id=self._next_order_id(),
+            symbol=algo.symbol,
+            client_order_id=algo.client_algo_id,
+            side=algo.side,
+            position_side=algo.position_side,
+            type="LIMIT" if limit else "MARKET",
+            orig_type=algo.order_type,
+            time_in_force=algo.time_in_force if limit else "GTC",
+            price=algo.price if limit else ZERO,
+            orig_qty=qty,
+            reduce_only=reduce,
+            time_ms=now,
+            update_time_ms=now,
+            close_position=algo.close_position,
+            stop_price=algo.trigger_price,
+            working_type=algo.working_type,
+        )
+        self._register(order)
+        self._end_algo(algo, "TRIGGERED")
+        algo.trigger_time_ms = now
+        algo.actual_order_id = order.order_id
+        self.algo_of_order[order.order_id] = algo.algo_id
+        if not limit:
+            self._fill_market(order, None)
+        elif self._crosses(order.side, order.price, mark):
+            self._fill_limit(order, order.price, maker=False, ratio=None)
+
+
+def check_client_id(client_id: str) -> None:
+    """-4015 for a client order id longer than 36 characters or outside Binance's alphabet."""
+    if len(client_id) > 36:
+        raise errors.CLIENT_ID_TOO_LONG
+    if not CLIENT_ID.match(client_id):
+        raise errors.CLIENT_ID_INVALID
+
+
+def partial_qty(orig: Decimal, ratio: Decimal, step: Decimal) -> Decimal:
+    """The part of ``orig`` a scripted partial fill executes: at least one step, never all of it."""
+    qty = floor_to(orig * ratio, step)
+    if qty >= orig:
+        qty = orig - step
+    return max(qty, step) if orig > step else orig
+
+
+def now_ms() -> int:
+    """Wall-clock time in integer milliseconds."""
+    return int(time.time() * 1000)
