@@ -11,6 +11,9 @@ DISPATCH_KEY = "qexec:intent:{intent_id}:dispatch"  # stream entry / task id tha
 ORDER_KEY = "qexec:intent:{intent_id}:order"  # hash: the entry order's state machine
 PLACE_LOCK_KEY = "qexec:intent:{intent_id}:place-lock"  # one place_order execution at a time
 PUBLISHED_KEY = "qexec:intent:{intent_id}:published"  # the result entry id, once published
+HEARTBEAT_KEY = "qexec:heartbeat"  # hash: the last venue heartbeat (at, ok, error, dead_letters)
+REDBEAT_PREFIX = "qexec:beat:"  # celery-redbeat's schedule and its lock
+INFLIGHT_KEY = "qexec:inflight"  # sorted set: intents with an order placed and no result yet, by placed-at time
 
 # The paper exchange's built-in credentials (paper mode only; never valid anywhere else).
 PAPER_API_KEY = "qexec-paper-key"

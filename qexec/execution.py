@@ -104,7 +104,9 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
     r = ctx.redis
     lock_key = constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id)
     token = uuid.uuid4().hex
-    lock_ms = int((ctx.settings.request_timeout_s * 3 + 5) * 1000)
+    # Held across at most ~6 venue calls (rules, mark, leverage, mode, submit, look-up), each bounded by the
+    # request timeout; expiring early would let a duplicate execution run beside this one.
+    lock_ms = int((ctx.settings.request_timeout_s * 8 + 5) * 1000)
     if not r.set(lock_key, token, nx=True, px=lock_ms):
         raise Pending(0.5, "another execution is placing this intent")
     try:
@@ -232,7 +234,17 @@ def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int) -> Ticket:
 
 
 def _placed(ticket: Ticket, ctx: Context, order: OrderState, *, placed_at: datetime) -> Ticket:
-    _save_state(ticket, ctx, phase="placed", order_id=order.orderId, placed_at=placed_at.timestamp())
+    ticket = ticket.model_copy(update={"order": order, "placed_at": placed_at})
+    _save_state(
+        ticket,
+        ctx,
+        phase="placed",
+        order_id=order.orderId,
+        placed_at=placed_at.timestamp(),
+        ticket_json=ticket.model_dump_json(),
+    )
+    # Until its result is published the intent stays listed, so beat's reconcile can finish it if the chain dies.
+    ctx.redis.zadd(constants.INFLIGHT_KEY, {ticket.intent_id: placed_at.timestamp()})
     logs.proof(
         logs.ORDER_RESPONSE,
         status=order.status.value,
@@ -240,7 +252,7 @@ def _placed(ticket: Ticket, ctx: Context, order: OrderState, *, placed_at: datet
         avg_price=order.avgPrice,
         **_ids(ticket, ctx, order),
     )
-    return ticket.model_copy(update={"order": order, "placed_at": placed_at})
+    return ticket
 
 
 def _adopt(ticket: Ticket, ctx: Context, state: dict[str, str], attempt: int) -> Ticket:
@@ -256,7 +268,9 @@ def _adopt(ticket: Ticket, ctx: Context, state: dict[str, str], attempt: int) ->
         if state.get("phase") == "placed":
             reason = "the venue no longer knows an order it acknowledged"
             return ticket.decide(ResultStatus.FAILED, reason, -2013)
-        if waited_s < ctx.settings.unknown_lookup_s:
+        # Never conclude "absent" while the first submit's own request could still be in flight.
+        window_s = max(ctx.settings.unknown_lookup_s, ctx.settings.request_timeout_s * 2 + 1)
+        if waited_s < window_s:
             # -2013 right after a submit is ambiguous: ask again a few times before concluding.
             logs.proof(logs.ORDER_LOOKUP, outcome="not_found_yet", waited_s=f"{waited_s:.1f}", **_ids(ticket, ctx))
             raise Pending(0.5, "order not visible at the venue yet") from None
@@ -389,6 +403,7 @@ def publish(ticket: Ticket, ctx: Context, attempt: int = 0) -> ExecutionResult:
     """Publish the intent's one terminal result (a second call publishes nothing)."""
     result = build_result(ticket, ctx)
     written, entry_id = streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
+    ctx.redis.zrem(constants.INFLIGHT_KEY, ticket.intent_id)
     logs.proof(
         logs.EXECUTION_PUBLISHED,
         status=result.status.value,

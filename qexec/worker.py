@@ -9,7 +9,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from qexec import logs
-from qexec.config import get_settings
+from qexec.config import Settings, celery_config, get_settings
 
 
 def create_app() -> Celery:
@@ -17,6 +17,11 @@ def create_app() -> Celery:
     celery_app = Celery("qexec", include=["qexec.tasks"])
     celery_app.config_from_object("celeryconfig")
     return celery_app
+
+
+def configure(celery_app: Celery, settings: Settings) -> None:
+    """Point an app at other settings (a process that sends chains for a stack it did not start)."""
+    celery_app.conf.update(celery_config(settings))
 
 
 app = create_app()

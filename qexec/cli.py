@@ -1,0 +1,176 @@
+"""The `qexec` command: paper exchange, bridge, inject, and the local stack."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qexec.paper.command import paper_command
+
+log = logging.getLogger("qexec.cli")
+
+EXIT_VENUE_UNAVAILABLE = 3
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """qexec — trade execution for Binance USD-M Futures on Celery and Redis."""
+
+
+main.add_command(paper_command, "paper")
+
+
+def _settings() -> Any:
+    from pydantic import ValidationError
+
+    from qexec.config import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid QEXEC_* settings:\n{exc}") from exc
+
+
+def venue_or_exit(settings: Any) -> dict[str, Any]:
+    """Run the venue self-test; on failure log FATAL_VENUE_UNAVAILABLE and exit non-zero (never fall back)."""
+    from qexec.errors import VenueUnavailable
+    from qexec.venue import Venue
+
+    try:
+        report = Venue(settings).check()
+    except VenueUnavailable as exc:
+        log.critical("FATAL_VENUE_UNAVAILABLE mode=%s url=%s reason=%s", settings.mode.value, settings.venue_url, exc)
+        sys.exit(EXIT_VENUE_UNAVAILABLE)
+    log.info("VENUE_OK %s", " ".join(f"{k}={v}" for k, v in report.items()))
+    return report
+
+
+@main.command()
+@click.option("--consumer", default=None, help="Consumer name in the group (default: host-pid).")
+@click.option("--log-level", default="INFO", show_default=True)
+def bridge(consumer: str | None, log_level: str) -> None:
+    """Read intents from the stream and start one Celery chain per intent."""
+    from qexec import logs, streams
+    from qexec.bridge import Bridge
+    from qexec.tasks import start_chain
+
+    settings = _settings()
+    logs.configure(log_level, secrets=list(settings.credentials()) if settings.api_key else [])
+    venue_or_exit(settings)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: finishing the current batch and stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker = Bridge(settings, streams.connect(settings.redis_url), start_chain, consumer=consumer)
+    log.info("bridge %s reading %s as group %s", worker.consumer, settings.intent_stream, settings.consumer_group)
+    worker.run(stop)
+    log.info("bridge %s stopped after %d entries", worker.consumer, worker.handled)
+
+
+def _intent_from_flags(**flags: Any) -> dict[str, Any]:
+    from qexec.models import utcnow
+
+    intent = {k: v for k, v in flags.items() if v is not None}
+    intent.setdefault("timestamp", utcnow().isoformat())
+    return intent
+
+
+@main.command()
+@click.option("--symbol")
+@click.option("--side", type=click.Choice(["BUY", "SELL", "LONG", "SHORT"], case_sensitive=False))
+@click.option("--size-usd", "position_size_usd", type=float)
+@click.option("--leverage", type=int)
+@click.option("--entry-price", type=float)
+@click.option("--stop-loss", type=float)
+@click.option("--take-profit", type=float)
+@click.option("--order-type", type=click.Choice(["MARKET", "LIMIT"], case_sensitive=False))
+@click.option("--intent-id")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A JSON-lines file, one intent object per line.",
+)
+@click.option("--wait", "wait_s", type=float, default=0, help="Wait up to this many seconds for the results.")
+def inject(
+    symbol: str | None,
+    side: str | None,
+    position_size_usd: float | None,
+    leverage: int | None,
+    entry_price: float | None,
+    stop_loss: float | None,
+    take_profit: float | None,
+    order_type: str | None,
+    intent_id: str | None,
+    path: Path | None,
+    wait_s: float,
+) -> None:
+    """Write one intent (from flags) or many (from a JSON-lines file) to the intent stream."""
+    from qexec import streams
+
+    settings = _settings()
+    r = streams.connect(settings.redis_url)
+    if path is not None:
+        intents = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    intents.append(json.loads(line))
+                except ValueError as exc:
+                    raise click.ClickException(f"{path}:{number}: not JSON: {exc}") from exc
+    elif symbol and side and position_size_usd:
+        intents = [
+            _intent_from_flags(
+                symbol=symbol,
+                side=side.upper(),
+                position_size_usd=position_size_usd,
+                leverage=leverage,
+                entry_price=entry_price,
+                stop_loss=stop_loss,
+                take_profit=take_profit,
+                order_type=order_type,
+                intent_id=intent_id,
+            )
+        ]
+    else:
+        raise click.UsageError("give --symbol, --side and --size-usd, or --file")
+    last: Any = r.xrevrange(settings.result_stream, count=1)
+    since = str(last[0][0]) if last else "0-0"
+    waiting: set[str] = set()
+    for intent in intents:
+        entry_id = str(r.xadd(settings.intent_stream, {"payload": json.dumps(intent)}))
+        iid = str(intent.get("intent_id") or entry_id) if isinstance(intent, dict) else str(entry_id)
+        waiting.add(iid)
+        click.echo(f"{entry_id} intent_id={iid}")
+    if wait_s > 0:
+        _follow_results(r, settings.result_stream, since, waiting, wait_s)
+
+
+def _follow_results(r: Any, stream: str, since: str, waiting: set[str], wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while waiting and time.monotonic() < deadline:
+        block_ms = max(1, int(min(1.0, deadline - time.monotonic()) * 1000))
+        for _stream, entries in r.xread({stream: since}, block=block_ms, count=100) or []:
+            for entry_id, fields in entries:
+                since = entry_id
+                if fields.get("intent_id") in waiting:
+                    waiting.discard(fields["intent_id"])
+                    click.echo(fields.get("payload", json.dumps(fields)))
+    if waiting:
+        raise click.ClickException(f"no result within {wait_s:g}s for: {', '.join(sorted(waiting))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Pytest fixtures for the pipeline: a real Celery worker and a real bridge, as subprocesses, on our own Redis
+and the paper exchange over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from qexec.config import Settings
+from qexec.redisserver import LocalRedis
+from qexec.worker import app, configure
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Short deadlines so the deadline paths run in seconds.
+PIPELINE_ENV = {
+    "QEXEC_MODE": "paper",
+    "QEXEC_FILL_TIMEOUT_S": "4",
+    "QEXEC_POLL_INITIAL_S": "0.1",
+    "QEXEC_POLL_MAX_S": "0.5",
+    "QEXEC_UNKNOWN_LOOKUP_S": "2",
+    "QEXEC_CLAIM_IDLE_MS": "1500",
+    "QEXEC_REQUEST_TIMEOUT_S": "2",
+    "QEXEC_VISIBILITY_TIMEOUT_S": "30",
+}
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    """The test process's environment without any QEXEC_* of the developer's, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QEXEC_")}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait until `needle` appears in a process's log file; fail with the log's tail if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if needle in text:
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
+    raise RuntimeError(f"{proc.args!r} did not log {needle!r} (exit {proc.poll()}):\n{tail}")
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
+    """Stop a child process, escalating to SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class Stack:
+    """The running pipeline: worker and bridge processes, their Redis and venue, and helpers to drive them."""
+
+    env: dict[str, str]
+    settings: Settings
+    redis: redis.Redis
+    paper: Any
+    logs_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def spawn(
+        self, name: str, args: list[str], ready: str, timeout_s: float = 60, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a child process with the stack's environment and wait for its readiness line."""
+        log_path = self.logs_dir / f"{name}.log"
+        handle = log_path.open("ab")
+        proc = subprocess.Popen(args, cwd=ROOT, env=env or self.env, stdout=handle, stderr=subprocess.STDOUT)
+        handle.close()
+        self.processes[name] = proc
+        wait_for_line(log_path, ready, proc, timeout_s)
+        return proc
+
+    def start_worker(self, name: str = "worker", concurrency: int = 8) -> subprocess.Popen[bytes]:
+        """A real `celery -A qexec worker` on the threads pool."""
+        return self.spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "qexec",
+                "worker",
+                "--pool",
+                "threads",
+                "-c",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"{name}-{uuid.uuid4().hex[:6]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            ready="ready.",
+        )
+
+    def start_bridge(self, name: str = "bridge") -> subprocess.Popen[bytes]:
+        """A real `qexec bridge`."""
+        return self.spawn(name, [sys.executable, "-m", "qexec.cli", "bridge", "--consumer", name], ready="reading")
+
+    def log(self, name: str) -> str:
+        """Everything a child process has logged so far."""
+        return (self.logs_dir / f"{name}.log").read_text(errors="replace")
+
+    def inject(self, intent: dict[str, Any] | None = None, *, flat: bool = False, **fields: Any) -> str:
+        """XADD an intent (JSON `payload`, or flat fields) to the intent stream; returns the entry id."""
+        body = dict(intent or {}, **fields)
+        entry = {k: str(v) for k, v in body.items()} if flat else {"payload": json.dumps(body)}
+        return str(self.redis.xadd(self.settings.intent_stream, entry))
+
+    def results(self, intent_id: str) -> list[dict[str, Any]]:
+        """Every result published for an intent id."""
+        found = []
+        for _entry_id, fields in self.redis.xrange(self.settings.result_stream):
+            if fields.get("intent_id") == intent_id:
+                found.append(json.loads(fields["payload"]))
+        return found
+
+    def wait_result(self, intent_id: str, timeout_s: float = 30) -> dict[str, Any]:
+        """The intent's result, waiting for it; fails with the worker's log tail if none arrives."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = self.results(intent_id)
+            if found:
+                return found[0]
+            time.sleep(0.1)
+        raise AssertionError(
+            f"no result for {intent_id} within {timeout_s}s; worker log tail:\n" + self.log("worker")[-4000:]
+        )
+
+    def dead_letters(self) -> list[dict[str, str]]:
+        """The dead-letter stream's entries."""
+        return [fields for _id, fields in self.redis.xrange(self.settings.dlq_stream)]
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: LocalRedis, paper_exchange: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A worker and a bridge for the whole run, on database 0 of our Redis and the session's paper exchange."""
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    extra = dict(PIPELINE_ENV, QEXEC_REDIS_URL=url, QEXEC_EXCHANGE_URL=paper_exchange.url)
+    env = clean_env(extra)
+    settings = Settings(**{k.removeprefix("QEXEC_").lower(): v for k, v in extra.items()})
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()  # database 0 of the server these tests started, never anyone else's
+    configure(app, settings)  # chains this test process starts go to the same broker as the worker
+    running = Stack(
+        env=env, settings=settings, redis=client, paper=paper_exchange, logs_dir=tmp_path_factory.mktemp("stack-logs")
+    )
+    try:
+        running.start_worker()
+        running.start_bridge()
+        yield running
+    finally:
+        for proc in running.processes.values():
+            stop_process(proc)
+        client.close()
+
+
+def unique_id(prefix: str = "t") -> str:
+    """A fresh intent id."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,368 @@
+"""The execution pipeline end to end: intent stream → bridge → Celery chain → paper venue → result stream.
+
+Every test here runs a real Redis, a real Celery worker and bridge (subprocesses) and the paper exchange
+over HTTP through python-binance.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from stack_fixtures import ROOT, Stack, unique_id
+
+from qexec import streams
+from qexec.bridge import Bridge
+from qexec.models import Ticket, client_order_id
+from qexec.tasks import start_chain
+
+pytestmark = pytest.mark.slow
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def seed_intent(intent_id: str, **change: Any) -> dict[str, Any]:
+    """The seed producer's shape, fresh."""
+    return {
+        "intent_id": intent_id,
+        "symbol": "AVAXUSDT",
+        "side": "BUY",
+        "position_size_usd": 100.0,
+        "leverage": 2.0,
+        "entry_price": 12.77,
+        "stop_loss": 12.45075,
+        "take_profit": 13.1531,
+        "confidence": 0.72,
+        "timestamp": now_iso(),
+    } | change
+
+
+def venue_orders(stack: Stack, intent_id: str) -> list[dict[str, Any]]:
+    """Every order the paper venue ever accepted under this intent's client order id."""
+    answer = stack.paper.admin("GET", f"/paper/v1/orders?clientOrderId={client_order_id(intent_id)}")
+    return list(answer)
+
+
+def add_fault(stack: Stack, **spec: Any) -> None:
+    """Script one venue fault (see the paper exchange's admin API)."""
+    stack.paper.admin("POST", "/paper/v1/faults", json=spec)
+
+
+def assert_result_matches_venue(stack: Stack, result: dict[str, Any]) -> dict[str, Any]:
+    """A fill result's price and quantity are the venue's own avgPrice and executedQty for that order."""
+    order = stack.paper.client().futures_get_order(symbol=result["symbol"], orderId=result["order_id"])
+    assert Decimal(str(result["entry_price"])) == Decimal(order["avgPrice"])
+    assert Decimal(str(result["quantity"])) == Decimal(order["executedQty"])
+    assert result["entry_price"] > 0 and result["quantity"] > 0
+    return dict(order)
+
+
+def test_seed_intent_as_json_payload_is_filled_at_the_venues_own_price(stack: Stack) -> None:
+    """The seed's intent as a JSON field ends `filled` with the venue's avgPrice and executedQty."""
+    iid = unique_id("seed")
+    stack.inject(seed_intent(iid))
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled", result
+    order = assert_result_matches_venue(stack, result)
+    assert order["status"] == "FILLED"
+    assert result["client_order_id"] == client_order_id(iid) == order["clientOrderId"]
+    assert result["mode"] == "paper"
+
+
+def test_seed_intent_as_flat_fields_is_filled(stack: Stack) -> None:
+    """The same shape as flat string fields (no intent id: the entry id is used) is filled too."""
+    intent = seed_intent("unused")
+    del intent["intent_id"]
+    entry_id = stack.inject(intent, flat=True)
+    result = stack.wait_result(entry_id)
+    assert result["status"] == "filled", result
+    assert result["entry_id"] == entry_id
+    assert_result_matches_venue(stack, result)
+
+
+def test_a_late_fill_is_polled_until_filled_and_reports_the_real_price(stack: Stack) -> None:
+    """The original bug: the venue answers NEW with 0 executed; confirm_fill polls and reports the real fill."""
+    iid = unique_id("late")
+    config = stack.paper.admin("GET", "/paper/v1/config")
+    stack.paper.admin("POST", "/paper/v1/config", json={"result_wait_ms": 0})
+    try:
+        add_fault(
+            stack,
+            endpoint="POST /fapi/v1/order",
+            kind="fill_delay",
+            delay_ms=1500,
+            client_order_id=client_order_id(iid),
+            count=1,
+        )
+        stack.inject(seed_intent(iid, symbol="BTCUSDT", position_size_usd=300.0))
+        result = stack.wait_result(iid)
+    finally:
+        stack.paper.admin("POST", "/paper/v1/config", json={"result_wait_ms": config["result_wait_ms"]})
+    assert result["status"] == "filled", result
+    assert_result_matches_venue(stack, result)
+    lines = [line for line in stack.log("worker").splitlines() if iid in line]
+    assert any("ORDER_RESPONSE status=NEW" in line for line in lines), "the venue first answered NEW"
+    assert any("FILL_PENDING" in line for line in lines), "confirm_fill polled before the fill"
+
+
+def test_the_same_intent_injected_twice_places_one_order_and_publishes_one_result(stack: Stack) -> None:
+    """A second entry with the same intent id is dropped as a duplicate: one order, one result."""
+    iid = unique_id("dup")
+    stack.inject(seed_intent(iid))
+    stack.inject(seed_intent(iid))
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled"
+    time.sleep(1.0)  # give a wrongly dispatched second chain time to show itself
+    assert len(venue_orders(stack, iid)) == 1
+    assert len(stack.results(iid)) == 1
+    assert "INTENT_DUPLICATE" in stack.log("bridge")
+
+
+class BridgeDied(BaseException):
+    """Stands for the bridge process dying between enqueueing a chain and acknowledging the entry."""
+
+
+def test_a_bridge_killed_after_enqueue_and_before_ack_loses_nothing_and_duplicates_nothing(stack: Stack) -> None:
+    """The entry stays pending, another bridge reclaims it and re-dispatches: still one order and one result."""
+    settings = stack.settings.model_copy(
+        update={"intent_stream": f"test:intents:{unique_id()}", "claim_idle_ms": 300, "bridge_block_ms": 100}
+    )
+    r = streams.connect(stack.settings.redis_url)
+    iid = unique_id("crash")
+
+    def dispatch_then_die(ticket: Ticket) -> None:
+        start_chain(ticket)
+        raise BridgeDied
+
+    first = Bridge(settings, r, dispatch_then_die, consumer="doomed")
+    first.start()
+    entry_id = r.xadd(settings.intent_stream, {"payload": json.dumps(seed_intent(iid))})
+    with pytest.raises(BridgeDied):
+        first.step()
+    assert r.xpending(settings.intent_stream, settings.consumer_group)["pending"] == 1
+
+    time.sleep(0.4)
+    second = Bridge(settings, r, start_chain, consumer="heir")
+    second.start()
+    assert second.step() >= 1
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled"
+    assert result["entry_id"] == entry_id
+    time.sleep(1.0)
+    assert len(venue_orders(stack, iid)) == 1
+    assert len(stack.results(iid)) == 1
+    assert r.xpending(settings.intent_stream, settings.consumer_group)["pending"] == 0
+
+
+def test_unknown_error_after_execution_is_adopted_not_resent(stack: Stack) -> None:
+    """A 503 "Unknown error" after the venue executed: the order is looked up and adopted, never sent twice."""
+    iid = unique_id("unk")
+    add_fault(
+        stack, endpoint="POST /fapi/v1/order", kind="unknown_after", client_order_id=client_order_id(iid), count=1
+    )
+    stack.inject(seed_intent(iid))
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled", result
+    assert_result_matches_venue(stack, result)
+    assert len(venue_orders(stack, iid)) == 1
+    assert any("ORDER_LOOKUP outcome=found" in line and iid in line for line in stack.log("worker").splitlines())
+
+
+def test_unknown_error_before_execution_is_sent_again_with_the_same_id(stack: Stack) -> None:
+    """A 503 "Unknown error" where nothing executed: after the look-up window the order is sent once more."""
+    iid = unique_id("unk0")
+    add_fault(
+        stack, endpoint="POST /fapi/v1/order", kind="unknown_before", client_order_id=client_order_id(iid), count=1
+    )
+    stack.inject(seed_intent(iid))
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled", result
+    assert len(venue_orders(stack, iid)) == 1
+    assert any("ORDER_LOOKUP outcome=absent" in line and iid in line for line in stack.log("worker").splitlines())
+
+
+def test_a_limit_order_that_never_fills_is_canceled_at_the_deadline(stack: Stack) -> None:
+    """A resting limit far from the mark is canceled when the fill deadline passes and published `canceled`."""
+    iid = unique_id("dead")
+    mark = float(stack.paper.client().futures_mark_price(symbol="ETHUSDT")["markPrice"])
+    stack.inject(
+        seed_intent(
+            iid, symbol="ETHUSDT", order_type="LIMIT", entry_price=round(mark * 0.5, 2), position_size_usd=200.0
+        )
+    )
+    result = stack.wait_result(iid, timeout_s=30)
+    assert result["status"] == "canceled", result
+    assert result["entry_price"] is None and result["quantity"] is None
+    order = stack.paper.client().futures_get_order(symbol="ETHUSDT", orderId=result["order_id"])
+    assert order["status"] == "CANCELED"
+
+
+def test_a_partial_fill_at_the_deadline_publishes_what_executed(stack: Stack) -> None:
+    """Half filled when the deadline passes: the rest is canceled and the result is `partially_filled`."""
+    iid = unique_id("part")
+    add_fault(
+        stack,
+        endpoint="POST /fapi/v1/order",
+        kind="partial_fill",
+        ratio=0.5,
+        client_order_id=client_order_id(iid),
+        count=1,
+    )
+    stack.inject(seed_intent(iid, symbol="BTCUSDT", position_size_usd=500.0))
+    result = stack.wait_result(iid, timeout_s=30)
+    assert result["status"] == "partially_filled", result
+    order = assert_result_matches_venue(stack, result)
+    assert Decimal(order["executedQty"]) < Decimal(order["origQty"])
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"position_size_usd": 1.0}, "below"),
+        ({"symbol": "NOSUCHUSDT"}, "unknown symbol"),
+        ({"timestamp": (datetime.now(UTC) - timedelta(hours=1)).isoformat()}, "stale"),
+        ({"position_size_usd": 60000.0}, "per-order limit"),
+        ({"leverage": 50}, "leverage"),
+    ],
+)
+def test_intents_the_venue_or_the_limits_would_refuse_are_rejected_with_a_reason(
+    stack: Stack, change: dict[str, Any], reason: str
+) -> None:
+    """Min notional, unknown symbol, stale and over-limit intents publish `rejected` and place nothing."""
+    iid = unique_id("rej")
+    stack.inject(seed_intent(iid, **change))
+    result = stack.wait_result(iid)
+    assert result["status"] == "rejected", result
+    assert reason in result["reason"]
+    assert result["entry_price"] is None
+    assert venue_orders(stack, iid) == []
+
+
+def test_a_venue_rejection_is_published_with_its_code_and_message(stack: Stack) -> None:
+    """An order the venue refuses (-2019 insufficient margin) ends `rejected` with the venue's code."""
+    iid = unique_id("margin")
+    add_fault(
+        stack,
+        endpoint="POST /fapi/v1/order",
+        kind="reject",
+        code=-2019,
+        msg="Margin is insufficient.",
+        client_order_id=client_order_id(iid),
+        count=1,
+    )
+    stack.inject(seed_intent(iid))
+    result = stack.wait_result(iid)
+    assert result["status"] == "rejected", result
+    assert result["code"] == -2019
+    assert "Margin is insufficient" in result["reason"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"payload": "{not json"},
+        {"payload": json.dumps(["a", "list"])},
+        {"symbol": "BTCUSDT"},
+        {"payload": json.dumps({"symbol": "BTCUSDT", "side": "BUY", "position_size_usd": "NaN"})},
+        {"payload": json.dumps({"symbol": "BTCUSDT", "side": "SIDEWAYS", "position_size_usd": 10})},
+    ],
+)
+def test_malformed_entries_are_dead_lettered_and_the_bridge_keeps_going(stack: Stack, entry: dict[str, str]) -> None:
+    """A malformed entry lands in the dead-letter stream with its error; the next valid intent still fills."""
+    before = len(stack.dead_letters())
+    bad_id = stack.redis.xadd(stack.settings.intent_stream, entry)
+    iid = unique_id("after-bad")
+    stack.inject(seed_intent(iid))
+    assert stack.wait_result(iid)["status"] == "filled"
+    letters = stack.dead_letters()
+    assert len(letters) == before + 1
+    assert letters[-1]["entry_id"] == bad_id
+    assert letters[-1]["error"]
+    pending = stack.redis.xpending(stack.settings.intent_stream, stack.settings.consumer_group)
+    assert pending["pending"] == 0
+
+
+def test_celery_call_submit_intent_leads_to_a_result(stack: Stack) -> None:
+    """`celery -A qexec call qexec.submit_intent --kwargs …` validates the intent and starts the chain."""
+    iid = unique_id("call")
+    kwargs = json.dumps(seed_intent(iid, symbol="LINKUSDT"))
+    out = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "qexec", "call", "qexec.submit_intent", "--kwargs", kwargs],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip()
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled", result
+    assert result["entry_id"] is None
+
+
+def test_qexec_inject_writes_an_intent_and_waits_for_its_result(stack: Stack) -> None:
+    """`qexec inject --symbol … --wait` prints the entry id and then the filled result."""
+    iid = unique_id("inject")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qexec.cli",
+            "inject",
+            "--symbol",
+            "NEARUSDT",
+            "--side",
+            "SELL",
+            "--size-usd",
+            "60",
+            "--intent-id",
+            iid,
+            "--wait",
+            "30",
+        ],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert printed["intent_id"] == iid
+    assert printed["status"] == "filled"
+    assert printed["action"] == "SELL"
+
+
+def test_several_bridges_side_by_side_share_the_stream_without_duplicates(stack: Stack) -> None:
+    """Two more bridges join the group; twenty intents end with twenty results and one order each."""
+    settings = stack.settings
+    stop = threading.Event()
+    extra = [
+        Bridge(settings, streams.connect(settings.redis_url), start_chain, consumer=f"extra-{n}") for n in range(2)
+    ]
+    threads = [threading.Thread(target=b.run, args=(stop,), daemon=True) for b in extra]
+    for thread in threads:
+        thread.start()
+    try:
+        ids = [unique_id("many") for _ in range(20)]
+        for iid in ids:
+            stack.inject(seed_intent(iid, symbol="LINKUSDT", position_size_usd=50.0))
+        results = [stack.wait_result(iid, timeout_s=60) for iid in ids]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert all(r["status"] == "filled" for r in results)
+    assert all(len(venue_orders(stack, iid)) == 1 for iid in ids)
+    assert all(len(stack.results(iid)) == 1 for iid in ids)

@@ -1,0 +1,133 @@
+"""The venue seam: python-binance against the paper exchange, and every failure mapped to qexec's own errors."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from binance.exceptions import BinanceAPIException
+
+from qexec.config import Settings
+from qexec.errors import OrderNotFound, OrderRejected, UnknownOutcome, VenueUnavailable
+from qexec.models import OrderStatus, OrderType, Side
+from qexec.venue import Kind, Venue, classify
+
+
+def api_error(status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> BinanceAPIException:
+    """The exception python-binance raises for a non-2xx answer (built from a real `requests.Response`)."""
+    response = requests.Response()
+    response.status_code = status
+    response._content = (body if isinstance(body, str) else json.dumps(body)).encode()
+    response.headers.update(headers or {})
+    return BinanceAPIException(response, status, response.text)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (
+            api_error(503, {"code": -1000, "msg": "Unknown error, please check your request or try again later."}),
+            Kind.UNKNOWN,
+        ),
+        (api_error(503, {"code": -1001, "msg": "Service Unavailable."}), Kind.TEMPORARY),
+        (api_error(400, {"code": -1007, "msg": "Timeout waiting for response from backend server."}), Kind.UNKNOWN),
+        (api_error(400, {"code": -4116, "msg": "ClientOrderId is duplicated."}), Kind.UNKNOWN),
+        (api_error(502, "<html>bad gateway</html>"), Kind.UNKNOWN),
+        (api_error(429, {"code": -1003, "msg": "Too many requests"}, {"Retry-After": "7"}), Kind.RATE_LIMITED),
+        (api_error(418, {"code": -1003, "msg": "Way too many requests; IP banned"}), Kind.RATE_LIMITED),
+        (api_error(400, {"code": -2013, "msg": "Order does not exist."}), Kind.NOT_FOUND),
+        (api_error(400, {"code": -2011, "msg": "Unknown order sent."}), Kind.NOT_FOUND),
+        (api_error(400, {"code": -2019, "msg": "Margin is insufficient."}), Kind.REJECTED),
+        (api_error(400, {"code": -4164, "msg": "Order's notional must be no smaller than 5.0"}), Kind.REJECTED),
+        (
+            api_error(400, {"code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."}),
+            Kind.TEMPORARY,
+        ),
+        (requests.exceptions.ReadTimeout("read timed out"), Kind.UNKNOWN),
+        (requests.exceptions.ConnectTimeout("connect timed out"), Kind.TEMPORARY),
+        (requests.exceptions.ConnectionError("Connection aborted: reset by peer"), Kind.UNKNOWN),
+    ],
+)
+def test_each_venue_failure_has_one_policy(error: BaseException, kind: str) -> None:
+    """The error table: unknown outcomes are looked up, temporary ones retried, rejections are terminal."""
+    assert classify(error) == kind
+
+
+@pytest.fixture
+def venue(paper_exchange: Any) -> Venue:
+    """A Venue on the session's paper exchange."""
+    return Venue(Settings(exchange_url=paper_exchange.url))
+
+
+def test_self_test_reports_clock_offset_rules_and_balance(venue: Venue) -> None:
+    """`check` syncs the clock and reads exchange info and the USDT balance."""
+    report = venue.check()
+    assert report["mode"] == "paper"
+    assert report["symbols"] >= 20
+    assert Decimal(report["usdt_balance"]) > 0
+    assert abs(report["clock_offset_ms"]) < 1000
+
+
+def test_self_test_against_a_dead_venue_raises_venue_unavailable() -> None:
+    """No server on the port: VenueUnavailable naming the mode and host, never a silent fallback."""
+    dead = Venue(Settings(exchange_url="http://127.0.0.1:9", request_timeout_s=1))
+    with pytest.raises(VenueUnavailable, match=r"paper@127\.0\.0\.1:9"):
+        dead.check()
+
+
+def test_a_market_order_placed_with_result_comes_back_filled(venue: Venue) -> None:
+    """`newOrderRespType=RESULT` makes a MARKET order's answer its final FILLED state with a price."""
+    order = venue.place_order(
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        order_type=OrderType.MARKET,
+        quantity=Decimal("0.002"),
+        client_order_id="qx-venue-test-1",
+    )
+    assert order.status is OrderStatus.FILLED
+    fill = order.fill
+    assert fill is not None and fill.price > 0 and fill.quantity == Decimal("0.002")
+    again = venue.get_order("BTCUSDT", client_order_id="qx-venue-test-1")
+    assert again.orderId == order.orderId
+
+
+def test_an_unknown_client_order_id_is_order_not_found(venue: Venue) -> None:
+    """-2013 from the venue becomes OrderNotFound."""
+    with pytest.raises(OrderNotFound):
+        venue.get_order("BTCUSDT", client_order_id="qx-never-sent")
+
+
+def test_a_filter_violation_is_a_rejection_with_the_venue_code(venue: Venue) -> None:
+    """An order under the minimum notional is OrderRejected carrying the venue's code (-4164)."""
+    with pytest.raises(OrderRejected) as caught:
+        venue.place_order(
+            symbol="BTCUSDT",
+            side=Side.BUY,
+            order_type=OrderType.MARKET,
+            quantity=Decimal("0.001"),
+            client_order_id="qx-venue-test-2",
+        )
+    assert caught.value.code == -4164
+
+
+def test_a_read_timeout_on_submit_is_an_unknown_outcome(paper_exchange: Any) -> None:
+    """A submit whose answer never comes in time may have executed: UnknownOutcome, and the order exists."""
+    venue = Venue(Settings(exchange_url=paper_exchange.url, request_timeout_s=0.5))
+    paper_exchange.admin(
+        "POST",
+        "/paper/v1/faults",
+        json={"endpoint": "POST /fapi/v1/order", "kind": "slow", "delay_ms": 1500, "count": 1},
+    )
+    with pytest.raises(UnknownOutcome):
+        venue.place_order(
+            symbol="ETHUSDT",
+            side=Side.BUY,
+            order_type=OrderType.MARKET,
+            quantity=Decimal("0.05"),
+            client_order_id="qx-venue-test-3",
+        )
+    found = Venue(Settings(exchange_url=paper_exchange.url)).get_order("ETHUSDT", client_order_id="qx-venue-test-3")
+    assert found.status is OrderStatus.FILLED
