@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from qexec.paper.command import paper_command
+from qexec.stack import up_command, wait_command
 
 log = logging.getLogger("qexec.cli")
 
@@ -26,6 +27,8 @@ def main() -> None:
 
 
 main.add_command(paper_command, "paper")
+main.add_command(up_command, "up")
+main.add_command(wait_command, "wait-for-venue")
 
 
 def _settings() -> Any:

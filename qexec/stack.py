@@ -1,0 +1,377 @@
+"""The local stack behind `qexec up`: Redis, paper exchange, worker, bridge, beat and flower, under honcho."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TextIO
+
+import click
+import requests
+from honcho.manager import Manager
+from honcho.printer import Message, Printer
+from pydantic import ValidationError
+
+from qexec import constants
+from qexec.config import Mode, Settings, get_settings
+from qexec.demo import run_demo
+from qexec.redisserver import (
+    LocalRedis,
+    RedisServerError,
+    RedisServerNotFound,
+    redacted,
+    require_server,
+)
+
+PROCESS_NAMES = ("paper", "worker", "bridge", "beat", "flower")  # the Procfile's names, in start order
+FLOWER_PORT = 5555
+PING_PATH = "/fapi/v1/ping"
+VENUE_WAIT_S = 60.0
+VENUE_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One supervised process: its Procfile name, its arguments, and whether it waits for the venue."""
+
+    name: str
+    argv: tuple[str, ...]
+    waits_for_venue: bool = False
+
+    def command(self, python: str) -> str:
+        """The shell line honcho runs: the venue gate when needed, then `exec` of the process itself."""
+        line = "exec " + shlex.join(self.argv)
+        if not self.waits_for_venue:
+            return line
+        return shlex.join([python, "-m", "qexec.stack", "wait-for-venue"]) + " && " + line
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Everything `qexec up` runs: the processes, the environment they share, and the settings they see."""
+
+    settings: Settings
+    processes: tuple[ProcessSpec, ...]
+    environment: dict[str, str]
+    python: str
+    data_dir: Path
+    flower_port: int
+
+    @property
+    def paper_started(self) -> bool:
+        """True when the stack runs its own paper exchange."""
+        return any(spec.name == "paper" for spec in self.processes)
+
+    def commands(self) -> dict[str, str]:
+        """Each process's shell line, by name."""
+        return {spec.name: spec.command(self.python) for spec in self.processes}
+
+
+class Supervisor(Manager):  # type: ignore[misc]  # honcho ships no type information
+    """honcho's Manager, safe against an early signal, with hooks that run once every child is started."""
+
+    def __init__(self, printer: Printer) -> None:
+        super().__init__(printer)
+        self.after_start: list[Callable[[], None]] = []
+
+    def _killall(self, force: bool = False) -> None:
+        # honcho 2.0 reads p["pid"] of every child not yet stopped; a child whose start message is still
+        # queued has none, and the KeyError would escape the signal handler and orphan every child. Such
+        # a child is signalled by the loop's SIGKILL at the end of the grace period, once its pid is known.
+        for name, process in self._processes.items():
+            if "returncode" in process or "pid" not in process:
+                continue
+            signame = "SIGKILL" if force else "SIGTERM"
+            self._system_print(f"sending {signame} to {name} (pid {process['pid']})\n")
+            if force:
+                self._procmgr.kill(process["pid"])
+            else:
+                self._procmgr.terminate(process["pid"])
+
+    def _any_stopped(self) -> bool:
+        # honcho starts its SIGKILL countdown when a child stops; were every child to ignore SIGTERM,
+        # none would, and the stack would never stop. Once terminating, the countdown starts regardless.
+        return bool(self._terminating or super()._any_stopped())
+
+    def _start(self) -> None:
+        super()._start()
+        # Threads start only now, after honcho has forked its relay processes: forking a process that
+        # runs threads can copy a lock another thread holds.
+        for hook in self.after_start:
+            hook()
+
+    def say(self, name: str, text: str) -> None:
+        """Print a line under `name` through the manager's own queue (safe from any thread)."""
+        self.events.put(Message(type="line", data=text + "\n", time=datetime.now(), name=name, colour=None))
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """`$XDG_DATA_HOME/qexec`, else `~/.local/share/qexec`."""
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "qexec"
+
+
+def executable(name: str, bin_dir: Path) -> str:
+    """The path of `name` next to the running Python (so no activated venv is needed), else on PATH."""
+    beside = bin_dir / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    on_path = shutil.which(name)
+    if on_path is None:
+        raise click.ClickException(
+            f"cannot find {name!r} in {bin_dir} or on PATH; install qexec into this environment (pip install -e .)"
+        )
+    return on_path
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on `host:port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def open_redis(requested_url: str | None, data_dir: Path) -> tuple[str, LocalRedis | None]:
+    """The stack's Redis: the one the user named, which must answer, else a local one started here."""
+    if requested_url:
+        require_server(requested_url)
+        return requested_url, None
+    server = LocalRedis(data_dir=data_dir / "redis", appendonly=True).start()
+    return server.url, server
+
+
+def process_specs(
+    settings: Settings, *, data_dir: Path, paper_port: int, flower_port: int, bin_dir: Path
+) -> list[ProcessSpec]:
+    """The stack's processes in start order; `paper` only in paper mode. No secret goes on a command line."""
+    qexec = executable("qexec", bin_dir)
+    celery = executable("celery", bin_dir)
+    specs = []
+    if settings.mode is Mode.PAPER:
+        state = str(data_dir / "paper.sqlite3")
+        specs.append(ProcessSpec("paper", (qexec, "paper", "--port", str(paper_port), "--state", state)))
+    concurrency = str(settings.worker_concurrency)
+    worker = (celery, "-A", "qexec", "worker", "--pool", "threads", "--concurrency", concurrency)
+    schedule = str(data_dir / "celerybeat-schedule")
+    specs += [
+        ProcessSpec("worker", (*worker, "--loglevel", "INFO", "-n", "worker@%h"), waits_for_venue=True),
+        ProcessSpec("bridge", (qexec, "bridge"), waits_for_venue=True),
+        ProcessSpec("beat", (celery, "-A", "qexec", "beat", "--loglevel", "INFO", "--schedule", schedule)),
+        ProcessSpec("flower", (celery, "-A", "qexec", "flower", "--address=127.0.0.1", f"--port={flower_port}")),
+    ]
+    return specs
+
+
+def plan_stack(
+    environ: Mapping[str, str],
+    settings: Settings,
+    *,
+    redis_url: str,
+    data_dir: Path,
+    paper_port: int,
+    flower_port: int = FLOWER_PORT,
+    bin_dir: Path | None = None,
+    python: str = sys.executable,
+    only: Sequence[str] = (),
+) -> Stack:
+    """Work out the processes and their shared environment; credentials reach children only by inheritance."""
+    bin_dir = bin_dir or Path(python).parent
+    updates: dict[str, Any] = {"redis_url": redis_url}
+    if settings.mode is Mode.PAPER:
+        updates["exchange_url"] = f"http://127.0.0.1:{paper_port}"
+    seen = settings.model_copy(update=updates)
+    environment = dict(environ)
+    environment.update(QEXEC_REDIS_URL=redis_url, QEXEC_MODE=seen.mode.value, PYTHONUNBUFFERED="1")
+    if seen.exchange_url is not None:
+        environment["QEXEC_EXCHANGE_URL"] = seen.exchange_url
+    specs = process_specs(seen, data_dir=data_dir, paper_port=paper_port, flower_port=flower_port, bin_dir=bin_dir)
+    if only:
+        specs = [spec for spec in specs if spec.name in only]
+    return Stack(seen, tuple(specs), environment, python, data_dir, flower_port)
+
+
+def describe(stack: Stack, *, local_redis: LocalRedis | None) -> list[str]:
+    """The lines `qexec up` prints before anything starts: what runs where, and how to stop it."""
+    settings = stack.settings
+    if local_redis is not None:
+        where = f"started here, pid {local_redis.pid}, data in {local_redis.data_dir}"
+    else:
+        where = "the one QEXEC_REDIS_URL or --redis-url names; not started here"
+    venue = "qexec paper, state in " + str(stack.data_dir / "paper.sqlite3") if stack.paper_started else ""
+    flower = f"http://127.0.0.1:{stack.flower_port}"
+    lines = [
+        f"qexec up: {settings.mode.value} mode, {len(stack.processes)} processes "
+        f"({', '.join(spec.name for spec in stack.processes)})",
+        f"  redis    {redacted(settings.redis_url)}  ({where})",
+        f"  venue    {settings.venue_url}  ({venue or 'not started here'})",
+        f"  intents  XADD {settings.intent_stream}",
+        f"  results  {settings.result_stream}",
+    ]
+    if any(spec.name == "flower" for spec in stack.processes):
+        lines.append(f"  flower   {flower}  (Prometheus: {flower}/metrics)")
+    lines += [f"  data     {stack.data_dir}", "Ctrl-C stops every process."]
+    return lines
+
+
+def supervise(stack: Stack, *, output: TextIO | None = None, demo: bool = False) -> int:
+    """Run the stack under honcho until a signal or a child's exit stops it; honcho's return code."""
+    supervisor = Supervisor(Printer(output or sys.stdout))
+    for spec in stack.processes:
+        supervisor.add_process(spec.name, spec.command(stack.python), env=stack.environment)
+    stop = threading.Event()
+    if demo:
+
+        def say(text: str) -> None:
+            supervisor.say("demo", text)
+
+        demo_thread = threading.Thread(target=run_demo, args=(stack.settings, say, stop), name="demo", daemon=True)
+        supervisor.after_start.append(demo_thread.start)
+    try:
+        supervisor.loop()
+    finally:
+        stop.set()
+    code = int(supervisor.returncode or 0)
+    return code if code >= 0 else 128 - code  # a child killed by signal N: the shell's 128 + N
+
+
+def venue_answers(base_url: str, timeout_s: float = 1.0) -> bool:
+    """True when the venue at `base_url` answers GET /fapi/v1/ping with 200."""
+    try:
+        return requests.get(base_url + PING_PATH, timeout=timeout_s).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_for_venue(base_url: str, timeout_s: float = VENUE_WAIT_S) -> float | None:
+    """Poll the venue's ping until it answers; the seconds it took, or None after `timeout_s`."""
+    started = time.monotonic()
+    while not venue_answers(base_url):
+        if time.monotonic() - started > timeout_s:
+            return None
+        time.sleep(VENUE_POLL_S)
+    return time.monotonic() - started
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+@click.command("wait-for-venue")
+@click.option("--url", default=None, help="The venue's base URL [default: the QEXEC_* settings' venue].")
+@click.option("--timeout-s", type=float, default=VENUE_WAIT_S, show_default=True, help="Give up after this.")
+def wait_command(url: str | None, timeout_s: float) -> None:
+    """Wait until the venue answers GET /fapi/v1/ping: the start gate of the worker and the bridge."""
+    base = (url or get_settings().venue_url).rstrip("/")
+    click.echo(f"waiting for the venue at {base} to answer {PING_PATH}")
+    waited_s = wait_for_venue(base, timeout_s)
+    if waited_s is None:
+        raise click.ClickException(
+            f"the venue at {base} did not answer {PING_PATH} within {timeout_s:g} s "
+            "(in paper mode: did `qexec paper` start? see its lines above)"
+        )
+    click.echo(f"the venue answered after {waited_s:.1f} s")
+
+
+@click.command("up")
+@click.option("--demo", is_flag=True, help="Once worker and bridge run, send demo intents, show results.")
+@click.option(
+    "--redis-url",
+    envvar="QEXEC_REDIS_URL",
+    show_envvar=True,
+    default=None,
+    help="A running Redis to use (it must answer) [default: start a private one].",
+)
+@click.option(
+    "--paper-port",
+    type=int,
+    default=constants.PAPER_PORT,
+    show_default=True,
+    help="The paper exchange's port.",
+)
+@click.option("--flower-port", type=int, default=FLOWER_PORT, show_default=True, help="Flower's port.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Paper account, Redis data, beat schedule [default: $XDG_DATA_HOME/qexec or ~/.local/share/qexec].",
+)
+@click.option("--only", multiple=True, type=click.Choice(PROCESS_NAMES), help="Run only these (repeatable).")
+@click.option("--bin-dir", type=click.Path(path_type=Path), default=None, hidden=True)
+@click.pass_context
+def up_command(
+    ctx: click.Context,
+    *,
+    demo: bool,
+    redis_url: str | None,
+    paper_port: int,
+    flower_port: int,
+    data_dir: Path | None,
+    only: tuple[str, ...],
+    bin_dir: Path | None,
+) -> None:
+    """Run the whole stack on this machine (paper mode by default); Ctrl-C stops it."""
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"the QEXEC_* settings are invalid:\n{exc}") from exc
+    if demo and settings.mode is not Mode.PAPER:
+        raise click.UsageError(f"--demo trades on the paper exchange only, and QEXEC_MODE is {settings.mode}")
+    data_dir = (data_dir or default_data_dir(os.environ)).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    selected = set(only or PROCESS_NAMES)
+    for name, port in (("paper", paper_port), ("flower", flower_port)):
+        if name in selected and (name != "paper" or settings.mode is Mode.PAPER) and not port_is_free(port):
+            raise click.ClickException(f"port {port} for {name} is taken; choose another with --{name}-port")
+    # Until honcho's loop installs its own handlers, a SIGTERM must still unwind and stop our Redis.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        url, local_redis = open_redis(redis_url, data_dir)
+    except (RedisServerError, RedisServerNotFound) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        stack = plan_stack(
+            os.environ,
+            settings,
+            redis_url=url,
+            data_dir=data_dir,
+            paper_port=paper_port,
+            flower_port=flower_port,
+            bin_dir=bin_dir,
+            only=only,
+        )
+        if not stack.processes:
+            raise click.UsageError(f"nothing to run: --only {' '.join(only)} in {settings.mode} mode")
+        for line in describe(stack, local_redis=local_redis):
+            click.echo(line)
+        code = supervise(stack, demo=demo)
+    finally:
+        if local_redis is not None:
+            local_redis.stop()
+    ctx.exit(code)
+
+
+@click.group()
+def main() -> None:
+    """The stack's commands, runnable as `python -m qexec.stack` without the `qexec` entry point."""
+
+
+main.add_command(up_command)
+main.add_command(wait_command)
+
+if __name__ == "__main__":
+    main()
