@@ -14,6 +14,7 @@ PUBLISHED_KEY = "qexec:intent:{intent_id}:published"  # the result entry id, onc
 HEARTBEAT_KEY = "qexec:heartbeat"  # hash: the last venue heartbeat (at, ok, error, dead_letters)
 REDBEAT_PREFIX = "qexec:beat:"  # celery-redbeat's schedule and its lock
 INFLIGHT_KEY = "qexec:inflight"  # sorted set: intents with an order placed and no result yet, by placed-at time
+METRICS_KEY = "qexec:metrics:{family}"  # hash per metric family: label value -> count, or a histogram's buckets
 
 # The paper exchange's built-in credentials (paper mode only; never valid anywhere else).
 PAPER_API_KEY = "qexec-paper-key"

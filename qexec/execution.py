@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from qexec import constants, logs, streams
+from qexec import constants, logs, metrics, streams
 from qexec.config import Settings
 from qexec.errors import (
     OrderNotFound,
@@ -137,6 +137,7 @@ def _save_state(ticket: Ticket, ctx: Context, **fields: Any) -> None:
 def _reject(ticket: Ticket, ctx: Context, reason: str, code: int | None = None) -> Ticket:
     _save_state(ticket, ctx, phase="rejected", reason=reason, code=code if code is not None else "")
     logs.proof(logs.INTENT_REJECTED, level=logging.WARNING, reason=reason, code=code, **_ids(ticket, ctx))
+    metrics.intent_rejected(ctx.redis, reason)
     return ticket.decide(ResultStatus.REJECTED, reason, code)
 
 
@@ -244,7 +245,8 @@ def _placed(ticket: Ticket, ctx: Context, order: OrderState, *, placed_at: datet
         ticket_json=ticket.model_dump_json(),
     )
     # Until its result is published the intent stays listed, so beat's reconcile can finish it if the chain dies.
-    ctx.redis.zadd(constants.INFLIGHT_KEY, {ticket.intent_id: placed_at.timestamp()})
+    if ctx.redis.zadd(constants.INFLIGHT_KEY, {ticket.intent_id: placed_at.timestamp()}):
+        metrics.order_placed(ctx.redis)  # newly in flight: a re-run adopting the same order is not counted again
     logs.proof(
         logs.ORDER_RESPONSE,
         status=order.status.value,
@@ -323,6 +325,8 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
             avg_price=fill.price,
             **_ids(ticket, ctx, order),
         )
+        complete = order.status is OrderStatus.FILLED
+        metrics.fill_confirmed(ctx.redis, complete=complete, placed_at=ticket.placed_at, confirmed_at=ctx.now())
     return ticket
 
 
@@ -404,6 +408,10 @@ def publish(ticket: Ticket, ctx: Context, attempt: int = 0) -> ExecutionResult:
     result = build_result(ticket, ctx)
     written, entry_id = streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
     ctx.redis.zrem(constants.INFLIGHT_KEY, ticket.intent_id)
+    if written:
+        metrics.result_published(
+            ctx.redis, status=result.status.value, received_at=result.received_at, published_at=result.published_at
+        )
     logs.proof(
         logs.EXECUTION_PUBLISHED,
         status=result.status.value,
@@ -441,6 +449,7 @@ def admit(
     """Start the chain for a valid intent unless another entry already did; True when dispatched."""
     ids: dict[str, Any] = {"intent_id": intent.id, "entry_id": entry_id, "symbol": intent.symbol, "owner": owner}
     logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
+    metrics.intent_received(r)
     if not claim_dispatch(r, settings, intent.id, owner):
         logs.proof(
             logs.INTENT_DUPLICATE,
@@ -448,6 +457,7 @@ def admit(
             reason="this intent id was already dispatched by another entry",
             **ids,
         )
+        metrics.intent_duplicate(r)
         return False
     dispatch(new_ticket(intent, entry_id=entry_id, received_at=received_at))
     return True

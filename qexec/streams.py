@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from qexec import constants
+from qexec import constants, metrics
 from qexec.config import Settings
 
 # SET-if-absent and XADD in one atomic step: a crash can never leave a result published twice or
@@ -74,4 +74,6 @@ def dead_letter(
         "entry_id": entry_id or "",
         "original": json.dumps({str(k): str(v)[:4096] for k, v in fields.items()})[:20000],
     }
-    return str(r.xadd(settings.dlq_stream, dict(entry), maxlen=settings.dlq_maxlen, approximate=True))
+    dlq_id = str(r.xadd(settings.dlq_stream, dict(entry), maxlen=settings.dlq_maxlen, approximate=True))
+    metrics.intent_dead_lettered(r)
+    return dlq_id

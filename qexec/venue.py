@@ -35,6 +35,9 @@ T = TypeVar("T")
 UNKNOWN_OUTCOME_CODES = {-1006, -1007, -4116}  # -4116: an open order already has our id - go and look
 TEMPORARY_CODES = {-1001, -1003, -1008, -1015, -1021, -5028}
 NOT_FOUND_CODES = {-2013, -2011}
+# The venue refused the keys themselves (-2015 invalid key/IP/permissions, -2014 key format, -2008 key id):
+# on Binance this is what keys made for another environment (testnet vs demo vs mainnet) get (reference §5).
+KEY_REFUSED_CODES = {-2015, -2014, -2008}
 UNKNOWN_503_TEXT = "unknown error"
 
 
@@ -202,6 +205,16 @@ class Venue:
         params: dict[str, Any] = {"symbol": symbol} if symbol else {}
         return list(self._call(self._client.futures_position_information, **params))
 
+    def open_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Open regular orders (openOrders), optionally for one symbol."""
+        params: dict[str, Any] = {"symbol": symbol} if symbol else {}
+        return list(self._call(self._client.futures_get_open_orders, **params))
+
+    def open_algo_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Open algo (conditional: stop-loss, take-profit) orders (openAlgoOrders), optionally for one symbol."""
+        params: dict[str, Any] = {"symbol": symbol} if symbol else {}
+        return list(self._call(self._client.futures_get_open_orders, conditional=True, **params))
+
     def dual_side(self) -> bool:
         """True when the account is in hedge mode (cached per process)."""
         if self._shared.dual_side is None:
@@ -274,7 +287,16 @@ class Venue:
             rules = self.rules(refresh=True)
             balances = self.balances()
         except VenueError as exc:
-            raise VenueUnavailable(f"{self.label}: {exc}", code=exc.code, http_status=exc.http_status) from exc
+            reason = f"{self.label}: {exc}"
+            if exc.code in KEY_REFUSED_CODES:
+                said = exc.message.rstrip(".")
+                reason = (
+                    f"the venue refused the API keys in {self.mode} mode at {self.host}: {said}. Keys belong to one "
+                    "environment (testnet, demo or mainnet) and the others refuse them - testnet keys on demo or "
+                    "mainnet, or the reverse, is the usual cause: check that QEXEC_API_KEY/QEXEC_API_SECRET were made "
+                    "for this host (then the key's IP whitelist and Futures permission)"
+                )
+            raise VenueUnavailable(reason, code=exc.code, http_status=exc.http_status) from exc
         usdt = next((b for b in balances if b.get("asset") == "USDT"), {})
         return {
             "mode": self.mode,

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+from paper_fixtures import free_port
 
 from qexec.config import Settings
 from qexec.redisserver import LocalRedis
@@ -34,6 +35,7 @@ PIPELINE_ENV = {
     "QEXEC_CLAIM_IDLE_MS": "1500",
     "QEXEC_REQUEST_TIMEOUT_S": "2",
     "QEXEC_VISIBILITY_TIMEOUT_S": "30",
+    "QEXEC_METRICS_PORT": "0",  # never the machine's 9464; the `stack` fixture picks a free port for its bridge
 }
 
 
@@ -78,6 +80,7 @@ class Stack:
     redis: redis.Redis
     paper: Any
     logs_dir: Path
+    metrics_url: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def spawn(
@@ -160,14 +163,22 @@ class Stack:
 def stack(redis_server: LocalRedis, paper_exchange: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A worker and a bridge for the whole run, on database 0 of our Redis and the session's paper exchange."""
     url = f"redis://127.0.0.1:{redis_server.port}/0"
-    extra = dict(PIPELINE_ENV, QEXEC_REDIS_URL=url, QEXEC_EXCHANGE_URL=paper_exchange.url)
+    metrics_port = free_port()
+    extra = dict(
+        PIPELINE_ENV, QEXEC_REDIS_URL=url, QEXEC_EXCHANGE_URL=paper_exchange.url, QEXEC_METRICS_PORT=str(metrics_port)
+    )
     env = clean_env(extra)
     settings = Settings(**{k.removeprefix("QEXEC_").lower(): v for k, v in extra.items()})
     client = redis.Redis.from_url(url, decode_responses=True)
     client.flushdb()  # database 0 of the server these tests started, never anyone else's
     configure(app, settings)  # chains this test process starts go to the same broker as the worker
     running = Stack(
-        env=env, settings=settings, redis=client, paper=paper_exchange, logs_dir=tmp_path_factory.mktemp("stack-logs")
+        env=env,
+        settings=settings,
+        redis=client,
+        paper=paper_exchange,
+        logs_dir=tmp_path_factory.mktemp("stack-logs"),
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
     )
     try:
         running.start_worker()

@@ -1,0 +1,328 @@
+"""Deployment-wide figures: counters and histograms kept in Redis, served as Prometheus text by the bridge.
+
+Workers run in other processes and on other machines, so nothing is counted in process memory: every event
+is a pipelined HINCRBY into one Redis hash per metric family (`constants.METRICS_KEY`), and the collector
+reads those hashes (and a few live gauges) at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from qexec import constants
+from qexec.config import Settings
+from qexec.models import utcnow
+
+log = logging.getLogger(__name__)
+
+UNLABELLED = "total"  # the hash field of a counter without labels
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family: its Redis hash, its exposed name and help, and its one label (if any)."""
+
+    key: str
+    name: str
+    help: str
+    label: str | None = None
+
+    @property
+    def redis_key(self) -> str:
+        """The hash that holds this family's figures."""
+        return constants.METRICS_KEY.format(family=self.key)
+
+
+@dataclass(frozen=True)
+class HistogramFamily:
+    """A histogram kept as one hash: a count per bucket (not cumulative), `sum` and `count`."""
+
+    key: str
+    name: str
+    help: str
+    buckets_s: tuple[float, ...]
+
+    @property
+    def redis_key(self) -> str:
+        """The hash that holds this histogram."""
+        return constants.METRICS_KEY.format(family=self.key)
+
+
+INTENTS_RECEIVED = Family(
+    "intents_received", "qexec_intents_received_total", "Valid intents admitted (bridge or task)."
+)
+INTENTS_DUPLICATE = Family(
+    "intents_duplicate", "qexec_intents_duplicate_total", "Intents dropped because their id was already dispatched."
+)
+INTENTS_REJECTED = Family(
+    "intents_rejected", "qexec_intents_rejected_total", "Intents rejected without an order, by reason.", "reason_kind"
+)
+INTENTS_DEAD_LETTERED = Family(
+    "intents_dead_lettered", "qexec_intents_dead_lettered_total", "Stream entries written to the dead-letter stream."
+)
+ORDERS_PLACED = Family("orders_placed", "qexec_orders_placed_total", "Entry orders acknowledged by the venue.")
+FILLS = Family("fills", "qexec_fills_total", "Entry orders confirmed with an executed quantity, by status.", "status")
+RESULTS_PUBLISHED = Family(
+    "results_published", "qexec_results_published_total", "Results written to the result stream, by status.", "status"
+)
+COUNTERS = (
+    INTENTS_RECEIVED,
+    INTENTS_DUPLICATE,
+    INTENTS_REJECTED,
+    INTENTS_DEAD_LETTERED,
+    ORDERS_PLACED,
+    FILLS,
+    RESULTS_PUBLISHED,
+)
+
+FILL_LATENCY = HistogramFamily(
+    "fill_latency",
+    "qexec_fill_latency_seconds",
+    "From the entry order's submit to its confirmed fill.",
+    (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+INTENT_TO_RESULT = HistogramFamily(
+    "intent_to_result",
+    "qexec_intent_to_result_seconds",
+    "From the intent's arrival at the bridge to its result on the result stream.",
+    (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+)
+HISTOGRAMS = (FILL_LATENCY, INTENT_TO_RESULT)
+
+# Bounded label values: a rejection's reason text is classified, never used as a label.
+REASON_KINDS = ("stale", "unknown_symbol", "min_size", "risk", "venue", "other")
+
+
+def reason_kind(reason: str) -> str:
+    """The bounded kind of a rejection reason (as written by `execution`)."""
+    text = reason.lower()
+    if text.startswith("venue "):
+        return "venue"
+    if text.startswith("stale") or "in the future" in text:
+        return "stale"
+    if text.startswith("unknown symbol") or "is not trading" in text:
+        return "unknown_symbol"
+    if "is below" in text:
+        return "min_size"
+    if "above the limit" in text or "above the per-order limit" in text:
+        return "risk"
+    return "other"
+
+
+# -- writing (from wherever the event happens) ------------------------------------------------------------
+
+
+def _bucket_field(bound_s: float) -> str:
+    return f"{bound_s:g}"
+
+
+def _write(r: redis.Redis, counts: list[tuple[Family, str]], observations: list[tuple[HistogramFamily, float]]) -> None:
+    # A metrics write must never break the pipeline: Redis errors (and anything else) are logged and dropped.
+    try:
+        pipe = r.pipeline(transaction=False)
+        for family, field in counts:
+            pipe.hincrby(family.redis_key, field, 1)
+        for histogram, observed_s in observations:
+            seconds = max(observed_s, 0.0)  # clocks of different machines may disagree a little
+            bucket = next((b for b in histogram.buckets_s if seconds <= b), None)
+            if bucket is not None:
+                pipe.hincrby(histogram.redis_key, _bucket_field(bucket), 1)
+            pipe.hincrby(histogram.redis_key, "count", 1)
+            pipe.hincrbyfloat(histogram.redis_key, "sum", seconds)
+        pipe.execute()
+    except Exception as exc:
+        log.warning("METRICS_WRITE_FAILED %s: %s", type(exc).__name__, exc)
+
+
+def _seconds(start: datetime | None, end: datetime) -> list[float]:
+    return [] if start is None else [(end - start).total_seconds()]
+
+
+def intent_received(r: redis.Redis) -> None:
+    """Count a valid intent admitted by the bridge or `submit_intent`."""
+    _write(r, [(INTENTS_RECEIVED, UNLABELLED)], [])
+
+
+def intent_duplicate(r: redis.Redis) -> None:
+    """Count an intent dropped because its id was already dispatched."""
+    _write(r, [(INTENTS_DUPLICATE, UNLABELLED)], [])
+
+
+def intent_rejected(r: redis.Redis, reason: str) -> None:
+    """Count an intent rejected without an order, by the kind of its reason."""
+    _write(r, [(INTENTS_REJECTED, reason_kind(reason))], [])
+
+
+def intent_dead_lettered(r: redis.Redis) -> None:
+    """Count an entry written to the dead-letter stream."""
+    _write(r, [(INTENTS_DEAD_LETTERED, UNLABELLED)], [])
+
+
+def order_placed(r: redis.Redis) -> None:
+    """Count an entry order the venue acknowledged."""
+    _write(r, [(ORDERS_PLACED, UNLABELLED)], [])
+
+
+def fill_confirmed(r: redis.Redis, *, complete: bool, placed_at: datetime | None, confirmed_at: datetime) -> None:
+    """Count a confirmed fill and observe its latency from the order's submit."""
+    status = "filled" if complete else "partially_filled"
+    _write(r, [(FILLS, status)], [(FILL_LATENCY, s) for s in _seconds(placed_at, confirmed_at)])
+
+
+def result_published(r: redis.Redis, *, status: str, received_at: datetime, published_at: datetime) -> None:
+    """Count a result written to the result stream and observe its intent-to-result latency."""
+    _write(r, [(RESULTS_PUBLISHED, status)], [(INTENT_TO_RESULT, s) for s in _seconds(received_at, published_at)])
+
+
+# -- reading (at scrape time) --------------------------------------------------------------------------------
+
+
+def _number(text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class RedisCollector(Collector):
+    """Reads the figures from Redis at every scrape: counters, histograms and live gauges."""
+
+    def __init__(self, settings: Settings, r: redis.Redis, now: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.redis = r
+        self.now = now
+
+    def collect(self) -> Iterator[Metric]:
+        """Every qexec metric family; `qexec_redis_up 0` alone when Redis does not answer."""
+        try:
+            metrics = list(self._read())
+        except redis.RedisError as exc:
+            log.warning("METRICS_READ_FAILED %s: %s", type(exc).__name__, exc)
+            metrics = []
+            up = 0.0
+        else:
+            up = 1.0
+        yield GaugeMetricFamily("qexec_redis_up", "1 when qexec's Redis answered this scrape, else 0.", value=up)
+        yield from metrics
+
+    def _read(self) -> Iterator[Metric]:
+        s, r = self.settings, self.redis
+        pipe = r.pipeline(transaction=False)
+        for family in (*COUNTERS, *HISTOGRAMS):
+            pipe.hgetall(family.redis_key)
+        for stream in (s.intent_stream, s.result_stream, s.dlq_stream):
+            pipe.xlen(stream)
+        pipe.zcard(constants.INFLIGHT_KEY)
+        pipe.hgetall(constants.HEARTBEAT_KEY)
+        replies: list[Any] = pipe.execute()
+        counter_hashes = replies[: len(COUNTERS)]
+        histogram_hashes = replies[len(COUNTERS) : len(COUNTERS) + len(HISTOGRAMS)]
+        intent_len, result_len, dlq_len, inflight, heartbeat = replies[len(COUNTERS) + len(HISTOGRAMS) :]
+
+        for family, values in zip(COUNTERS, counter_hashes, strict=True):
+            labels = [family.label] if family.label else []
+            counter = CounterMetricFamily(family.name, family.help, labels=labels)
+            for field, value in sorted(values.items()):
+                if family.label:
+                    counter.add_metric([field], _number(value))
+                elif field == UNLABELLED:
+                    counter.add_metric([], _number(value))
+            if not family.label and UNLABELLED not in values:
+                counter.add_metric([], 0.0)
+            yield counter
+
+        for histogram, values in zip(HISTOGRAMS, histogram_hashes, strict=True):
+            cumulative, buckets = 0.0, []
+            for bound in histogram.buckets_s:
+                cumulative += _number(values.get(_bucket_field(bound)))
+                buckets.append((repr(float(bound)), cumulative))  # `le="1.0"`, as prometheus_client writes it
+            buckets.append(("+Inf", _number(values.get("count"))))
+            yield HistogramMetricFamily(
+                histogram.name, histogram.help, buckets=buckets, sum_value=_number(values.get("sum"))
+            )
+
+        lengths = GaugeMetricFamily("qexec_stream_length", "Entries in qexec's streams.", labels=["stream"])
+        for role, length in (("intent", intent_len), ("result", result_len), ("dlq", dlq_len)):
+            lengths.add_metric([role], float(length))
+        yield lengths
+        yield GaugeMetricFamily(
+            "qexec_inflight_intents", "Intents with an order placed and no result yet.", value=float(inflight)
+        )
+        yield from self._group_gauges()
+        yield from self._heartbeat_gauges(heartbeat)
+
+    def _heartbeat_gauges(self, heartbeat: dict[str, str]) -> Iterator[Metric]:
+        try:
+            at = datetime.fromisoformat(heartbeat["at"])
+        except (KeyError, ValueError):  # beat has not run yet (or wrote something else): no figure
+            return
+        yield GaugeMetricFamily(
+            "qexec_venue_heartbeat_age_seconds",
+            "Seconds since beat's last venue self-test.",
+            value=max((self.now() - at).total_seconds(), 0.0),
+        )
+        ok = _number(heartbeat.get("ok"))
+        yield GaugeMetricFamily("qexec_venue_heartbeat_ok", "1 when the last venue self-test passed, else 0.", value=ok)
+
+    def _group_gauges(self) -> Iterator[Metric]:
+        s = self.settings
+        try:
+            groups: Any = self.redis.xinfo_groups(s.intent_stream)
+        except redis.ResponseError:  # no stream yet: no group, nothing pending
+            groups = []
+        group = next((g for g in groups if g.get("name") == s.consumer_group), None)
+        pending = float(group.get("pending") or 0) if group else 0.0
+        yield GaugeMetricFamily(
+            "qexec_intent_pending_entries",
+            "Intent entries delivered to a consumer of the group and not yet acknowledged.",
+            value=pending,
+        )
+        # `lag` exists from Redis 7 on, and is nil when Redis cannot tell (after deletions): then it is left out.
+        lag = group.get("lag") if group else None
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "qexec_intent_group_lag", "Intent entries not yet delivered to the consumer group.", value=float(lag)
+            )
+
+
+def registry(settings: Settings, r: redis.Redis) -> CollectorRegistry:
+    """A private registry holding only qexec's Redis-backed figures."""
+    private = CollectorRegistry(auto_describe=False)
+    private.register(RedisCollector(settings, r))
+    return private
+
+
+def serve(settings: Settings, r: redis.Redis) -> tuple[WSGIServer, threading.Thread] | None:
+    """Serve `/metrics` on `metrics_host:metrics_port` in a daemon thread; None when off or the port is taken."""
+    if settings.metrics_port == 0:
+        return None
+    try:
+        server, thread = start_http_server(settings.metrics_port, settings.metrics_host, registry=registry(settings, r))
+    except OSError as exc:
+        # The figures live in Redis, so any one process serving them is enough: a second bridge on this host
+        # keeps bridging without its own endpoint.
+        log.warning(
+            "METRICS_NOT_SERVED %s:%d: %s (set QEXEC_METRICS_PORT to another port, or 0)",
+            settings.metrics_host,
+            settings.metrics_port,
+            exc,
+        )
+        return None
+    log.info("serving metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    return server, thread

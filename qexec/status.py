@@ -1,0 +1,281 @@
+"""`qexec status`: one screen on a deployment — streams, consumers, dead letters, workers, beat, venue."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import click
+import redis
+from pydantic import ValidationError
+
+from qexec import constants, streams
+from qexec.config import Settings, get_settings
+from qexec.errors import VenueError
+from qexec.models import utcnow
+from qexec.redisserver import redacted
+
+EXIT_REDIS_UNAVAILABLE = 1
+EXIT_VENUE_UNAVAILABLE = 3  # the code every qexec command uses for a venue that does not answer
+LAST_DEAD_LETTERS = 5
+PING_TIMEOUT_S = 1.0
+
+Report = dict[str, Any]
+
+
+def redis_report(settings: Settings, r: redis.Redis, now: datetime, last_dead_letters: int) -> Report:
+    """Streams, the consumer group and its consumers, dead letters, beat's heartbeat and in-flight intents."""
+    s = settings
+    pipe = r.pipeline(transaction=False)
+    for stream in (s.intent_stream, s.result_stream, s.dlq_stream):
+        pipe.xlen(stream)
+    pipe.xrevrange(s.dlq_stream, count=last_dead_letters)
+    pipe.hgetall(constants.HEARTBEAT_KEY)
+    pipe.zcard(constants.INFLIGHT_KEY)
+    pipe.zrange(constants.INFLIGHT_KEY, 0, 0, withscores=True)
+    intent_len, result_len, dlq_len, letters, heartbeat, inflight, oldest = pipe.execute()
+    oldest_age_s = round((now.timestamp() - float(oldest[0][1])), 1) if oldest else None
+    return {
+        "streams": {
+            "intent": {"name": s.intent_stream, "length": intent_len},
+            "result": {"name": s.result_stream, "length": result_len},
+            "dlq": {"name": s.dlq_stream, "length": dlq_len},
+        },
+        "group": _group(settings, r),
+        "dead_letters": {
+            "count": dlq_len,
+            "last": [
+                {"id": entry_id, "entry_id": f.get("entry_id"), "source": f.get("source"), "error": f.get("error")}
+                for entry_id, f in letters
+            ],
+        },
+        "heartbeat": _heartbeat(heartbeat, now),
+        "inflight": {"count": inflight, "oldest_age_s": oldest_age_s},
+    }
+
+
+def _group(settings: Settings, r: redis.Redis) -> Report:
+    name = settings.consumer_group
+    try:
+        groups: Any = r.xinfo_groups(settings.intent_stream)
+        consumers: Any = (
+            r.xinfo_consumers(settings.intent_stream, name) if any(g["name"] == name for g in groups) else []
+        )
+    except redis.ResponseError:  # the stream does not exist yet
+        groups, consumers = [], []
+    group = next((g for g in groups if g["name"] == name), None)
+    return {
+        "name": name,
+        "exists": group is not None,
+        "pending": int(group["pending"]) if group else 0,
+        "lag": group.get("lag") if group else None,  # Redis >= 7 only; nil when Redis cannot tell
+        "consumers": [
+            {"name": c["name"], "pending": int(c["pending"]), "idle_s": round(int(c["idle"]) / 1000, 1)}
+            for c in consumers
+        ],
+    }
+
+
+def _heartbeat(record: dict[str, str], now: datetime) -> Report | None:
+    if not record.get("at"):
+        return None
+    try:
+        age_s: float | None = round((now - datetime.fromisoformat(record["at"])).total_seconds(), 1)
+    except ValueError:
+        age_s = None
+    return {"at": record["at"], "age_s": age_s, "ok": record.get("ok") == "1", "error": record.get("error") or None}
+
+
+def worker_report(timeout_s: float = PING_TIMEOUT_S) -> Report:
+    """The Celery workers that answer a ping on the broker."""
+    from qexec.worker import app  # noqa: PLC0415 - `qexec paper` must not pay Celery's import cost
+
+    try:
+        replies = app.control.ping(timeout=timeout_s) or []
+    except Exception as exc:  # the broker is down or refuses us: say so, and show the rest
+        return {"ok": False, "names": [], "error": f"{type(exc).__name__}: {exc}"}
+    names = sorted(name for reply in replies for name in reply)
+    return {"ok": bool(names), "names": names, "error": None}
+
+
+def _position_row(p: dict[str, Any]) -> Report:
+    return {
+        "symbol": p.get("symbol"),
+        "side": p.get("positionSide"),
+        "amount": p.get("positionAmt"),
+        "entry_price": p.get("entryPrice"),
+        "mark_price": p.get("markPrice"),
+        "unrealized_pnl": p.get("unRealizedProfit"),
+    }
+
+
+def _order_row(o: dict[str, Any]) -> Report:
+    return {
+        "symbol": o.get("symbol"),
+        "id": o.get("orderId"),
+        "client_id": o.get("clientOrderId"),
+        "side": o.get("side"),
+        "type": o.get("type"),
+        "status": o.get("status"),
+        "quantity": o.get("origQty"),
+        "price": o.get("price"),
+    }
+
+
+def _algo_row(o: dict[str, Any]) -> Report:
+    return {
+        "symbol": o.get("symbol"),
+        "id": o.get("algoId"),
+        "client_id": o.get("clientAlgoId"),
+        "side": o.get("side"),
+        "type": o.get("orderType"),
+        "status": o.get("algoStatus"),
+        "quantity": o.get("quantity"),
+        "trigger_price": o.get("triggerPrice"),
+    }
+
+
+def venue_report(settings: Settings) -> Report:
+    """Open positions, open orders and open algo orders at the venue, or why the venue did not answer."""
+    from qexec.venue import Venue  # noqa: PLC0415 - nor python-binance's
+
+    venue = Venue(settings)
+    report: Report = {"label": venue.label, "url": venue.url, "ok": False}
+    try:
+        positions = [p for p in venue.positions() if float(p.get("positionAmt") or 0) != 0]
+        orders = venue.open_orders()
+        algos = venue.open_algo_orders()
+    except VenueError as exc:
+        report["error"] = str(exc)
+        return report
+    report.update(
+        ok=True,
+        error=None,
+        positions=[_position_row(p) for p in positions],
+        open_orders=[_order_row(o) for o in orders],
+        open_algo_orders=[_algo_row(o) for o in algos],
+    )
+    return report
+
+
+def gather(
+    settings: Settings,
+    r: redis.Redis,
+    *,
+    workers: Callable[[], Report] = worker_report,
+    venue: Callable[[Settings], Report] = venue_report,
+    now: Callable[[], datetime] = utcnow,
+    last_dead_letters: int = LAST_DEAD_LETTERS,
+) -> Report:
+    """The whole status report: every part that answers, and the error of every part that does not."""
+    report: Report = {"mode": settings.mode.value, "redis": {"url": redacted(settings.redis_url), "ok": True}}
+    try:
+        report.update(redis_report(settings, r, now(), last_dead_letters))
+    except redis.RedisError as exc:
+        report["redis"].update(ok=False, error=f"{type(exc).__name__}: {exc}")
+    report["workers"] = workers()
+    report["venue"] = venue(settings)
+    return report
+
+
+def exit_code(report: Report) -> int:
+    """0 when Redis and the venue answered; which one did not, otherwise."""
+    if not report["redis"]["ok"]:
+        return EXIT_REDIS_UNAVAILABLE
+    if not report["venue"]["ok"]:
+        return EXIT_VENUE_UNAVAILABLE
+    return 0
+
+
+def _table(rows: list[Report], columns: list[str], indent: str = "    ") -> list[str]:
+    if not rows:
+        return [f"{indent}(none)"]
+    cells = [[str(row.get(c) if row.get(c) is not None else "-") for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    lines = [indent + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += [indent + "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells]
+    return lines
+
+
+def _redis_lines(report: Report) -> list[str]:
+    lines = ["streams"]
+    for role, stream in report["streams"].items():
+        lines.append(f"  {role:<7} {stream['name']:<44} {stream['length']:>8} entries")
+    group = report["group"]
+    if not group["exists"]:
+        lines.append(f"consumer group {group['name']}: not created yet (no bridge has run)")
+    else:
+        lag = "unknown" if group["lag"] is None else group["lag"]
+        lines.append(f"consumer group {group['name']}: {group['pending']} pending, lag {lag}")
+        lines += _table(group["consumers"], ["name", "pending", "idle_s"], indent="  ")
+    letters = report["dead_letters"]
+    lines.append(f"dead letters: {letters['count']}" + (f" (last {len(letters['last'])})" if letters["last"] else ""))
+    for letter in letters["last"]:
+        error = (letter["error"] or "").replace("\n", " ")
+        lines.append(f"  {letter['id']}  entry {letter['entry_id'] or '-'}  {error[:100]}")
+    heartbeat = report["heartbeat"]
+    if heartbeat is None:
+        lines.append("beat heartbeat: none recorded (is beat running?)")
+    else:
+        state = "ok" if heartbeat["ok"] else f"ERROR {heartbeat['error']}"
+        lines.append(f"beat heartbeat: {heartbeat['age_s']}s ago, {state}")
+    inflight = report["inflight"]
+    oldest = f", oldest placed {inflight['oldest_age_s']}s ago" if inflight["oldest_age_s"] is not None else ""
+    lines.append(f"in flight: {inflight['count']}{oldest}")
+    return lines
+
+
+def render(report: Report) -> str:
+    """The report as one screen of text."""
+    redis_part = report["redis"]
+    lines = [f"qexec status · mode {report['mode']} · redis {redis_part['url']}", ""]
+    if redis_part["ok"]:
+        lines += _redis_lines(report)
+    else:
+        lines.append(f"redis: NOT ANSWERING ({redis_part['error']})")
+    workers = report["workers"]
+    if workers["error"]:
+        lines.append(f"workers: no answer ({workers['error']})")
+    else:
+        lines.append(f"workers: {len(workers['names'])} answered" + ("" if workers["names"] else " — none running?"))
+        lines += [f"  {name}" for name in workers["names"]]
+    venue = report["venue"]
+    lines.append("")
+    if not venue["ok"]:
+        lines.append(f"venue {venue['label']}: NOT ANSWERING ({venue['error']})")
+    else:
+        lines.append(f"venue {venue['label']}: ok")
+        lines.append(f"  positions ({len(venue['positions'])})")
+        cols = ["symbol", "side", "amount", "entry_price", "mark_price", "unrealized_pnl"]
+        lines += _table(venue["positions"], cols)
+        lines.append(f"  open orders ({len(venue['open_orders'])})")
+        lines += _table(
+            venue["open_orders"], ["symbol", "id", "client_id", "side", "type", "status", "quantity", "price"]
+        )
+        lines.append(f"  open algo orders ({len(venue['open_algo_orders'])})")
+        cols = ["symbol", "id", "client_id", "side", "type", "status", "quantity", "trigger_price"]
+        lines += _table(venue["open_algo_orders"], cols)
+    return "\n".join(lines)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--dead-letters", "last_dead_letters", type=click.IntRange(0), default=LAST_DEAD_LETTERS, show_default=True
+)
+def status_command(as_json: bool, last_dead_letters: int) -> None:
+    """Show streams, consumers, dead letters, workers, beat and the venue; non-zero when Redis or venue is down."""
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid QEXEC_* settings:\n{exc}") from exc
+    report = gather(settings, streams.connect(settings.redis_url), last_dead_letters=last_dead_letters)
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+    sys.exit(exit_code(report))
+
+
+if __name__ == "__main__":
+    status_command()
