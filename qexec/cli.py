@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,11 +13,12 @@ from typing import Any
 import click
 
 from qexec.paper.command import paper_command
+from qexec.selftest import selftest_command, settings_or_fail, venue_or_exit
 from qexec.stack import up_command, wait_command
+from qexec.status import status_command
+from qexec.verify import verify_command
 
 log = logging.getLogger("qexec.cli")
-
-EXIT_VENUE_UNAVAILABLE = 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,31 +29,9 @@ def main() -> None:
 main.add_command(paper_command, "paper")
 main.add_command(up_command, "up")
 main.add_command(wait_command, "wait-for-venue")
-
-
-def _settings() -> Any:
-    from pydantic import ValidationError
-
-    from qexec.config import get_settings
-
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid QEXEC_* settings:\n{exc}") from exc
-
-
-def venue_or_exit(settings: Any) -> dict[str, Any]:
-    """Run the venue self-test; on failure log FATAL_VENUE_UNAVAILABLE and exit non-zero (never fall back)."""
-    from qexec.errors import VenueUnavailable
-    from qexec.venue import Venue
-
-    try:
-        report = Venue(settings).check()
-    except VenueUnavailable as exc:
-        log.critical("FATAL_VENUE_UNAVAILABLE mode=%s url=%s reason=%s", settings.mode.value, settings.venue_url, exc)
-        sys.exit(EXIT_VENUE_UNAVAILABLE)
-    log.info("VENUE_OK %s", " ".join(f"{k}={v}" for k, v in report.items()))
-    return report
+main.add_command(selftest_command, "selftest")
+main.add_command(verify_command, "verify")
+main.add_command(status_command, "status")
 
 
 @main.command()
@@ -61,11 +39,11 @@ def venue_or_exit(settings: Any) -> dict[str, Any]:
 @click.option("--log-level", default="INFO", show_default=True)
 def bridge(consumer: str | None, log_level: str) -> None:
     """Read intents from the stream and start one Celery chain per intent."""
-    from qexec import logs, streams
+    from qexec import logs, metrics, streams
     from qexec.bridge import Bridge
     from qexec.tasks import start_chain
 
-    settings = _settings()
+    settings = settings_or_fail()
     logs.configure(log_level, secrets=list(settings.credentials()) if settings.api_key else [])
     venue_or_exit(settings)
     stop = threading.Event()
@@ -76,6 +54,7 @@ def bridge(consumer: str | None, log_level: str) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    metrics.serve(settings, streams.connect(settings.redis_url))  # deployment-wide figures from Redis, at /metrics
     worker = Bridge(settings, streams.connect(settings.redis_url), start_chain, consumer=consumer)
     log.info("bridge %s reading %s as group %s", worker.consumer, settings.intent_stream, settings.consumer_group)
     worker.run(stop)
@@ -123,7 +102,7 @@ def inject(
     """Write one intent (from flags) or many (from a JSON-lines file) to the intent stream."""
     from qexec import streams
 
-    settings = _settings()
+    settings = settings_or_fail()
     r = streams.connect(settings.redis_url)
     if path is not None:
         intents = []

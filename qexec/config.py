@@ -38,13 +38,15 @@ MAINNET_ARMING_PHRASE = "I_UNDERSTAND"
 class Settings(BaseSettings):
     """Runtime configuration, read from `QEXEC_*` variables (and nothing else)."""
 
-    model_config = SettingsConfigDict(env_prefix="QEXEC_", extra="ignore", frozen=True)
+    # Errors never echo the input: it holds the API key and secret.
+    model_config = SettingsConfigDict(env_prefix="QEXEC_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     mode: Mode = Mode.PAPER
     exchange_url: str | None = None
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
     mainnet_confirm: str = ""
+    flower_basic_auth: SecretStr | None = None  # "user:password[,user:password]" for Flower beyond loopback
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str | None = None
@@ -82,9 +84,14 @@ class Settings(BaseSettings):
     bridge_batch: int = Field(default=64, gt=0)
     claim_idle_ms: int = Field(default=30_000, gt=0)
     max_deliveries: int = Field(default=5, gt=0)
+    # The bridge's Prometheus endpoint (`/metrics`); port 0 turns it off.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
-    # Celery.
+    # Celery and beat.
     visibility_timeout_s: int = Field(default=120, gt=0)
+    reconcile_every_s: float = Field(default=10.0, gt=0)
+    heartbeat_every_s: float = Field(default=30.0, gt=0)
     worker_concurrency: int = Field(default=8, gt=0)
 
     # Risk limits (a breach is a `rejected` result with the reason).
@@ -93,6 +100,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_venue(self) -> Settings:
+        if self.mode is Mode.MAINNET and self.mainnet_confirm != MAINNET_ARMING_PHRASE:
+            raise ValueError(
+                f"QEXEC_MODE=mainnet trades real money: it needs QEXEC_MAINNET_CONFIRM={MAINNET_ARMING_PHRASE}"
+            )
         if (self.api_key is None) != (self.api_secret is None):
             raise ValueError("QEXEC_API_KEY and QEXEC_API_SECRET must be set together")
         if self.mode is not Mode.PAPER and self.api_key is None:
@@ -165,6 +176,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_timer_precision": 0.05,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
+        # celery-redbeat keeps the schedule in Redis behind a lock: a second beat started by mistake waits
+        # instead of sending every periodic task twice.
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_key_prefix": constants.REDBEAT_PREFIX,
+        "redbeat_lock_timeout": 30,
+        "beat_max_loop_interval": 5,
+        "beat_schedule": {
+            "reclaim-intents": {"task": "qexec.reclaim_intents", "schedule": settings.claim_idle_ms / 1000},
+            "reconcile-orders": {"task": "qexec.reconcile_orders", "schedule": settings.reconcile_every_s},
+            "venue-heartbeat": {"task": "qexec.venue_heartbeat", "schedule": settings.heartbeat_every_s},
+        },
         "enable_utc": True,
         "timezone": "UTC",
     }

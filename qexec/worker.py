@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup
+from pydantic import ValidationError
 
-from qexec import logs
+from qexec import dashboard, logs
 from qexec.config import Settings, celery_config, get_settings
+from qexec.selftest import venue_or_exit
+
+EXIT_INVALID_SETTINGS = 1
+
+
+def settings_or_exit() -> Settings:
+    """This process's settings; invalid ones end it with a clear message on stderr instead of a traceback."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        sys.stderr.write(f"FATAL_INVALID_SETTINGS invalid QEXEC_* settings:\n{exc}\n")
+        raise SystemExit(EXIT_INVALID_SETTINGS) from None
 
 
 def create_app() -> Celery:
-    """Build the Celery app from `celeryconfig` (itself read from `QEXEC_*` settings)."""
+    """Build the Celery app from `celeryconfig` (itself read from `QEXEC_*` settings, checked first)."""
+    settings_or_exit()
     celery_app = Celery("qexec", include=["qexec.tasks"])
     celery_app.config_from_object("celeryconfig")
     return celery_app
@@ -26,6 +42,11 @@ def configure(celery_app: Celery, settings: Settings) -> None:
 
 app = create_app()
 
+_refusal = dashboard.check(sys.argv, os.environ, get_settings())
+if _refusal is not None:
+    print(_refusal, file=sys.stderr)
+    sys.exit(2)
+
 
 @after_setup_logger.connect
 @after_setup_task_logger.connect
@@ -33,3 +54,11 @@ def _redact_worker_logs(logger: logging.Logger, **_: Any) -> None:
     secrets = list(get_settings().credentials()) if get_settings().api_key else []
     for handler in logger.handlers:
         handler.addFilter(logs.RedactSecrets(secrets))
+
+
+@celeryd_after_setup.connect
+def _check_venue_before_consuming(**_: Any) -> None:
+    # `celeryd_after_setup` is sent only by `celery worker` (not beat, flower, call or inspect), after logging is
+    # set up and before the pool and the consumer start; a SystemExit raised here becomes the worker's exit code
+    # (WorkController.start). worker_init and celeryd_init would exit too, but before logging exists.
+    venue_or_exit(get_settings())

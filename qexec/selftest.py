@@ -1,0 +1,85 @@
+"""The venue self-test: on demand (`qexec selftest`) and before a worker consumes anything."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+from pydantic import ValidationError
+
+from qexec.config import Mode, Settings, get_settings
+from qexec.errors import VenueError, VenueUnavailable
+
+if TYPE_CHECKING:
+    from qexec.venue import Venue
+
+log = logging.getLogger(__name__)
+
+# The same code `qexec bridge` exits with (qexec.cli.EXIT_VENUE_UNAVAILABLE).
+EXIT_VENUE_UNAVAILABLE = 3
+
+MODE_TEXT = {
+    Mode.PAPER: "paper - the local paper exchange, no real money",
+    Mode.TESTNET: "testnet - Binance's futures testnet, test funds",
+    Mode.DEMO: "demo - Binance's demo trading, test funds",
+    Mode.MAINNET: "mainnet - REAL MONEY (armed by QEXEC_MAINNET_CONFIRM)",
+}
+
+
+def fatal_line(settings: Settings, reason: object) -> str:
+    """The one line every qexec process says when the venue fails its self-test."""
+    return f"FATAL_VENUE_UNAVAILABLE mode={settings.mode.value} url={settings.venue_url} reason={reason}"
+
+
+def report_line(report: dict[str, Any]) -> str:
+    """The self-test's findings as one `VENUE_OK key=value ...` line (no keys or secrets are in a report)."""
+    return "VENUE_OK " + " ".join(f"{key}={value}" for key, value in report.items())
+
+
+def venue_for(settings: Settings) -> Venue:
+    """A venue client of its own (python-binance is imported here: `qexec paper` reaches this module too)."""
+    from qexec.venue import Venue  # noqa: PLC0415 - importing binance costs 0.2 s that `qexec paper` need not pay
+
+    return Venue(settings)
+
+
+def venue_or_exit(settings: Settings) -> dict[str, Any]:
+    """Run the self-test; on failure log FATAL_VENUE_UNAVAILABLE at CRITICAL and exit 3 (never fall back)."""
+    try:
+        report = venue_for(settings).check()
+    except VenueUnavailable as exc:
+        log.critical("%s", fatal_line(settings, exc))
+        raise SystemExit(EXIT_VENUE_UNAVAILABLE) from None
+    log.info("%s", report_line(report))
+    return report
+
+
+def settings_or_fail() -> Settings:
+    """This process's settings, or a clear click error naming what is wrong (never a traceback)."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid QEXEC_* settings:\n{exc}") from None
+
+
+@click.command("selftest", context_settings={"help_option_names": ["-h", "--help"]})
+def selftest_command() -> None:
+    """Check the venue as the worker and bridge do at start-up: clock, exchange info, account."""
+    settings = settings_or_fail()
+    venue = venue_for(settings)
+    click.echo(f"mode           {MODE_TEXT[settings.mode]}")
+    click.echo(f"venue          {settings.venue_url} (host {venue.host})")
+    try:
+        report = venue.check()
+        server_ms = venue.server_time_ms()
+    except VenueError as exc:  # VenueUnavailable from check(); any venue error from the second time call
+        click.echo(fatal_line(settings, exc), err=True)
+        sys.exit(EXIT_VENUE_UNAVAILABLE)
+    server_time = datetime.fromtimestamp(server_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    click.echo(f"server time    {server_time}, clock offset {report['clock_offset_ms']:+d} ms")
+    click.echo(f"exchange info  {report['symbols']} symbols")
+    click.echo(f"account        USDT balance {report['usdt_balance']}, available {report['usdt_available']}")
+    click.echo(f"SELFTEST_OK mode={settings.mode.value} host={venue.host}")

@@ -1,0 +1,195 @@
+"""`qexec verify`: test intents through the real pipeline, each order looked up at the venue, a proof file out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from paper_fixtures import PaperExchange, free_port, qexec_command
+from stack_fixtures import ROOT, Stack, clean_env
+
+pytestmark = pytest.mark.slow
+
+RUN_TIMEOUT_S = 120
+
+
+def verify(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `qexec verify` to its end; stdout (the proof, unless --out) and stderr (progress) kept apart."""
+    return subprocess.run(
+        [*qexec_command(), "verify", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+
+
+def read_proof(path: Path) -> dict[str, Any]:
+    """A proof file's JSON."""
+    proof: dict[str, Any] = json.loads(path.read_text())
+    return proof
+
+
+@pytest.fixture(scope="module")
+def proven(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One `qexec verify --count 3` run against the stack, shared by the tests that read its proof."""
+    out = tmp_path_factory.mktemp("verify") / "proof.json"
+    done = verify(stack.env, "--count", "3", "--out", str(out), "--timeout-s", "60")
+    return out, done
+
+
+def test_verify_sends_three_intents_and_proves_each_order_at_the_venue(
+    stack: Stack, proven: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    """Three test intents are filled, and the proof lists each order exactly as the venue reports it."""
+    out, done = proven
+    assert done.returncode == 0, done.stderr
+    proof = read_proof(out)
+    assert proof["problems"] == []
+    assert proof["mode"] == "paper"
+    assert proof["endpoint"] == stack.paper.url
+    assert proof["stream"] == stack.settings.result_stream
+    assert proof["timestamp"]
+    orders = proof["verified_orders"]
+    assert [order["side"] for order in orders] == ["BUY", "SELL", "BUY"]
+    assert len({order["intent_id"] for order in orders}) == 3
+    client = stack.paper.client()
+    for order in orders:
+        # Given the proof's order, when the venue is asked for it by id through a client of our own ...
+        venue = client.futures_get_order(symbol=order["symbol"], orderId=order["orderId"])
+        # ... then it says the same.
+        assert venue["status"] == order["status"] == "FILLED"
+        assert Decimal(venue["avgPrice"]) == Decimal(order["avgPrice"]) > 0
+        assert Decimal(venue["executedQty"]) == Decimal(order["executedQty"]) > 0
+        assert venue["side"] == order["side"]
+        # And the message id is the result stream entry that reported this very order.
+        [(_id, fields)] = stack.redis.xrange(stack.settings.result_stream, order["message_id"], order["message_id"])
+        result = json.loads(fields["payload"])
+        assert result["intent_id"] == order["intent_id"]
+        assert result["order_id"] == order["orderId"]
+        assert Decimal(str(result["entry_price"])) == Decimal(order["avgPrice"])
+    assert "verify: 3 of 3 results match their orders at" in done.stderr
+
+
+def test_verify_sizes_its_intents_just_above_the_minimum_notional(
+    proven: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """Each test order is small: above ETHUSDT's 20 USDT minimum notional on the paper exchange, and not far."""
+    out, _done = proven
+    for order in read_proof(out)["verified_orders"]:
+        notional = Decimal(order["avgPrice"]) * Decimal(order["executedQty"])
+        assert Decimal(20) <= notional < Decimal(60)
+
+
+def test_check_only_against_a_venue_without_those_orders_fails_and_names_them(
+    stack: Stack,
+    proven: tuple[Path, subprocess.CompletedProcess[str]],
+    start_paper_server: Callable[..., PaperExchange],
+    tmp_path: Path,
+) -> None:
+    """Results re-checked against another venue, which never saw those orders, fail with each order id named."""
+    out, _done = proven
+    orders = read_proof(out)["verified_orders"]
+    # Given a second, fresh paper exchange that holds none of the orders the stack placed ...
+    elsewhere = start_paper_server("--tick-ms", "0")
+    env = dict(stack.env, QEXEC_EXCHANGE_URL=elsewhere.url)
+    # ... when the earlier proof's results are checked against it ...
+    recheck = tmp_path / "recheck.json"
+    done = verify(env, "--check-only", str(out), "--out", str(recheck))
+    # ... then every order is reported missing, by id, and verify fails.
+    assert done.returncode == 1, done.stderr
+    proof = read_proof(recheck)
+    assert proof["verified_orders"] == []
+    assert proof["endpoint"] == elsewhere.url
+    assert {problem["orderId"] for problem in proof["problems"]} == {order["orderId"] for order in orders}
+    for problem in proof["problems"]:
+        assert f"order {problem['orderId']} (ETHUSDT) is not at the venue" in problem["problem"]
+        assert f"order {problem['orderId']} (ETHUSDT) is not at the venue" in done.stderr
+
+
+def test_check_only_of_the_same_results_at_the_same_venue_passes(
+    stack: Stack, proven: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    """Re-checking results by message id and by intent id at the venue that filled them passes."""
+    out, _done = proven
+    first, second, _third = read_proof(out)["verified_orders"]
+    done = verify(stack.env, "--check-only", f"{first['message_id']},{second['intent_id']}")
+    assert done.returncode == 0, done.stderr
+    proof = json.loads(done.stdout)
+    assert [order["orderId"] for order in proof["verified_orders"]] == [first["orderId"], second["orderId"]]
+
+
+def test_a_result_whose_price_differs_from_the_venue_is_reported(
+    stack: Stack, proven: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    """A result claiming another price than the venue's avgPrice for its order fails verification."""
+    out, _done = proven
+    order = read_proof(out)["verified_orders"][0]
+    [(_id, fields)] = stack.redis.xrange(stack.settings.result_stream, order["message_id"], order["message_id"])
+    # Given a result on the stream that names a real order but not its real price ...
+    claimed = json.loads(fields["payload"])
+    claimed["entry_price"] = float(Decimal(order["avgPrice"]) + 1)
+    claimed["intent_id"] = "verify-tampered-" + order["intent_id"]
+    message_id = stack.redis.xadd(
+        stack.settings.result_stream, {"payload": json.dumps(claimed), "intent_id": claimed["intent_id"]}
+    )
+    # ... verify says which order differs, and how.
+    done = verify(stack.env, "--check-only", str(message_id))
+    assert done.returncode == 1
+    [problem] = json.loads(done.stdout)["problems"]
+    assert problem["orderId"] == order["orderId"] and problem["message_id"] == message_id
+    assert f"order {order['orderId']} (ETHUSDT) differs at the venue: price: result entry_price" in problem["problem"]
+
+
+def test_results_that_never_arrive_fail_verification(paper_exchange: PaperExchange, redis_url: str) -> None:
+    """With no worker or bridge on that Redis, no result arrives: verify waits its timeout and fails."""
+    env = clean_env({"QEXEC_REDIS_URL": redis_url, "QEXEC_EXCHANGE_URL": paper_exchange.url})
+    done = verify(env, "--count", "2", "--timeout-s", "1")
+    assert done.returncode == 1
+    proof = json.loads(done.stdout)
+    assert proof["verified_orders"] == []
+    assert len(proof["problems"]) == 2
+    assert all("no result on quantum:stream:trade.execution.res within 1 s" in p["problem"] for p in proof["problems"])
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert client.xlen("quantum:stream:trade.intent") == 2
+    finally:
+        client.close()
+
+
+def test_verify_refuses_mainnet_without_allow_mainnet(redis_url: str) -> None:
+    """In (armed) mainnet mode verify sends nothing unless --allow-mainnet is given."""
+    env = clean_env(
+        {
+            "QEXEC_REDIS_URL": redis_url,
+            "QEXEC_MODE": "mainnet",
+            "QEXEC_MAINNET_CONFIRM": "I_UNDERSTAND",
+            "QEXEC_API_KEY": "k" * 64,
+            "QEXEC_API_SECRET": "s" * 64,
+            "QEXEC_EXCHANGE_URL": f"http://127.0.0.1:{free_port()}",
+        }
+    )
+    done = verify(env, "--count", "1")
+    assert done.returncode == 2
+    assert "--allow-mainnet" in done.stderr
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.exists("quantum:stream:trade.intent") == 0
+    finally:
+        client.close()
+
+
+def test_verify_against_a_dead_venue_exits_with_fatal_venue_unavailable(redis_url: str) -> None:
+    """A venue that does not answer stops verify before it sends anything."""
+    url = f"http://127.0.0.1:{free_port()}"
+    done = verify(clean_env({"QEXEC_REDIS_URL": redis_url, "QEXEC_EXCHANGE_URL": url}), "--count", "1")
+    assert done.returncode == 3
+    assert f"FATAL_VENUE_UNAVAILABLE mode=paper url={url}" in done.stderr
