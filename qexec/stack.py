@@ -167,11 +167,11 @@ def process_specs(
         specs.append(ProcessSpec("paper", (qexec, "paper", "--port", str(paper_port), "--state", state)))
     concurrency = str(settings.worker_concurrency)
     worker = (celery, "-A", "qexec", "worker", "--pool", "threads", "--concurrency", concurrency)
-    schedule = str(data_dir / "celerybeat-schedule")
     specs += [
         ProcessSpec("worker", (*worker, "--loglevel", "INFO", "-n", "worker@%h"), waits_for_venue=True),
         ProcessSpec("bridge", (qexec, "bridge"), waits_for_venue=True),
-        ProcessSpec("beat", (celery, "-A", "qexec", "beat", "--loglevel", "INFO", "--schedule", schedule)),
+        # celery-redbeat keeps the schedule in Redis (see celery_config), so beat writes no file.
+        ProcessSpec("beat", (celery, "-A", "qexec", "beat", "--loglevel", "INFO")),
         ProcessSpec("flower", (celery, "-A", "qexec", "flower", "--address=127.0.0.1", f"--port={flower_port}")),
     ]
     return specs
@@ -308,7 +308,7 @@ def wait_command(url: str | None, timeout_s: float) -> None:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Paper account, Redis data, beat schedule [default: $XDG_DATA_HOME/qexec or ~/.local/share/qexec].",
+    help="Paper account and Redis data [default: $XDG_DATA_HOME/qexec or ~/.local/share/qexec].",
 )
 @click.option("--only", multiple=True, type=click.Choice(PROCESS_NAMES), help="Run only these (repeatable).")
 @click.option("--bin-dir", type=click.Path(path_type=Path), default=None, hidden=True)

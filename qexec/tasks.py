@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from celery import Task, chain
 
-from qexec import execution, logs, streams
+from qexec import execution, housekeeping, logs, streams
 from qexec.config import get_settings
 from qexec.errors import IntentError
 from qexec.execution import Context, Pending
@@ -101,6 +101,24 @@ def start_chain(ticket: Ticket) -> None:
         confirm_fill.s().set(task_id=f"{iid}:confirm"),
         publish_execution.s().set(task_id=f"{iid}:publish"),
     ).apply_async()
+
+
+@app.task(name="qexec.reclaim_intents", ignore_result=True)
+def reclaim_intents() -> int:
+    """Beat: reclaim intent entries a dead bridge left pending."""
+    return housekeeping.reclaim_intents(context(), start_chain)
+
+
+@app.task(name="qexec.reconcile_orders", ignore_result=True)
+def reconcile_orders() -> list[str]:
+    """Beat: finish orders whose chain died after placing them (confirm or cancel, then publish)."""
+    return housekeeping.reconcile_orders(context())
+
+
+@app.task(name="qexec.venue_heartbeat", ignore_result=True)
+def venue_heartbeat() -> dict[str, Any]:
+    """Beat: the venue self-test, recorded where `qexec status` reads it."""
+    return housekeeping.venue_heartbeat(context())
 
 
 @app.task(name="qexec.submit_intent", bind=True)

@@ -228,7 +228,7 @@ def test_worker_and_bridge_wait_for_the_venue_and_the_others_do_not(tmp_path: Pa
 
 
 def test_each_process_runs_the_documented_command(tmp_path: Path, fake_bin: Path) -> None:
-    """The executables come from the given bin dir; ports, state and schedule go where the options say."""
+    """The executables come from the given bin dir; ports and state go where the options say."""
     stack = plan_stack(
         {},
         make_settings(),
@@ -245,7 +245,7 @@ def test_each_process_runs_the_documented_command(tmp_path: Path, fake_bin: Path
     assert argv["worker"][:6] == (celery, "-A", "qexec", "worker", "--pool", "threads")
     assert argv["worker"][6:] == ("--concurrency", "8", "--loglevel", "INFO", "-n", "worker@%h")
     assert argv["bridge"] == (qexec, "bridge")
-    assert argv["beat"][-2:] == ("--schedule", str(tmp_path / "celerybeat-schedule"))
+    assert argv["beat"] == (celery, "-A", "qexec", "beat", "--loglevel", "INFO")
     assert argv["flower"][-2:] == ("--address=127.0.0.1", "--port=5556")
 
 
