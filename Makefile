@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install up test lint fmt bench-paper clean
+.PHONY: install up test lint fmt bench bench-paper clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -30,6 +30,9 @@ lint: $(STAMP)  ## ruff and mypy
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)  ## qexec against the naive baseline: latency, throughput, REST budget, memory (~15 min)
+	$(BIN)/python bench/bench.py --json bench/results/bench.json
 
 bench-paper: $(STAMP)  ## signed order round-trips per second the paper exchange serves
 	$(BIN)/python bench/paper_bench.py

@@ -1,0 +1,542 @@
+"""qexec against the naive baseline executor, in one run, on the paper exchange: latency, throughput, REST budget,
+rate-limit ceiling and memory.
+
+.venv/bin/python bench/bench.py [--scenario overhead|realistic|testnet|ratelimit|soak ...] [--quick] [--json FILE]
+
+Every figure is measured here, for both executors, against a paper exchange started for the scenario. Latency is
+from the intent's stream entry to its result's stream entry (both ids carry Redis's clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+import requests
+
+from qexec.redisserver import LocalRedis, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SYMBOLS = ("DOGEUSDT", "XRPUSDT", "ADAUSDT", "TRXUSDT")
+SIZE_USD = 25.0
+
+
+def ms_of(entry_id: str) -> int:
+    """The Redis clock time (ms) in a stream entry id."""
+    return int(entry_id.split("-", 1)[0])
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+@dataclass
+class Proc:
+    """A child process with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the process and its children, MiB."""
+        proc = psutil.Process(self.popen.pid)
+        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by the process and its children."""
+        proc = psutil.Process(self.popen.pid)
+        total = 0.0
+        for p in [proc, *proc.children(recursive=True)]:
+            times = p.cpu_times()
+            total += times.user + times.system
+        return total
+
+
+def spawn(
+    name: str, argv: list[str], env: dict[str, str], logs: Path, ready: str | Callable[[], bool], timeout_s: float = 60
+) -> Proc:
+    """Start a process and wait until it is ready (a log line, or a predicate)."""
+    log = logs / f"{name}.log"
+    handle = log.open("ab")
+    popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    handle.close()
+    proc = Proc(name, popen, log)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            break
+        done = ready() if callable(ready) else ready in log.read_text(errors="replace")
+        if done:
+            return proc
+        time.sleep(0.1)
+    proc.stop()
+    raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@dataclass(frozen=True)
+class Venue:
+    """Paper exchange flags for a scenario."""
+
+    latency_ms: int = 0
+    fill_delay_ms: int = 0
+    result_wait_ms: int = 2000
+    orders_per_10s: int = 1_000_000
+    orders_per_min: int = 1_000_000
+    weight_limit: int = 1_000_000
+
+
+@dataclass
+class Run:
+    """One executor's figures in one scenario."""
+
+    executor: str
+    sent: int = 0
+    results: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    fill_lags_ms: list[float] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        """The figures, with latency percentiles."""
+        out = {"sent": self.sent, "results": self.results, "lost": self.sent - self.results}
+        if self.latencies_ms:
+            out |= {
+                "p50_ms": pct(self.latencies_ms, 50),
+                "p95_ms": pct(self.latencies_ms, 95),
+                "p99_ms": pct(self.latencies_ms, 99),
+            }
+        return out | self.figures
+
+
+class Bench:
+    """Shared machinery: our Redis, a paper exchange per scenario, and the two executors."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.redis_server = LocalRedis().start()
+        self.db = 0
+
+    def close(self) -> None:
+        """Stop our Redis."""
+        self.redis_server.stop()
+
+    def fresh_db(self) -> tuple[str, redis.Redis]:
+        """A flushed database on our own server, for one executor's run."""
+        self.db = (self.db + 1) % 16
+        url = f"redis://127.0.0.1:{self.redis_server.port}/{self.db}"
+        client = redis.Redis.from_url(url, decode_responses=True)
+        client.flushdb()
+        return url, client
+
+    @contextmanager
+    def paper(self, venue: Venue) -> Iterator[str]:
+        """A paper exchange with the scenario's flags."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [
+            str(BIN / "qexec"),
+            "paper",
+            "--port",
+            str(port),
+            "--state",
+            ":memory:",
+            "--tick-ms",
+            "0",
+            "--latency-ms",
+            str(venue.latency_ms),
+            "--fill-delay-ms",
+            str(venue.fill_delay_ms),
+            "--result-wait-ms",
+            str(venue.result_wait_ms),
+            "--orders-per-10s",
+            str(venue.orders_per_10s),
+            "--orders-per-min",
+            str(venue.orders_per_min),
+            "--weight-limit",
+            str(venue.weight_limit),
+            "--balance",
+            "1000000",
+        ]
+
+        def answers() -> bool:
+            try:
+                return requests.get(f"{url}/fapi/v1/ping", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        proc = spawn(f"paper-{port}", argv, dict(os.environ), self.logs, answers)
+        try:
+            yield url
+        finally:
+            proc.stop()
+
+    @contextmanager
+    def executor(self, kind: str, redis_url: str, venue_url: str, concurrency: int) -> Iterator[list[Proc]]:
+        """qexec (worker + bridge) or the baseline, running against `venue_url`."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QEXEC_")}
+        env |= {
+            "QEXEC_REDIS_URL": redis_url,
+            "QEXEC_EXCHANGE_URL": venue_url,
+            "QEXEC_METRICS_PORT": "0",
+            "QEXEC_INTENT_MAX_AGE_S": "3600",
+            "PYTHONUNBUFFERED": "1",
+        }
+        tag = uuid.uuid4().hex[:6]
+        procs: list[Proc] = []
+        try:
+            if kind == "qexec":
+                procs.append(
+                    spawn(
+                        f"worker-{tag}",
+                        [
+                            str(BIN / "celery"),
+                            "-A",
+                            "qexec",
+                            "worker",
+                            "--pool",
+                            "threads",
+                            "-c",
+                            str(concurrency),
+                            "--loglevel",
+                            "INFO",
+                            "-n",
+                            f"bench-{tag}@%h",
+                            "--without-gossip",
+                            "--without-mingle",
+                        ],
+                        env,
+                        self.logs,
+                        "ready.",
+                        90,
+                    )
+                )
+                procs.append(
+                    spawn(
+                        f"bridge-{tag}",
+                        [str(BIN / "qexec"), "bridge", "--log-level", "INFO"],
+                        env,
+                        self.logs,
+                        lambda: _group_exists(redis_url),
+                        60,
+                    )
+                )
+            else:
+                procs.append(
+                    spawn(
+                        f"baseline-{tag}",
+                        [
+                            sys.executable,
+                            str(ROOT / "bench" / "baseline.py"),
+                            "--redis-url",
+                            redis_url,
+                            "--exchange-url",
+                            venue_url,
+                        ],
+                        env,
+                        self.logs,
+                        "baseline ready",
+                        60,
+                    )
+                )
+            yield procs
+        finally:
+            for proc in procs:
+                proc.stop()
+
+
+def _group_exists(redis_url: str) -> bool:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return bool(client.exists("quantum:stream:trade.intent"))
+    finally:
+        client.close()
+
+
+def marks(venue_url: str) -> dict[str, float]:
+    """Current marks of the benchmark symbols."""
+    prices = requests.get(f"{venue_url}/paper/v1/prices", timeout=5).json()
+    return {s: float(prices[s]) for s in SYMBOLS}
+
+
+def stats(venue_url: str) -> dict[str, Any]:
+    """The paper exchange's counters."""
+    return dict(requests.get(f"{venue_url}/paper/v1/stats", timeout=5).json())
+
+
+def offer(r: redis.Redis, prices: dict[str, float], count: int, rate_per_s: float | None) -> dict[str, str]:
+    """XADD `count` intents (at `rate_per_s`, or all at once); returns intent id → intent entry id."""
+    sent: dict[str, str] = {}
+    start = time.monotonic()
+    run = uuid.uuid4().hex[:8]
+    for n in range(count):
+        if rate_per_s:
+            lag = start + n / rate_per_s - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)
+        symbol = SYMBOLS[n % len(SYMBOLS)]
+        side = "BUY" if (n // len(SYMBOLS)) % 2 == 0 else "SELL"  # keep every position near flat
+        intent = {
+            "intent_id": f"b-{run}-{n}",
+            "symbol": symbol,
+            "side": side,
+            "position_size_usd": SIZE_USD,
+            "leverage": 5,
+            "entry_price": prices[symbol],
+        }
+        sent[intent["intent_id"]] = str(r.xadd("quantum:stream:trade.intent", {"payload": json.dumps(intent)}))
+    return sent
+
+
+def collect(r: redis.Redis, sent: dict[str, str], timeout_s: float) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Results for the sent intents: intent id → (result entry id, payload), waiting up to `timeout_s`."""
+    got: dict[str, tuple[str, dict[str, Any]]] = {}
+    last = "0-0"
+    deadline = time.monotonic() + timeout_s
+    while len(got) < len(sent) and time.monotonic() < deadline:
+        for _s, entries in r.xread({"quantum:stream:trade.execution.res": last}, block=500, count=1000) or []:
+            for entry_id, fields in entries:
+                last = entry_id
+                if fields.get("kind", "execution") != "execution":
+                    continue
+                iid = fields.get("intent_id")
+                if iid in sent and iid not in got:
+                    got[iid] = (entry_id, json.loads(fields["payload"]))
+    return got
+
+
+def latency_run(
+    bench: Bench, kind: str, venue_url: str, count: int, rate: float | None, concurrency: int, timeout_s: float
+) -> Run:
+    """Offer intents to one executor and measure latency, CPU and REST calls per intent."""
+    url, r = bench.fresh_db()
+    run = Run(kind)
+    with bench.executor(kind, url, venue_url, concurrency) as procs:
+        prices = marks(venue_url)
+        before_stats, before_cpu = stats(venue_url), sum(p.cpu_s() for p in procs)
+        sent = offer(r, prices, count, rate)
+        got = collect(r, sent, timeout_s)
+        after_stats, after_cpu = stats(venue_url), sum(p.cpu_s() for p in procs)
+    run.sent, run.results = len(sent), len(got)
+    run.latencies_ms = [ms_of(rid) - ms_of(sent[iid]) for iid, (rid, _p) in got.items()]
+    confirm_calls = after_stats["requests"].get("GET /fapi/v1/order", 0) - before_stats["requests"].get(
+        "GET /fapi/v1/order", 0
+    )
+    run.figures |= {
+        "cpu_s_per_intent": (after_cpu - before_cpu) / max(1, len(sent)),
+        "confirm_calls_per_intent": confirm_calls / max(1, len(sent)),
+        "filled": sum(1 for _rid, p in got.values() if p.get("status") == "filled"),
+    }
+    if got:
+        first = min(ms_of(e) for e in sent.values())
+        last = max(ms_of(rid) for rid, _p in got.values())
+        run.figures["throughput_per_s"] = len(got) / max(0.001, (last - first) / 1000)
+    run.fill_lags_ms = _fill_lags(venue_url, got)
+    return run
+
+
+def _fill_lags(venue_url: str, got: dict[str, tuple[str, dict[str, Any]]]) -> list[float]:
+    """Per filled result: ms from the venue's fill (order updateTime) to the result entry."""
+    orders: dict[int, dict[str, Any]] = {}
+    for symbol in SYMBOLS:
+        for order in requests.get(f"{venue_url}/paper/v1/orders", params={"symbol": symbol}, timeout=10).json():
+            orders[int(order["orderId"])] = order
+    lags = []
+    for rid, payload in got.values():
+        order = orders.get(int(payload.get("order_id") or -1))
+        if order and order["status"] == "FILLED":
+            lags.append(ms_of(rid) - int(order["updateTime"]))
+    return lags
+
+
+# -- scenarios --------------------------------------------------------------------------------------------
+
+
+def overhead(bench: Bench, quick: bool) -> dict[str, Any]:
+    """1: 0 ms added latency, immediate fills, 20 intents/s for 60 s."""
+    duration = 10 if quick else 60
+    runs = {}
+    for kind in ("qexec", "baseline"):
+        with bench.paper(Venue()) as venue:
+            runs[kind] = latency_run(bench, kind, venue, 20 * duration, 20, 8, duration + 60)
+    return compare(runs, ["p50_ms", "p95_ms", "p99_ms", "cpu_s_per_intent", "lost"])
+
+
+def realistic(bench: Bench, quick: bool) -> dict[str, Any]:
+    """2: 50 ms round trip, immediate fills: latency at 5/s, then throughput with everything offered at once."""
+    duration = 10 if quick else 30
+    runs, burst = {}, {}
+    for kind in ("qexec", "baseline"):
+        with bench.paper(Venue(latency_ms=50)) as venue:
+            runs[kind] = latency_run(bench, kind, venue, 5 * duration, 5, 16, duration + 60)
+            count = (200 if quick else 800) if kind == "qexec" else (20 if quick else 60)
+            burst[kind] = latency_run(bench, kind, venue, count, None, 32, 300)
+    table = compare(runs, ["p50_ms", "p95_ms", "p99_ms", "lost"])
+    table["rows"]["throughput_per_s"] = _row(burst, "throughput_per_s")
+    return table
+
+
+def testnet(bench: Bench, quick: bool) -> dict[str, Any]:
+    """3: fills arrive 300 ms after acceptance (RESULT answers NEW): confirmation lag and REST calls per intent."""
+    count = 30 if quick else 150
+    runs = {}
+    for kind in ("qexec", "baseline"):
+        with bench.paper(Venue(fill_delay_ms=300, result_wait_ms=0)) as venue:
+            run = latency_run(bench, kind, venue, count, 5, 8, 120)
+            lags = run.fill_lags_ms
+            run.figures |= {"fill_to_result_p50_ms": pct(lags, 50), "fill_to_result_p95_ms": pct(lags, 95)}
+            runs[kind] = run
+        with bench.paper(Venue()) as venue:
+            immediate = latency_run(bench, kind, venue, count, 5, 8, 120)
+            runs[kind].figures["confirm_calls_immediate"] = immediate.figures["confirm_calls_per_intent"]
+    return compare(
+        runs,
+        [
+            "fill_to_result_p50_ms",
+            "fill_to_result_p95_ms",
+            "confirm_calls_per_intent",
+            "confirm_calls_immediate",
+            "p50_ms",
+            "lost",
+        ],
+    )
+
+
+def ratelimit(bench: Bench, quick: bool) -> dict[str, Any]:
+    """4: Binance's order limits (1200/min, 300/10 s), offered twice that for a minute."""
+    duration = 20 if quick else 60
+    runs = {}
+    for kind in ("qexec", "baseline"):
+        venue_flags = Venue(orders_per_10s=300, orders_per_min=1200, weight_limit=2400)
+        with bench.paper(venue_flags) as venue:
+            before = stats(venue)
+            start = time.monotonic()
+            run = latency_run(bench, kind, venue, 40 * duration, 40, 32, duration * 3 + 60)
+            elapsed_min = (time.monotonic() - start) / 60
+            after = stats(venue)
+            placed = after["orders_placed"] - before["orders_placed"]
+            run.figures |= {
+                "orders_per_min": placed / elapsed_min,
+                "limit_used_pct": 100 * placed / elapsed_min / 1200,
+                "http_429_418": (after["http_429"] + after["http_418"]) - (before["http_429"] + before["http_418"]),
+            }
+            runs[kind] = run
+    return compare(runs, ["orders_per_min", "limit_used_pct", "http_429_418", "lost"])
+
+
+def soak(bench: Bench, quick: bool) -> dict[str, Any]:
+    """5: 10,000 intents: resident memory after the first thousand and at the end."""
+    total = 2000 if quick else 10_000
+    runs = {}
+    for kind in ("qexec", "baseline"):
+        with bench.paper(Venue()) as venue:
+            url, r = bench.fresh_db()
+            run = Run(kind)
+            with bench.executor(kind, url, venue, 8) as procs:
+                prices = marks(venue)
+                first = offer(r, prices, 1000, 200)
+                collect(r, first, 300)
+                rss_first = sum(p.rss_mb() for p in procs)
+                rest = offer(r, prices, total - 1000, 200)
+                got = collect(r, rest, 900)
+                rss_last = sum(p.rss_mb() for p in procs)
+            run.sent, run.results = total, 1000 + len(got)
+            run.figures |= {
+                "rss_after_1k_mb": rss_first,
+                "rss_at_end_mb": rss_last,
+                "rss_growth_pct": 100 * (rss_last - rss_first) / rss_first,
+            }
+            runs[kind] = run
+    return compare(runs, ["rss_after_1k_mb", "rss_at_end_mb", "rss_growth_pct", "lost"])
+
+
+def _row(runs: dict[str, Run], key: str) -> dict[str, float]:
+    q = runs["qexec"].summary().get(key, float("nan"))
+    b = runs["baseline"].summary().get(key, float("nan"))
+    ratio = q / b if b and not math.isnan(b) else float("nan")
+    return {"qexec": q, "baseline": b, "ratio": ratio}
+
+
+def compare(runs: dict[str, Run], keys: list[str]) -> dict[str, Any]:
+    """One scenario's table: each figure for qexec, the baseline, and qexec / baseline."""
+    return {"rows": {key: _row(runs, key) for key in keys}}
+
+
+SCENARIOS: dict[str, Callable[[Bench, bool], dict[str, Any]]] = {
+    "overhead": overhead,
+    "realistic": realistic,
+    "testnet": testnet,
+    "ratelimit": ratelimit,
+    "soak": soak,
+}
+
+
+def render(name: str, table: dict[str, Any]) -> str:
+    """A scenario's table as text."""
+    lines = [f"\n{name}", f"  {'figure':28} {'qexec':>12} {'baseline':>12} {'ratio':>8}"]
+    for key, row in table["rows"].items():
+        lines.append(f"  {key:28} {row['qexec']:>12.4g} {row['baseline']:>12.4g} {row['ratio']:>8.3g}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the chosen scenarios and print (and write) their tables."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="shorter runs, for a smoke test")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    chosen = args.scenario or list(SCENARIOS)
+    logs = Path(tempfile.mkdtemp(prefix="qexec-bench-"))
+    bench = Bench(logs)
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "quick": args.quick,
+        "scenarios": {},
+    }
+    try:
+        for name in chosen:
+            started = time.monotonic()
+            table = SCENARIOS[name](bench, args.quick)
+            table["seconds"] = round(time.monotonic() - started, 1)
+            report["scenarios"][name] = table
+            print(render(name, table), flush=True)
+    finally:
+        bench.close()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print(f"\nprocess logs in {logs} (each figure is one run, not a median)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
