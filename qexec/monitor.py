@@ -1,0 +1,296 @@
+"""The exit monitor: reconcile tracked positions with the venue, repair protection, trail stops, report exits.
+
+`watch` runs from beat every `QEXEC_EXIT_MONITOR_EVERY_S` (and so also right after beat starts). Each position
+is handled under its Redis lock, and every step is idempotent, so two runs at once do no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from qexec import constants, logs, positions, protection, streams
+from qexec.errors import OrderNotFound, OrderRejected, VenueError
+from qexec.models import AlgoOrder, ExitEvent, ExitReason, PositionRisk, Trade, utcnow
+from qexec.positions import LONG, Guard, Tracked
+
+if TYPE_CHECKING:
+    from qexec.execution import Context
+
+log = logging.getLogger(__name__)
+
+POSITION_CLOSED = "POSITION_CLOSED"
+PROTECTION_REPAIRED = "PROTECTION_REPAIRED"
+TRAILING_STOP_MOVED = "TRAILING_STOP_MOVED"
+
+
+def watch(ctx: Context, symbols: Collection[str] | None = None) -> dict[str, list[str]]:
+    """One pass over every tracked or venue position (of `symbols`, when given); what was done, by action."""
+    report: dict[str, list[str]] = {"closed": [], "adopted": [], "repaired": [], "trailed": [], "busy": []}
+    venue_positions = positions.open_positions(ctx)
+    keys = positions.tracked_keys(ctx.redis) | set(venue_positions)
+    if symbols is not None:
+        keys = {key for key in keys if key[0] in symbols}
+    for symbol, direction in sorted(keys):
+        name = f"{symbol}:{direction}"
+        try:
+            with positions.locked(ctx.redis, symbol, direction):
+                done = _watch_one(ctx, symbol, direction, venue_positions.get((symbol, direction)))
+        except positions.PositionBusy:
+            report["busy"].append(name)
+            continue
+        except VenueError as exc:
+            log.warning("EXIT_MONITOR_ERROR position=%s error=%s", name, exc)
+            continue
+        for action in done:
+            report[action].append(name)
+    return report
+
+
+def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk | None) -> list[str]:
+    tracked = positions.load(ctx.redis, symbol, direction)
+    if tracked is not None and position is None:
+        close_out(ctx, tracked)
+        return ["closed"]
+    if position is None:
+        return []
+    done = []
+    if tracked is None:
+        if positions.entering(ctx, symbol):
+            return []  # our own entry, between its fill and its protection step
+        age_s = time.time() - position.updateTime / 1000 if position.updateTime else 1e9
+        if age_s < ctx.settings.adopt_grace_s:
+            return []
+        tracked = adopt(ctx, position)
+        done.append("adopted")
+    else:
+        tracked.quantity = abs(position.positionAmt)
+        if position.entryPrice > 0:
+            tracked.entry_price = position.entryPrice
+    mark = position.markPrice if position.markPrice > 0 else ctx.venue.mark_price(symbol)
+    if _trail(ctx, tracked, mark):
+        done.append("trailed")
+    failure = None
+    try:
+        repaired = protection.ensure(ctx, tracked)
+    except OrderRejected as exc:  # temporary failures propagate: the next pass tries again
+        if exc.code == protection.POSITION_SIDE_MISMATCH:
+            ctx.venue.forget_position_mode()  # the account changed mode: the next pass sends the new side
+            tracked.position_side = position.positionSide
+            positions.save(ctx.redis, tracked)
+            return done
+        repaired, failure = False, str(exc)
+    positions.save(ctx.redis, tracked)
+    if failure is not None:
+        # A level the mark has already passed (-2021) or a refusal: the position cannot be protected as asked.
+        protection.emergency(ctx, tracked, f"repairing protection failed: {failure}")
+    elif repaired and "trailed" not in done and "adopted" not in done:
+        logs.proof(
+            PROTECTION_REPAIRED,
+            level=logging.WARNING,
+            symbol=symbol,
+            direction=direction,
+            position_id=tracked.position_id,
+            detail=positions.describe(tracked),
+        )
+        done.append("repaired")
+    return done
+
+
+def adopt(ctx: Context, position: PositionRisk) -> Tracked:
+    """Track a venue position qexec did not know, keeping protective orders it already has."""
+    direction = position.direction
+    entry = position.entryPrice if position.entryPrice > 0 else ctx.venue.mark_price(position.symbol)
+    owner = f"adopted-{position.symbol}-{direction}-{position.updateTime}"
+    tracked = Tracked(
+        position_id=owner,
+        symbol=position.symbol,
+        direction=direction,
+        position_side=position.positionSide,
+        owner=owner,
+        entry_price=entry,
+        quantity=abs(position.positionAmt),
+        opened_ms=position.updateTime or int(time.time() * 1000),
+        adopted=True,
+        trailing_stop_pct=ctx.settings.trailing_stop_pct or None,
+        best_price=entry,
+    )
+    closing = positions.closing_side(direction)
+    for raw in ctx.venue.open_algo_orders(position.symbol):
+        algo = AlgoOrder.model_validate(raw)
+        if algo.side is not closing or algo.positionSide != position.positionSide:
+            continue
+        kind = {"STOP_MARKET": protection.SL, "TAKE_PROFIT_MARKET": protection.TP}.get(algo.orderType)
+        if kind is None or getattr(tracked, kind) is not None:
+            continue
+        generation = _generation_of(algo.clientAlgoId)
+        guard = Guard(
+            client_algo_id=algo.clientAlgoId, trigger=algo.triggerPrice, generation=generation, algo_id=algo.algoId
+        )
+        setattr(tracked, kind, guard)
+        setattr(tracked, "stop_loss" if kind == protection.SL else "take_profit", algo.triggerPrice)
+    mark = position.markPrice if position.markPrice > 0 else ctx.venue.mark_price(position.symbol)
+    sl, tp = protection.default_levels(ctx, direction, entry)
+    # Defaults are taken from the entry; one the mark has already passed is taken from the mark instead.
+    if protection.level_problems(direction, sl, tp, reference=mark, what="the mark"):
+        sl, tp = protection.default_levels(ctx, direction, mark)
+    tracked.stop_loss = tracked.stop_loss or sl
+    tracked.take_profit = tracked.take_profit or tp
+    positions.save(ctx.redis, tracked)
+    logs.proof(
+        positions.POSITION_ADOPTED,
+        level=logging.WARNING,
+        symbol=position.symbol,
+        direction=direction,
+        qty=tracked.quantity,
+        entry=entry,
+        kept_sl=tracked.sl.client_algo_id if tracked.sl else None,
+        kept_tp=tracked.tp.client_algo_id if tracked.tp else None,
+        position_id=tracked.position_id,
+    )
+    return tracked
+
+
+def _generation_of(client_id: str) -> int:
+    tail = client_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _trail(ctx: Context, tracked: Tracked, mark: Decimal) -> bool:
+    """Move the wanted stop after a favourable move (never loosening it); True when it moved."""
+    pct = tracked.trailing_stop_pct
+    if not pct or tracked.stop_loss is None:
+        return False
+    long = tracked.direction == LONG
+    best = tracked.best_price or tracked.entry_price
+    best = max(best, mark) if long else min(best, mark)
+    tracked.best_price = best
+    rate = Decimal(str(pct)) / 100
+    candidate = best * (1 - rate) if long else best * (1 + rate)
+    tighter = candidate > tracked.stop_loss if long else candidate < tracked.stop_loss
+    behind_mark = candidate < mark if long else candidate > mark
+    if not (tighter and behind_mark):
+        return False
+    rules = ctx.venue.rules().get(tracked.symbol)
+    if rules is not None:
+        candidate = rules.round_price(candidate, down=long)
+        if candidate == tracked.stop_loss or not (
+            candidate > tracked.stop_loss if long else candidate < tracked.stop_loss
+        ):
+            return False
+    logs.proof(
+        TRAILING_STOP_MOVED,
+        symbol=tracked.symbol,
+        direction=tracked.direction,
+        position_id=tracked.position_id,
+        best=best,
+        old=tracked.stop_loss,
+        new=candidate,
+    )
+    tracked.stop_loss = candidate
+    tracked.trailed = True
+    return True
+
+
+# -- exits ----------------------------------------------------------------------------------------------
+
+
+def close_out(ctx: Context, tracked: Tracked) -> ExitEvent:
+    """A tracked position the venue no longer has: cancel its leftover orders, publish its exit, forget it."""
+    venue = ctx.venue
+    triggered: dict[int, str] = {}
+    for kind in (protection.SL, protection.TP):
+        guard: Guard | None = getattr(tracked, kind)
+        if guard is None:
+            continue
+        try:
+            algo = venue.get_algo_order(client_algo_id=guard.client_algo_id)
+        except OrderNotFound:
+            continue
+        if algo.live:
+            protection.cancel_quietly(ctx, guard.client_algo_id)  # the sibling left behind
+            logs.proof(
+                "PROTECTION_CANCELED",
+                symbol=tracked.symbol,
+                client_algo_id=guard.client_algo_id,
+                algo_id=algo.algoId,
+                reason="position closed",
+            )
+        elif algo.actualOrderId is not None:
+            triggered[algo.actualOrderId] = kind
+    closing = positions.closing_side(tracked.direction)
+    trades = [
+        t
+        for t in venue.user_trades(tracked.symbol, start_ms=max(tracked.opened_ms - 5000, 0))
+        if t.side is closing and tracked.position_side in ("BOTH", t.positionSide)
+    ]
+    reason = _reason(ctx, tracked, trades, triggered)
+    quantity = sum((t.qty for t in trades), Decimal(0))
+    exit_price = sum((t.qty * t.price for t in trades), Decimal(0)) / quantity if quantity > 0 else None
+    event = ExitEvent(
+        position_id=tracked.position_id,
+        symbol=tracked.symbol,
+        side=tracked.direction,
+        position_side=tracked.position_side,
+        reason=reason,
+        entry_price=float(tracked.entry_price),
+        exit_price=float(exit_price) if exit_price is not None else None,
+        quantity=float(quantity) if quantity > 0 else float(tracked.quantity),
+        realized_pnl=float(sum((t.realizedPnl for t in trades), Decimal(0))),
+        commission=float(sum((t.commission for t in trades), Decimal(0))),
+        intent_ids=tracked.intent_ids,
+        order_ids=sorted({t.orderId for t in trades}),
+        opened_at=datetime.fromtimestamp(tracked.opened_ms / 1000, tz=UTC),
+        closed_at=datetime.fromtimestamp(trades[-1].time / 1000, tz=UTC) if trades else utcnow(),
+        mode=venue.mode,
+        venue=venue.host,
+    )
+    written, entry_id = streams.publish_once_at(
+        ctx.redis,
+        constants.EXIT_PUBLISHED_KEY.format(position_id=tracked.position_id),
+        ctx.settings.exit_stream,
+        event.stream_fields(),
+        ttl_s=ctx.settings.intent_state_ttl_s,
+        maxlen=ctx.settings.exit_maxlen,
+    )
+    positions.forget(ctx.redis, tracked)
+    logs.proof(
+        POSITION_CLOSED,
+        symbol=tracked.symbol,
+        direction=tracked.direction,
+        reason=reason.value,
+        exit_price=event.exit_price,
+        qty=event.quantity,
+        realized_pnl=event.realized_pnl,
+        intent_ids=",".join(tracked.intent_ids),
+        exit_id=entry_id,
+        already=None if written else "true",
+    )
+    return event
+
+
+def _reason(ctx: Context, tracked: Tracked, trades: list[Trade], triggered: dict[int, str]) -> ExitReason:
+    if not trades:
+        return ExitReason.MANUAL_OR_LIQUIDATION
+    last = trades[-1].orderId
+    kind = triggered.get(last)
+    client_id = ""
+    if kind is None:
+        try:
+            client_id = ctx.venue.get_order(tracked.symbol, order_id=last).clientOrderId
+        except VenueError:
+            client_id = ""
+        kind = {"qs-": protection.SL, "qt-": protection.TP}.get(client_id[:3])
+    if kind == protection.SL:
+        return ExitReason.TRAILING_STOP if tracked.trailed else ExitReason.STOP_LOSS
+    if kind == protection.TP:
+        return ExitReason.TAKE_PROFIT
+    if client_id.startswith("qe-"):
+        return ExitReason.PROTECTION_FAILED
+    if client_id.startswith(("qx-", "qc-")):
+        return ExitReason.SIGNAL
+    return ExitReason.MANUAL_OR_LIQUIDATION

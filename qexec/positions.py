@@ -1,0 +1,288 @@
+"""Positions qexec tracks (in Redis), and what an intent does to a position already open on its symbol."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+
+from qexec import constants, logs
+from qexec.errors import OrderNotFound
+from qexec.models import OrderStatus, OrderType, PositionRisk, ResultStatus, Side, Ticket
+
+if TYPE_CHECKING:
+    from qexec.execution import Context
+
+log = logging.getLogger(__name__)
+
+POSITION_POLICY = "POSITION_POLICY"
+POSITION_TRACKED = "POSITION_TRACKED"
+POSITION_ADOPTED = "POSITION_ADOPTED"
+
+LONG, SHORT = "LONG", "SHORT"
+_RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+LOCK_MS = 30_000
+
+
+class PositionBusy(Exception):
+    """Raised when another step holds the position's lock."""
+
+
+def direction_of(side: Side) -> str:
+    """The position an order on `side` opens: BUY → LONG, SELL → SHORT."""
+    return LONG if side is Side.BUY else SHORT
+
+
+def closing_side(direction: str) -> Side:
+    """The order side that reduces a position in `direction`."""
+    return Side.SELL if direction == LONG else Side.BUY
+
+
+class Guard(BaseModel):
+    """One protective algo order qexec wants at the venue: its id, trigger and generation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_algo_id: str
+    trigger: Decimal
+    generation: int
+    algo_id: int | None = None
+
+
+class Tracked(BaseModel):
+    """A position qexec tracks: where it came from, the levels it wants, and its protective orders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    position_id: str
+    symbol: str
+    direction: str  # LONG or SHORT
+    position_side: str  # what orders send: BOTH in one-way mode, LONG/SHORT in hedge mode
+    owner: str  # the intent (or adoption) whose id the protective orders' clientAlgoIds derive from
+    intent_ids: list[str] = Field(default_factory=list)
+    entry_price: Decimal
+    quantity: Decimal
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    trailing_stop_pct: float | None = None
+    best_price: Decimal | None = None  # the most favourable mark seen (trailing stops follow it)
+    trailed: bool = False
+    sl: Guard | None = None
+    tp: Guard | None = None
+    opened_ms: int
+    adopted: bool = False
+
+    @property
+    def key(self) -> str:
+        """`SYMBOL:DIRECTION`, the member of the tracked set."""
+        return f"{self.symbol}:{self.direction}"
+
+
+def position_key(symbol: str, direction: str) -> str:
+    """The Redis key of a tracked position."""
+    return constants.POSITION_KEY.format(symbol=symbol, direction=direction)
+
+
+def load(r: redis.Redis, symbol: str, direction: str) -> Tracked | None:
+    """The tracked position, or None."""
+    text: Any = r.get(position_key(symbol, direction))
+    return Tracked.model_validate_json(text) if text else None
+
+
+def save(r: redis.Redis, tracked: Tracked) -> None:
+    """Record a tracked position (and list it)."""
+    pipe = r.pipeline()
+    pipe.set(position_key(tracked.symbol, tracked.direction), tracked.model_dump_json())
+    pipe.sadd(constants.POSITIONS_KEY, tracked.key)
+    pipe.execute()
+
+
+def forget(r: redis.Redis, tracked: Tracked) -> None:
+    """Stop tracking a position."""
+    pipe = r.pipeline()
+    pipe.delete(position_key(tracked.symbol, tracked.direction))
+    pipe.srem(constants.POSITIONS_KEY, tracked.key)
+    pipe.execute()
+
+
+def tracked_keys(r: redis.Redis) -> set[tuple[str, str]]:
+    """(symbol, direction) of every tracked position."""
+    members: Any = r.smembers(constants.POSITIONS_KEY)
+    return {(m.split(":")[0], m.split(":")[1]) for m in members}
+
+
+@contextlib.contextmanager
+def locked(r: redis.Redis, symbol: str, direction: str) -> Iterator[None]:
+    """Hold the position's lock (raises `PositionBusy` when another step holds it)."""
+    key = constants.POSITION_LOCK_KEY.format(symbol=symbol, direction=direction)
+    token = uuid.uuid4().hex
+    if not r.set(key, token, nx=True, px=LOCK_MS):
+        raise PositionBusy(f"{symbol} {direction} is busy")
+    try:
+        yield
+    finally:
+        r.eval(_RELEASE_LOCK, 1, key, token)
+
+
+def open_positions(ctx: Context, symbol: str | None = None) -> dict[tuple[str, str], PositionRisk]:
+    """The venue's non-zero positions by (symbol, direction)."""
+    found = {}
+    for raw in ctx.venue.positions(symbol):
+        position = PositionRisk.model_validate(raw)
+        if position.positionAmt != 0:
+            found[(position.symbol, position.direction)] = position
+    return found
+
+
+def position_side_for(dual: bool, direction: str) -> str | None:
+    """`positionSide` to send for a position in `direction` (None in one-way mode)."""
+    return direction if dual else None
+
+
+def short_hash(text: str, length: int = 24) -> str:
+    """A hex digest prefix of `text`, for venue ids derived from ours."""
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# -- the policy for an intent meeting an open position ----------------------------------------------
+
+
+def entry_plan(ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool) -> tuple[Ticket, Decimal]:
+    """Apply the same-side / opposite-side policy: the ticket (with a verdict when no order is to go) and quantity.
+
+    Raises `Pending` while a reversing close is still working at the venue.
+    """
+    intent, s = ticket.intent, ctx.settings
+    if intent.reduce_only:
+        return ticket, quantity
+    wanted = direction_of(intent.side)
+    positions = open_positions(ctx, intent.symbol)
+    same = positions.get((intent.symbol, wanted))
+    opposite = positions.get((intent.symbol, LONG if wanted == SHORT else SHORT))
+    ids: dict[str, Any] = {"intent_id": ticket.intent_id, "symbol": intent.symbol, "side": intent.side.value}
+    if same is not None:
+        same_policy = s.same_side_policy
+        held = f"a {wanted} position of {abs(same.positionAmt)} {intent.symbol} is already open"
+        _record_policy(ctx, ticket, same_policy)
+        logs.proof(POSITION_POLICY, decision=same_policy, existing=wanted, existing_qty=abs(same.positionAmt), **ids)
+        if same_policy == "skip":
+            return ticket.decide(ResultStatus.SKIPPED, f"{held} (QEXEC_SAME_SIDE_POLICY=skip)"), quantity
+        if same_policy == "update_protection":
+            problem = _update_problem(ticket, ctx, wanted, same)
+            if problem:
+                return ticket.decide(ResultStatus.REJECTED, f"{held}; protection not updated: {problem}"), quantity
+            return ticket.decide(ResultStatus.PROTECTION_UPDATED, f"{held}: stop-loss and take-profit re-placed"), (
+                quantity
+            )
+        _mark_entering(ctx, intent.symbol)
+        return ticket, quantity  # add: scale in; protection is re-placed for the whole position
+    if opposite is not None:
+        policy = s.opposite_side_policy
+        other = opposite.direction
+        held = f"a {other} position of {abs(opposite.positionAmt)} {intent.symbol} is open"
+        _record_policy(ctx, ticket, policy)
+        logs.proof(POSITION_POLICY, decision=policy, existing=other, existing_qty=abs(opposite.positionAmt), **ids)
+        if policy == "reject":
+            reason = f"{held} and this intent is on the other side (QEXEC_OPPOSITE_SIDE_POLICY=reject)"
+            return ticket.decide(ResultStatus.REJECTED, reason), quantity
+        if policy == "close":
+            # The entry order itself closes the position: reduce-only (one-way) / positionSide of the old side.
+            closing = ticket.model_copy(update={"intent": intent.model_copy(update={"reduce_only": True})})
+            return closing, abs(opposite.positionAmt)
+        _close_first(ticket, ctx, opposite, dual)
+        _mark_entering(ctx, intent.symbol)
+        return ticket, quantity
+    _mark_entering(ctx, intent.symbol)
+    return ticket, quantity
+
+
+def _record_policy(ctx: Context, ticket: Ticket, policy: str) -> None:
+    key = constants.ORDER_KEY.format(intent_id=ticket.intent_id)
+    ctx.redis.hset(key, "policy", policy)
+    ctx.redis.expire(key, ctx.settings.intent_state_ttl_s)
+
+
+def recorded_policy(ctx: Context, intent_id: str) -> str | None:
+    """The policy decision `entry_plan` recorded for an intent, if a position was open."""
+    value: Any = ctx.redis.hget(constants.ORDER_KEY.format(intent_id=intent_id), "policy")
+    return str(value) if value else None
+
+
+def _mark_entering(ctx: Context, symbol: str) -> None:
+    ttl_s = int(ctx.settings.fill_timeout_s + ctx.settings.unknown_lookup_s + 120)
+    ctx.redis.set(constants.ENTERING_KEY.format(symbol=symbol), "1", ex=ttl_s)
+
+
+def entering(ctx: Context, symbol: str) -> bool:
+    """True while an entry on `symbol` is between its checks and its protection."""
+    return bool(ctx.redis.exists(constants.ENTERING_KEY.format(symbol=symbol)))
+
+
+def done_entering(ctx: Context, symbol: str) -> None:
+    """The entry on `symbol` is protected (or ended): its position may be judged by the monitor again."""
+    ctx.redis.delete(constants.ENTERING_KEY.format(symbol=symbol))
+
+
+def _update_problem(ticket: Ticket, ctx: Context, direction: str, position: PositionRisk) -> str | None:
+    """Why the intent's levels cannot protect the open position (None when they can)."""
+    from qexec import protection  # noqa: PLC0415 - protection builds on this module
+
+    intent = ticket.intent
+    if intent.stop_loss is None and intent.take_profit is None:
+        return "the intent carries neither stop_loss nor take_profit"
+    mark = ctx.venue.mark_price(intent.symbol)
+    sl = Decimal(str(intent.stop_loss)) if intent.stop_loss is not None else None
+    tp = Decimal(str(intent.take_profit)) if intent.take_profit is not None else None
+    problems = protection.level_problems(direction, sl, tp, reference=mark, what="the mark")
+    return "; ".join(problems) or None
+
+
+def _close_first(ticket: Ticket, ctx: Context, opposite: PositionRisk, dual: bool) -> None:
+    """Reverse: close the opposite position with a closing market order (looked up first), then go on."""
+    from qexec.execution import Pending  # noqa: PLC0415 - execution imports this module
+
+    intent, venue = ticket.intent, ctx.venue
+    cid = "qc-" + short_hash(ticket.intent_id, 32)
+    try:
+        order = venue.get_order(intent.symbol, client_order_id=cid)
+    except OrderNotFound:
+        logs.proof(
+            POSITION_POLICY,
+            decision="reverse",
+            step="close_opposite",
+            client_order_id=cid,
+            quantity=abs(opposite.positionAmt),
+            intent_id=ticket.intent_id,
+            symbol=intent.symbol,
+        )
+        order = venue.place_order(
+            symbol=intent.symbol,
+            side=closing_side(opposite.direction),
+            order_type=OrderType.MARKET,
+            quantity=abs(opposite.positionAmt),
+            client_order_id=cid,
+            reduce_only=not dual,
+            position_side=opposite.direction if dual else None,
+        )
+    if order.status is not OrderStatus.FILLED and not order.status.terminal:
+        raise Pending(0.5, f"closing the {opposite.direction} position before reversing: {order.status.value}")
+
+
+def describe(tracked: Tracked) -> str:
+    """A one-line JSON summary for logs."""
+    return json.dumps(
+        {
+            "position_id": tracked.position_id,
+            "qty": str(tracked.quantity),
+            "sl": str(tracked.sl.trigger) if tracked.sl else None,
+            "tp": str(tracked.tp.trigger) if tracked.tp else None,
+        }
+    )

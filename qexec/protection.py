@@ -1,0 +1,402 @@
+"""Stop-loss and take-profit as algo orders: deterministic ids, checked levels, idempotent (re-)placement.
+
+`protect_entry` is the chain's last step (`qexec.protect_position`); `ensure` is what every caller (the
+chain, the exit monitor's repair and trailing stop, adoption) uses to make the venue hold what a tracked
+position wants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from qexec import constants, logs, positions, streams
+from qexec.errors import OrderNotFound, OrderRejected, TemporaryVenueError, UnknownOutcome, VenueError
+from qexec.models import (
+    AlgoOrder,
+    ExecutionResult,
+    OrderType,
+    ProtectionEvent,
+    ResultStatus,
+    Ticket,
+    utcnow,
+)
+from qexec.positions import LONG, Guard, Tracked
+
+if TYPE_CHECKING:
+    from qexec.execution import Context
+
+log = logging.getLogger(__name__)
+
+PROTECTION_PLACED = "PROTECTION_PLACED"
+PROTECTION_REFUSED = "PROTECTION_REFUSED"
+PROTECTION_FAILED = "PROTECTION_FAILED"
+POSITION_SIDE_MISMATCH = -4061
+
+SL, TP = "sl", "tp"
+_TYPES = {SL: "STOP_MARKET", TP: "TAKE_PROFIT_MARKET"}
+_PREFIX = {SL: "qs-", TP: "qt-"}
+
+
+def client_algo_id(kind: str, owner: str, generation: int) -> str:
+    """A protective order's `clientAlgoId`: `qs-`/`qt-` + 24 hex of the owner's id + `-` + generation (≤36)."""
+    return f"{_PREFIX[kind]}{positions.short_hash(owner)}-{generation}"
+
+
+def emergency_client_id(position_id: str) -> str:
+    """The `newClientOrderId` of the market order that closes a position qexec could not protect."""
+    return "qe-" + positions.short_hash(position_id, 32)
+
+
+def level_problems(
+    direction: str, stop_loss: Decimal | None, take_profit: Decimal | None, *, reference: Decimal, what: str
+) -> list[str]:
+    """Why levels cannot protect a position in `direction` against `reference` (empty when they can)."""
+    problems = []
+    long = direction == LONG
+    if stop_loss is not None and (stop_loss >= reference if long else stop_loss <= reference):
+        word = "below" if long else "above"
+        problems.append(f"stop_loss {stop_loss} is not {word} {what} {reference} for a {direction}")
+    if take_profit is not None and (take_profit <= reference if long else take_profit >= reference):
+        word = "above" if long else "below"
+        problems.append(f"take_profit {take_profit} is not {word} {what} {reference} for a {direction}")
+    return problems
+
+
+def default_levels(ctx: Context, direction: str, entry: Decimal) -> tuple[Decimal, Decimal]:
+    """The settings' stop-loss and take-profit distances from `entry`."""
+    sign = 1 if direction == LONG else -1
+    sl_pct = Decimal(str(ctx.settings.default_stop_loss_pct)) / 100
+    tp_pct = Decimal(str(ctx.settings.default_take_profit_pct)) / 100
+    return entry * (1 - sign * sl_pct), entry * (1 + sign * tp_pct)
+
+
+def choose_levels(
+    ctx: Context,
+    direction: str,
+    wanted: tuple[Decimal | None, Decimal | None],
+    *,
+    entry: Decimal,
+    mark: Decimal,
+) -> tuple[Decimal, Decimal, list[str]]:
+    """The levels to place: the wanted ones when valid against the entry and the mark, else the defaults."""
+    defaults = default_levels(ctx, direction, entry)
+    chosen: list[Decimal] = []
+    notes: list[str] = []
+    for index, (name, level) in enumerate((("stop_loss", wanted[0]), ("take_profit", wanted[1]))):
+        if level is None:
+            notes.append(f"no {name} given: the default {defaults[index]:.8g} is used")
+            chosen.append(defaults[index])
+            continue
+        pair: tuple[Decimal | None, Decimal | None] = (level, None) if index == 0 else (None, level)
+        problems = level_problems(direction, *pair, reference=entry, what="the entry")
+        problems += level_problems(direction, *pair, reference=mark, what="the mark")
+        if problems:
+            notes.append(f"{'; '.join(problems)}: refused, the default {defaults[index]:.8g} is used")
+            chosen.append(defaults[index])
+        else:
+            chosen.append(level)
+    return chosen[0], chosen[1], notes
+
+
+def _rounded(ctx: Context, tracked: Tracked, kind: str, level: Decimal) -> Decimal:
+    rules = ctx.venue.rules().get(tracked.symbol)
+    if rules is None:
+        return level
+    # Round away from the position's favour for stops, towards it for targets: never tighter than asked.
+    long = tracked.direction == LONG
+    return rules.round_price(level, down=long if kind == SL else not long)
+
+
+def _place(ctx: Context, tracked: Tracked, kind: str, guard: Guard) -> AlgoOrder:
+    return ctx.venue.place_algo_order(
+        symbol=tracked.symbol,
+        side=positions.closing_side(tracked.direction),
+        order_type=_TYPES[kind],
+        trigger_price=guard.trigger,
+        client_algo_id=guard.client_algo_id,
+        position_side=tracked.position_side if tracked.position_side != "BOTH" else None,
+    )
+
+
+def cancel_quietly(ctx: Context, cid: str) -> None:
+    """Cancel a protective order unless it has already triggered or gone."""
+    with contextlib.suppress(OrderNotFound):
+        ctx.venue.cancel_algo_order(client_algo_id=cid)
+
+
+def ensure_guard(ctx: Context, tracked: Tracked, kind: str, level: Decimal, open_ids: dict[str, AlgoOrder]) -> bool:
+    """Make the venue hold this protective order at `level`; True when something was (re-)placed.
+
+    The id is looked up before anything is sent, so a re-run after a crash or unknown outcome adopts what an
+    earlier run placed; a change of level, or an order gone from the venue, moves to the next generation's id
+    (cancelling the old one first: the venue allows one closePosition order of a type per position side).
+    """
+    level = _rounded(ctx, tracked, kind, level)
+    guard: Guard | None = getattr(tracked, kind)
+    if guard is not None and guard.trigger == level:
+        found = open_ids.get(guard.client_algo_id)
+        if found is None:
+            try:
+                found = ctx.venue.get_algo_order(client_algo_id=guard.client_algo_id)
+            except OrderNotFound:
+                found = None
+            if found is None:  # recorded but never placed (a crash between the two): place it now
+                found = _place(ctx, tracked, kind, guard)
+                setattr(tracked, kind, guard.model_copy(update={"algo_id": found.algoId}))
+                positions.save(ctx.redis, tracked)
+                return True
+        if found.live:
+            if guard.algo_id != found.algoId:
+                setattr(tracked, kind, guard.model_copy(update={"algo_id": found.algoId}))
+                positions.save(ctx.redis, tracked)
+            return False
+    generation = guard.generation + 1 if guard is not None else 1
+    fresh = Guard(client_algo_id=client_algo_id(kind, tracked.owner, generation), trigger=level, generation=generation)
+    setattr(tracked, kind, fresh)
+    positions.save(ctx.redis, tracked)  # before sending: a re-run looks this id up instead of sending again
+    if guard is not None and guard.client_algo_id in open_ids:
+        cancel_quietly(ctx, guard.client_algo_id)
+    placed = _place(ctx, tracked, kind, fresh)
+    setattr(tracked, kind, fresh.model_copy(update={"algo_id": placed.algoId}))
+    positions.save(ctx.redis, tracked)
+    return True
+
+
+def ensure(ctx: Context, tracked: Tracked) -> bool:
+    """Make the venue hold the tracked position's stop-loss and take-profit; True when anything was placed."""
+    open_ids = {a.clientAlgoId: a for a in map(AlgoOrder.model_validate, ctx.venue.open_algo_orders(tracked.symbol))}
+    changed = False
+    for kind, level in ((SL, tracked.stop_loss), (TP, tracked.take_profit)):
+        if level is not None:
+            changed |= ensure_guard(ctx, tracked, kind, level, open_ids)
+    if changed:
+        logs.proof(
+            PROTECTION_PLACED,
+            symbol=tracked.symbol,
+            direction=tracked.direction,
+            position_id=tracked.position_id,
+            sl=tracked.sl.trigger if tracked.sl else None,
+            sl_algo_id=tracked.sl.algo_id if tracked.sl else None,
+            sl_client_algo_id=tracked.sl.client_algo_id if tracked.sl else None,
+            tp=tracked.tp.trigger if tracked.tp else None,
+            tp_algo_id=tracked.tp.algo_id if tracked.tp else None,
+            tp_client_algo_id=tracked.tp.client_algo_id if tracked.tp else None,
+        )
+    return changed
+
+
+def ensure_with_retries(ctx: Context, tracked: Tracked, attempts: int) -> str | None:
+    """`ensure`, retrying temporary failures in place; None on success, else why protection failed."""
+    for attempt in range(attempts + 1):
+        try:
+            ensure(ctx, tracked)
+        except OrderRejected as exc:
+            if exc.code == POSITION_SIDE_MISMATCH and attempt < attempts:
+                ctx.venue.forget_position_mode()  # the account changed mode: ask again, resend with the new side
+                tracked.position_side = tracked.direction if ctx.venue.dual_side() else "BOTH"
+                continue
+            return f"the venue refused a protective order: {exc}"
+        except (TemporaryVenueError, UnknownOutcome) as exc:
+            if attempt >= attempts:
+                return f"protective orders could not be placed after {attempts + 1} attempts: {exc}"
+            time.sleep(min(0.2 * 2**attempt, 2.0))
+        else:
+            return None
+    return "protective orders could not be placed"
+
+
+def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
+    """The configured action for a position that cannot be protected; returns what was done."""
+    action = ctx.settings.protection_failure_action
+    logs.proof(
+        PROTECTION_FAILED,
+        level=logging.CRITICAL,
+        symbol=tracked.symbol,
+        direction=tracked.direction,
+        position_id=tracked.position_id,
+        action=action,
+        reason=reason,
+    )
+    if action != "close":
+        return "alerted"
+    cid = emergency_client_id(tracked.position_id)
+    venue = ctx.venue
+    with contextlib.suppress(OrderNotFound):
+        venue.get_order(tracked.symbol, client_order_id=cid)
+        return "closed"  # an earlier run already sent it
+    positions_now = positions.open_positions(ctx, tracked.symbol)
+    live = positions_now.get((tracked.symbol, tracked.direction))
+    if live is None:
+        return "already_flat"
+    try:
+        venue.place_order(
+            symbol=tracked.symbol,
+            side=positions.closing_side(tracked.direction),
+            order_type=OrderType.MARKET,
+            quantity=abs(live.positionAmt),
+            client_order_id=cid,
+            reduce_only=tracked.position_side == "BOTH",
+            position_side=tracked.position_side if tracked.position_side != "BOTH" else None,
+        )
+    except VenueError as exc:
+        logs.proof(PROTECTION_FAILED, level=logging.CRITICAL, symbol=tracked.symbol, action="close_failed", error=exc)
+        return f"close_failed: {exc}"
+    return "closed"
+
+
+# -- the chain's last step ----------------------------------------------------------------------------
+
+
+def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> ProtectionEvent | None:
+    """After an entry: track the position and place its stop-loss and take-profit; the event to publish.
+
+    Raises `positions.PositionBusy` when another step holds the position (the task retries).
+    """
+    intent = ticket.intent
+    policy = positions.recorded_policy(ctx, ticket.intent_id)
+    if result.status not in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED, ResultStatus.PROTECTION_UPDATED):
+        positions.done_entering(ctx, intent.symbol)
+        return None
+    direction = positions.direction_of(intent.side)
+    if result.status.is_fill and (intent.reduce_only or policy == "close"):
+        positions.done_entering(ctx, intent.symbol)
+        why = "the intent reduced or closed a position: nothing to protect (the exit monitor reports the exit)"
+        return _event(ctx, ticket, "BOTH", "not_needed", reason=why)
+    with positions.locked(ctx.redis, intent.symbol, direction):
+        venue_position = positions.open_positions(ctx, intent.symbol).get((intent.symbol, direction))
+        positions.done_entering(ctx, intent.symbol)
+        if venue_position is None:
+            return _event(ctx, ticket, "BOTH", "not_needed", reason=f"no {direction} position is open any more")
+        tracked = positions.load(ctx.redis, intent.symbol, direction)
+        dual = ctx.venue.dual_side()
+        mark = ctx.venue.mark_price(intent.symbol)
+        entry = venue_position.entryPrice if venue_position.entryPrice > 0 else mark
+        wanted = (
+            Decimal(str(intent.stop_loss)) if intent.stop_loss is not None else None,
+            Decimal(str(intent.take_profit)) if intent.take_profit is not None else None,
+        )
+        if result.status.is_fill:
+            assert result.entry_price is not None
+            fill_price = Decimal(str(result.entry_price))
+            sl, tp, notes = choose_levels(ctx, direction, wanted, entry=fill_price, mark=mark)
+        else:
+            sl, tp, notes = choose_levels(
+                ctx,
+                direction,
+                (
+                    wanted[0] or (tracked.stop_loss if tracked else None),
+                    wanted[1] or (tracked.take_profit if tracked else None),
+                ),
+                entry=mark,
+                mark=mark,
+            )
+        if tracked is None:
+            tracked = positions.Tracked(
+                position_id=f"{intent.symbol}-{direction}-{venue_position.updateTime or int(time.time() * 1000)}",
+                symbol=intent.symbol,
+                direction=direction,
+                position_side=direction if dual else "BOTH",
+                owner=ticket.intent_id,
+                entry_price=entry,
+                quantity=abs(venue_position.positionAmt),
+                opened_ms=int(ticket.received_at.timestamp() * 1000),
+            )
+        tracked.owner = ticket.intent_id
+        if ticket.intent_id not in tracked.intent_ids:
+            tracked.intent_ids.append(ticket.intent_id)
+        tracked.entry_price, tracked.quantity = entry, abs(venue_position.positionAmt)
+        tracked.stop_loss, tracked.take_profit = sl, tp
+        trailing = intent.trailing_stop_pct or ctx.settings.trailing_stop_pct or None
+        tracked.trailing_stop_pct = trailing
+        tracked.best_price = tracked.best_price or entry
+        positions.save(ctx.redis, tracked)
+        logs.proof(
+            positions.POSITION_TRACKED,
+            intent_id=ticket.intent_id,
+            symbol=intent.symbol,
+            direction=direction,
+            position_id=tracked.position_id,
+            qty=tracked.quantity,
+            entry=tracked.entry_price,
+        )
+        for note in notes:
+            logs.proof(PROTECTION_REFUSED, level=logging.WARNING, intent_id=ticket.intent_id, reason=note)
+        failure = ensure_with_retries(ctx, tracked, ctx.settings.protection_retries)
+        status = "updated" if result.status is ResultStatus.PROTECTION_UPDATED else "placed"
+        action = None
+        if failure is not None:
+            action = emergency(ctx, tracked, failure)
+            status = "failed"
+            notes.append(failure)
+        return _event(
+            ctx, ticket, tracked.position_side, status, tracked=tracked, reason="; ".join(notes) or None, action=action
+        )
+
+
+def protect_step(result_data: dict[str, Any], ticket_data: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The `qexec.protect_position` task's body: protect, publish the event once; the event (or `{}`)."""
+    result = ExecutionResult.model_validate(result_data)
+    event = protect_entry(result, Ticket.model_validate(ticket_data), ctx)
+    if event is None:
+        return {}
+    publish_event(ctx, event)
+    return dict(event.model_dump(mode="json"))
+
+
+def _event(
+    ctx: Context,
+    ticket: Ticket,
+    position_side: str,
+    status: str,
+    *,
+    tracked: Tracked | None = None,
+    reason: str | None = None,
+    action: str | None = None,
+) -> ProtectionEvent:
+    return ProtectionEvent(
+        intent_id=ticket.intent_id,
+        symbol=ticket.intent.symbol,
+        position_side=position_side,
+        status=status,
+        stop_loss=float(tracked.sl.trigger) if tracked and tracked.sl else None,
+        take_profit=float(tracked.tp.trigger) if tracked and tracked.tp else None,
+        sl_order_id=tracked.sl.algo_id if tracked and tracked.sl else None,
+        tp_order_id=tracked.tp.algo_id if tracked and tracked.tp else None,
+        sl_client_algo_id=tracked.sl.client_algo_id if tracked and tracked.sl else None,
+        tp_client_algo_id=tracked.tp.client_algo_id if tracked and tracked.tp else None,
+        trailing_stop_pct=tracked.trailing_stop_pct if tracked else None,
+        reason=reason,
+        action=action,
+        mode=ctx.venue.mode,
+        venue=ctx.venue.host,
+        published_at=utcnow(),
+    )
+
+
+def publish_event(ctx: Context, event: ProtectionEvent) -> bool:
+    """Publish the intent's protection event on the result stream once; True when written now."""
+    marker = constants.PROTECTION_PUBLISHED_KEY.format(intent_id=event.intent_id)
+    written, entry_id = streams.publish_once_at(
+        ctx.redis,
+        marker,
+        ctx.settings.result_stream,
+        event.stream_fields(),
+        ttl_s=ctx.settings.intent_state_ttl_s,
+        maxlen=ctx.settings.result_maxlen,
+    )
+    logs.proof(
+        "PROTECTION_PUBLISHED",
+        level=logging.ERROR if event.status == "failed" else logging.INFO,
+        intent_id=event.intent_id,
+        symbol=event.symbol,
+        status=event.status,
+        sl_order_id=event.sl_order_id,
+        tp_order_id=event.tp_order_id,
+        result_id=entry_id,
+        already=None if written else "true",
+    )
+    return written

@@ -1,0 +1,94 @@
+"""Helpers for the position tests: run an intent through the steps in-process, read the venue, flatten a symbol."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from qexec import constants, protection, streams
+from qexec.config import Settings
+from qexec.execution import Context, Pending, confirm, new_ticket, place_entry, publish
+from qexec.models import ExecutionResult, Intent
+from qexec.venue import Venue
+
+
+def context(settings: Settings, **change: Any) -> Context:
+    """A step context on `settings` (changed by `change`), with a fresh venue client and Redis connection."""
+    changed = settings.model_copy(update={"adopt_grace_s": 0.0, **change})
+    venue = Venue(changed)
+    venue.forget_position_mode()  # tests switch accounts between modes; never trust another test's cache
+    return Context(changed, streams.connect(changed.redis_url), venue)
+
+
+def intent(intent_id: str, symbol: str, side: str, size_usd: float, **fields: Any) -> Intent:
+    """A fresh MARKET intent."""
+    body = {
+        "intent_id": intent_id,
+        "symbol": symbol,
+        "side": side,
+        "position_size_usd": size_usd,
+        "leverage": 2,
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+    return Intent.from_fields(body | fields)
+
+
+def run(ctx: Context, the_intent: Intent) -> tuple[ExecutionResult, dict[str, Any]]:
+    """place → confirm → publish → protect in this process, as the chain does; the result and the event."""
+    ticket = new_ticket(the_intent, entry_id=None)
+    step = ticket
+    for attempt in range(50):
+        try:
+            step = place_entry(step, ctx, attempt)
+            step = confirm(step, ctx, attempt)
+            break
+        except Pending as pending:
+            time.sleep(min(pending.countdown_s, 0.5))
+    result = publish(step, ctx)
+    event = protection.protect_step(result.model_dump(mode="json"), ticket.model_dump(mode="json"), ctx)
+    return result, event
+
+
+def open_algos(ctx: Context, symbol: str) -> list[dict[str, Any]]:
+    """The symbol's open algo orders at the venue."""
+    return ctx.venue.open_algo_orders(symbol)
+
+
+def position_amt(ctx: Context, symbol: str, position_side: str | None = None) -> Decimal:
+    """The symbol's position amount at the venue (0 when flat)."""
+    for raw in ctx.venue.positions(symbol):
+        if position_side in (None, raw["positionSide"]) and Decimal(raw["positionAmt"]) != 0:
+            return Decimal(raw["positionAmt"])
+    return Decimal(0)
+
+
+def exits(ctx: Context, symbol: str) -> list[dict[str, Any]]:
+    """The exit events published for a symbol."""
+    return [
+        json.loads(fields["payload"])
+        for _id, fields in ctx.redis.xrange(ctx.settings.exit_stream)
+        if fields.get("symbol") == symbol
+    ]
+
+
+def flatten(ctx: Context, symbol: str) -> None:
+    """Cancel the symbol's algo orders, close its positions and forget qexec's records of them."""
+    client = ctx.venue._client
+    client.futures_cancel_all_open_orders(symbol=symbol, conditional=True)
+    for raw in ctx.venue.positions(symbol):
+        amt = Decimal(raw["positionAmt"])
+        if amt == 0:
+            continue
+        params: dict[str, Any] = {"symbol": symbol, "type": "MARKET", "quantity": str(abs(amt))}
+        params["side"] = "SELL" if amt > 0 else "BUY"
+        if raw["positionSide"] == "BOTH":
+            params["reduceOnly"] = "true"
+        else:
+            params["positionSide"] = raw["positionSide"]
+        client.futures_create_order(**params)
+    for direction in ("LONG", "SHORT"):
+        ctx.redis.delete(constants.POSITION_KEY.format(symbol=symbol, direction=direction))
+        ctx.redis.srem(constants.POSITIONS_KEY, f"{symbol}:{direction}")

@@ -1,0 +1,296 @@
+"""Intents meeting open positions (each policy), hedge and one-way accounts, reconciliation and adoption."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from paper_fixtures import PaperExchange
+from position_helpers import context, exits, flatten, intent, open_algos, position_amt, run
+from stack_fixtures import Stack, stop_process, unique_id
+from test_pipeline import venue_orders
+
+from qexec import constants, monitor, positions
+from qexec.execution import Context
+
+pytestmark = pytest.mark.slow
+
+
+def policy_context(stack: Stack, **change: str) -> Context:
+    """A context with the default policies unless `change` says otherwise."""
+    defaults = {"same_side_policy": "update_protection", "opposite_side_policy": "reject"}
+    return context(stack.settings, **(defaults | change))
+
+
+def test_a_same_side_intent_by_default_updates_the_protection_and_places_no_order(stack: Stack) -> None:
+    """update_protection: result `protection_updated`, no entry order, SL/TP re-placed at the new levels."""
+    ctx = policy_context(stack)
+    symbol = "BCHUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "450.00")
+    first, second = unique_id("upd1"), unique_id("upd2")
+    try:
+        run(ctx, intent(first, symbol, "BUY", 100, stop_loss=430, take_profit=480))
+        amt = position_amt(ctx, symbol)
+        result, event = run(ctx, intent(second, symbol, "BUY", 100, stop_loss=440, take_profit=470))
+        assert result.status.value == "protection_updated", result
+        assert "already open" in (result.reason or "")
+        assert venue_orders(stack, second) == []
+        assert position_amt(ctx, symbol) == amt
+        assert event["status"] == "updated"
+        triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
+        assert triggers == {"STOP_MARKET": Decimal(440), "TAKE_PROFIT_MARKET": Decimal(470)}
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_same_side_intent_with_levels_through_the_mark_is_rejected_and_keeps_the_old_protection(
+    stack: Stack,
+) -> None:
+    """update_protection with a stop above a long's mark: `rejected` with the reason; the old SL/TP stay."""
+    ctx = policy_context(stack)
+    symbol = "BCHUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "450.00")
+    try:
+        run(ctx, intent(unique_id("keep1"), symbol, "BUY", 100, stop_loss=430, take_profit=480))
+        result, event = run(ctx, intent(unique_id("keep2"), symbol, "BUY", 100, stop_loss=460, take_profit=480))
+        assert result.status.value == "rejected" and "stop_loss 460" in (result.reason or "")
+        assert event == {}
+        triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
+        assert triggers == {"STOP_MARKET": Decimal(430), "TAKE_PROFIT_MARKET": Decimal(480)}
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_same_side_intent_is_skipped_with_its_reason_when_the_policy_says_skip(stack: Stack) -> None:
+    """skip: result `skipped` with the reason, no order, the protection unchanged."""
+    ctx = policy_context(stack, same_side_policy="skip")
+    symbol = "UNIUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "8.0000")
+    second = unique_id("skip2")
+    try:
+        _r, first_event = run(ctx, intent(unique_id("skip1"), symbol, "BUY", 60, stop_loss=7.5, take_profit=9))
+        result, event = run(ctx, intent(second, symbol, "BUY", 60, stop_loss=7.7, take_profit=8.5))
+        assert result.status.value == "skipped"
+        assert "QEXEC_SAME_SIDE_POLICY=skip" in (result.reason or "")
+        assert event == {}
+        assert venue_orders(stack, second) == []
+        ids = sorted(a["algoId"] for a in open_algos(ctx, symbol))
+        assert ids == sorted([first_event["sl_order_id"], first_event["tp_order_id"]])
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_same_side_intent_scales_in_when_the_policy_says_add(stack: Stack) -> None:
+    """add: a second fill grows the position; still exactly one SL and one TP, covering all of it."""
+    ctx = policy_context(stack, same_side_policy="add")
+    symbol = "FILUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "2.500")
+    try:
+        first, _ = run(ctx, intent(unique_id("add1"), symbol, "BUY", 60, stop_loss=2.3, take_profit=2.8))
+        second, event = run(ctx, intent(unique_id("add2"), symbol, "BUY", 60, stop_loss=2.35, take_profit=2.75))
+        assert second.status.value == "filled"
+        assert position_amt(ctx, symbol) == Decimal(str(first.quantity)) + Decimal(str(second.quantity))
+        algos = open_algos(ctx, symbol)
+        assert sorted(a["orderType"] for a in algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+        assert all(a["closePosition"] for a in algos)
+        assert {Decimal(a["triggerPrice"]) for a in algos} == {Decimal("2.35"), Decimal("2.75")}
+        tracked = positions.load(ctx.redis, symbol, "LONG")
+        assert tracked is not None and len(tracked.intent_ids) == 2
+        assert event["status"] == "placed"
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_an_opposite_intent_is_rejected_by_default_and_the_position_stays_protected(stack: Stack) -> None:
+    """reject (the default): `rejected` with the reason, no order, the long and its SL/TP untouched."""
+    ctx = policy_context(stack)
+    symbol = "APTUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "5.00000")
+    sell = unique_id("rej")
+    try:
+        run(ctx, intent(unique_id("long"), symbol, "BUY", 60, stop_loss=4.7, take_profit=5.5))
+        amt = position_amt(ctx, symbol)
+        result, event = run(ctx, intent(sell, symbol, "SELL", 60))
+        assert result.status.value == "rejected"
+        assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (result.reason or "")
+        assert event == {} and venue_orders(stack, sell) == []
+        assert position_amt(ctx, symbol) == amt and len(open_algos(ctx, symbol)) == 2
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_an_opposite_intent_closes_the_position_when_the_policy_says_close(stack: Stack) -> None:
+    """close: the entry order is a reduce-only close of the whole long; the exit is reported, SL/TP cancelled."""
+    ctx = policy_context(stack, opposite_side_policy="close")
+    symbol = "ARBUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "0.400000")
+    opener, closer = unique_id("open"), unique_id("close")
+    try:
+        run(ctx, intent(opener, symbol, "BUY", 60, stop_loss=0.38, take_profit=0.44))
+        amt = position_amt(ctx, symbol)
+        result, event = run(ctx, intent(closer, symbol, "SELL", 200))
+        assert result.status.value == "filled" and Decimal(str(result.quantity)) == amt
+        [order] = venue_orders(stack, closer)
+        assert order["reduceOnly"] is True
+        assert position_amt(ctx, symbol) == 0
+        assert event["status"] == "not_needed"
+        monitor.watch(ctx, symbols={symbol})
+        [exit_event] = exits(ctx, symbol)
+        assert (exit_event["reason"], exit_event["intent_ids"]) == ("signal", [opener])
+        assert open_algos(ctx, symbol) == []
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_an_opposite_intent_reverses_the_position_when_the_policy_says_reverse(stack: Stack) -> None:
+    """reverse: a closing order for the long, then the short entry, protected as a short."""
+    ctx = policy_context(stack, opposite_side_policy="reverse")
+    symbol = "OPUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "0.7000000")
+    try:
+        run(ctx, intent(unique_id("long"), symbol, "BUY", 60, stop_loss=0.65, take_profit=0.8))
+        result, event = run(ctx, intent(unique_id("rev"), symbol, "SELL", 70, stop_loss=0.75, take_profit=0.6))
+        assert result.status.value == "filled"
+        assert position_amt(ctx, symbol) == -Decimal(str(result.quantity))
+        monitor.watch(ctx, symbols={symbol})
+        [exit_event] = exits(ctx, symbol)
+        assert (exit_event["side"], exit_event["reason"]) == ("LONG", "signal")
+        algos = open_algos(ctx, symbol)
+        assert {(a["orderType"], a["side"]) for a in algos} == {("STOP_MARKET", "BUY"), ("TAKE_PROFIT_MARKET", "BUY")}
+        assert event["status"] == "placed"
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_hedge_mode_account_gets_position_sides_and_a_mode_change_is_noticed(
+    stack: Stack, start_paper_server: Callable[..., PaperExchange]
+) -> None:
+    """Hedge mode: SELL opens SHORT with positionSide, SL/TP carry it; a cached one-way mode is corrected (-4061)."""
+    exchange = start_paper_server("--tick-ms", "0")
+    settings = stack.settings.model_copy(update={"exchange_url": exchange.url})
+    ctx = context(settings)
+    assert ctx.venue.dual_side() is False  # cached: one-way
+    exchange.client().futures_change_position_mode(dualSidePosition="true")
+    symbol = "SUIUSDT"
+    exchange.set_price(symbol, "3.000000")
+    iid = unique_id("hedge")
+    result, event = run(ctx, intent(iid, symbol, "SELL", 60, stop_loss=3.2, take_profit=2.8))
+    assert result.status.value == "filled", result
+    assert position_amt(ctx, symbol, "SHORT") < 0
+    assert event["position_side"] == "SHORT"
+    algos = open_algos(ctx, symbol)
+    assert {(a["orderType"], a["positionSide"], a["side"]) for a in algos} == {
+        ("STOP_MARKET", "SHORT", "BUY"),
+        ("TAKE_PROFIT_MARKET", "SHORT", "BUY"),
+    }
+    # A BUY in hedge mode is the other side: rejected by default, the short stays.
+    reject_ctx = context(settings, same_side_policy="update_protection", opposite_side_policy="reject")
+    other, _ = run(reject_ctx, intent(unique_id("hedge-buy"), symbol, "BUY", 60))
+    assert other.status.value == "rejected"
+    exchange.set_price(symbol, "3.300000")  # through the short's stop
+    monitor.watch(ctx, symbols={symbol})
+    [exit_event] = exits(ctx, symbol)
+    assert (exit_event["reason"], exit_event["position_side"]) == ("stop_loss", "SHORT")
+    assert exit_event["realized_pnl"] < 0
+    assert open_algos(ctx, symbol) == []
+
+
+def test_a_venue_position_qexec_does_not_know_is_adopted_and_protected(stack: Stack) -> None:
+    """A position opened by hand is adopted (POSITION_ADOPTED) and gets the default SL/TP."""
+    ctx = context(stack.settings, default_stop_loss_pct=2.0, default_take_profit_pct=4.0)
+    symbol = "ETCUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "17.000")
+    try:
+        ctx.venue._client.futures_create_order(symbol=symbol, side="BUY", type="MARKET", quantity="5")
+        report = monitor.watch(ctx, symbols={symbol})
+        assert report["adopted"] == [f"{symbol}:LONG"]
+        triggers = sorted(Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol))
+        assert len(triggers) == 2
+        assert triggers[0] == pytest.approx(Decimal("17") * Decimal("0.98"), abs=Decimal("0.02"))
+        assert triggers[1] == pytest.approx(Decimal("17") * Decimal("1.04"), abs=Decimal("0.02"))
+        assert monitor.watch(ctx, symbols={symbol}) == {k: [] for k in report}
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_restart_with_positions_and_orders_at_the_venue_duplicates_nothing(stack: Stack) -> None:
+    """Records intact or lost: the monitor keeps the venue's SL/TP (same algoIds), places no new order."""
+    ctx = context(stack.settings)
+    symbol = "INJUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "12.000000")
+    try:
+        _result, event = run(ctx, intent(unique_id("restart"), symbol, "BUY", 60, stop_loss=11.5, take_profit=13))
+        ids = sorted([event["sl_order_id"], event["tp_order_id"]])
+        placed = stack.paper.stats()["algo_orders_placed"]
+
+        fresh = context(stack.settings)  # a new process: new venue client, same Redis
+        assert not any(monitor.watch(fresh, symbols={symbol}).values()), "nothing to adopt, repair or close"
+
+        # Redis lost qexec's records: the position is adopted with the orders it already has.
+        fresh.redis.delete(constants.POSITION_KEY.format(symbol=symbol, direction="LONG"))
+        fresh.redis.srem(constants.POSITIONS_KEY, f"{symbol}:LONG")
+        report = monitor.watch(fresh, symbols={symbol})
+        assert report["adopted"] == [f"{symbol}:LONG"]
+        assert sorted(a["algoId"] for a in open_algos(ctx, symbol)) == ids
+        assert stack.paper.stats()["algo_orders_placed"] == placed
+        tracked = positions.load(fresh.redis, symbol, "LONG")
+        assert tracked is not None and tracked.stop_loss == Decimal("11.5") and tracked.take_profit == Decimal("13")
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_position_closed_by_hand_is_closed_in_qexecs_records_with_an_exit_event(stack: Stack) -> None:
+    """Tracked but gone at the venue: exit event `manual_or_liquidation`, protective orders cancelled."""
+    ctx = context(stack.settings)
+    symbol = "LINKUSDT"
+    flatten(ctx, symbol)
+    iid = unique_id("manual")
+    try:
+        result, _ = run(ctx, intent(iid, symbol, "SELL", 60))
+        ctx.venue._client.futures_create_order(
+            symbol=symbol, side="BUY", type="MARKET", quantity=str(result.quantity), reduceOnly="true"
+        )
+        monitor.watch(ctx, symbols={symbol})
+        [exit_event] = exits(ctx, symbol)
+        assert (exit_event["reason"], exit_event["intent_ids"]) == ("manual_or_liquidation", [iid])
+        assert open_algos(ctx, symbol) == []
+        assert positions.load(ctx.redis, symbol, "SHORT") is None
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_beat_runs_the_exit_monitor_that_repairs_protection(stack: Stack) -> None:
+    """A real `celery beat` schedules qexec.watch_positions; the worker re-places deleted SL/TP."""
+    ctx = context(stack.settings)
+    symbol = "NEARUSDT"
+    flatten(ctx, symbol)
+    try:
+        run(ctx, intent(unique_id("beat"), symbol, "BUY", 60))
+        ctx.venue._client.futures_cancel_all_open_orders(symbol=symbol, conditional=True)
+        stack.spawn(
+            "beat-positions",
+            [sys.executable, "-m", "celery", "-A", "qexec", "beat", "--loglevel", "INFO"],
+            ready="beat: Starting",
+            env={**stack.env, "QEXEC_EXIT_MONITOR_EVERY_S": "1"},
+        )
+        deadline = time.monotonic() + 20
+        while len(open_algos(ctx, symbol)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(open_algos(ctx, symbol)) == 2
+        assert "PROTECTION_REPAIRED" in stack.log("worker")
+    finally:
+        if "beat-positions" in stack.processes:
+            stop_process(stack.processes.pop("beat-positions"))
+        flatten(ctx, symbol)

@@ -1,0 +1,232 @@
+"""Stop-loss and take-profit as algo orders after a fill; stops, targets and trailing stops closing positions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal
+
+import pytest
+from position_helpers import context, exits, flatten, intent, open_algos, position_amt, run
+from stack_fixtures import Stack, unique_id
+from test_pipeline import seed_intent
+
+from qexec import monitor, protection
+from qexec.execution import new_ticket
+from qexec.models import client_order_id
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_fill_through_the_worker_leaves_one_stop_loss_and_one_take_profit_at_the_venue(stack: Stack) -> None:
+    """The chain's last step places a STOP_MARKET and a TAKE_PROFIT_MARKET (closePosition, mark price)."""
+    ctx = context(stack.settings)
+    symbol = "SOLUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "180.00")
+    iid = unique_id("prot")
+    try:
+        stack.inject(
+            seed_intent(iid, symbol=symbol, position_size_usd=200.0, stop_loss=170.0, take_profit=195.0, leverage=2)
+        )
+        result = stack.wait_result(iid)
+        assert result["status"] == "filled", result
+        deadline = time.monotonic() + 15
+        while not stack.protection_events(iid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [event] = stack.protection_events(iid)
+        algos = open_algos(ctx, symbol)
+        assert event["status"] == "placed", event
+        assert sorted(a["orderType"] for a in algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+        by_type = {a["orderType"]: a for a in algos}
+        assert by_type["STOP_MARKET"]["clientAlgoId"] == event["sl_client_algo_id"]
+        assert by_type["TAKE_PROFIT_MARKET"]["clientAlgoId"] == event["tp_client_algo_id"]
+        assert by_type["STOP_MARKET"]["algoId"] == event["sl_order_id"]
+        assert Decimal(by_type["STOP_MARKET"]["triggerPrice"]) == Decimal("170")
+        assert Decimal(by_type["TAKE_PROFIT_MARKET"]["triggerPrice"]) == Decimal("195")
+        assert all(a["closePosition"] and a["workingType"] == "MARK_PRICE" for a in algos)
+        assert all(a["side"] == "SELL" for a in algos)
+        assert len(stack.results(iid)) == 1, "the protection event is not a second result"
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_the_mark_through_the_stop_closes_the_position_reports_the_exit_and_cancels_the_target(stack: Stack) -> None:
+    """A stop hit: the exit event carries the venue's realised PnL and reason stop_loss; the TP is cancelled."""
+    ctx = context(stack.settings)
+    symbol = "XRPUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "2.2000")
+    iid = unique_id("sl")
+    try:
+        result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=2.1, take_profit=2.4))
+        assert result.status.value == "filled" and event["status"] == "placed"
+
+        stack.paper.set_price(symbol, "2.0900")  # through the stop: the venue closes the position now
+        assert position_amt(ctx, symbol) == 0
+        report = monitor.watch(ctx, symbols={symbol})
+
+        assert report["closed"] == [f"{symbol}:LONG"]
+        [exit_event] = exits(ctx, symbol)
+        trades = ctx.venue.user_trades(symbol)
+        closing = [t for t in trades if t.orderId in exit_event["order_ids"]]
+        assert exit_event["reason"] == "stop_loss"
+        assert exit_event["intent_ids"] == [iid]
+        assert exit_event["quantity"] == pytest.approx(result.quantity)
+        assert Decimal(str(exit_event["realized_pnl"])) == sum(t.realizedPnl for t in closing)
+        expected = (exit_event["exit_price"] - result.entry_price) * result.quantity  # type: ignore[operator]
+        assert exit_event["realized_pnl"] == pytest.approx(expected, abs=1e-6)
+        assert exit_event["realized_pnl"] < 0
+        tp = ctx.venue.get_algo_order(client_algo_id=event["tp_client_algo_id"])
+        assert tp.algoStatus == "CANCELED"
+        assert open_algos(ctx, symbol) == []
+        assert monitor.watch(ctx, symbols={symbol})["closed"] == [], "one exit per closed position"
+        assert len(exits(ctx, symbol)) == 1
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_the_mark_through_the_target_closes_a_short_and_cancels_the_stop(stack: Stack) -> None:
+    """A short's take-profit hit: exit reason take_profit with a profit; its stop-loss is cancelled."""
+    ctx = context(stack.settings)
+    symbol = "DOGEUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "0.320000")
+    iid = unique_id("tp")
+    try:
+        result, event = run(ctx, intent(iid, symbol, "SELL", 100, stop_loss=0.34, take_profit=0.30))
+        assert event["status"] == "placed" and position_amt(ctx, symbol) < 0
+        stack.paper.set_price(symbol, "0.299000")
+        monitor.watch(ctx, symbols={symbol})
+        [exit_event] = exits(ctx, symbol)
+        assert (exit_event["reason"], exit_event["side"]) == ("take_profit", "SHORT")
+        assert exit_event["realized_pnl"] > 0
+        assert exit_event["exit_price"] < result.entry_price  # type: ignore[operator]
+        assert ctx.venue.get_algo_order(client_algo_id=event["sl_client_algo_id"]).algoStatus == "CANCELED"
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_protecting_the_same_fill_twice_places_nothing_new(stack: Stack) -> None:
+    """A redelivered protect step looks its clientAlgoIds up first: still one stop-loss and one take-profit."""
+    ctx = context(stack.settings)
+    symbol = "DOTUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "4.000")
+    iid = unique_id("twice")
+    the_intent = intent(iid, symbol, "BUY", 60, stop_loss=3.8, take_profit=4.4)
+    try:
+        result, first = run(ctx, the_intent)
+        placed_before = stack.paper.stats()["algo_orders_placed"]
+        again = protection.protect_step(
+            result.model_dump(mode="json"), new_ticket(the_intent, entry_id=None).model_dump(mode="json"), ctx
+        )
+        assert stack.paper.stats()["algo_orders_placed"] == placed_before
+        assert (again["sl_order_id"], again["tp_order_id"]) == (first["sl_order_id"], first["tp_order_id"])
+        assert len(open_algos(ctx, symbol)) == 2
+        assert len(stack.paper.orders(clientOrderId=client_order_id(iid))) == 1
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_levels_on_the_wrong_side_of_the_fill_are_refused_and_defaults_protect_the_position(stack: Stack) -> None:
+    """A long's stop above its entry is not sent: the reason is published and the default stop is placed."""
+    ctx = context(stack.settings, default_stop_loss_pct=2.0, default_take_profit_pct=4.0)
+    symbol = "LTCUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "90.00")
+    iid = unique_id("bad")
+    try:
+        result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=95.0, take_profit=99.0))
+        assert event["status"] == "placed"
+        assert "stop_loss 95.0 is not below the entry" in event["reason"]
+        entry = Decimal(str(result.entry_price))
+        assert Decimal(str(event["stop_loss"])) < entry
+        assert Decimal(str(event["stop_loss"])) == pytest.approx(entry * Decimal("0.98"), abs=Decimal("0.02"))
+        assert Decimal(str(event["take_profit"])) == Decimal("99")
+        triggers = sorted(Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol))
+        assert triggers == [Decimal(str(event["stop_loss"])), Decimal("99")]
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_trailing_stop_follows_a_favourable_move_and_closes_on_the_pull_back(stack: Stack) -> None:
+    """The stop moves up behind the mark (next clientAlgoId, old one cancelled), then the pull-back closes it."""
+    ctx = context(stack.settings)
+    symbol = "ADAUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "0.90000")
+    iid = unique_id("trail")
+    try:
+        _result, event = run(
+            ctx, intent(iid, symbol, "BUY", 100, stop_loss=0.85, take_profit=1.2, trailing_stop_pct=2.0)
+        )
+        first_sl = event["sl_client_algo_id"]
+        stack.paper.set_price(symbol, "1.00000")
+        report = monitor.watch(ctx, symbols={symbol})
+        assert report["trailed"] == [f"{symbol}:LONG"]
+        stops = [a for a in open_algos(ctx, symbol) if a["orderType"] == "STOP_MARKET"]
+        assert [Decimal(a["triggerPrice"]) for a in stops] == [Decimal("0.98")]
+        assert stops[0]["clientAlgoId"] != first_sl and stops[0]["clientAlgoId"].endswith("-2")
+        assert ctx.venue.get_algo_order(client_algo_id=first_sl).algoStatus == "CANCELED"
+
+        stack.paper.set_price(symbol, "0.99000")  # a smaller move back: never loosened
+        monitor.watch(ctx, symbols={symbol})
+        stops = [a for a in open_algos(ctx, symbol) if a["orderType"] == "STOP_MARKET"]
+        assert [Decimal(a["triggerPrice"]) for a in stops] == [Decimal("0.98")]
+
+        stack.paper.set_price(symbol, "0.97500")  # the pull-back through the trailed stop
+        monitor.watch(ctx, symbols={symbol})
+        [exit_event] = exits(ctx, symbol)
+        assert exit_event["reason"] == "trailing_stop"
+        assert exit_event["realized_pnl"] > 0, "the trailed stop locked in a profit"
+        assert open_algos(ctx, symbol) == []
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_protective_orders_deleted_behind_qexecs_back_are_placed_again_by_the_monitor(stack: Stack) -> None:
+    """Someone cancels both orders at the venue; the next monitor pass re-places them with the next ids."""
+    ctx = context(stack.settings)
+    symbol = "TRXUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "0.25000")
+    iid = unique_id("repair")
+    try:
+        _result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=0.24, take_profit=0.27))
+        ctx.venue._client.futures_cancel_all_open_orders(symbol=symbol, conditional=True)
+        assert open_algos(ctx, symbol) == []
+        report = monitor.watch(ctx, symbols={symbol})
+        assert report["repaired"] == [f"{symbol}:LONG"]
+        algos = {a["orderType"]: a for a in open_algos(ctx, symbol)}
+        assert sorted(algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+        assert algos["STOP_MARKET"]["clientAlgoId"] == event["sl_client_algo_id"][:-1] + "2"
+        assert Decimal(algos["STOP_MARKET"]["triggerPrice"]) == Decimal("0.24")
+        assert monitor.watch(ctx, symbols={symbol})["repaired"] == [], "nothing more to repair"
+        assert len(open_algos(ctx, symbol)) == 2
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_protection_that_cannot_be_placed_closes_the_position_and_says_so(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The venue refuses every algo order: PROTECTION_FAILED at CRITICAL, the position closed at market."""
+    ctx = context(stack.settings, protection_retries=1)
+    symbol = "ATOMUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "4.500")
+    iid = unique_id("fail")
+    stack.paper.add_fault(kind="reject", endpoint="POST /fapi/v1/algoOrder", symbol=symbol, count=0)
+    try:
+        with caplog.at_level(logging.INFO):
+            _result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=4.3, take_profit=4.8))
+        assert (event["status"], event["action"]) == ("failed", "closed")
+        assert position_amt(ctx, symbol) == 0
+        assert any(r.levelno == logging.CRITICAL and "PROTECTION_FAILED" in r.getMessage() for r in caplog.records)
+        monitor.watch(ctx, symbols={symbol})
+        [exit_event] = exits(ctx, symbol)
+        assert exit_event["reason"] == "protection_failed"
+    finally:
+        stack.paper.admin("DELETE", "/paper/v1/faults")
+        flatten(ctx, symbol)
