@@ -1,0 +1,202 @@
+"""The kill switch: `qexec halt` rejects every new intent deployment-wide; `--flatten` also closes everything."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import click
+import redis
+
+from qexec import constants, logs
+from qexec.config import Settings
+from qexec.errors import OrderRejected, VenueError
+from qexec.models import OrderType, Side, utcnow
+from qexec.risk import halted
+
+if TYPE_CHECKING:
+    from qexec.venue import Venue
+
+log = logging.getLogger(__name__)
+
+HALT_SET = "HALT_SET"
+HALT_LIFTED = "HALT_LIFTED"
+FLATTEN_CLOSE = "FLATTEN_CLOSE"
+FLATTEN_CANCEL = "FLATTEN_CANCEL"
+FLATTEN_ROUNDS = 3
+
+
+def halt(r: redis.Redis, *, reason: str = "", flatten: bool = False) -> dict[str, Any]:
+    """Set the halt flag every worker checks before placing; returns the record stored."""
+    record = {"at": utcnow().isoformat(), "reason": reason, "flatten": flatten}
+    r.set(constants.HALT_KEY, json.dumps(record))
+    logs.proof(HALT_SET, level=logging.WARNING, reason=reason or None, flatten=flatten)
+    return record
+
+
+def resume(r: redis.Redis) -> bool:
+    """Lift the halt flag; False when none was set."""
+    lifted = bool(r.delete(constants.HALT_KEY))
+    if lifted:
+        logs.proof(HALT_LIFTED, level=logging.WARNING)
+    return lifted
+
+
+def wait_for_placements(r: redis.Redis, timeout_s: float) -> int:
+    """Wait until no worker holds a place lock (a placement begun before the halt); returns how many are left."""
+    pattern = constants.PLACE_LOCK_KEY.format(intent_id="*")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held = sum(1 for _ in r.scan_iter(match=pattern, count=1000))
+        if held == 0 or time.monotonic() >= deadline:
+            return held
+        time.sleep(0.2)
+
+
+@dataclass
+class Flattened:
+    """What `flatten` did at the venue, and what it could not undo."""
+
+    canceled_symbols: list[str] = field(default_factory=list)
+    closed: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    positions_left: list[dict[str, str]] = field(default_factory=list)
+    orders_left: int = 0
+
+    @property
+    def flat(self) -> bool:
+        """True when no position and no open order is left at the venue."""
+        return not self.positions_left and self.orders_left == 0
+
+
+def flatten(venue: Venue) -> Flattened:
+    """Cancel every open (and algo) order and close every position with reduce-only MARKET orders, then re-check."""
+    done = Flattened()
+    for _round in range(FLATTEN_ROUNDS):
+        symbols = sorted({str(o["symbol"]) for o in [*venue.open_orders(), *venue.open_algo_orders()]})
+        for symbol in symbols:
+            try:
+                venue.cancel_all_orders(symbol)
+                logs.proof(FLATTEN_CANCEL, level=logging.WARNING, symbol=symbol)
+                if symbol not in done.canceled_symbols:
+                    done.canceled_symbols.append(symbol)
+            except VenueError as exc:
+                done.errors.append(f"cancel {symbol}: {exc}")
+        open_positions = [p for p in venue.positions() if Decimal(str(p.get("positionAmt") or 0)) != 0]
+        if not open_positions and not symbols:
+            break
+        for position in open_positions:
+            try:
+                done.closed.extend(_close(venue, position))
+            except VenueError as exc:
+                done.errors.append(f"close {position.get('symbol')}: {exc}")
+    done.positions_left = [
+        {"symbol": str(p["symbol"]), "positionSide": str(p.get("positionSide")), "positionAmt": str(p["positionAmt"])}
+        for p in venue.positions()
+        if Decimal(str(p.get("positionAmt") or 0)) != 0
+    ]
+    done.orders_left = len(venue.open_orders()) + len(venue.open_algo_orders())
+    return done
+
+
+def _close(venue: Venue, position: dict[str, Any]) -> list[dict[str, str]]:
+    """Close one position with reduce-only MARKET orders (several when it exceeds the market lot size)."""
+    symbol = str(position["symbol"])
+    amount = Decimal(str(position["positionAmt"]))
+    side = Side.SELL if amount > 0 else Side.BUY
+    position_side = str(position.get("positionSide") or "BOTH")
+    hedge = position_side in ("LONG", "SHORT")
+    rules = venue.rules().get(symbol)
+    largest = rules.market_max_qty if rules is not None and rules.market_max_qty > 0 else abs(amount)
+    left, closed = abs(amount), []
+    while left > 0:
+        quantity = min(left, largest)
+        cid = "qx-halt-" + uuid.uuid4().hex[:24]
+        try:
+            order = venue.place_order(
+                symbol=symbol,
+                side=side,
+                order_type=OrderType.MARKET,
+                quantity=quantity,
+                client_order_id=cid,
+                reduce_only=not hedge,
+                position_side=position_side if hedge else None,
+            )
+        except OrderRejected as exc:
+            if exc.code == -2022:  # ReduceOnly rejected: nothing left to reduce (closed meanwhile)
+                break
+            raise
+        logs.proof(
+            FLATTEN_CLOSE,
+            level=logging.WARNING,
+            symbol=symbol,
+            side=side.value,
+            position_side=position_side,
+            quantity=quantity,
+            order_id=order.orderId,
+            status=order.status.value,
+        )
+        closed.append({"symbol": symbol, "side": side.value, "quantity": str(quantity), "status": order.status.value})
+        left -= quantity
+    return closed
+
+
+def _redis_and_settings() -> tuple[redis.Redis, Settings]:
+    from qexec import streams  # noqa: PLC0415 - the CLI imports commands lazily
+    from qexec.selftest import settings_or_fail  # noqa: PLC0415
+
+    settings = settings_or_fail()
+    return streams.connect(settings.redis_url), settings
+
+
+@click.command("halt", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--reason", default="", help="Why (stored with the flag, shown in each rejection).")
+@click.option(
+    "--flatten", "flatten_too", is_flag=True, help="Also cancel every open order and close every position at the venue."
+)
+@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True, help="Wait for in-flight placements.")
+def halt_command(reason: str, flatten_too: bool, wait_s: float) -> None:
+    """Reject every new intent (reason `halted`) until `qexec resume`; `--flatten` also closes everything."""
+    r, settings = _redis_and_settings()
+    logs.configure("INFO", secrets=list(settings.credentials()) if settings.api_key else [])
+    halt(r, reason=reason, flatten=flatten_too)
+    click.echo(f"HALTED new intents are rejected until `qexec resume`{f' ({reason})' if reason else ''}")
+    if not flatten_too:
+        return
+    left = wait_for_placements(r, wait_s)
+    if left:
+        click.echo(f"warning: {left} placement(s) still in flight after {wait_s:g}s; flattening anyway", err=True)
+    from qexec.venue import Venue  # noqa: PLC0415 - python-binance only when the venue is needed
+
+    try:
+        done = flatten(Venue(settings, r))
+    except VenueError as exc:
+        raise click.ClickException(f"flatten failed at the venue: {exc}") from exc
+    for row in done.closed:
+        click.echo(f"closed   {row['symbol']} {row['side']} {row['quantity']} ({row['status']})")
+    for symbol in done.canceled_symbols:
+        click.echo(f"canceled open orders and algo orders of {symbol}")
+    for error in done.errors:
+        click.echo(f"error    {error}", err=True)
+    if not done.flat:
+        raise click.ClickException(
+            f"not flat: {len(done.positions_left)} position(s) and {done.orders_left} order(s) left: "
+            f"{done.positions_left}"
+        )
+    click.echo(f"FLAT positions closed={len(done.closed)} symbols canceled={len(done.canceled_symbols)}")
+
+
+@click.command("resume", context_settings={"help_option_names": ["-h", "--help"]})
+def resume_command() -> None:
+    """Lift `qexec halt`: new intents are placed again."""
+    r, _settings = _redis_and_settings()
+    record = halted(r)
+    if resume(r):
+        click.echo(f"RESUMED (halted since {record.get('at') if record else '?'})")
+    else:
+        click.echo("RESUMED (no halt was in force)")

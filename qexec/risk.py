@@ -1,0 +1,118 @@
+"""Risk limits checked before every entry order: the first one an intent breaks is its rejection reason."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from qexec import constants
+from qexec.config import Settings
+from qexec.models import Intent
+
+if TYPE_CHECKING:
+    from qexec.venue import Venue
+
+HALTED = "halted"
+
+_positions: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+_positions_lock = threading.Lock()
+
+
+def breach(intent: Intent, settings: Settings, r: redis.Redis, venue: Venue, now: datetime) -> str | None:
+    """Why this intent may not be placed now (the first limit it breaks), or None; may raise `VenueError`."""
+    halt = halted(r)
+    if halt is not None:
+        return HALTED + (f": {halt['reason']}" if halt.get("reason") else "")
+    reason = _intent_breach(intent, settings, now)
+    if reason is None and not intent.reduce_only:
+        reason = _exposure_breach(intent, settings, venue)
+    return reason
+
+
+def halted(r: redis.Redis) -> dict[str, Any] | None:
+    """The kill switch's record while `qexec halt` is in force, else None."""
+    raw: Any = r.get(constants.HALT_KEY)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
+    return record if isinstance(record, dict) else {"reason": str(raw)}
+
+
+def _intent_breach(intent: Intent, s: Settings, now: datetime) -> str | None:
+    if intent.timestamp is not None:
+        age_s = (now - intent.timestamp).total_seconds()
+        if age_s > s.intent_max_age_s:
+            return f"stale: intent is {age_s:.0f}s old (limit {s.intent_max_age_s:.0f}s)"
+        if age_s < -60:
+            return f"timestamp is {-age_s:.0f}s in the future"
+    denied, allowed = symbols(s.symbol_deny), symbols(s.symbol_allow)
+    if intent.symbol in denied:
+        return f"symbol {intent.symbol} is on the deny list (QEXEC_SYMBOL_DENY)"
+    if allowed and intent.symbol not in allowed:
+        return f"symbol {intent.symbol} is not on the allow list (QEXEC_SYMBOL_ALLOW)"
+    if intent.leverage > s.max_leverage:
+        return f"leverage {intent.leverage} is above the limit {s.max_leverage}"
+    if intent.position_size_usd > s.max_notional_usd:
+        return f"notional {intent.position_size_usd:g} USDT is above the per-order limit {s.max_notional_usd:g} USDT"
+    return None
+
+
+def _exposure_breach(intent: Intent, s: Settings, venue: Venue) -> str | None:
+    if s.max_total_notional_usd is None and s.max_open_positions is None:
+        return None  # no venue call when neither limit is set
+    open_positions = [p for p in positions(venue, s.positions_cache_s) if _amount(p) != 0]
+    if s.max_total_notional_usd is not None:
+        held = sum(_notional(p) for p in open_positions)
+        total = held + Decimal(str(intent.position_size_usd))
+        if total > Decimal(str(s.max_total_notional_usd)):
+            return (
+                f"total notional {total:.2f} USDT (open positions {held:.2f} + this order "
+                f"{intent.position_size_usd:g}) is above the limit {s.max_total_notional_usd:g} USDT"
+            )
+    if s.max_open_positions is not None:
+        held_symbols = {str(p.get("symbol")) for p in open_positions}
+        if intent.symbol not in held_symbols and len(held_symbols) >= s.max_open_positions:
+            return (
+                f"a new position in {intent.symbol} would be above the limit of {s.max_open_positions} open "
+                f"positions ({len(held_symbols)} open)"
+            )
+    return None
+
+
+def positions(venue: Venue, max_age_s: float) -> list[dict[str, Any]]:
+    """The venue's positions (positionRisk), shared by this process's threads for up to `max_age_s`."""
+    with _positions_lock:
+        cached = _positions.get(venue.url)
+    if cached is not None and time.monotonic() - cached[0] < max_age_s:
+        return cached[1]
+    fresh = venue.positions()
+    with _positions_lock:
+        _positions[venue.url] = (time.monotonic(), fresh)
+    return fresh
+
+
+@lru_cache(maxsize=16)
+def symbols(text: str) -> frozenset[str]:
+    """A comma-separated symbol list (`QEXEC_SYMBOL_ALLOW`/`_DENY`) as a set of upper-case symbols."""
+    return frozenset(part.strip().upper() for part in text.split(",") if part.strip())
+
+
+def _amount(position: dict[str, Any]) -> Decimal:
+    return Decimal(str(position.get("positionAmt") or 0))
+
+
+def _notional(position: dict[str, Any]) -> Decimal:
+    notional = position.get("notional")
+    if notional not in (None, ""):
+        return abs(Decimal(str(notional)))
+    return abs(_amount(position) * Decimal(str(position.get("markPrice") or 0)))
