@@ -1,0 +1,49 @@
+"""The chaos suite's short version: intents through a full stack with venue faults, kills and a Redis drop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from stack_fixtures import ROOT, clean_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.timeout(300)
+def test_the_short_chaos_run_loses_nothing_duplicates_nothing_and_fakes_no_fill(tmp_path: Path) -> None:
+    """80 intents, every venue fault at random, one worker and one bridge SIGKILLed, Redis dropped: all targets 0."""
+    report_path = tmp_path / "chaos.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "chaos.py"),
+            "--intents",
+            "80",
+            "--seed",
+            "3",
+            "--worker-kills",
+            "1",
+            "--bridge-kills",
+            "1",
+            "--json",
+            str(report_path),
+        ],
+        cwd=ROOT,
+        env=clean_env({}),
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert "intents without a result (lost)" in run.stdout
+    report = json.loads(report_path.read_text())
+    assert report["intents_sent"] == report["terminal_results"] == 80
+    assert report["lost"] == report["duplicate_orders"] == report["wrong_fills"] == 0
+    assert report["duplicate_results"] == report["unreported_fills"] == report["rate_limit_violations"] == 0
+    assert (report["worker_kills"], report["bridge_kills"], report["redis_drops"]) == (1, 1, 1)
+    assert sum(report["faults_fired"].values()) > 0
