@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install up test lint fmt bench bench-paper clean
+.PHONY: install up test lint fmt bench bench-paper chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -36,6 +36,10 @@ bench: $(STAMP)  ## qexec against the naive baseline: latency, throughput, REST 
 
 bench-paper: $(STAMP)  ## signed order round-trips per second the paper exchange serves
 	$(BIN)/python bench/paper_bench.py
+
+CHAOS_ARGS ?= --intents 500 --seed 1
+chaos: $(STAMP)  ## the chaos suite: 500 intents, every venue fault, workers/bridges SIGKILLed, Redis dropped (~4 min)
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS) --json bench/results/chaos.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

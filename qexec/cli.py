@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from qexec.killswitch import halt_command, resume_command
 from qexec.paper.command import paper_command
 from qexec.selftest import selftest_command, settings_or_fail, venue_or_exit
 from qexec.stack import up_command, wait_command
@@ -32,6 +33,8 @@ main.add_command(wait_command, "wait-for-venue")
 main.add_command(selftest_command, "selftest")
 main.add_command(verify_command, "verify")
 main.add_command(status_command, "status")
+main.add_command(halt_command, "halt")
+main.add_command(resume_command, "resume")
 
 
 @main.command()
@@ -45,7 +48,7 @@ def bridge(consumer: str | None, log_level: str) -> None:
 
     settings = settings_or_fail()
     logs.configure(log_level, secrets=list(settings.credentials()) if settings.api_key else [])
-    venue_or_exit(settings)
+    venue_or_exit(settings, streams.connect(settings.redis_url))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:

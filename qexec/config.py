@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from kombu import Queue  # type: ignore[attr-defined]
 from pydantic import Field, SecretStr, model_validator
@@ -33,6 +34,11 @@ VENUE_URLS: dict[Mode, str] = {
 }
 
 MAINNET_ARMING_PHRASE = "I_UNDERSTAND"
+
+# What an intent does to an open position on its symbol (README "Positions and protection").
+SameSidePolicy = Literal["update_protection", "add", "skip"]
+OppositeSidePolicy = Literal["reverse", "close", "reject"]
+ProtectionFailureAction = Literal["close", "alert"]
 
 
 class Settings(BaseSettings):
@@ -94,9 +100,49 @@ class Settings(BaseSettings):
     heartbeat_every_s: float = Field(default=30.0, gt=0)
     worker_concurrency: int = Field(default=8, gt=0)
 
+    # Crash recovery.
+    # A message taken by a worker that died (SIGKILL, lost host) is queued again once it is older than the visibility
+    # timeout: max(visibility_timeout_s, longest task run + longest retry countdown + visibility_margin_s). The margin
+    # keeps a live worker's message from coming back while it still holds it (that would run the step twice).
+    visibility_margin_s: float = Field(default=30.0, ge=0)
+    # Every task retry waits at most this long (a longer wait, such as a Retry-After, is served in several steps),
+    # so that the longest countdown, and with it the visibility timeout, stays short.
+    retry_countdown_max_s: float = Field(default=10.0, gt=0)
+    # kombu's sweep for such messages runs every interval x throttle seconds (kombu's defaults: 10 x 10).
+    unacked_restore_interval_s: int = Field(default=1, ge=1)
+    unacked_restore_throttle: int = Field(default=1, ge=1)
+
+    # Positions and protection.
+    same_side_policy: SameSidePolicy = Field(default="update_protection")
+    opposite_side_policy: OppositeSidePolicy = Field(default="reject")
+    protection_failure_action: ProtectionFailureAction = Field(default="close")
+    protection_retries: int = Field(default=5, ge=0)  # temporary venue failures before the emergency action
+    default_stop_loss_pct: float = Field(default=2.0, gt=0, le=50)  # when an intent (or adopted position) has none
+    default_take_profit_pct: float = Field(default=4.0, gt=0, le=500)
+    trailing_stop_pct: float = Field(default=0.0, ge=0, le=50)  # 0: no trailing unless the intent asks for one
+    exit_monitor_every_s: float = Field(default=3.0, gt=0)
+    position_mode_ttl_s: float = Field(default=60.0, gt=0)  # how long the account's one-way/hedge mode is cached
+    adopt_grace_s: float = Field(default=5.0, ge=0)  # an untracked position this fresh may still be ours in flight
+    exit_maxlen: int = Field(default=1_000_000, gt=0)
+
     # Risk limits (a breach is a `rejected` result with the reason).
     max_notional_usd: float = Field(default=50_000.0, gt=0)
     max_leverage: int = Field(default=20, ge=1, le=125)
+
+    # Rate limits and risk.
+    # The account's venue budget, shared by every worker through Redis (qexec/limiter.py); `limit_margin` is the
+    # share of each limit qexec spends, and one call waits at most `limit_max_wait_s` before its task retries later.
+    weight_per_min: int = Field(default=2400, gt=0)
+    orders_per_10s: int = Field(default=300, gt=0)
+    orders_per_min: int = Field(default=1200, gt=0)
+    limit_margin: float = Field(default=0.95, gt=0, le=1)
+    limit_max_wait_s: float = Field(default=2.0, gt=0)
+    # Risk limits beyond the two above (qexec/risk.py); unset means no limit. Symbols are comma-separated.
+    symbol_allow: str = ""
+    symbol_deny: str = ""
+    max_total_notional_usd: float | None = Field(default=None, gt=0)
+    max_open_positions: int | None = Field(default=None, ge=0)
+    positions_cache_s: float = Field(default=2.0, ge=0)  # how long the venue's positions serve the two above
 
     @model_validator(mode="after")
     def _check_venue(self) -> Settings:
@@ -140,15 +186,21 @@ def get_settings() -> Settings:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from qexec's (celeryconfig.py exposes these; see reference/celery-redis.md)."""
-    longest_countdown_s = settings.poll_max_s
-    longest_task_s = settings.request_timeout_s * 4 + settings.unknown_lookup_s
-    visibility_s = max(settings.visibility_timeout_s, int(longest_task_s + longest_countdown_s) + 30)
+    longest_countdown_s = max(settings.poll_max_s, settings.retry_countdown_max_s)
+    # A step makes a few venue calls, each bounded by the request timeout and by a wait for the shared rate budget.
+    longest_task_s = (settings.request_timeout_s + settings.limit_max_wait_s) * 4 + settings.unknown_lookup_s
+    visibility_s = max(
+        settings.visibility_timeout_s, math.ceil(longest_task_s + longest_countdown_s + settings.visibility_margin_s)
+    )
     transport: dict[str, Any] = {}
+    transport_class = None
     if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
+        # kombu's Redis transport, made to survive Redis going away under a worker (see qexec/broker.py).
+        transport_class = "qexec.broker:RedisTransport"
         transport = {
             "visibility_timeout": visibility_s,
-            "unacked_restore_interval": 1,
-            "unacked_restore_throttle": 1,
+            "unacked_restore_interval": settings.unacked_restore_interval_s,
+            "unacked_restore_throttle": settings.unacked_restore_throttle,
             "socket_timeout": 30,
             "socket_connect_timeout": 5,
             "socket_keepalive": True,
@@ -156,6 +208,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         }
     return {
         "broker_url": settings.effective_broker_url,
+        "broker_transport": transport_class,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
@@ -187,6 +240,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "reclaim-intents": {"task": "qexec.reclaim_intents", "schedule": settings.claim_idle_ms / 1000},
             "reconcile-orders": {"task": "qexec.reconcile_orders", "schedule": settings.reconcile_every_s},
             "venue-heartbeat": {"task": "qexec.venue_heartbeat", "schedule": settings.heartbeat_every_s},
+            "watch-positions": {
+                "task": "qexec.watch_positions",
+                "schedule": settings.exit_monitor_every_s,
+                "options": {"expires": settings.exit_monitor_every_s * 2},  # a late run is superseded by the next
+            },
         },
         "enable_utc": True,
         "timezone": "UTC",

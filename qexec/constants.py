@@ -15,6 +15,18 @@ HEARTBEAT_KEY = "qexec:heartbeat"  # hash: the last venue heartbeat (at, ok, err
 REDBEAT_PREFIX = "qexec:beat:"  # celery-redbeat's schedule and its lock
 INFLIGHT_KEY = "qexec:inflight"  # sorted set: intents with an order placed and no result yet, by placed-at time
 METRICS_KEY = "qexec:metrics:{family}"  # hash per metric family: label value -> count, or a histogram's buckets
+# Positions and protection, keyed by symbol and direction (LONG/SHORT).
+POSITIONS_KEY = "qexec:positions"  # set of "SYMBOL:DIRECTION" qexec tracks
+POSITION_KEY = "qexec:position:{symbol}:{direction}"  # hash: the tracked position and its protective orders
+POSITION_LOCK_KEY = "qexec:position:{symbol}:{direction}:lock"  # one protect/monitor step at a time
+ENTERING_KEY = "qexec:symbol:{symbol}:entering"  # an entry is on its way: not a stranger's position to adopt
+EXIT_PUBLISHED_KEY = "qexec:exit:{position_id}"  # the exit stream entry id, once published
+PROTECTION_PUBLISHED_KEY = "qexec:intent:{intent_id}:protection"  # the protection event's entry id
+
+# Deployment-wide controls (qexec/limiter.py, qexec/killswitch.py).
+LIMIT_COUNTER_KEY = "qexec:limits:{window}"  # hash: bucket number -> venue budget spent in it (weight or orders)
+LIMIT_PAUSE_KEY = "qexec:limits:pause"  # set with the venue's Retry-After as TTL: no venue call until it expires
+HALT_KEY = "qexec:halt"  # JSON {at, reason, flatten}: while set, every new intent is rejected with reason `halted`
 
 # The paper exchange's built-in credentials (paper mode only; never valid anywhere else).
 PAPER_API_KEY = "qexec-paper-key"

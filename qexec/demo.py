@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -15,6 +16,8 @@ import requests
 
 from qexec.config import Settings, celery_config
 from qexec.models import ResultStatus, Side, utcnow
+
+log = logging.getLogger(__name__)
 
 # (symbol, side, position_size_usd): the seed producer's kind of intents, one per line of the table.
 DEMO_ORDERS: tuple[tuple[str, Side, float], ...] = (
@@ -181,8 +184,11 @@ class Demo:
         )
 
     def _take(self, fields: Mapping[str, str]) -> None:
+        if fields.get("kind") == "protection":
+            return  # the stop-loss / take-profit event that follows a result
         result = parse_result(fields)
         if result is None:
+            log.error("RESULT_UNREADABLE stream entry is not a result: %s", dict(fields))
             return
         intent_id = str(result.get("intent_id"))
         if intent_id not in self.injected_at:

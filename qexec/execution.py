@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from qexec import constants, logs, metrics, streams
+from qexec import constants, logs, metrics, positions, risk, streams
 from qexec.config import Settings
 from qexec.errors import (
     OrderNotFound,
@@ -44,6 +44,7 @@ from qexec.venue import Venue
 
 log = logging.getLogger(__name__)
 
+POSITION_SIDE_MISMATCH = -4061  # "Order's position side does not match user's setting."
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -148,7 +149,8 @@ def _give_up_at(ticket: Ticket, ctx: Context) -> datetime:
 
 def _retry_or_fail(ticket: Ticket, ctx: Context, exc: VenueError, attempt: int, what: str) -> Ticket:
     """Pause and retry after a temporary venue failure, or give up with a `failed` verdict."""
-    if ctx.now() >= _give_up_at(ticket, ctx):
+    # A rate limit never fails an intent: it waits (a stale one is rejected by the checks when it runs again).
+    if ctx.now() >= _give_up_at(ticket, ctx) and not isinstance(exc, RateLimited):
         reason = f"{what}: gave up after repeated venue failures, last: {exc}"
         logs.proof(logs.ORDER_ERROR, level=logging.ERROR, reason=reason, **_ids(ticket, ctx))
         return ticket.decide(ResultStatus.FAILED, reason, exc.code)
@@ -159,21 +161,10 @@ def _retry_or_fail(ticket: Ticket, ctx: Context, exc: VenueError, attempt: int, 
 def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int) -> Ticket:
     intent, s, venue = ticket.intent, ctx.settings, ctx.venue
     now = ctx.now()
-    if intent.timestamp is not None:
-        age_s = (now - intent.timestamp).total_seconds()
-        if age_s > s.intent_max_age_s:
-            return _reject(ticket, ctx, f"stale: intent is {age_s:.0f}s old (limit {s.intent_max_age_s:.0f}s)")
-        if age_s < -60:
-            return _reject(ticket, ctx, f"timestamp is {-age_s:.0f}s in the future")
-    if intent.leverage > s.max_leverage:
-        return _reject(ticket, ctx, f"leverage {intent.leverage} is above the limit {s.max_leverage}")
-    if intent.position_size_usd > s.max_notional_usd:
-        return _reject(
-            ticket,
-            ctx,
-            f"notional {intent.position_size_usd:g} USDT is above the per-order limit {s.max_notional_usd:g} USDT",
-        )
     try:
+        breach = risk.breach(intent, s, ctx.redis, venue, now)  # the kill switch, then every risk limit
+        if breach:
+            return _reject(ticket, ctx, breach)
         rules = venue.rules().get(intent.symbol)
         if rules is None:
             return _reject(ticket, ctx, f"unknown symbol {intent.symbol}: the venue does not list it")
@@ -189,12 +180,20 @@ def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int) -> Ticket:
         problem = rules.problem(quantity, price, market=market)
         if problem:
             return _reject(ticket, ctx, problem)
-        venue.ensure_leverage(intent.symbol, intent.leverage)
         dual = venue.dual_side()
+        # An open position on the symbol: the configured policy decides (skip, update protection, add, ...).
+        ticket, quantity = positions.entry_plan(ticket, ctx, quantity=quantity, dual=dual)
+        if ticket.verdict is None:
+            venue.ensure_leverage(intent.symbol, intent.leverage)
     except OrderRejected as exc:
         return _reject(ticket, ctx, f"venue refused the set-up: {exc.message}", exc.code)
     except (TemporaryVenueError, UnknownOutcome) as exc:
         return _retry_or_fail(ticket, ctx, exc, attempt, "preparing the order")
+    if ticket.verdict is not None:
+        if ticket.verdict.status is ResultStatus.REJECTED:
+            return _reject(ticket, ctx, ticket.verdict.reason)
+        return ticket
+    intent = ticket.intent
     position_side = None
     if dual:
         opens_long = (intent.side is Side.BUY) != intent.reduce_only
@@ -222,6 +221,11 @@ def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int) -> Ticket:
             position_side=position_side,
         )
     except OrderRejected as exc:
+        if exc.code == POSITION_SIDE_MISMATCH and attempt < 3:
+            # -4061: the account changed position mode since we cached it. Nothing executed: ask again, resend.
+            venue.forget_position_mode()
+            ctx.redis.delete(_order_key(ticket))
+            raise Pending(0.1, f"position mode changed: {exc}") from exc
         return _reject(ticket, ctx, f"venue rejected the order: {exc.message}", exc.code)
     except TemporaryVenueError as exc:
         # Surely not executed: forget the submit so the next run goes through the checks again.
@@ -301,6 +305,8 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
             if not order.settled and now >= deadline:
                 order = _cancel_rest(ticket, ctx, order)
         except (TemporaryVenueError, UnknownOutcome, OrderNotFound) as exc:
+            if isinstance(exc, RateLimited):  # the order stands either way: wait for the venue to answer again
+                raise Pending(exc.retry_after_s, f"confirming: {exc}") from exc
             if now >= deadline + timedelta(seconds=ctx.settings.fill_timeout_s):
                 reason = f"could not confirm order {order.orderId} before the deadline: {exc}"
                 logs.proof(logs.ORDER_ERROR, level=logging.ERROR, reason=reason, **_ids(ticket, ctx, order))

@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from qexec import constants, execution, logs
+from qexec import constants, execution, logs, monitor
 from qexec.bridge import Bridge, Dispatch
 from qexec.errors import VenueError
 from qexec.execution import Context, Pending
@@ -51,6 +51,15 @@ def reconcile_orders(ctx: Context, limit: int = 100) -> list[str]:
         logs.proof("RECONCILED", level=logging.WARNING, intent_id=intent_id, order_id=state.get("order_id"))
         finished.append(intent_id)
     return finished
+
+
+def watch_positions(ctx: Context) -> dict[str, list[str]]:
+    """The exit monitor's pass (`monitor.watch`), logged when it did anything."""
+    report = monitor.watch(ctx)
+    acted = {kind: names for kind, names in report.items() if names and kind != "busy"}
+    if acted:
+        log.info("EXIT_MONITOR %s", " ".join(f"{kind}={','.join(names)}" for kind, names in acted.items()))
+    return report
 
 
 def venue_heartbeat(ctx: Context) -> dict[str, Any]:

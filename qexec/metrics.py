@@ -120,7 +120,9 @@ def reason_kind(reason: str) -> str:
         return "unknown_symbol"
     if "is below" in text:
         return "min_size"
-    if "above the limit" in text or "above the per-order limit" in text:
+    if text.startswith("halted"):
+        return "halted"
+    if "above the limit" in text or "above the per-order limit" in text or "allow list" in text or "deny list" in text:
         return "risk"
     return "other"
 

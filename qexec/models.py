@@ -108,11 +108,13 @@ class Intent(BaseModel):
     order_type: OrderType = OrderType.MARKET
     reduce_only: bool = False
     client_tag: str | None = Field(default=None, max_length=64)
+    trailing_stop_pct: float | None = Field(default=None, gt=0, le=50)
 
     @field_validator("symbol", mode="before")
     @classmethod
     def _upper_symbol(cls, value: Any) -> Any:
-        return value.strip().upper() if isinstance(value, str) else value
+        # ASCII only: upper-casing "ß" or "ﬀ" would turn a garbage symbol into a plausible "SS" or "FF" one.
+        return value.strip().upper() if isinstance(value, str) and value.isascii() else value
 
     @field_validator("side", mode="before")
     @classmethod
@@ -186,7 +188,7 @@ class Intent(BaseModel):
                 if isinstance(text, str | bytes | bytearray):
                     try:
                         raw = json.loads(text)
-                    except (ValueError, UnicodeDecodeError) as exc:
+                    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
                         raise IntentError(f"field {key!r} is not valid JSON: {exc}") from exc
                 else:
                     raw = text
@@ -358,9 +360,166 @@ class ExecutionResult(BaseModel):
         """The result stream entry: a JSON `payload` plus flat fields for `redis-cli` readers."""
         return {
             "payload": self.model_dump_json(),
+            "kind": "execution",
             "intent_id": self.intent_id,
             "symbol": self.symbol,
             "status": self.status.value,
+        }
+
+
+class AlgoOrder(BaseModel):
+    """A conditional (algo) order as the venue reports it (Binance's own field names)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    algoId: int
+    clientAlgoId: str
+    symbol: str
+    side: Side
+    positionSide: str = "BOTH"
+    orderType: str
+    algoStatus: str
+    triggerPrice: Decimal = Decimal(0)
+    quantity: Decimal = Decimal(0)
+    closePosition: bool = False
+    reduceOnly: bool = False
+    workingType: str = "CONTRACT_PRICE"
+    updateTime: int = 0
+    triggerTime: int = 0
+    actualOrderId: int | None = None
+    actualPrice: Decimal | None = None
+    actualQty: Decimal | None = None
+
+    @field_validator("actualOrderId", "actualPrice", "actualQty", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+    @property
+    def live(self) -> bool:
+        """True while the order waits for its trigger."""
+        return self.algoStatus == "NEW"
+
+
+class PositionRisk(BaseModel):
+    """One position as `positionRisk` reports it (Binance's own field names)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    symbol: str
+    positionSide: str = "BOTH"
+    positionAmt: Decimal
+    entryPrice: Decimal = Decimal(0)
+    markPrice: Decimal = Decimal(0)
+    unRealizedProfit: Decimal = Decimal(0)
+    updateTime: int = 0
+
+    @property
+    def direction(self) -> str:
+        """`LONG` or `SHORT`: the side the position is on."""
+        if self.positionSide in ("LONG", "SHORT"):
+            return self.positionSide
+        return "LONG" if self.positionAmt > 0 else "SHORT"
+
+
+class Trade(BaseModel):
+    """One fill of the account (`userTrades`, Binance's own field names)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: int
+    orderId: int
+    symbol: str
+    side: Side
+    positionSide: str = "BOTH"
+    price: Decimal
+    qty: Decimal
+    realizedPnl: Decimal = Decimal(0)
+    commission: Decimal = Decimal(0)
+    time: int
+
+
+class ProtectionEvent(BaseModel):
+    """What protecting a position did, published on the result stream after the intent's result."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    intent_id: str
+    symbol: str
+    position_side: str
+    status: str  # placed · updated · unchanged · refused · failed · not_needed
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    sl_order_id: int | None = None
+    tp_order_id: int | None = None
+    sl_client_algo_id: str | None = None
+    tp_client_algo_id: str | None = None
+    trailing_stop_pct: float | None = None
+    reason: str | None = None
+    action: str | None = None  # the emergency action taken when protection failed
+    mode: str
+    venue: str
+    published_at: datetime
+
+    def stream_fields(self) -> dict[str, str]:
+        """The result stream entry, marked `kind=protection` so result readers can tell it apart."""
+        return {
+            "payload": self.model_dump_json(),
+            "kind": "protection",
+            "intent_id": self.intent_id,
+            "symbol": self.symbol,
+            "status": self.status,
+        }
+
+
+class ExitReason(StrEnum):
+    """Why a position closed."""
+
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    TRAILING_STOP = "trailing_stop"
+    SIGNAL = "signal"
+    PROTECTION_FAILED = "protection_failed"
+    MANUAL_OR_LIQUIDATION = "manual_or_liquidation"
+
+
+class ExitEvent(BaseModel):
+    """A closed position, published once on the exit stream."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    position_id: str
+    symbol: str
+    side: str  # LONG or SHORT: the position that closed
+    position_side: str
+    reason: ExitReason
+    entry_price: float | None = None
+    exit_price: float | None = None
+    quantity: float | None = None
+    realized_pnl: float
+    commission: float = 0.0
+    intent_ids: list[str]
+    order_ids: list[int] = Field(default_factory=list)
+    opened_at: datetime | None = None
+    closed_at: datetime
+    mode: str
+    venue: str
+
+    @model_validator(mode="after")
+    def _priced(self) -> Self:
+        if self.exit_price is not None and (not math.isfinite(self.exit_price) or self.exit_price <= 0):
+            raise ValueError("an exit price must be above zero")
+        return self
+
+    def stream_fields(self) -> dict[str, str]:
+        """The exit stream entry: a JSON `payload` plus flat fields for `redis-cli` readers."""
+        return {
+            "payload": self.model_dump_json(),
+            "symbol": self.symbol,
+            "side": self.side,
+            "reason": self.reason.value,
+            "realized_pnl": repr(self.realized_pnl),
+            "intent_ids": ",".join(self.intent_ids),
         }
 
 

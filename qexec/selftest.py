@@ -14,6 +14,8 @@ from qexec.config import Mode, Settings, get_settings
 from qexec.errors import VenueError, VenueUnavailable
 
 if TYPE_CHECKING:
+    import redis
+
     from qexec.venue import Venue
 
 log = logging.getLogger(__name__)
@@ -39,17 +41,17 @@ def report_line(report: dict[str, Any]) -> str:
     return "VENUE_OK " + " ".join(f"{key}={value}" for key, value in report.items())
 
 
-def venue_for(settings: Settings) -> Venue:
+def venue_for(settings: Settings, r: redis.Redis | None = None) -> Venue:
     """A venue client of its own (python-binance is imported here: `qexec paper` reaches this module too)."""
     from qexec.venue import Venue  # noqa: PLC0415 - importing binance costs 0.2 s that `qexec paper` need not pay
 
-    return Venue(settings)
+    return Venue(settings, r)
 
 
-def venue_or_exit(settings: Settings) -> dict[str, Any]:
+def venue_or_exit(settings: Settings, r: redis.Redis | None = None) -> dict[str, Any]:
     """Run the self-test; on failure log FATAL_VENUE_UNAVAILABLE at CRITICAL and exit 3 (never fall back)."""
     try:
-        report = venue_for(settings).check()
+        report = venue_for(settings, r).check()
     except VenueUnavailable as exc:
         log.critical("%s", fatal_line(settings, exc))
         raise SystemExit(EXIT_VENUE_UNAVAILABLE) from None

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -308,7 +309,8 @@ def wait_command(url: str | None, timeout_s: float) -> None:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Paper account and Redis data [default: $XDG_DATA_HOME/qexec or ~/.local/share/qexec].",
+    help="Paper account and Redis data [default: $XDG_DATA_HOME/qexec or ~/.local/share/qexec; with --demo, a fresh "
+    "temporary dir removed at exit].",
 )
 @click.option("--only", multiple=True, type=click.Choice(PROCESS_NAMES), help="Run only these (repeatable).")
 @click.option("--bin-dir", type=click.Path(path_type=Path), default=None, hidden=True)
@@ -331,7 +333,10 @@ def up_command(
         raise click.ClickException(f"the QEXEC_* settings are invalid:\n{exc}") from exc
     if demo and settings.mode is not Mode.PAPER:
         raise click.UsageError(f"--demo trades on the paper exchange only, and QEXEC_MODE is {settings.mode}")
-    data_dir = (data_dir or default_data_dir(os.environ)).expanduser().resolve()
+    # A demo starts from a fresh paper account every time (positions left by an earlier run would turn the demo's
+    # entries into protection updates), unless a data dir is named.
+    scratch = Path(tempfile.mkdtemp(prefix="qexec-demo-")) if demo and data_dir is None else None
+    data_dir = (scratch or data_dir or default_data_dir(os.environ)).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     selected = set(only or PROCESS_NAMES)
     for name, port in (("paper", paper_port), ("flower", flower_port)):
@@ -362,6 +367,8 @@ def up_command(
     finally:
         if local_redis is not None:
             local_redis.stop()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     ctx.exit(code)
 
 

@@ -142,7 +142,7 @@ def venue_report(settings: Settings) -> Report:
     """Open positions, open orders and open algo orders at the venue, or why the venue did not answer."""
     from qexec.venue import Venue  # noqa: PLC0415 - nor python-binance's
 
-    venue = Venue(settings)
+    venue = Venue(settings, streams.connect(settings.redis_url))  # ~85 weight: spent from the shared budget
     report: Report = {"label": venue.label, "url": venue.url, "ok": False}
     try:
         positions = [p for p in venue.positions() if float(p.get("positionAmt") or 0) != 0]

@@ -30,6 +30,9 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         decode_responses=True,
+        # A producer's invalid UTF-8 must not break every read of the stream (the bridge would stall on it):
+        # such bytes arrive as `\x80` escapes, and the entry is dead-lettered like any other malformed one.
+        encoding_errors="backslashreplace",
         socket_timeout=15,
         socket_connect_timeout=5,
         health_check_interval=10,
@@ -77,3 +80,14 @@ def dead_letter(
     dlq_id = str(r.xadd(settings.dlq_stream, dict(entry), maxlen=settings.dlq_maxlen, approximate=True))
     metrics.intent_dead_lettered(r)
     return dlq_id
+
+
+def publish_once_at(
+    r: redis.Redis, marker: str, stream: str, fields: Mapping[str, str], *, ttl_s: int, maxlen: int
+) -> tuple[bool, str]:
+    """XADD an entry unless `marker` says it was written already; returns (written now?, entry id)."""
+    flat: list[str] = []
+    for key, value in fields.items():
+        flat += [key, value]
+    written, entry_id = r.eval(_PUBLISH_ONCE, 2, marker, stream, ttl_s, maxlen, json.dumps(flat))
+    return bool(written), str(entry_id)

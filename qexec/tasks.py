@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from celery import Task, chain
 
-from qexec import execution, housekeeping, logs, streams
+from qexec import execution, housekeeping, logs, positions, protection, streams
 from qexec.config import get_settings
 from qexec.errors import IntentError
 from qexec.execution import Context, Pending
@@ -39,7 +39,8 @@ def qexec_redis() -> redis.Redis:
 def context() -> Context:
     """The context a step runs with in this worker thread."""
     settings = get_settings()
-    return Context(settings=settings, redis=qexec_redis(), venue=thread_venue(settings))
+    r = qexec_redis()
+    return Context(settings=settings, redis=r, venue=thread_venue(settings, r))
 
 
 Step = Callable[[Ticket, Context, int], Any]
@@ -50,7 +51,13 @@ def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> di
     try:
         out = step(ticket, context(), task.request.retries)
     except Pending as pending:
-        raise task.retry(countdown=pending.countdown_s, max_retries=None, kwargs={"errors": errors}) from None
+        # Capped: a countdown longer than the visibility timeout allows would be redelivered while still held.
+        countdown_s = min(pending.countdown_s, get_settings().retry_countdown_max_s)
+        raise task.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors}) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis away is waited out, never counted as a failure: giving up could report a placed order as failed.
+        log.warning("%s for intent %s: Redis unavailable (%s); retrying", task.name, ticket.intent_id, exc)
+        raise task.retry(countdown=min(1.0, get_settings().retry_countdown_max_s), kwargs={"errors": errors}) from exc
     except Exception as exc:
         log.exception("%s failed for intent %s", task.name, ticket.intent_id)
         logs.proof(
@@ -63,7 +70,8 @@ def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> di
             attempt=errors + 1,
         )
         if errors < UNEXPECTED_RETRIES:
-            raise task.retry(countdown=2.0**errors, max_retries=None, kwargs={"errors": errors + 1}) from exc
+            countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
+            raise task.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors + 1}) from exc
         out = ticket.decide(ResultStatus.FAILED, f"{task.name} failed: {exc!r}")
     return dict(out.model_dump(mode="json"))
 
@@ -88,19 +96,42 @@ def publish_execution(self: Task, ticket: dict[str, Any], errors: int = 0) -> di
         result = execution.publish(ticket_model, context(), self.request.retries)
     except Exception as exc:
         log.exception("publishing failed for intent %s", ticket_model.intent_id)
-        raise self.retry(countdown=min(2.0**errors, 30.0), max_retries=None, kwargs={"errors": errors + 1}) from exc
+        countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
+        raise self.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors + 1}) from exc
     return dict(result.model_dump(mode="json"))
 
 
 def start_chain(ticket: Ticket) -> None:
-    """Enqueue place → confirm → publish for a ticket, with task ids derived from the intent id."""
+    """Enqueue place → confirm → publish → protect for a ticket, with task ids derived from the intent id."""
     data = ticket.model_dump(mode="json")
     iid = ticket.intent_id
     chain(
         place_order.s(data).set(task_id=f"{iid}:place"),
         confirm_fill.s().set(task_id=f"{iid}:confirm"),
         publish_execution.s().set(task_id=f"{iid}:publish"),
+        protect_position.s(data).set(task_id=f"{iid}:protect"),
     ).apply_async()
+
+
+@app.task(name="qexec.protect_position", bind=True, max_retries=None)
+def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
+    """Place the filled position's stop-loss and take-profit (algo orders), then publish a `protection` event."""
+    try:
+        return protection.protect_step(result, ticket, context())
+    except positions.PositionBusy:
+        raise self.retry(countdown=0.5, max_retries=None, kwargs={"errors": errors}) from None
+    except Exception as exc:
+        log.exception("protecting the position of intent %s failed", result.get("intent_id"))
+        if errors >= UNEXPECTED_RETRIES:
+            raise  # the exit monitor adopts and protects what is still unprotected
+        countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
+        raise self.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors + 1}) from exc
+
+
+@app.task(name="qexec.watch_positions", ignore_result=True)
+def watch_positions() -> dict[str, list[str]]:
+    """Beat: the exit monitor (reconcile, repair protection, trail stops, report exits)."""
+    return housekeeping.watch_positions(context())
 
 
 @app.task(name="qexec.reclaim_intents", ignore_result=True)

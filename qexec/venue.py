@@ -7,13 +7,15 @@ import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+import redis
 import requests
 from binance.client import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
+from qexec import limiter
 from qexec.config import Settings
 from qexec.errors import (
     OrderNotFound,
@@ -24,31 +26,87 @@ from qexec.errors import (
     VenueError,
     VenueUnavailable,
 )
-from qexec.models import OrderState, OrderType, Side
+from qexec.models import AlgoOrder, OrderState, OrderType, Side, Trade
 from qexec.rules import ExchangeRules, plain
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How each venue error code is treated (reference §3.3-3.4, §7.3). Codes not listed are terminal rejections.
-UNKNOWN_OUTCOME_CODES = {-1006, -1007, -4116}  # -4116: an open order already has our id - go and look
-TEMPORARY_CODES = {-1001, -1003, -1008, -1015, -1021, -5028}
-NOT_FOUND_CODES = {-2013, -2011}
-# The venue refused the keys themselves (-2015 invalid key/IP/permissions, -2014 key format, -2008 key id):
-# on Binance this is what keys made for another environment (testnet vs demo vs mainnet) get (reference §5).
-KEY_REFUSED_CODES = {-2015, -2014, -2008}
-UNKNOWN_503_TEXT = "unknown error"
-
 
 class Kind:
     """How a failed call is to be treated."""
 
-    TEMPORARY = "temporary"
-    UNKNOWN = "unknown"
-    REJECTED = "rejected"
-    NOT_FOUND = "not_found"
-    RATE_LIMITED = "rate_limited"
+    TEMPORARY = "temporary"  # surely not executed: retry with back-off
+    UNKNOWN = "unknown"  # may have executed: look the order up by client id before anything else
+    REJECTED = "rejected"  # terminal: a result with the venue's code and message
+    NOT_FOUND = "not_found"  # no such order (-2013 right after a submit is asked again before it counts)
+    RATE_LIMITED = "rate_limited"  # 429/418: nothing executed; every worker pauses for Retry-After
+
+
+# The error policy (reference §3.3-3.4, §7.3): venue code -> kind. Codes not listed are terminal rejections,
+# unless the HTTP status says more (429/418, 408, a 503 body, any other 5xx: see `classify`).
+VENUE_ERRORS: dict[int, str] = {
+    -1000: Kind.UNKNOWN,  # UNKNOWN: an unknown error while processing - it may have executed
+    -1001: Kind.TEMPORARY,  # DISCONNECTED: "unable to process your request. Please try again"
+    -1003: Kind.RATE_LIMITED,  # TOO_MANY_REQUESTS (429), or the IP is banned (418)
+    -1006: Kind.UNKNOWN,  # UNEXPECTED_RESP: "Execution status unknown"
+    -1007: Kind.UNKNOWN,  # TIMEOUT: "Send status unknown; execution status unknown"
+    -1008: Kind.TEMPORARY,  # throttled by system-level protection: a failure, retry with back-off
+    -1015: Kind.RATE_LIMITED,  # TOO_MANY_ORDERS: the order-count limit
+    -1021: Kind.TEMPORARY,  # INVALID_TIMESTAMP: Venue._call resyncs the clock and sends once more first
+    -1022: Kind.REJECTED,  # INVALID_SIGNATURE
+    -1102: Kind.REJECTED,  # MANDATORY_PARAM_EMPTY_OR_MALFORMED
+    -1106: Kind.REJECTED,  # PARAM_NOT_REQUIRED
+    -1111: Kind.REJECTED,  # BAD_PRECISION
+    -1121: Kind.REJECTED,  # BAD_SYMBOL
+    -1125: Kind.REJECTED,  # listenKey does not exist
+    -2008: Kind.REJECTED,  # invalid API-key id
+    -2010: Kind.REJECTED,  # NEW_ORDER_REJECTED
+    -2011: Kind.NOT_FOUND,  # CANCEL_REJECTED: "Unknown order sent" (filled or gone)
+    -2013: Kind.NOT_FOUND,  # NO_SUCH_ORDER
+    -2014: Kind.REJECTED,  # BAD_API_KEY_FMT
+    -2015: Kind.REJECTED,  # REJECTED_MBX_KEY: invalid key, IP or permissions
+    -2019: Kind.REJECTED,  # MARGIN_NOT_SUFFICIENT
+    -2021: Kind.REJECTED,  # ORDER_WOULD_IMMEDIATELY_TRIGGER
+    -2022: Kind.REJECTED,  # REDUCE_ONLY_REJECT
+    -4003: Kind.REJECTED,  # QTY_LESS_THAN_ZERO
+    -4004: Kind.REJECTED,  # QTY_LESS_THAN_MIN_QTY
+    -4005: Kind.REJECTED,  # QTY_GREATER_THAN_MAX_QTY
+    -4014: Kind.REJECTED,  # PRICE_NOT_INCREASED_BY_TICK_SIZE
+    -4015: Kind.REJECTED,  # INVALID_CL_ORD_ID_LEN
+    -4023: Kind.REJECTED,  # QTY_NOT_INCREASED_BY_STEP_SIZE
+    -4061: Kind.REJECTED,  # POSITION_SIDE_NOT_MATCH
+    -4116: Kind.UNKNOWN,  # DUPLICATED_CLIENT_ORDER_ID: an open order already has our id - go and look
+    -4120: Kind.REJECTED,  # STOP_ORDER_SWITCH_ALGO: conditional types belong to /fapi/v1/algoOrder
+    -4131: Kind.REJECTED,  # MARKET_ORDER_REJECT: PERCENT_PRICE
+    -4164: Kind.REJECTED,  # MIN_NOTIONAL
+    -5021: Kind.REJECTED,  # FOK_ORDER_REJECT
+    -5022: Kind.REJECTED,  # GTX_ORDER_REJECT
+    -5028: Kind.TEMPORARY,  # ME_RECVWINDOW_REJECT: the matching engine refused it as too old - send again
+}
+# The three 503 bodies mean three things, whatever code comes with them (reference §3.3).
+VENUE_503_TEXTS: dict[str, str] = {
+    "unknown error": Kind.UNKNOWN,  # "Unknown error, please check your request or try again later."
+    "service unavailable": Kind.TEMPORARY,  # "Service Unavailable." - a 100 % failure
+    "internal error; unable to process": Kind.TEMPORARY,  # "Internal error; unable to process your request."
+}
+# Failures below HTTP, first match wins; a refused connection (nothing sent) is TEMPORARY too (see `classify`).
+TRANSPORT_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
+    (requests.exceptions.ConnectTimeout, Kind.TEMPORARY),  # never connected: nothing was sent
+    (requests.exceptions.ReadTimeout, Kind.UNKNOWN),  # sent, no answer in time
+    (requests.exceptions.ConnectionError, Kind.UNKNOWN),  # reset or aborted with the request on the wire
+    (requests.exceptions.ChunkedEncodingError, Kind.UNKNOWN),  # the answer broke off
+    (BinanceRequestException, Kind.UNKNOWN),  # a 2xx that is not JSON: it may well have executed
+    (requests.exceptions.RequestException, Kind.UNKNOWN),
+)
+
+UNKNOWN_OUTCOME_CODES = {code for code, kind in VENUE_ERRORS.items() if kind == Kind.UNKNOWN}
+TEMPORARY_CODES = {code for code, kind in VENUE_ERRORS.items() if kind == Kind.TEMPORARY}
+NOT_FOUND_CODES = {code for code, kind in VENUE_ERRORS.items() if kind == Kind.NOT_FOUND}
+# The venue refused the keys themselves (-2015 invalid key/IP/permissions, -2014 key format, -2008 key id):
+# on Binance this is what keys made for another environment (testnet vs demo vs mainnet) get (reference §5).
+KEY_REFUSED_CODES = {-2015, -2014, -2008}
 
 
 def classify(exc: BaseException) -> str:
@@ -59,23 +117,22 @@ def classify(exc: BaseException) -> str:
         message = str(exc.message or "").lower()
         if status in (418, 429):
             return Kind.RATE_LIMITED
-        if code in NOT_FOUND_CODES:
-            return Kind.NOT_FOUND
-        if code in UNKNOWN_OUTCOME_CODES or status == 408:
-            return Kind.UNKNOWN
-        if status == 503 and UNKNOWN_503_TEXT in message:
-            return Kind.UNKNOWN
-        if code in TEMPORARY_CODES or status == 503:
-            return Kind.TEMPORARY
+        if status == 503:
+            for text, kind in VENUE_503_TEXTS.items():
+                if text in message:
+                    return kind
+        if status == 408:
+            return Kind.UNKNOWN  # the backend timed out with our request
+        if code in VENUE_ERRORS:
+            return VENUE_ERRORS[code]
         if status >= 500:
             return Kind.UNKNOWN  # a 5xx we cannot read may have executed
         return Kind.REJECTED
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return Kind.TEMPORARY
     if isinstance(exc, requests.exceptions.ConnectionError) and _never_connected(exc):
         return Kind.TEMPORARY
-    if isinstance(exc, requests.exceptions.RequestException | BinanceRequestException):
-        return Kind.UNKNOWN
+    for kind_of, kind in TRANSPORT_ERRORS:
+        if isinstance(exc, kind_of):
+            return kind
     return Kind.UNKNOWN
 
 
@@ -112,6 +169,7 @@ class _Shared:
         self.rules: ExchangeRules | None = None
         self.leverage: dict[str, int] = {}
         self.dual_side: bool | None = None
+        self.dual_side_at = 0.0
 
 
 _shared: dict[str, _Shared] = {}
@@ -126,7 +184,7 @@ def _shared_for(url: str) -> _Shared:
 class Venue:
     """A Binance USD-M Futures account reached through python-binance's `Client` (one per thread)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: redis.Redis | None = None) -> None:
         key, secret = settings.credentials()
         self.settings = settings
         self.mode = settings.mode.value
@@ -140,6 +198,8 @@ class Venue:
         self._shared = _shared_for(self.url)
         if self._shared.offset_ms is not None:
             self._client.timestamp_offset = self._shared.offset_ms
+        # With a Redis, every call spends from the deployment's shared venue budget first (qexec/limiter.py).
+        self.limiter = limiter.Limiter(redis, settings) if redis is not None else None
 
     @property
     def label(self) -> str:
@@ -152,16 +212,28 @@ class Venue:
         if signed and self._shared.offset_ms is None:
             self.sync_clock()
         for attempt in range(2):
+            if self.limiter is not None:
+                self.limiter.acquire(limiter.cost_of(getattr(fn, "__name__", ""), params))
             try:
-                return fn(**params)
+                answer = fn(**params)
             except (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException) as exc:
+                self._observe(getattr(exc, "response", None))
                 if isinstance(exc, BinanceAPIException) and exc.code == -1021 and attempt == 0:
                     # A definite rejection: our clock drifted. Resync and send again (reference §7.3 step 6).
                     log.warning("clock drift (-1021) from %s; resyncing", self.host)
                     self.sync_clock()
                     continue
-                raise _translate(exc, mutating=mutating) from exc
+                error = _translate(exc, mutating=mutating)
+                if isinstance(error, RateLimited) and self.limiter is not None:
+                    self.limiter.pause(error.retry_after_s, f"HTTP {error.http_status} from {self.host}")
+                raise error from exc
+            self._observe(self._client.response)
+            return answer
         raise AssertionError("unreachable")
+
+    def _observe(self, response: requests.Response | None) -> None:
+        if self.limiter is not None and response is not None:
+            self.limiter.observe(response.headers)
 
     def sync_clock(self) -> int:
         """Measure the offset between the venue's clock and ours, and sign with it from now on."""
@@ -216,11 +288,16 @@ class Venue:
         return list(self._call(self._client.futures_get_open_orders, conditional=True, **params))
 
     def dual_side(self) -> bool:
-        """True when the account is in hedge mode (cached per process)."""
-        if self._shared.dual_side is None:
+        """True when the account is in hedge mode (cached per process for `position_mode_ttl_s`)."""
+        shared = self._shared
+        if shared.dual_side is None or time.time() - shared.dual_side_at > self.settings.position_mode_ttl_s:
             answer = self._call(self._client.futures_get_position_mode)
-            self._shared.dual_side = bool(answer.get("dualSidePosition"))
-        return self._shared.dual_side
+            shared.dual_side, shared.dual_side_at = bool(answer.get("dualSidePosition")), time.time()
+        return shared.dual_side
+
+    def forget_position_mode(self) -> None:
+        """Drop the cached position mode (the venue said -4061: the account changed mode)."""
+        self._shared.dual_side = None
 
     def ensure_leverage(self, symbol: str, leverage: int) -> None:
         """Set the symbol's leverage unless this process already set it to that value."""
@@ -280,23 +357,81 @@ class Venue:
         answer = self._call(self._client.futures_cancel_order, mutating=True, symbol=symbol, orderId=order_id)
         return OrderState.model_validate(answer)
 
-    def check(self) -> dict[str, Any]:
+    def user_trades(self, symbol: str, *, start_ms: int | None = None) -> list[Trade]:
+        """The account's fills of a symbol (userTrades), from `start_ms` on when given."""
+        params: dict[str, Any] = {"symbol": symbol, "limit": 1000}
+        if start_ms is not None:
+            params["startTime"] = start_ms
+        return [Trade.model_validate(t) for t in self._call(self._client.futures_account_trades, **params)]
+
+    # -- algo (conditional) orders --------------------------------------------------------------------
+
+    def place_algo_order(
+        self,
+        *,
+        symbol: str,
+        side: Side,
+        order_type: str,
+        trigger_price: Decimal,
+        client_algo_id: str,
+        position_side: str | None = None,
+        quantity: Decimal | None = None,
+    ) -> AlgoOrder:
+        """Submit a STOP_MARKET / TAKE_PROFIT_MARKET on the mark price: closePosition, or reduce-only `quantity`."""
+        params: dict[str, Any] = {
+            "symbol": symbol,
+            "side": side.value,
+            "type": order_type,
+            "triggerPrice": plain(trigger_price),
+            "workingType": "MARK_PRICE",
+            "clientAlgoId": client_algo_id,
+        }
+        if quantity is None:
+            params["closePosition"] = "true"
+        else:
+            params["quantity"] = plain(quantity)
+            if not position_side:
+                params["reduceOnly"] = "true"
+        if position_side:
+            params["positionSide"] = position_side
+        return AlgoOrder.model_validate(self._call(self._client.futures_create_order, mutating=True, **params))
+
+    def get_algo_order(self, *, client_algo_id: str | None = None, algo_id: int | None = None) -> AlgoOrder:
+        """Look an algo order up by `clientAlgoId` or `algoId`; raises `OrderNotFound` when the venue has none."""
+        params: dict[str, Any] = {"algoId": algo_id} if algo_id is not None else {"clientAlgoId": client_algo_id}
+        return AlgoOrder.model_validate(self._call(self._client.futures_get_order, conditional=True, **params))
+
+    def cancel_algo_order(self, *, client_algo_id: str | None = None, algo_id: int | None = None) -> None:
+        """Cancel a waiting algo order; raises `OrderNotFound` (-2011) when it no longer waits."""
+        params: dict[str, Any] = {"algoId": algo_id} if algo_id is not None else {"clientAlgoId": client_algo_id}
+        self._call(self._client.futures_cancel_order, mutating=True, conditional=True, **params)
+
+    def cancel_all_orders(self, symbol: str) -> None:
+        """Cancel every open order and every waiting algo order of a symbol (allOpenOrders, algoOpenOrders)."""
+        self._call(self._client.futures_cancel_all_open_orders, mutating=True, symbol=symbol)
+        self._call(self._client.futures_cancel_all_algo_open_orders, mutating=True, symbol=symbol)
+
+    def check(self, budget_wait_s: float = 60.0) -> dict[str, Any]:
         """The start-up self-test: server time and clock offset, exchange info, account balance."""
-        try:
-            offset = self.sync_clock()
-            rules = self.rules(refresh=True)
-            balances = self.balances()
-        except VenueError as exc:
-            reason = f"{self.label}: {exc}"
-            if exc.code in KEY_REFUSED_CODES:
-                said = exc.message.rstrip(".")
-                reason = (
-                    f"the venue refused the API keys in {self.mode} mode at {self.host}: {said}. Keys belong to one "
-                    "environment (testnet, demo or mainnet) and the others refuse them - testnet keys on demo or "
-                    "mainnet, or the reverse, is the usual cause: check that QEXEC_API_KEY/QEXEC_API_SECRET were made "
-                    "for this host (then the key's IP whitelist and Futures permission)"
-                )
-            raise VenueUnavailable(reason, code=exc.code, http_status=exc.http_status) from exc
+        give_up_at = time.monotonic() + budget_wait_s
+        while True:
+            try:
+                offset = self.sync_clock()
+                rules = self.rules(refresh=True)
+                balances = self.balances()
+                break
+            except RateLimited as exc:
+                # A spent rate budget (ours or the venue's) is no outage: wait for it rather than refuse to start.
+                if time.monotonic() >= give_up_at:
+                    raise VenueUnavailable(
+                        f"{self.label}: rate budget still spent after {budget_wait_s:g}s: {exc}",
+                        code=exc.code,
+                        http_status=exc.http_status,
+                    ) from exc
+                log.warning("self-test waiting %.1fs for the rate budget (%s)", exc.retry_after_s, exc)
+                time.sleep(min(max(exc.retry_after_s, 0.5), 5.0))
+            except VenueError as exc:
+                self._refuse(exc)
         usdt = next((b for b in balances if b.get("asset") == "USDT"), {})
         return {
             "mode": self.mode,
@@ -307,14 +442,27 @@ class Venue:
             "usdt_available": usdt.get("availableBalance"),
         }
 
+    def _refuse(self, exc: VenueError) -> NoReturn:
+        """Raise VenueUnavailable for a failed self-test, naming refused keys as such."""
+        reason = f"{self.label}: {exc}"
+        if exc.code in KEY_REFUSED_CODES:
+            said = exc.message.rstrip(".")
+            reason = (
+                f"the venue refused the API keys in {self.mode} mode at {self.host}: {said}. Keys belong to one "
+                "environment (testnet, demo or mainnet) and the others refuse them - testnet keys on demo or "
+                "mainnet, or the reverse, is the usual cause: check that QEXEC_API_KEY/QEXEC_API_SECRET were made "
+                "for this host (then the key's IP whitelist and Futures permission)"
+            )
+        raise VenueUnavailable(reason, code=exc.code, http_status=exc.http_status) from exc
+
 
 _local = threading.local()
 
 
-def thread_venue(settings: Settings) -> Venue:
+def thread_venue(settings: Settings, redis: redis.Redis | None = None) -> Venue:
     """This thread's `Venue` (python-binance clients hold a requests session; one per thread)."""
     venue: Venue | None = getattr(_local, "venue", None)
-    if venue is None or venue.settings is not settings:
-        venue = Venue(settings)
+    if venue is None or venue.settings is not settings or (venue.limiter and venue.limiter.redis) is not redis:
+        venue = Venue(settings, redis)
         _local.venue = venue
     return venue

@@ -77,7 +77,7 @@ def probe_size_usd(rules: SymbolRules, mark: Decimal) -> Decimal:
 def probe_intents(
     venue: Venue, *, count: int, symbols: list[str], size_usd: Decimal | None, leverage: int
 ) -> list[dict[str, Any]]:
-    """`count` fresh market intents, BUY then SELL of one size on each symbol in turn, so positions stay flat."""
+    """`count` fresh market intents: on each symbol in turn a BUY, then a reduce-only SELL that closes it again."""
     rules = venue.rules(refresh=True)
     sizes: dict[str, Decimal] = {}
     for symbol in symbols:
@@ -94,6 +94,8 @@ def probe_intents(
                 "intent_id": f"verify-{run}-{number + 1}",
                 "symbol": symbol,
                 "side": "BUY" if number % 2 == 0 else "SELL",
+                # The closing leg is reduce-only, so the existing-position policies never turn it into a rejection.
+                "reduce_only": number % 2 == 1,
                 "position_size_usd": float(sizes[symbol]),
                 "leverage": leverage,
                 "timestamp": utcnow().isoformat(),
@@ -357,20 +359,31 @@ def _send_and_wait(
     except VenueError as exc:
         _say(fatal_line(settings, exc))
         sys.exit(EXIT_VENUE_UNAVAILABLE)
-    since = last_result_id(r, settings)
+    held = [symbol for symbol in wanted if any(Decimal(str(p.get("positionAmt", 0))) for p in venue.positions(symbol))]
+    if held:
+        raise click.UsageError(
+            f"{', '.join(held)} already holds a position: verify opens and closes positions of its own and does not "
+            "touch yours. Close it, or pass --symbol with a symbol that has none."
+        )
+    # Each closing leg goes only after its opening leg has a result: a reduce-only order needs the position.
+    deadline = time.monotonic() + timeout_s
+    results: list[Published] = []
+    problems: list[dict[str, Any]] = []
     for intent in intents:
+        since = last_result_id(r, settings)
         entry_id = str(r.xadd(settings.intent_stream, {"payload": json.dumps(intent)}))
         _say(
             f"SENT intent_id={intent['intent_id']} {intent['side']} {intent['symbol']} "
             f"{intent['position_size_usd']} USDT entry={entry_id}"
         )
-    found = wait_results(r, settings, since, [intent["intent_id"] for intent in intents], timeout_s)
-    results, problems = [], []
-    for intent in intents:
+        found = wait_results(r, settings, since, [intent["intent_id"]], max(0.0, deadline - time.monotonic()))
         published = found.get(intent["intent_id"])
         if published is None:
             text = f"no result on {settings.result_stream} within {timeout_s:g} s"
             problems.append(_problem(intent_id=intent["intent_id"], symbol=intent["symbol"], problem=text))
-        else:
-            results.append(published)
+            break
+        results.append(published)
+    if len(intents) % 2 == 1 and len(results) == len(intents):
+        last = intents[-1]
+        _say(f"NOTE an odd --count leaves the last {last['side']} position on {last['symbol']} open")
     return results, problems

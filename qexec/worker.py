@@ -11,7 +11,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup
 from pydantic import ValidationError
 
-from qexec import dashboard, logs
+from qexec import dashboard, logs, streams
 from qexec.config import Settings, celery_config, get_settings
 from qexec.selftest import venue_or_exit
 
@@ -61,4 +61,5 @@ def _check_venue_before_consuming(**_: Any) -> None:
     # `celeryd_after_setup` is sent only by `celery worker` (not beat, flower, call or inspect), after logging is
     # set up and before the pool and the consumer start; a SystemExit raised here becomes the worker's exit code
     # (WorkController.start). worker_init and celeryd_init would exit too, but before logging exists.
-    venue_or_exit(get_settings())
+    settings = get_settings()
+    venue_or_exit(settings, streams.connect(settings.redis_url))  # its calls spend from the shared venue budget

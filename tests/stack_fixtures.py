@@ -36,6 +36,10 @@ PIPELINE_ENV = {
     "QEXEC_REQUEST_TIMEOUT_S": "2",
     "QEXEC_VISIBILITY_TIMEOUT_S": "30",
     "QEXEC_METRICS_PORT": "0",  # never the machine's 9464; the `stack` fixture picks a free port for its bridge
+    # The pipeline tests send many intents on a few symbols and expect each to be filled: scale in, and reverse.
+    # tests/test_positions.py covers every policy, the defaults included.
+    "QEXEC_SAME_SIDE_POLICY": "add",
+    "QEXEC_OPPOSITE_SIDE_POLICY": "reverse",
 }
 
 
@@ -135,10 +139,10 @@ class Stack:
         return str(self.redis.xadd(self.settings.intent_stream, entry))
 
     def results(self, intent_id: str) -> list[dict[str, Any]]:
-        """Every result published for an intent id."""
+        """Every result published for an intent id (`protection` events that follow a result are not results)."""
         found = []
         for _entry_id, fields in self.redis.xrange(self.settings.result_stream):
-            if fields.get("intent_id") == intent_id:
+            if fields.get("intent_id") == intent_id and fields.get("kind") != "protection":
                 found.append(json.loads(fields["payload"]))
         return found
 
@@ -153,6 +157,14 @@ class Stack:
         raise AssertionError(
             f"no result for {intent_id} within {timeout_s}s; worker log tail:\n" + self.log("worker")[-4000:]
         )
+
+    def protection_events(self, intent_id: str) -> list[dict[str, Any]]:
+        """Every `protection` event published for an intent id."""
+        return [
+            json.loads(fields["payload"])
+            for _entry_id, fields in self.redis.xrange(self.settings.result_stream)
+            if fields.get("intent_id") == intent_id and fields.get("kind") == "protection"
+        ]
 
     def dead_letters(self) -> list[dict[str, str]]:
         """The dead-letter stream's entries."""

@@ -8,12 +8,19 @@ from typing import Any
 
 import pytest
 import requests
-from binance.exceptions import BinanceAPIException
+from binance.exceptions import BinanceAPIException, BinanceRequestException
 
 from qexec.config import Settings
-from qexec.errors import OrderNotFound, OrderRejected, UnknownOutcome, VenueUnavailable
+from qexec.errors import (
+    OrderNotFound,
+    OrderRejected,
+    RateLimited,
+    TemporaryVenueError,
+    UnknownOutcome,
+    VenueUnavailable,
+)
 from qexec.models import OrderStatus, OrderType, Side
-from qexec.venue import Kind, Venue, classify
+from qexec.venue import VENUE_ERRORS, Kind, Venue, _translate, classify
 
 
 def api_error(status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> BinanceAPIException:
@@ -54,6 +61,68 @@ def api_error(status: int, body: dict[str, Any] | str, headers: dict[str, str] |
 def test_each_venue_failure_has_one_policy(error: BaseException, kind: str) -> None:
     """The error table: unknown outcomes are looked up, temporary ones retried, rejections are terminal."""
     assert classify(error) == kind
+
+
+@pytest.mark.parametrize(("code", "kind"), sorted(VENUE_ERRORS.items()))
+def test_every_code_in_the_error_table_is_treated_as_listed(code: int, kind: str) -> None:
+    """Each row of `VENUE_ERRORS`, answered with HTTP 400, gets its kind (rate-limit codes whatever the status)."""
+    assert classify(api_error(400, {"code": code, "msg": "from the table"})) == kind
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (api_error(503, {"code": -1000, "msg": "Service Unavailable."}), Kind.TEMPORARY),
+        (api_error(503, {"code": -1001, "msg": "Internal error; unable to process your request."}), Kind.TEMPORARY),
+        (api_error(503, {"code": -1008, "msg": "Request throttled by system-level protection."}), Kind.TEMPORARY),
+        (api_error(503, "<html>maintenance</html>"), Kind.UNKNOWN),
+        (api_error(408, {"code": -1000, "msg": "timeout waiting for the backend"}), Kind.UNKNOWN),
+        (api_error(500, {"code": -1000, "msg": "An unknown error occured."}), Kind.UNKNOWN),
+        (api_error(400, {"code": -1000, "msg": "An unknown error occured."}), Kind.UNKNOWN),
+        (api_error(429, {"code": -1015, "msg": "Too many new orders"}, {"Retry-After": "3"}), Kind.RATE_LIMITED),
+        (api_error(400, {"code": -9999, "msg": "a code nobody documented"}), Kind.REJECTED),
+        (api_error(401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}), Kind.REJECTED),
+        (BinanceRequestException("Invalid Response: <html>"), Kind.UNKNOWN),
+        (requests.exceptions.ChunkedEncodingError("connection broken"), Kind.UNKNOWN),
+        (requests.exceptions.ConnectionError("NewConnectionError: [Errno 111] Connection refused"), Kind.TEMPORARY),
+        (requests.exceptions.SSLError("handshake failed"), Kind.UNKNOWN),
+        (ValueError("something else entirely"), Kind.UNKNOWN),
+    ],
+)
+def test_statuses_bodies_and_transport_failures_the_code_alone_does_not_decide(error: BaseException, kind: str) -> None:
+    """429/418, the three 503 bodies, 408, other 5xx, undocumented codes and transport errors."""
+    assert classify(error) == kind
+
+
+@pytest.mark.parametrize(
+    ("kind_error", "mutating", "raised"),
+    [
+        (api_error(503, {"code": -1000, "msg": "Unknown error, please check your request"}), True, UnknownOutcome),
+        (api_error(503, {"code": -1000, "msg": "Unknown error, please check"}), False, TemporaryVenueError),
+        (api_error(400, {"code": -1008, "msg": "throttled"}), True, TemporaryVenueError),
+        (api_error(400, {"code": -2013, "msg": "Order does not exist."}), False, OrderNotFound),
+        (api_error(400, {"code": -2019, "msg": "Margin is insufficient."}), True, OrderRejected),
+    ],
+)
+def test_each_kind_becomes_one_qexec_error(kind_error: BaseException, mutating: bool, raised: type) -> None:
+    """Unknown outcomes matter only for requests that change something: a read is simply retried."""
+    assert type(_translate(kind_error, mutating=mutating)) is raised
+
+
+def test_a_429_carries_its_retry_after_into_rate_limited() -> None:
+    """The venue's Retry-After header becomes `retry_after_s`."""
+    error = _translate(api_error(429, {"code": -1003, "msg": "Too many"}, {"Retry-After": "7"}), mutating=True)
+    assert isinstance(error, RateLimited)
+    assert error.retry_after_s == 7
+
+
+def test_clock_drift_is_resynced_and_the_call_sent_again(paper: Any) -> None:
+    """-1021 once: the venue resyncs its clock offset and the second attempt answers."""
+    venue = Venue(Settings(exchange_url=paper.url))
+    venue.sync_clock()
+    paper.add_fault(endpoint="GET /fapi/v3/balance", kind="timestamp", count=1)
+    assert venue.balances()
+    assert paper.stats()["errors"].get("-1021") == 1
 
 
 @pytest.fixture

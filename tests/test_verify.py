@@ -41,6 +41,19 @@ def read_proof(path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def proven(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """One `qexec verify --count 3` run against the stack, shared by the tests that read its proof."""
+    # verify refuses a symbol that already holds a position; other tests on this shared account may have left one.
+    client = stack.paper.client()
+    client.futures_cancel_all_open_orders(symbol="ETHUSDT", conditional=True)
+    for position in client.futures_position_information(symbol="ETHUSDT"):
+        amount = Decimal(position["positionAmt"])
+        if amount:
+            client.futures_create_order(
+                symbol="ETHUSDT",
+                side="SELL" if amount > 0 else "BUY",
+                type="MARKET",
+                quantity=str(abs(amount)),
+                reduceOnly="true",
+            )
     out = tmp_path_factory.mktemp("verify") / "proof.json"
     done = verify(stack.env, "--count", "3", "--out", str(out), "--timeout-s", "60")
     return out, done
@@ -150,17 +163,17 @@ def test_a_result_whose_price_differs_from_the_venue_is_reported(
 
 
 def test_results_that_never_arrive_fail_verification(paper_exchange: PaperExchange, redis_url: str) -> None:
-    """With no worker or bridge on that Redis, no result arrives: verify waits its timeout and fails."""
+    """With no worker or bridge on that Redis, the first leg gets no result: verify fails and sends nothing more."""
     env = clean_env({"QEXEC_REDIS_URL": redis_url, "QEXEC_EXCHANGE_URL": paper_exchange.url})
-    done = verify(env, "--count", "2", "--timeout-s", "1")
+    done = verify(env, "--count", "2", "--timeout-s", "1", "--symbol", "TRXUSDT")
     assert done.returncode == 1
     proof = json.loads(done.stdout)
     assert proof["verified_orders"] == []
-    assert len(proof["problems"]) == 2
+    assert len(proof["problems"]) == 1
     assert all("no result on quantum:stream:trade.execution.res within 1 s" in p["problem"] for p in proof["problems"])
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        assert client.xlen("quantum:stream:trade.intent") == 2
+        assert client.xlen("quantum:stream:trade.intent") == 1
     finally:
         client.close()
 
@@ -193,3 +206,17 @@ def test_verify_against_a_dead_venue_exits_with_fatal_venue_unavailable(redis_ur
     done = verify(clean_env({"QEXEC_REDIS_URL": redis_url, "QEXEC_EXCHANGE_URL": url}), "--count", "1")
     assert done.returncode == 3
     assert f"FATAL_VENUE_UNAVAILABLE mode=paper url={url}" in done.stderr
+
+
+def test_verify_refuses_a_symbol_that_already_holds_a_position(stack: Stack) -> None:
+    """An open position on the verify symbol is the user's: verify sends nothing and says how to proceed."""
+    client = stack.paper.client()
+    client.futures_create_order(symbol="TRXUSDT", side="BUY", type="MARKET", quantity="100")
+    try:
+        before = stack.redis.xlen(stack.settings.intent_stream)
+        done = verify(stack.env, "--count", "2", "--symbol", "TRXUSDT")
+        assert done.returncode == 2
+        assert "TRXUSDT already holds a position" in done.stderr
+        assert stack.redis.xlen(stack.settings.intent_stream) == before
+    finally:
+        client.futures_create_order(symbol="TRXUSDT", side="SELL", type="MARKET", quantity="100", reduceOnly="true")
