@@ -530,6 +530,8 @@ def main() -> None:
     args = parser.parse_args()
     chosen = args.scenario or list(SCENARIOS)
     logs = Path(tempfile.mkdtemp(prefix="qexec-bench-"))
+    # SIGTERM unwinds like Ctrl-C, so the finally below stops our Redis and every child.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(logs)
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,19 +20,13 @@ from pathlib import Path
 import requests
 
 from qexec.constants import PAPER_API_KEY, PAPER_API_SECRET
+from qexec.redisserver import free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from binance.client import Client
 
 SYMBOL, QUANTITY = "DOGEUSDT", "100"  # 32 USDT a fill: thousands of fills stay within a 10,000 USDT wallet
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(state: Path, port: int) -> subprocess.Popen[bytes]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import pytest
 import requests
 
 from qexec.constants import PAPER_API_KEY, PAPER_API_SECRET
+from qexec.redisserver import free_port
 
 with warnings.catch_warnings():
     # python-binance 1.0.37 imports a deprecated websockets name at import time; nothing we can change here.
@@ -27,13 +27,6 @@ with warnings.catch_warnings():
     from binance.client import Client
 
 START_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def qexec_command() -> list[str]:
