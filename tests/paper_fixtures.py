@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
+from websockets.sync.client import ClientConnection
 
 from qexec.constants import PAPER_API_KEY, PAPER_API_SECRET
 from qexec.redisserver import free_port
@@ -47,6 +49,11 @@ class PaperExchange:
     api_key: str = PAPER_API_KEY
     api_secret: str = PAPER_API_SECRET
     args: list[str] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        """The websocket base of this exchange (``ws://127.0.0.1:<port>``): streams share the HTTP port."""
+        return "ws" + self.url.removeprefix("http")
 
     def admin(self, method: str, path: str, json: Any = None) -> Any:
         """Call an admin route (``/paper/v1/...``) and return its JSON; raises on HTTP errors."""
@@ -122,6 +129,21 @@ class PaperExchange:
         self.log.seek(0)
         text: str = self.log.read().decode(errors="replace")
         return text
+
+
+def receive(ws: ClientConnection, timeout: float = 2.0) -> Any:
+    """The next frame of a stream, decoded from JSON (TimeoutError when none arrives in ``timeout`` s)."""
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def receive_until(ws: ClientConnection, done: Callable[[Any], bool], timeout: float = 3.0) -> list[Any]:
+    """Frames up to and including the first for which ``done`` is true."""
+    deadline = time.monotonic() + timeout
+    frames = []
+    while True:
+        frames.append(receive(ws, max(0.0, deadline - time.monotonic())))
+        if done(frames[-1]):
+            return frames
 
 
 def start_paper(*args: str, state: str = ":memory:", seed: int = 7, port: int | None = None) -> PaperExchange:

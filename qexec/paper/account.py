@@ -24,6 +24,7 @@ class Position:
     amt: Decimal = ZERO
     entry: Decimal = ZERO
     update_time_ms: int = 0
+    realized: Decimal = ZERO  # accumulated realised PnL before fees (not stored: rebuilt from the fills)
 
     def apply(self, side: str, qty: Decimal, price: Decimal) -> Decimal:
         """Add a fill of ``qty`` at ``price``; returns the realised PnL of the part that reduced the position."""

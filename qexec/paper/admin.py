@@ -47,6 +47,7 @@ async def set_price(ex: Exchange, request: Request) -> Response:
             raise AdminError(f"unknown symbol {symbol!r}")
         ex.engine.set_price(symbol, _price(price))
     ex.commit()
+    ex.streams.marks_moved()
     marks = ex.engine.prices.marks
     if len(changes) == 1:
         symbol = next(iter(changes))
@@ -130,7 +131,12 @@ async def algo_orders(ex: Exchange, request: Request) -> Response:
 
 async def stats(ex: Exchange, request: Request) -> Response:
     """``GET /paper/v1/stats``."""
-    return json_response(ex.stats.to_json(ex.engine.fill_count))
+    return json_response(ex.stats.to_json(ex.engine.fill_count, len(ex.streams.connections)))
+
+
+async def drop_websockets(ex: Exchange, request: Request) -> Response:
+    """``POST /paper/v1/ws/drop``: close every open websocket now (1012), as a venue restart would."""
+    return json_response({"dropped": ex.streams.drop()})
 
 
 ROUTES: list[tuple[str, str, AdminHandler]] = [
@@ -145,6 +151,7 @@ ROUTES: list[tuple[str, str, AdminHandler]] = [
     ("GET", "/paper/v1/orders", orders),
     ("GET", "/paper/v1/algoOrders", algo_orders),
     ("GET", "/paper/v1/stats", stats),
+    ("POST", "/paper/v1/ws/drop", drop_websockets),
 ]
 
 

@@ -23,6 +23,8 @@ class Config:
     orders_per_10s: int = 300
     ban_after: int = 10
     ban_s: float = 120.0
+    listen_key_ttl_s: float = 3600.0  # a listen key lives this long after its POST or last PUT
+    ws_queue_limit: int = 10_000  # frames a websocket may have unsent before it is cut
     chaos: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

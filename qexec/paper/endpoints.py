@@ -441,22 +441,18 @@ async def change_margin_type(ex: Exchange, p: Params, plan: FillPlan) -> Any:
 
 
 async def new_listen_key(ex: Exchange, p: Params, plan: FillPlan) -> Any:
-    """``POST /fapi/v1/listenKey``."""
-    return {"listenKey": ex.engine.new_listen_key()}
+    """``POST /fapi/v1/listenKey``: the active key with its validity extended, or a new one."""
+    return {"listenKey": ex.streams.new_listen_key()}
 
 
 async def keepalive_listen_key(ex: Exchange, p: Params, plan: FillPlan) -> Any:
-    """``PUT /fapi/v1/listenKey``: -1125 when no key (or another key) is active."""
-    current = ex.engine.listen_key
-    if current is None or (p.get("listenKey") and p["listenKey"] != current):
-        raise errors.BAD_LISTEN_KEY
-    return {"listenKey": current}
+    """``PUT /fapi/v1/listenKey``: -1125 when no key is active (expired, deleted) or another key is named."""
+    return {"listenKey": ex.streams.keepalive(p.get("listenKey"))}
 
 
 async def close_listen_key(ex: Exchange, p: Params, plan: FillPlan) -> Any:
-    """``DELETE /fapi/v1/listenKey``."""
-    ex.engine.listen_key = None
-    ex.engine.dirty.account = True
+    """``DELETE /fapi/v1/listenKey``: the key ends and its user-data connections are closed."""
+    ex.streams.close_listen_key()
     return {}
 
 

@@ -1,14 +1,19 @@
-"""The matching engine: places, fills, cancels and triggers orders against the mark price."""
+"""The matching engine: places, fills, cancels and triggers orders against the mark price.
+
+Each change is also handed, as a user-data stream event, to ``Engine.publish`` while a stream listens.
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
-from qexec.paper import errors
+from qexec.paper import errors, events
 from qexec.paper.account import Account, Position
 from qexec.paper.catalogue import Symbol
 from qexec.paper.decimals import ZERO, floor_to, places_of, round_to
@@ -23,6 +28,11 @@ FIRST_ORDER_ID = 4_000_000_001
 FIRST_ALGO_ID = 3_000_000_001
 FIRST_TRADE_ID = 500_000_001
 BPS = Decimal(10_000)
+# Binance's expire reasons (ORDER_TRADE_UPDATE "er"): IOC not filled completely, a reduce-only order with nothing
+# left to reduce, a MARKET order not filled completely.
+EXPIRED_IOC = "2"
+EXPIRED_REDUCE_ONLY = "4"
+EXPIRED_MARKET = "9"
 
 
 @dataclass
@@ -76,6 +86,9 @@ class Engine:
         self.ids = Sequences()
         self.dirty = Dirty()
         self.listen_key: str | None = None
+        self.listen_key_expires_ms = 0
+        # Set while a user-data stream listens; None keeps event building off the REST path.
+        self.publish: Callable[[dict[str, Any]], None] | None = None
         self.reset(balance, dual_side=False)
 
     def reset(self, balance: Decimal, dual_side: bool) -> None:
@@ -93,6 +106,7 @@ class Engine:
         self.pending: dict[int, FillPlan] = {}
         self.fill_count = 0
         self.listen_key = None
+        self.listen_key_expires_ms = 0
         self.dirty.account = True
 
     # ---- lookups -------------------------------------------------------------------------------
@@ -246,9 +260,9 @@ class Engine:
             )
             self._fill_limit(order, fill_price, maker=False, ratio=plan.partial_ratio)
             if order.live and tif in ("IOC", "FOK"):
-                self._finish(order, "EXPIRED")
+                self._finish(order, "EXPIRED", EXPIRED_IOC)
         elif tif == "IOC":
-            self._finish(order, "EXPIRED")
+            self._finish(order, "EXPIRED", EXPIRED_IOC)
         return order
 
     def fill_pending(self, order_id: int) -> Order | None:
@@ -397,6 +411,7 @@ class Engine:
         self.live_algos.setdefault(algo.symbol, {})[algo.algo_id] = algo
         self.algo_client_ids[client_id] = algo.algo_id
         self.dirty.algos.add(algo.algo_id)
+        self._algo_event(algo)
         return algo
 
     def cancel_algo(self, p: Params) -> AlgoOrder:
@@ -470,6 +485,8 @@ class Engine:
             raise errors.INVALID_LEVERAGE
         self.account.leverage[name] = leverage
         self.dirty.account = True
+        if self.publish is not None:
+            self.publish(events.config_update(name, leverage, now_ms()))
         return leverage
 
     def change_margin_type(self, name: str, margin_type: str) -> None:
@@ -484,6 +501,10 @@ class Engine:
             raise errors.MARGIN_TYPE_WITH_POSITION
         self.account.margin_type[name] = margin_type
         self.dirty.account = True
+        if self.publish is not None:
+            sides = self.account.position_sides()
+            changed = [self.account.positions.get((name, side)) or Position(name, side) for side in sides]
+            self._account_event(changed, "MARGIN_TYPE_CHANGE", now_ms())
 
     def change_position_mode(self, dual: bool) -> None:
         """Switch between one-way and hedge mode (no positions or open orders allowed)."""
@@ -496,12 +517,35 @@ class Engine:
         self.account.dual_side = dual
         self.dirty.account = True
 
-    def new_listen_key(self) -> str:
-        """The account's listen key (the active one, or a new one)."""
-        if self.listen_key is None:
+    def active_listen_key(self, now: int) -> str | None:
+        """The account's listen key while it is valid, else None."""
+        if self.listen_key is not None and now < self.listen_key_expires_ms:
+            return self.listen_key
+        return None
+
+    def new_listen_key(self, now: int, ttl_ms: int) -> str:
+        """The account's listen key (the active one, or a new one), valid for ``ttl_ms`` from ``now``."""
+        if self.active_listen_key(now) is None:
             self.listen_key = secrets.token_hex(32)
-            self.dirty.account = True
+        self.listen_key_expires_ms = now + ttl_ms
+        self.dirty.account = True
+        assert self.listen_key is not None
         return self.listen_key
+
+    def keepalive_listen_key(self, key: str | None, now: int, ttl_ms: int) -> str:
+        """Extend the active listen key (-1125 when none is active, or ``key`` is another)."""
+        current = self.active_listen_key(now)
+        if current is None or (key and key != current):
+            raise errors.BAD_LISTEN_KEY
+        self.listen_key_expires_ms = now + ttl_ms
+        self.dirty.account = True
+        return current
+
+    def close_listen_key(self) -> None:
+        """Forget the listen key (DELETE, or its expiry)."""
+        self.listen_key = None
+        self.listen_key_expires_ms = 0
+        self.dirty.account = True
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -572,6 +616,7 @@ class Engine:
         self.client_ids[(order.symbol, order.client_order_id)] = order.order_id
         self.live_orders.setdefault(order.symbol, {})[order.order_id] = order
         self.dirty.orders.add(order.order_id)
+        self._order_event(order, "NEW")
 
     def _slipped(self, symbol: Symbol, side: str, mark: Decimal) -> Decimal:
         slip = mark * self.settings.slippage_bps / BPS
@@ -584,7 +629,10 @@ class Engine:
         if ratio is not None:
             qty = partial_qty(order.orig_qty, ratio, symbol.market_step_size)
         self._execute(order, qty, self._slipped(symbol, order.side, self.now_mark(order.symbol)), maker=False)
-        self._finish(order, "FILLED" if order.remaining == 0 else "EXPIRED")
+        if order.remaining == 0:
+            self._finish(order, "FILLED")
+        else:
+            self._finish(order, "EXPIRED", EXPIRED_MARKET)
 
     def _fill_limit(self, order: Order, price: Decimal, maker: bool, ratio: Decimal | None) -> None:
         qty = order.remaining
@@ -595,7 +643,7 @@ class Engine:
         if order.remaining == 0:
             self._finish(order, "FILLED")
         elif done == 0 and (order.reduce_only or self._closes(order.side, order.position_side)):
-            self._finish(order, "EXPIRED")  # nothing left to reduce
+            self._finish(order, "EXPIRED", EXPIRED_REDUCE_ONLY)  # nothing left to reduce
         elif order.executed_qty > 0:
             order.status = "PARTIALLY_FILLED"
 
@@ -609,12 +657,14 @@ class Engine:
         rate = self.settings.maker_fee_rate if maker else self.settings.taker_fee_rate
         commission = qty * price * rate
         realized = pos.apply(order.side, qty, price)
+        pos.realized += realized
         pos.update_time_ms = now
         self.account.wallet += realized - commission
         self.account.update_time_ms = now
         order.executed_qty += qty
         order.cum_quote += qty * price
         order.update_time_ms = now
+        order.status = "FILLED" if order.remaining == 0 else "PARTIALLY_FILLED"
         fill = Fill(
             trade_id=self.ids.trade_id,
             order_id=order.order_id,
@@ -636,14 +686,19 @@ class Engine:
         self.dirty.positions.add((pos.symbol, pos.side))
         self.dirty.orders.add(order.order_id)
         self.dirty.account = True
+        self._order_event(order, "TRADE", fill)
+        self._account_event([pos], "ORDER", now)
         return qty
 
-    def _finish(self, order: Order, status: str) -> None:
+    def _finish(self, order: Order, status: str, expire_reason: str = "0") -> None:
         order.status = status
-        order.update_time_ms = now_ms()
+        if status != "FILLED":  # a fill's time is its last trade's, as the TRADE event reported it
+            order.update_time_ms = now_ms()
         self.live_orders.get(order.symbol, {}).pop(order.order_id, None)
         self.pending.pop(order.order_id, None)
         self.dirty.orders.add(order.order_id)
+        if status != "FILLED":
+            self._order_event(order, status, expire_reason=expire_reason)
         algo_id = self.algo_of_order.get(order.order_id)
         if algo_id is not None:
             algo = self.algos[algo_id]
@@ -652,6 +707,7 @@ class Engine:
             algo.algo_status = "FINISHED"
             algo.update_time_ms = order.update_time_ms
             self.dirty.algos.add(algo_id)
+            self._algo_event(algo)
 
     def _algo_fires(self, algo: AlgoOrder, mark: Decimal) -> bool:
         stop = algo.order_type in ("STOP", "STOP_MARKET")
@@ -686,6 +742,7 @@ class Engine:
         algo.update_time_ms = now_ms()
         self.live_algos.get(algo.symbol, {}).pop(algo.algo_id, None)
         self.dirty.algos.add(algo.algo_id)
+        self._algo_event(algo)
 
     def _trigger(self, algo: AlgoOrder, mark: Decimal) -> None:
         symbol = self.symbols[algo.symbol]
@@ -717,15 +774,47 @@ class Engine:
             stop_price=algo.trigger_price,
             working_type=algo.working_type,
         )
-        self._register(order)
-        self._end_algo(algo, "TRIGGERED")
+        # The algo service reports TRIGGERED (with the new order's id) before the order's own NEW.
         algo.trigger_time_ms = now
         algo.actual_order_id = order.order_id
         self.algo_of_order[order.order_id] = algo.algo_id
+        self._end_algo(algo, "TRIGGERED")
+        self._register(order)
         if not limit:
             self._fill_market(order, None)
         elif self._crosses(order.side, order.price, mark):
             self._fill_limit(order, order.price, maker=False, ratio=None)
+
+    # ---- stream events -------------------------------------------------------------------------
+
+    def _order_event(self, order: Order, execution: str, fill: Fill | None = None, expire_reason: str = "0") -> None:
+        if self.publish is None:
+            return
+        algo_id = self.algo_of_order.get(order.order_id)
+        algo = self.algos.get(algo_id) if algo_id is not None else None
+        symbol = self.symbols[order.symbol]
+        update = events.order_update(
+            order, symbol, execution, now_ms(), fill=fill, expire_reason=expire_reason, algo=algo
+        )
+        self.publish(update)
+
+    def _account_event(self, positions: list[Position], reason: str, time_ms: int) -> None:
+        if self.publish is None:
+            return
+        update = events.account_update(
+            self.account,
+            positions,
+            symbols=self.symbols,
+            mark=self.now_mark,
+            reason=reason,
+            time_ms=time_ms,
+            now_ms=now_ms(),
+        )
+        self.publish(update)
+
+    def _algo_event(self, algo: AlgoOrder) -> None:
+        if self.publish is not None:
+            self.publish(events.algo_update(algo, self.symbols[algo.symbol], now_ms()))
 
 
 def check_client_id(client_id: str) -> None:

@@ -27,6 +27,7 @@ from qexec.paper.params import Params
 from qexec.paper.prices import PriceBook
 from qexec.paper.stats import Stats
 from qexec.paper.store import Store
+from qexec.paper.streams import Streams
 
 log = logging.getLogger("qexec.paper")
 
@@ -82,19 +83,22 @@ class Exchange:
             store.save(self.engine)
         self.waiters: dict[int, asyncio.Event] = {}
         self.ticker: asyncio.Task[None] | None = None
+        self.streams = Streams(self.engine, self.config, self.stats, self.commit)
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the price walk and finish MARKET orders a restart interrupted."""
+        """Start the price walk, finish MARKET orders a restart interrupted, watch the listen key's expiry."""
         for order in self.engine.open_orders(None):
             if order.type == "MARKET" and order.order_id not in self.engine.pending:
                 self.engine.pending[order.order_id] = FillPlan()
                 self.schedule_fill(order.order_id, 0)
         self.ticker = asyncio.create_task(self._tick_loop())
+        self.streams.start()
 
     async def stop(self) -> None:
-        """Stop the walk and close the state file."""
+        """Stop the walk and the listen key's timer, and close the state file."""
+        self.streams.stop()
         if self.ticker is not None:
             self.ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,12 +130,17 @@ class Exchange:
             self.store.save(self.engine)
 
     def reset(self, balance: Decimal | None, dual_side: bool) -> None:
-        """A fresh account: positions, orders, faults, counters and config as at start-up; prices restarted."""
+        """A fresh account: positions, orders, faults, counters and config as at start-up; prices restarted.
+
+        The listen key goes with the account: its user-data connections are closed.
+        """
+        self.streams.reset()
         self.config.__dict__.update(copy.deepcopy(self.startup_config).__dict__)
         self.apply_config()
         self.engine.reset(balance if balance is not None else self.balance, dual_side)
         self.engine.prices.restart(now_ms())
         self.engine.dirty.prices.update(self.engine.symbols)
+        self.streams.marks_moved()
         self.faults.clear()
         self.limiter.reset()
         self.stats.__dict__.update(Stats().__dict__)

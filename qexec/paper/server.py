@@ -1,4 +1,4 @@
-"""The Starlette application: Binance routes and admin routes over one ``Exchange``."""
+"""The Starlette application: Binance REST and websocket routes and admin routes over one ``Exchange``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from qexec.paper import admin
 from qexec.paper.endpoints import ENDPOINTS
@@ -51,8 +51,17 @@ def create_app(ex: Exchange) -> Starlette:
     admins: dict[str, dict[str, admin.AdminHandler]] = defaultdict(dict)
     for method, path, handler in admin.ROUTES:
         admins[path][method] = handler
-    routes = [_binance_route(ex, path, methods) for path, methods in binance.items()]
+    routes: list[BaseRoute] = [_binance_route(ex, path, methods) for path, methods in binance.items()]
     routes += [_admin_route(ex, path, methods) for path, methods in admins.items()]
+    streams = ex.streams
+    routes += [
+        WebSocketRoute("/private/ws", streams.serve_private),
+        WebSocketRoute("/private/ws/{name}", streams.serve_private),
+        WebSocketRoute("/ws/{name}", streams.serve_raw),
+        WebSocketRoute("/market/ws/{name}", streams.serve_market),
+        WebSocketRoute("/stream", streams.serve_combined),
+        WebSocketRoute("/market/stream", streams.serve_market_combined),
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass
 class Stats:
-    """Requests per endpoint, orders, refusals and faults since the last reset."""
+    """Requests per endpoint, orders, refusals, faults and websocket frames sent since the last reset."""
 
     requests: Counter[str] = field(default_factory=Counter)
     errors: Counter[int] = field(default_factory=Counter)
@@ -19,9 +19,10 @@ class Stats:
     http_429: int = 0
     http_418: int = 0
     limit_violations: int = 0
+    ws_events: int = 0
 
-    def to_json(self, fills: int) -> dict[str, Any]:
-        """The counters as ``GET /paper/v1/stats`` shows them."""
+    def to_json(self, fills: int, ws_connections: int) -> dict[str, Any]:
+        """The counters as ``GET /paper/v1/stats`` shows them (``ws_connections``: websockets open now)."""
         return {
             "requests": dict(self.requests),
             "orders_placed": self.orders_placed,
@@ -33,4 +34,6 @@ class Stats:
             "faults_fired": dict(self.faults_fired),
             "faults_fired_total": sum(self.faults_fired.values()),
             "errors": {str(k): v for k, v in self.errors.items()},
+            "ws_connections": ws_connections,
+            "ws_events": self.ws_events,
         }

@@ -50,6 +50,7 @@ class Store:
         engine.account.margin_type = dict(account["margin_type"])
         engine.account.update_time_ms = int(account["update_time"])
         engine.listen_key = account.get("listen_key")
+        engine.listen_key_expires_ms = int(account.get("listen_key_expires_ms") or 0)
         engine.ids = Sequences(**account["ids"])
         marks = {s: Decimal(p) for s, p in self.db.execute("SELECT symbol, price FROM prices")}
         engine.prices.restart(now_ms(), marks)
@@ -73,6 +74,7 @@ class Store:
         for (data,) in self.db.execute("SELECT data FROM fills ORDER BY trade_id"):
             fill = load(Fill, data)
             engine.fills.setdefault(fill.symbol, []).append(fill)
+            engine.account.position(fill.symbol, fill.position_side).realized += fill.realized_pnl
         engine.fill_count = sum(len(f) for f in engine.fills.values())
         engine.dirty = Dirty()
         return True
@@ -94,6 +96,7 @@ class Store:
                     "margin_type": account.margin_type,
                     "update_time": account.update_time_ms,
                     "listen_key": engine.listen_key,
+                    "listen_key_expires_ms": engine.listen_key_expires_ms,
                     "ids": vars(engine.ids),
                 }
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('account', ?)", (json.dumps(document),))

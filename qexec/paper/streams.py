@@ -1,0 +1,398 @@
+"""Websocket streams: the listen key's user-data stream and the mark-price market streams, on the HTTP port.
+
+Every open socket is a ``Connection``: a queue of JSON text frames and the task that writes them, so the engine
+only appends (it never waits on a client). User-data events are pushed by the engine as it changes state, through
+``Engine.publish``, which is set only while a user-data connection is open. Market connections sample the marks
+on their own timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from qexec.paper import events
+from qexec.paper.config import Config
+from qexec.paper.engine import Engine, now_ms
+from qexec.paper.stats import Stats
+
+log = logging.getLogger("qexec.paper")
+
+NO_SUCH_KEY = "This listenKey does not exist."
+POLICY_VIOLATION = 1008  # refused: unknown listen key or stream name
+SERVICE_RESTART = 1012  # the admin drop (and uvicorn's own shutdown) close with this
+NORMAL = 1000
+ABORT_AFTER_S = 1.0  # a dropped connection whose close frame cannot be written within this is cut
+MAX_REASON_BYTES = 123  # RFC 6455: the close reason fits in a control frame
+
+
+def _dumps(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class MarketStream:
+    """A mark-price stream: one symbol or all (``symbol`` None), every ``interval_s`` seconds."""
+
+    name: str
+    symbol: str | None
+    interval_s: float
+
+
+def parse_market_stream(name: str, symbols: Iterable[str]) -> MarketStream | None:
+    """The mark-price stream ``name`` (``!markPrice@arr[@1s]``, ``<symbol>@markPrice[@1s]``), or None."""
+    base, fast = (name[:-3], True) if name.endswith("@1s") else (name, False)
+    interval_s = 1.0 if fast else 3.0
+    if base == "!markPrice@arr":
+        return MarketStream(name, None, interval_s)
+    symbol, sep, kind = base.partition("@")
+    # Binance's stream names carry the symbol in lower case; any other spelling is not a stream there either.
+    if sep and kind == "markPrice" and symbol == symbol.lower() and symbol.upper() in symbols:
+        return MarketStream(name, symbol.upper(), interval_s)
+    return None
+
+
+class Close(NamedTuple):
+    """A close frame waiting in a connection's queue behind the frames before it."""
+
+    code: int
+    reason: str
+
+
+class Connection:
+    """One open websocket: a bounded queue of text frames, the task writing them and, for market streams, timers."""
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        stats: Stats,
+        queue_limit: int,
+        *,
+        listen_key: str | None = None,
+        wanted: frozenset[str] | None = None,
+        market: tuple[MarketStream, ...] = (),
+        combined: bool = False,
+        render: Callable[[MarketStream], str] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.stats = stats
+        self.queue_limit = queue_limit
+        self.listen_key = listen_key
+        self.wanted = wanted
+        self.market = market
+        self.combined = combined
+        self.render = render
+        self.frames: deque[str | Close] = deque()
+        self.wake = asyncio.Event()
+        self.marks_moved = asyncio.Event()  # set by an admin price change: market streams send it at once
+        self.closing = False
+        self.writer: asyncio.Task[None] | None = None
+
+    def wants(self, event: str) -> bool:
+        """True when this user-data connection receives ``event`` (``events=`` filter; expiry always)."""
+        return self.wanted is None or event in self.wanted or event == events.LISTEN_KEY_EXPIRED
+
+    def push(self, frame: str) -> None:
+        """Queue a frame; a connection whose queue is full is cut instead of growing."""
+        if self.closing:
+            return
+        if len(self.frames) >= self.queue_limit:
+            peer = self.ws.client.host if self.ws.client else "?"
+            kind = "user-data" if self.listen_key else "market"
+            log.warning("%s websocket of %s: %d frames unsent, closing it", kind, peer, len(self.frames))
+            self.abort()
+            return
+        self.frames.append(frame)
+        self.wake.set()
+
+    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
+        """Close after the queued frames (``flush``) or at once, dropping them."""
+        if self.closing:
+            return
+        self.closing = True
+        if not flush:
+            self.frames.clear()
+            asyncio.get_running_loop().call_later(ABORT_AFTER_S, self.abort)
+        self.frames.append(Close(code, reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")))
+        self.wake.set()
+
+    def abort(self) -> None:
+        """Cut the connection without a close frame (the client sees 1006)."""
+        self.closing = True
+        self.frames.clear()
+        if self.writer is not None and not self.writer.done():
+            self.writer.cancel()
+
+    async def serve(self) -> None:
+        """Write frames, read (and ignore) what the client sends, tick market streams; return when it ends."""
+        self.writer = asyncio.create_task(self._write())
+        tasks = [self.writer, asyncio.create_task(self._read())]
+        if self.market:
+            tasks.append(asyncio.create_task(self._tick()))
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _write(self) -> None:
+        ws = self.ws
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            while True:
+                while not self.frames:
+                    self.wake.clear()
+                    await self.wake.wait()
+                frame = self.frames.popleft()
+                if isinstance(frame, Close):
+                    await ws.close(frame.code, frame.reason)
+                    return
+                await ws.send_text(frame)
+                self.stats.ws_events += 1
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+    async def _tick(self) -> None:
+        assert self.render is not None
+        loop = asyncio.get_running_loop()
+        due = dict.fromkeys(self.market, loop.time())
+        while True:
+            now = loop.time()
+            for stream, at in due.items():
+                if at <= now:
+                    self.push(self.render(stream))
+                    due[stream] = max(at + stream.interval_s, now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.marks_moved.wait(), max(0.0, min(due.values()) - loop.time()))
+            if self.marks_moved.is_set():
+                self.marks_moved.clear()
+                due = dict.fromkeys(self.market, loop.time())
+
+
+class Streams:
+    """Every open websocket of the exchange, the user-data fan-out and the listen key's lifetime."""
+
+    def __init__(self, engine: Engine, config: Config, stats: Stats, commit: Callable[[], None]) -> None:
+        self.engine = engine
+        self.config = config
+        self.stats = stats
+        self.commit = commit
+        self.connections: set[Connection] = set()
+        self.user: set[Connection] = set()
+        self.expiry: asyncio.TimerHandle | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Watch the expiry of a listen key restored from the state file."""
+        self._watch_expiry()
+
+    def stop(self) -> None:
+        """Stop watching the listen key."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+
+    def drop(self) -> int:
+        """Close every websocket now with 1012 (queued frames are dropped); returns how many."""
+        dropped = list(self.connections)
+        for conn in dropped:
+            conn.close(SERVICE_RESTART, "Service restart", flush=False)
+        self._end_user(None)
+        return len(dropped)
+
+    def marks_moved(self) -> None:
+        """Marks were set by hand (admin): every market stream sends the new marks now, not at its next tick."""
+        for conn in self.connections:
+            if conn.market:
+                conn.marks_moved.set()
+
+    def reset(self) -> None:
+        """The account is gone: close its user-data connections and forget the expiry timer."""
+        self._end_user((NORMAL, "account reset"))
+        self.stop()
+
+    # ---- the listen key ------------------------------------------------------------------------
+
+    def new_listen_key(self) -> str:
+        """``POST /fapi/v1/listenKey``: the active key (extended) or a new one; an expired key's streams end."""
+        now = now_ms()
+        previous = self.engine.listen_key
+        key = self.engine.new_listen_key(now, self._ttl_ms())
+        if previous is not None and previous != key:
+            self._expired(previous)
+        self._watch_expiry()
+        return key
+
+    def keepalive(self, key: str | None) -> str:
+        """``PUT /fapi/v1/listenKey``: extend the active key (-1125 when it has expired or is not active)."""
+        now = now_ms()
+        if self.engine.listen_key is not None and self.engine.active_listen_key(now) is None:
+            self._expire_now()
+        key = self.engine.keepalive_listen_key(key, now, self._ttl_ms())
+        self._watch_expiry()
+        return key
+
+    def close_listen_key(self) -> None:
+        """``DELETE /fapi/v1/listenKey``: the key stops existing and its streams are closed."""
+        self.engine.close_listen_key()
+        self._end_user((NORMAL, "listenKey closed"))
+        self.stop()
+
+    def _ttl_ms(self) -> int:
+        return int(self.config.listen_key_ttl_s * 1000)
+
+    def _watch_expiry(self) -> None:
+        self.stop()
+        if self.engine.listen_key is None:
+            return
+        delay_s = max(0.0, (self.engine.listen_key_expires_ms - now_ms()) / 1000)
+        self.expiry = asyncio.get_running_loop().call_later(delay_s, self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        self.expiry = None
+        if self.engine.listen_key is None:
+            return
+        if self.engine.active_listen_key(now_ms()) is not None:  # extended meanwhile
+            self._watch_expiry()
+            return
+        self._expire_now()
+
+    def _expire_now(self) -> None:
+        key = self.engine.listen_key
+        self.engine.close_listen_key()
+        self.commit()
+        if key is not None:
+            self._expired(key)
+
+    def _expired(self, key: str) -> None:
+        self.publish(events.listen_key_expired(key, now_ms()))
+        self._end_user((NORMAL, "listenKey expired"))
+
+    def _end_user(self, close: tuple[int, str] | None) -> None:
+        """Stop the user-data fan-out; close its connections after their queued frames when ``close`` is given."""
+        ending = list(self.user)
+        self.user.clear()
+        self.engine.publish = None
+        if close is not None:
+            for conn in ending:
+                conn.close(*close)
+
+    # ---- fan-out -------------------------------------------------------------------------------
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Queue a user-data event on every connection of the listen key that wants it (serialised once)."""
+        name = event["e"]
+        raw: str | None = None
+        wrapped: str | None = None
+        for conn in list(self.user):
+            if not conn.wants(name):
+                continue
+            if conn.combined:
+                wrapped = wrapped or _dumps({"stream": conn.listen_key, "data": event})
+                conn.push(wrapped)
+            else:
+                raw = raw or _dumps(event)
+                conn.push(raw)
+
+    def _render(self, combined: bool) -> Callable[[MarketStream], str]:
+        prices, names = self.engine.prices, list(self.engine.symbols)
+
+        def render(stream: MarketStream) -> str:
+            now = now_ms()
+            if stream.symbol is None:
+                data: Any = [events.mark_price_update(prices, name, now) for name in names]
+            else:
+                data = events.mark_price_update(prices, stream.symbol, now)
+            return _dumps({"stream": stream.name, "data": data} if combined else data)
+
+        return render
+
+    # ---- endpoints -----------------------------------------------------------------------------
+
+    async def serve_private(self, ws: WebSocket) -> None:
+        """``/private/ws?listenKey=<key>[&events=A/B]`` and ``/private/ws/<key>``: the user-data stream."""
+        key = ws.path_params.get("name") or ws.query_params.get("listenKey", "")
+        chosen = ws.query_params.get("events")
+        wanted = frozenset(e for e in chosen.split("/") if e) if chosen else None
+        await self._serve(ws, [key], combined=False, user=True, market=False, wanted=wanted)
+
+    async def serve_raw(self, ws: WebSocket) -> None:
+        """``/ws/<listenKey>`` (legacy user-data stream) or ``/ws/<stream>`` (a market stream)."""
+        await self._serve(ws, [ws.path_params["name"]], combined=False, user=True, market=True)
+
+    async def serve_market(self, ws: WebSocket) -> None:
+        """``/market/ws/<stream>``: one market stream."""
+        await self._serve(ws, [ws.path_params["name"]], combined=False, user=False, market=True)
+
+    async def serve_combined(self, ws: WebSocket) -> None:
+        """``/stream?streams=a/b``: combined streams (a listen key may be one), framed ``{"stream", "data"}``."""
+        names = ws.query_params.get("streams", "").split("/")
+        await self._serve(ws, names, combined=True, user=True, market=True)
+
+    async def serve_market_combined(self, ws: WebSocket) -> None:
+        """``/market/stream?streams=a/b``: combined market streams."""
+        names = ws.query_params.get("streams", "").split("/")
+        await self._serve(ws, names, combined=True, user=False, market=True)
+
+    async def _serve(
+        self,
+        ws: WebSocket,
+        names: list[str],
+        *,
+        combined: bool,
+        user: bool,
+        market: bool,
+        wanted: frozenset[str] | None = None,
+    ) -> None:
+        await ws.accept()
+        active = self.engine.active_listen_key(now_ms())
+        key: str | None = None
+        streams: list[MarketStream] = []
+        for name in names:
+            stream = parse_market_stream(name, self.engine.symbols) if market else None
+            if stream is not None:
+                if stream not in streams:  # a stream named twice is served once
+                    streams.append(stream)
+            elif user and name and name == active:
+                key = name
+            elif user and (not market or (name and "@" not in name and not name.startswith("!"))):
+                await ws.close(POLICY_VIOLATION, NO_SUCH_KEY)
+                return
+            else:
+                reason = f"Invalid stream name: {name!r}" if name else "No stream given."
+                await ws.close(POLICY_VIOLATION, reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore"))
+                return
+        conn = Connection(
+            ws,
+            self.stats,
+            self.config.ws_queue_limit,
+            listen_key=key,
+            wanted=wanted,
+            market=tuple(streams),
+            combined=combined,
+            render=self._render(combined) if streams else None,
+        )
+        self.connections.add(conn)
+        if key is not None:
+            self.user.add(conn)
+            self.engine.publish = self.publish
+        try:
+            await conn.serve()
+        finally:
+            self.connections.discard(conn)
+            self.user.discard(conn)
+            if not self.user:
+                self.engine.publish = None
