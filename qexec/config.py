@@ -33,6 +33,13 @@ VENUE_URLS: dict[Mode, str] = {
     Mode.MAINNET: "https://fapi.binance.com",
 }
 
+# Websocket bases of the user-data and market streams (reference §4: `/private/ws?listenKey=…`, `/market/ws/…`).
+STREAM_URLS: dict[Mode, str] = {
+    Mode.TESTNET: "wss://fstream.binancefuture.com",
+    Mode.DEMO: "wss://fstream.binancefuture.com",
+    Mode.MAINNET: "wss://fstream.binance.com",
+}
+
 MAINNET_ARMING_PHRASE = "I_UNDERSTAND"
 
 # What an intent does to an open position on its symbol (README "Positions and protection").
@@ -75,6 +82,14 @@ class Settings(BaseSettings):
     poll_factor: float = Field(default=2.0, ge=1)
     # How long a submit whose outcome is unknown is looked up before it is declared "not placed".
     unknown_lookup_s: float = Field(default=10.0, gt=0)
+
+    # The venue's websocket streams (qexec/feed.py): order updates, positions and marks without REST calls.
+    use_streams: bool = True
+    stream_url: str | None = None  # the websocket base; default: the mode's (paper: the exchange's own port)
+    stream_poll_s: float = Field(default=0.05, gt=0)  # confirm_fill's first countdown while the stream vouches
+    stream_wait_s: float = Field(default=0.25, ge=0)  # how long protection waits for the stream to show a fill
+    stream_ping_s: float = Field(default=10.0, gt=0)  # keep-alive ping interval and timeout of each socket
+    mark_max_age_s: float = Field(default=2.0, gt=0)  # a streamed mark older than this is asked over REST
 
     # Intents.
     intent_max_age_s: float = Field(default=300.0, gt=0)
@@ -162,6 +177,15 @@ class Settings(BaseSettings):
         return (self.exchange_url or VENUE_URLS[self.mode]).rstrip("/")
 
     @property
+    def stream_base_url(self) -> str:
+        """The websocket base of the venue's streams: the override, the mode's, or (paper) the exchange's own."""
+        if self.stream_url:
+            return self.stream_url.rstrip("/")
+        if self.mode in STREAM_URLS:
+            return STREAM_URLS[self.mode]
+        return "ws" + self.venue_url.removeprefix("http")
+
+    @property
     def effective_broker_url(self) -> str:
         """The Celery broker: `QEXEC_BROKER_URL`, defaulting to the Redis URL."""
         return self.broker_url or self.redis_url
@@ -227,8 +251,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Confirmation polls get their own queue so they are not stuck behind a backlog of new intents.
         "task_routes": {"qexec.confirm_fill": {"queue": "qexec.confirm"}},
         "worker_timer_precision": 0.05,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Task events cost a broker publish per task state (about a third of a worker's CPU per intent, measured
+        # with py-spy): off unless someone watches. Flower switches them on in every worker while it runs.
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
         # celery-redbeat keeps the schedule in Redis behind a lock: a second beat started by mistake waits
         # instead of sending every periodic task twice.
         "beat_scheduler": "redbeat.RedBeatScheduler",

@@ -45,6 +45,8 @@ from qexec.venue import Venue
 log = logging.getLogger(__name__)
 
 POSITION_SIDE_MISMATCH = -4061  # "Order's position side does not match user's setting."
+STREAM_POLL_FACTOR = 1.5  # confirm_fill's countdown grows by this while the stream vouches for the order
+STREAM_VERIFY_EVERY = 8  # ...and every this many attempts it asks the venue over REST all the same
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -108,17 +110,22 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
     # Held across at most ~6 venue calls (rules, mark, leverage, mode, submit, look-up), each bounded by the
     # request timeout; expiring early would let a duplicate execution run beside this one.
     lock_ms = int((ctx.settings.request_timeout_s * 8 + 5) * 1000)
-    if not r.set(lock_key, token, nx=True, px=lock_ms):
+    # One round trip: the lock, the intent's state and the kill switch (read in order, used only with the lock).
+    pipe = r.pipeline(transaction=False)
+    pipe.set(lock_key, token, nx=True, px=lock_ms)
+    pipe.hgetall(_order_key(ticket))
+    pipe.get(constants.HALT_KEY)
+    locked, state, halt = pipe.execute()
+    if not locked:
         raise Pending(0.5, "another execution is placing this intent")
     try:
-        state: dict[str, str] = r.hgetall(constants.ORDER_KEY.format(intent_id=ticket.intent_id))  # type: ignore[assignment]
         phase = state.get("phase")
         if phase == "rejected":
             code = state.get("code")
             return ticket.decide(ResultStatus.REJECTED, state.get("reason") or "rejected", int(code) if code else None)
         if phase in ("submitting", "placed"):
             return _adopt(ticket, ctx, state, attempt)
-        return _check_and_submit(ticket, ctx, attempt)
+        return _check_and_submit(ticket, ctx, attempt, halt=risk.halt_record(halt))
     finally:
         r.eval(_RELEASE_LOCK, 1, lock_key, token)
 
@@ -127,12 +134,13 @@ def _order_key(ticket: Ticket) -> str:
     return constants.ORDER_KEY.format(intent_id=ticket.intent_id)
 
 
-def _save_state(ticket: Ticket, ctx: Context, **fields: Any) -> None:
+def _save_state(ticket: Ticket, ctx: Context, pipe: redis.client.Pipeline | None = None, **fields: Any) -> list[Any]:
+    """Record the intent's order state (in `pipe`, with what else it holds, when given); the pipeline's replies."""
     key = _order_key(ticket)
-    pipe = ctx.redis.pipeline()
+    pipe = pipe if pipe is not None else ctx.redis.pipeline()
     pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
     pipe.expire(key, ctx.settings.intent_state_ttl_s)
-    pipe.execute()
+    return list(pipe.execute())
 
 
 def _reject(ticket: Ticket, ctx: Context, reason: str, code: int | None = None) -> Ticket:
@@ -158,11 +166,11 @@ def _retry_or_fail(ticket: Ticket, ctx: Context, exc: VenueError, attempt: int, 
     raise Pending(countdown, f"{what}: {exc}")
 
 
-def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int) -> Ticket:
+def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int, *, halt: risk.Halt = risk.UNREAD) -> Ticket:
     intent, s, venue = ticket.intent, ctx.settings, ctx.venue
     now = ctx.now()
     try:
-        breach = risk.breach(intent, s, ctx.redis, venue, now)  # the kill switch, then every risk limit
+        breach = risk.breach(intent, s, ctx.redis, venue, now, halt=halt)  # the kill switch, then every risk limit
         if breach:
             return _reject(ticket, ctx, breach)
         rules = venue.rules().get(intent.symbol)
@@ -199,7 +207,12 @@ def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int) -> Ticket:
         opens_long = (intent.side is Side.BUY) != intent.reduce_only
         position_side = "LONG" if opens_long else "SHORT"
     ticket = ticket.model_copy(update={"quantity": quantity})
-    _save_state(ticket, ctx, phase="submitting", submitted_at=now.timestamp(), client_order_id=ticket.client_order_id)
+    pipe = ctx.redis.pipeline()
+    if not intent.reduce_only:
+        positions.mark_entering(ctx, intent.symbol, pipe)  # our own position-to-be: not a stranger's to adopt
+    _save_state(
+        ticket, ctx, pipe, phase="submitting", submitted_at=now.timestamp(), client_order_id=ticket.client_order_id
+    )
     logs.proof(
         logs.ORDER_SUBMIT,
         side=intent.side.value,
@@ -240,16 +253,19 @@ def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int) -> Ticket:
 
 def _placed(ticket: Ticket, ctx: Context, order: OrderState, *, placed_at: datetime) -> Ticket:
     ticket = ticket.model_copy(update={"order": order, "placed_at": placed_at})
-    _save_state(
+    pipe = ctx.redis.pipeline()
+    # Until its result is published the intent stays listed, so beat's reconcile can finish it if the chain dies.
+    pipe.zadd(constants.INFLIGHT_KEY, {ticket.intent_id: placed_at.timestamp()})
+    newly_inflight, *_ = _save_state(
         ticket,
         ctx,
+        pipe,
         phase="placed",
         order_id=order.orderId,
         placed_at=placed_at.timestamp(),
         ticket_json=ticket.model_dump_json(),
     )
-    # Until its result is published the intent stays listed, so beat's reconcile can finish it if the chain dies.
-    if ctx.redis.zadd(constants.INFLIGHT_KEY, {ticket.intent_id: placed_at.timestamp()}):
+    if newly_inflight:
         metrics.order_placed(ctx.redis)  # newly in flight: a re-run adopting the same order is not counted again
     logs.proof(
         logs.ORDER_RESPONSE,
@@ -292,35 +308,64 @@ def _adopt(ticket: Ticket, ctx: Context, state: dict[str, str], attempt: int) ->
 # -- confirm_fill -------------------------------------------------------------------------------------
 
 
+def finished(ticket: Ticket) -> bool:
+    """True when nothing is left to confirm: a verdict, or an order the venue reported terminal and priced."""
+    return ticket.verdict is not None or (ticket.order is not None and ticket.order.settled)
+
+
+def stream_delay_s(settings: Settings, attempt: int) -> float:
+    """confirm_fill's countdown while the venue's stream vouches: short (a look in memory), growing to `poll_max_s`."""
+    return float(min(settings.poll_max_s, settings.stream_poll_s * STREAM_POLL_FACTOR ** min(attempt, 32)))
+
+
 def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
-    """Wait (by `Pending`) until the order is terminal with a priced fill, cancelling it at the deadline."""
+    """Wait (by `Pending`) until the order is terminal with a priced fill, cancelling it at the deadline.
+
+    While the venue's user-data stream vouches for the order (qexec/feed.py), its state comes from the stream and
+    the venue is asked over REST only every `STREAM_VERIFY_EVERY` attempts and at the deadline; otherwise every
+    attempt asks the venue.
+    """
     if ticket.verdict is not None or ticket.order is None:
         return ticket
     order = ticket.order
     if not order.settled:
         venue, now = ctx.venue, ctx.now()
         deadline = (ticket.placed_at or ticket.received_at) + timedelta(seconds=ctx.settings.fill_timeout_s)
-        try:
-            order = venue.get_order(ticket.intent.symbol, order_id=order.orderId)
-            if not order.settled and now >= deadline:
-                order = _cancel_rest(ticket, ctx, order)
-        except (TemporaryVenueError, UnknownOutcome, OrderNotFound) as exc:
-            if isinstance(exc, RateLimited):  # the order stands either way: wait for the venue to answer again
-                raise Pending(exc.retry_after_s, f"confirming: {exc}") from exc
-            if now >= deadline + timedelta(seconds=ctx.settings.fill_timeout_s):
-                reason = f"could not confirm order {order.orderId} before the deadline: {exc}"
-                logs.proof(logs.ORDER_ERROR, level=logging.ERROR, reason=reason, **_ids(ticket, ctx, order))
-                return ticket.decide(ResultStatus.FAILED, reason, exc.code)
-            raise Pending(poll_delay_s(ctx.settings, attempt), f"confirming: {exc}") from exc
-        if not order.settled:
-            logs.proof(
-                logs.FILL_PENDING,
-                status=order.status.value,
-                executed_qty=order.executedQty,
-                attempt=attempt,
-                **_ids(ticket, ctx, order),
-            )
-            raise Pending(poll_delay_s(ctx.settings, attempt), f"order is {order.status.value}")
+        streamed = _streamed(ticket, ctx, order)
+        if streamed is not None and streamed.settled:
+            order = streamed
+        elif streamed is not None and now < deadline and attempt % STREAM_VERIFY_EVERY != STREAM_VERIFY_EVERY - 1:
+            if attempt == 0:
+                logs.proof(
+                    logs.FILL_PENDING,
+                    status=streamed.status.value,
+                    executed_qty=streamed.executedQty,
+                    source="stream",
+                    **_ids(ticket, ctx, streamed),
+                )
+            raise Pending(stream_delay_s(ctx.settings, attempt), f"order is {streamed.status.value} (stream)")
+        else:
+            try:
+                order = venue.get_order(ticket.intent.symbol, order_id=order.orderId)
+                if not order.settled and now >= deadline:
+                    order = _cancel_rest(ticket, ctx, order)
+            except (TemporaryVenueError, UnknownOutcome, OrderNotFound) as exc:
+                if isinstance(exc, RateLimited):  # the order stands either way: wait for the venue to answer again
+                    raise Pending(exc.retry_after_s, f"confirming: {exc}") from exc
+                if now >= deadline + timedelta(seconds=ctx.settings.fill_timeout_s):
+                    reason = f"could not confirm order {order.orderId} before the deadline: {exc}"
+                    logs.proof(logs.ORDER_ERROR, level=logging.ERROR, reason=reason, **_ids(ticket, ctx, order))
+                    return ticket.decide(ResultStatus.FAILED, reason, exc.code)
+                raise Pending(poll_delay_s(ctx.settings, attempt), f"confirming: {exc}") from exc
+            if not order.settled:
+                logs.proof(
+                    logs.FILL_PENDING,
+                    status=order.status.value,
+                    executed_qty=order.executedQty,
+                    attempt=attempt,
+                    **_ids(ticket, ctx, order),
+                )
+                raise Pending(poll_delay_s(ctx.settings, attempt), f"order is {order.status.value}")
         ticket = ticket.model_copy(update={"order": order})
     fill = order.fill
     if fill is not None:
@@ -334,6 +379,22 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
         complete = order.status is OrderStatus.FILLED
         metrics.fill_confirmed(ctx.redis, complete=complete, placed_at=ticket.placed_at, confirmed_at=ctx.now())
     return ticket
+
+
+def _streamed(ticket: Ticket, ctx: Context, placed: OrderState) -> OrderState | None:
+    """The order as the venue's stream last reported it: a final state whenever the stream has one; a pending state
+    (the stream's, or the one we know) only when the stream has been up since before the order was placed."""
+    live = ctx.venue.feed
+    if live is None:
+        return None
+    seen = live.order(ticket.client_order_id)
+    if seen is not None and seen.orderId != placed.orderId:
+        seen = None  # the id was used again after an order the venue had forgotten: ask the venue
+    if seen is not None and seen.settled:
+        return seen
+    if live.vouches_for(ticket.placed_at or ticket.received_at):
+        return seen or placed
+    return None
 
 
 def _cancel_rest(ticket: Ticket, ctx: Context, order: OrderState) -> OrderState:

@@ -68,6 +68,8 @@ CALL_COSTS: dict[str, Cost | tuple[Cost, Cost]] = {
     "futures_change_margin_type": Cost(1),
     "futures_get_position_mode": Cost(30),
     "futures_change_position_mode": Cost(1),
+    "futures_stream_get_listen_key": Cost(1),
+    "futures_stream_keepalive": Cost(1),
 }
 UNLISTED_COST = Cost(weight=5)  # a method missing from the table is charged like the dearer account reads
 
@@ -243,13 +245,15 @@ class Limiter:
     def observe(self, headers: Mapping[str, str]) -> dict[str, int]:
         """Raise the shared counters to the venue's `X-MBX-*` figures where it counted more; returns the raises."""
         args: list[Any] = [SLACK_MS]
-        seen = False
+        worth_a_look = False
         for window in WINDOWS:
             value = headers.get(window.header)
             number = int(value) if value is not None and str(value).isdigit() else -1
-            seen = seen or number >= 0
+            # Below half of our limit a correction cannot matter yet (it is made once the venue's count passes
+            # half): that spares a Redis round trip on almost every call.
+            worth_a_look = worth_a_look or number > self.limits[window] // 2
             args += [number, window.bucket_ms, window.length_ms]
-        if not seen:
+        if not worth_a_look:
             return {}
         try:
             raised = self._observe(keys=self._keys, args=args)

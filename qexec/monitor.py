@@ -54,6 +54,9 @@ def watch(ctx: Context, symbols: Collection[str] | None = None) -> dict[str, lis
 def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk | None) -> list[str]:
     tracked = positions.load(ctx.redis, symbol, direction)
     if tracked is not None and position is None:
+        # A close cancels the position's protection: the venue itself must say it is gone, not only the stream.
+        position = positions.open_positions(ctx, symbol, rest=True).get((symbol, direction))
+    if tracked is not None and position is None:
         close_out(ctx, tracked)
         return ["closed"]
     if position is None:

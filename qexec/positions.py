@@ -132,14 +132,25 @@ def locked(r: redis.Redis, symbol: str, direction: str) -> Iterator[None]:
         r.eval(_RELEASE_LOCK, 1, key, token)
 
 
-def open_positions(ctx: Context, symbol: str | None = None) -> dict[tuple[str, str], PositionRisk]:
-    """The venue's non-zero positions by (symbol, direction)."""
-    found = {}
-    for raw in ctx.venue.positions(symbol):
-        position = PositionRisk.model_validate(raw)
-        if position.positionAmt != 0:
-            found[(position.symbol, position.direction)] = position
-    return found
+def open_positions(
+    ctx: Context, symbol: str | None = None, *, after_ms: int | None = None, rest: bool = False
+) -> dict[tuple[str, str], PositionRisk]:
+    """The venue's non-zero positions by (symbol, direction).
+
+    They come from the venue's stream when it can vouch for them (qexec/feed.py) - with `after_ms`, only once it
+    has reported `symbol` as of that venue time, waiting `stream_wait_s` at most - and over REST otherwise, or
+    always with `rest`.
+    """
+    rows: list[PositionRisk] | None = None
+    live = None if rest else ctx.venue.feed
+    if live is not None:
+        if after_ms is not None and symbol is not None:
+            rows = live.wait_positions(symbol, after_ms, ctx.settings.stream_wait_s)
+        else:
+            rows = live.positions(symbol)
+    if rows is None:
+        rows = [PositionRisk.model_validate(raw) for raw in ctx.venue.positions(symbol)]
+    return {(p.symbol, p.direction): p for p in rows if p.positionAmt != 0}
 
 
 def position_side_for(dual: bool, direction: str) -> str | None:
@@ -165,6 +176,9 @@ def entry_plan(ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool) -
         return ticket, quantity
     wanted = direction_of(intent.side)
     positions = open_positions(ctx, intent.symbol)
+    if positions:
+        # A position decides whether an order goes out at all: confirm what the stream says with the venue itself.
+        positions = open_positions(ctx, intent.symbol, rest=True)
     same = positions.get((intent.symbol, wanted))
     opposite = positions.get((intent.symbol, LONG if wanted == SHORT else SHORT))
     ids: dict[str, Any] = {"intent_id": ticket.intent_id, "symbol": intent.symbol, "side": intent.side.value}
@@ -182,7 +196,6 @@ def entry_plan(ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool) -
             return ticket.decide(ResultStatus.PROTECTION_UPDATED, f"{held}: stop-loss and take-profit re-placed"), (
                 quantity
             )
-        _mark_entering(ctx, intent.symbol)
         return ticket, quantity  # add: scale in; protection is re-placed for the whole position
     if opposite is not None:
         policy = s.opposite_side_policy
@@ -198,9 +211,7 @@ def entry_plan(ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool) -
             closing = ticket.model_copy(update={"intent": intent.model_copy(update={"reduce_only": True})})
             return closing, abs(opposite.positionAmt)
         _close_first(ticket, ctx, opposite, dual)
-        _mark_entering(ctx, intent.symbol)
         return ticket, quantity
-    _mark_entering(ctx, intent.symbol)
     return ticket, quantity
 
 
@@ -216,9 +227,10 @@ def recorded_policy(ctx: Context, intent_id: str) -> str | None:
     return str(value) if value else None
 
 
-def _mark_entering(ctx: Context, symbol: str) -> None:
+def mark_entering(ctx: Context, symbol: str, pipe: redis.client.Pipeline) -> None:
+    """Say (in `pipe`) that an entry on `symbol` is on its way, so the monitor does not adopt its position."""
     ttl_s = int(ctx.settings.fill_timeout_s + ctx.settings.unknown_lookup_s + 120)
-    ctx.redis.set(constants.ENTERING_KEY.format(symbol=symbol), "1", ex=ttl_s)
+    pipe.set(constants.ENTERING_KEY.format(symbol=symbol), "1", ex=ttl_s)
 
 
 def entering(ctx: Context, symbol: str) -> bool:

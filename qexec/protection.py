@@ -168,7 +168,11 @@ def ensure_guard(ctx: Context, tracked: Tracked, kind: str, level: Decimal, open
 
 def ensure(ctx: Context, tracked: Tracked) -> bool:
     """Make the venue hold the tracked position's stop-loss and take-profit; True when anything was placed."""
-    open_ids = {a.clientAlgoId: a for a in map(AlgoOrder.model_validate, ctx.venue.open_algo_orders(tracked.symbol))}
+    open_ids: dict[str, AlgoOrder] = {}
+    if tracked.sl is not None or tracked.tp is not None:  # a fresh position has no orders to look up or replace
+        open_ids = {
+            a.clientAlgoId: a for a in map(AlgoOrder.model_validate, ctx.venue.open_algo_orders(tracked.symbol))
+        }
     changed = False
     for kind, level in ((SL, tracked.stop_loss), (TP, tracked.take_profit)):
         if level is not None:
@@ -228,7 +232,7 @@ def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
     with contextlib.suppress(OrderNotFound):
         venue.get_order(tracked.symbol, client_order_id=cid)
         return "closed"  # an earlier run already sent it
-    positions_now = positions.open_positions(ctx, tracked.symbol)
+    positions_now = positions.open_positions(ctx, tracked.symbol, rest=True)  # the close's size: the venue's own
     live = positions_now.get((tracked.symbol, tracked.direction))
     if live is None:
         return "already_flat"
@@ -267,7 +271,11 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
         why = "the intent reduced or closed a position: nothing to protect (the exit monitor reports the exit)"
         return _event(ctx, ticket, "BOTH", "not_needed", reason=why)
     with positions.locked(ctx.redis, intent.symbol, direction):
-        venue_position = positions.open_positions(ctx, intent.symbol).get((intent.symbol, direction))
+        # After a fill, the position as of that fill at least (the stream's, once it has reported the fill).
+        filled_ms = int(result.filled_at.timestamp() * 1000) if result.filled_at else None
+        venue_position = positions.open_positions(ctx, intent.symbol, after_ms=filled_ms).get(
+            (intent.symbol, direction)
+        )
         positions.done_entering(ctx, intent.symbol)
         if venue_position is None:
             return _event(ctx, ticket, "BOTH", "not_needed", reason=f"no {direction} position is open any more")

@@ -25,9 +25,23 @@ _positions: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 _positions_lock = threading.Lock()
 
 
-def breach(intent: Intent, settings: Settings, r: redis.Redis, venue: Venue, now: datetime) -> str | None:
-    """Why this intent may not be placed now (the first limit it breaks), or None; may raise `VenueError`."""
-    halt = halted(r)
+class _Unread:
+    """The kill switch has not been read yet: `breach` reads it."""
+
+
+UNREAD = _Unread()
+Halt = dict[str, Any] | None | _Unread
+
+
+def breach(
+    intent: Intent, settings: Settings, r: redis.Redis, venue: Venue, now: datetime, *, halt: Halt = UNREAD
+) -> str | None:
+    """Why this intent may not be placed now (the first limit it breaks), or None; may raise `VenueError`.
+
+    `halt` is the kill switch's record when the caller read it already (`halt_record`).
+    """
+    if isinstance(halt, _Unread):
+        halt = halted(r)
     if halt is not None:
         return HALTED + (f": {halt['reason']}" if halt.get("reason") else "")
     reason = _intent_breach(intent, settings, now)
@@ -38,7 +52,11 @@ def breach(intent: Intent, settings: Settings, r: redis.Redis, venue: Venue, now
 
 def halted(r: redis.Redis) -> dict[str, Any] | None:
     """The kill switch's record while `qexec halt` is in force, else None."""
-    raw: Any = r.get(constants.HALT_KEY)
+    return halt_record(r.get(constants.HALT_KEY))
+
+
+def halt_record(raw: Any) -> dict[str, Any] | None:
+    """The kill switch's record from the value of its key (None when it is not set)."""
     if raw is None:
         return None
     try:

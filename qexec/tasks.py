@@ -43,10 +43,10 @@ def context() -> Context:
     return Context(settings=settings, redis=r, venue=thread_venue(settings, r))
 
 
-Step = Callable[[Ticket, Context, int], Any]
+Step = Callable[[Ticket, Context, int], Ticket]
 
 
-def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> dict[str, Any]:
+def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> Ticket:
     ticket = Ticket.model_validate(ticket_data)
     try:
         out = step(ticket, context(), task.request.retries)
@@ -73,32 +73,57 @@ def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> di
             countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
             raise task.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors + 1}) from exc
         out = ticket.decide(ResultStatus.FAILED, f"{task.name} failed: {exc!r}")
-    return dict(out.model_dump(mode="json"))
+    return out
+
+
+def _publish(task: Task, ticket: Ticket, errors: int) -> dict[str, Any]:
+    """Publish a finished ticket's result (retrying the task when Redis refuses); the result as JSON."""
+    try:
+        result = execution.publish(ticket, context(), task.request.retries)
+    except Exception as exc:
+        log.exception("publishing failed for intent %s", ticket.intent_id)
+        countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
+        raise task.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors + 1}) from exc
+    return dict(result.model_dump(mode="json"))
+
+
+# What place_order leaves out of its chain when the venue's answer is already final.
+_CONFIRM_AND_PUBLISH = frozenset({"qexec.confirm_fill", "qexec.publish_execution"})
+
+
+def _skip_steps(task: Task, names: frozenset[str]) -> None:
+    """Drop steps from the rest of this task's chain (Celery sends `request.chain[-1]` next, after we return)."""
+    rest = task.request.chain
+    if rest:
+        task.request.chain = [step for step in rest if step.get("task") not in names]
 
 
 @app.task(name="qexec.place_order", bind=True, max_retries=None)
 def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
-    """Place the intent's entry order once (adopting an earlier submit)."""
-    return _run(self, execution.place_entry, ticket, errors)
+    """Place the intent's entry order once (adopting an earlier submit); publish at once when the answer is final.
+
+    A `RESULT` answer that is already terminal (a filled MARKET order), or a decision without an order (a
+    rejection, a policy's verdict), needs no confirmation: the result goes out from here and the chain goes on
+    with `protect_position`, skipping `confirm_fill` and `publish_execution`.
+    """
+    placed = _run(self, execution.place_entry, ticket, errors)
+    if not execution.finished(placed):
+        return dict(placed.model_dump(mode="json"))
+    result = _publish(self, execution.confirm(placed, context()), errors)
+    _skip_steps(self, _CONFIRM_AND_PUBLISH)
+    return result
 
 
 @app.task(name="qexec.confirm_fill", bind=True, max_retries=None)
 def confirm_fill(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
-    """Poll with a growing countdown until the order is filled, terminal, or canceled at the deadline."""
-    return _run(self, execution.confirm, ticket, errors)
+    """Wait with a growing countdown until the order is filled, terminal, or canceled at the deadline."""
+    return dict(_run(self, execution.confirm, ticket, errors).model_dump(mode="json"))
 
 
 @app.task(name="qexec.publish_execution", bind=True, max_retries=None)
 def publish_execution(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Publish the intent's one terminal result to the result stream."""
-    ticket_model = Ticket.model_validate(ticket)
-    try:
-        result = execution.publish(ticket_model, context(), self.request.retries)
-    except Exception as exc:
-        log.exception("publishing failed for intent %s", ticket_model.intent_id)
-        countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
-        raise self.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors + 1}) from exc
-    return dict(result.model_dump(mode="json"))
+    return _publish(self, Ticket.model_validate(ticket), errors)
 
 
 def start_chain(ticket: Ticket) -> None:

@@ -15,6 +15,7 @@ import requests
 from binance.client import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
+from qexec import feed as feeds
 from qexec import limiter
 from qexec.config import Settings
 from qexec.errors import (
@@ -191,6 +192,7 @@ class Venue:
         self.url = settings.venue_url
         self.host = urlsplit(self.url).netloc
         self._client = Client(key, secret, ping=False, requests_params={"timeout": settings.request_timeout_s})
+        _settle_environment(self._client.session, self.url)
         # python-binance has no base-URL parameter; the instance attributes are read at every call (§6.1).
         self._client.FUTURES_URL = self.url + "/fapi"
         self._client.API_URL = self.url + "/api"
@@ -205,6 +207,24 @@ class Venue:
     def label(self) -> str:
         """`mode@host`, for logs."""
         return f"{self.mode}@{self.host}"
+
+    def close(self) -> None:
+        """Close the client's HTTP connections, and the event loop python-binance made for this thread (§6.2).
+
+        python-binance's `Client` creates (and never closes) an asyncio loop for each thread other than the main one
+        it is built in; a thread that ends closes it here.
+        """
+        self._client.session.close()
+        loop = getattr(self._client, "loop", None)
+        if loop is None or threading.current_thread() is threading.main_thread():
+            return
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
+
+    @property
+    def feed(self) -> feeds.Feed | None:
+        """This process's live view of the account from the venue's streams, when one runs (qexec/feed.py)."""
+        return feeds.running(self.url)
 
     # -- plumbing -------------------------------------------------------------------------------------
 
@@ -263,8 +283,19 @@ class Venue:
         return rules
 
     def mark_price(self, symbol: str) -> Decimal:
-        """The symbol's current mark price."""
+        """The symbol's current mark price: the stream's when fresh (`mark_max_age_s`), else asked over REST."""
+        live = self.feed
+        if live is not None:
+            streamed = live.mark(symbol, self.settings.mark_max_age_s)
+            if streamed is not None:
+                return streamed
         return Decimal(str(self._call(self._client.futures_mark_price, signed=False, symbol=symbol)["markPrice"]))
+
+    def clock_offset_ms(self) -> int:
+        """The venue's clock minus ours, in ms (measured once per process)."""
+        if self._shared.offset_ms is None:
+            self.sync_clock()
+        return self._shared.offset_ms or 0
 
     # -- account --------------------------------------------------------------------------------------
 
@@ -286,6 +317,14 @@ class Venue:
         """Open algo (conditional: stop-loss, take-profit) orders (openAlgoOrders), optionally for one symbol."""
         params: dict[str, Any] = {"symbol": symbol} if symbol else {}
         return list(self._call(self._client.futures_get_open_orders, conditional=True, **params))
+
+    def new_listen_key(self) -> str:
+        """A listen key for the user-data stream (POST creates one, or extends the account's active one)."""
+        return str(self._call(self._client.futures_stream_get_listen_key, signed=False))
+
+    def keepalive_listen_key(self, key: str) -> None:
+        """Extend a listen key's life by 60 minutes; raises `OrderRejected` (-1125) when the venue no longer has it."""
+        self._call(self._client.futures_stream_keepalive, signed=False, listenKey=key)
 
     def dual_side(self) -> bool:
         """True when the account is in hedge mode (cached per process for `position_mode_ttl_s`)."""
@@ -454,6 +493,20 @@ class Venue:
                 "for this host (then the key's IP whitelist and Futures permission)"
             )
         raise VenueUnavailable(reason, code=exc.code, http_status=exc.http_status) from exc
+
+
+def _settle_environment(session: requests.Session, url: str) -> None:
+    """Read the proxy and CA settings of the environment once for the venue's URL, instead of on every request.
+
+    requests consults the environment (proxies, no_proxy, CA bundle, .netrc) per request when `trust_env` is set,
+    which cost about 4 % of a worker's CPU; the venue URL never changes, so the answer does not either.
+    """
+    found = session.merge_environment_settings(url, {}, None, None, None)
+    session.trust_env = False
+    session.proxies.update(found.get("proxies") or {})
+    session.verify = found.get("verify", True)
+    if found.get("cert"):
+        session.cert = found["cert"]
 
 
 _local = threading.local()

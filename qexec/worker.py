@@ -8,10 +8,17 @@ import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    celeryd_after_setup,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 from pydantic import ValidationError
 
-from qexec import dashboard, logs, streams
+from qexec import dashboard, feed, logs, streams
 from qexec.config import Settings, celery_config, get_settings
 from qexec.selftest import venue_or_exit
 
@@ -63,3 +70,20 @@ def _check_venue_before_consuming(**_: Any) -> None:
     # (WorkController.start). worker_init and celeryd_init would exit too, but before logging exists.
     settings = get_settings()
     venue_or_exit(settings, streams.connect(settings.redis_url))  # its calls spend from the shared venue budget
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def _start_feed(**_: Any) -> None:
+    # The process that runs the tasks keeps the venue's streams open (threads pool: the worker itself; prefork:
+    # each child). Until the feed is live, and whenever it drops, the steps ask the venue over REST.
+    from qexec.tasks import qexec_redis  # noqa: PLC0415 - tasks import this module
+    from qexec.venue import thread_venue  # noqa: PLC0415 - python-binance loads with the tasks, not with beat
+
+    settings = get_settings()
+    feed.start(settings, lambda: thread_venue(settings, qexec_redis()))
+
+
+@worker_shutdown.connect
+def _stop_feed(**_: Any) -> None:
+    feed.stop_all()

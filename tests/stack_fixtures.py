@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from paper_fixtures import free_port
+from paper_fixtures import PaperExchange, free_port, start_paper
 
 from qexec.config import Settings
 from qexec.redisserver import LocalRedis
@@ -172,8 +172,22 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(redis_server: LocalRedis, paper_exchange: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A worker and a bridge for the whole run, on database 0 of our Redis and the session's paper exchange."""
+def stack_paper() -> Iterator[PaperExchange]:
+    """The session stack's own paper exchange: its worker keeps streams open there and calls it on its own, so the
+    paper exchange's own tests (which count connections and requests) get another one (`paper_exchange`)."""
+    exchange = start_paper("--tick-ms", "0")
+    try:
+        yield exchange
+    finally:
+        exchange.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    redis_server: LocalRedis, stack_paper: PaperExchange, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A worker and a bridge for the whole run, on database 0 of our Redis and a paper exchange of their own."""
+    paper_exchange = stack_paper
     url = f"redis://127.0.0.1:{redis_server.port}/0"
     metrics_port = free_port()
     extra = dict(

@@ -111,8 +111,11 @@ def test_a_pause_is_only_ever_lengthened(redis_client: redis.Redis) -> None:
 
 def test_venue_headers_raise_the_counters_to_what_the_venue_counted(redis_client: redis.Redis) -> None:
     """Weight the venue saw and we did not (another client) is added; a lower venue figure changes nothing."""
-    limits = Limiter(redis_client, settings_for())
+    limits = Limiter(redis_client, settings_for(weight_per_min=40))
     limits.acquire(Cost(weight=10))
+    # Under half of the limit a venue figure is not worth a round trip yet: the correction comes past half.
+    assert limits.observe({"X-MBX-USED-WEIGHT-1M": "18"}) == {}
+    assert limits.used()["weight-1m"] == 10
     raised = limits.observe({"X-MBX-USED-WEIGHT-1M": "25", "X-MBX-ORDER-COUNT-10S": "0"})
     assert raised == {"weight-1m": 15}
     assert limits.observe({"X-MBX-USED-WEIGHT-1M": "3"}) == {}
@@ -177,9 +180,9 @@ def test_a_429_with_retry_after_pauses_the_other_workers(paper: Any, redis_url: 
 
 
 def test_weight_spent_by_a_client_outside_qexec_is_learnt_from_the_headers(paper: Any, redis_url: str) -> None:
-    """Another client spends 80 weight at the venue; qexec's next call reads the header and counts it."""
+    """Another client spends 80 of qexec's 150-weight budget; qexec's next call reads the header and counts it."""
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    venue = Venue(Settings(exchange_url=paper.url), r)
+    venue = Venue(Settings(exchange_url=paper.url, weight_per_min=150), r)
     outsider = paper.client()
     outsider.futures_get_open_orders()  # 40 without a symbol
     outsider.futures_get_open_orders()

@@ -13,12 +13,14 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
-from stack_fixtures import ROOT, Stack, unique_id
+from private_stack import private_stack
+from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 
-from qexec import streams
+from qexec import feed, streams
 from qexec.bridge import Bridge
 from qexec.models import Ticket, client_order_id
 from qexec.tasks import start_chain
@@ -366,3 +368,71 @@ def test_several_bridges_side_by_side_share_the_stream_without_duplicates(stack:
     assert all(r["status"] == "filled" for r in results)
     assert all(len(venue_orders(stack, iid)) == 1 for iid in ids)
     assert all(len(stack.results(iid)) == 1 for iid in ids)
+
+
+# -- confirmation: the RESULT answer, the venue's stream, REST polling ---------------------------------------
+
+
+def order_queries(paper: Any) -> int:
+    """How many `GET /fapi/v1/order` requests a paper exchange has served."""
+    return int(paper.stats()["requests"].get("GET /fapi/v1/order", 0))
+
+
+def test_an_immediately_filled_market_order_needs_no_confirmation_step(stack: Stack) -> None:
+    """The RESULT answer FILLED is the confirmation: no order query, no confirm_fill or publish_execution task."""
+    iid = unique_id("fast")
+    queried = order_queries(stack.paper)
+    stack.inject(seed_intent(iid))
+    result = stack.wait_result(iid)
+    queried_after = order_queries(stack.paper)
+    assert result["status"] == "filled", result
+    assert_result_matches_venue(stack, result)
+    assert queried_after == queried, "nothing asked the venue about the order"
+    wait_for_line(
+        stack.logs_dir / "worker.log", f"protect_position[{iid}:protect] succeeded", stack.processes["worker"], 30
+    )
+    log = stack.log("worker")
+    assert f"qexec.place_order[{iid}:place]" in log
+    assert f"qexec.confirm_fill[{iid}:confirm]" not in log
+    assert f"qexec.publish_execution[{iid}:publish]" not in log
+
+
+def late_fill_stack(start_paper_server: Any, tmp_path: Path, extra: dict[str, str]) -> Any:
+    """A paper exchange that fills MARKET orders 300 ms after accepting them (RESULT answers NEW), with a stack."""
+    paper = start_paper_server("--tick-ms", "0", "--fill-delay-ms", "300", "--result-wait-ms", "0")
+    return paper, private_stack(paper, tmp_path, extra)
+
+
+def test_a_late_fill_is_confirmed_from_the_venues_stream_without_asking_the_venue(
+    start_paper_server: Any, tmp_path: Path
+) -> None:
+    """RESULT answers NEW; confirm_fill learns of the fill from the user-data stream and sends no order query."""
+    paper, running = late_fill_stack(start_paper_server, tmp_path, {})
+    with running as stack:
+        wait_for_line(stack.logs_dir / "worker.log", "FEED_LIVE stream=user", stack.processes["worker"], 30)
+        time.sleep(feed.VOUCH_MARGIN_S)  # the feed vouches for orders placed a moment after it came up
+        iid = unique_id("late-stream")
+        stack.inject(seed_intent(iid, symbol="BTCUSDT", position_size_usd=300.0))
+        result = stack.wait_result(iid)
+        assert result["status"] == "filled", result
+        assert order_queries(paper) == 0
+        assert_result_matches_venue(stack, result)
+        lines = [line for line in stack.log("worker").splitlines() if iid in line]
+    assert any("ORDER_RESPONSE status=NEW" in line for line in lines), "the venue first answered NEW"
+    assert any("FILL_PENDING" in line and "source=stream" in line for line in lines)
+    assert any("FILL_CONFIRMED status=FILLED" in line for line in lines)
+
+
+def test_with_streams_turned_off_a_late_fill_is_confirmed_by_asking_the_venue(
+    start_paper_server: Any, tmp_path: Path
+) -> None:
+    """QEXEC_USE_STREAMS=false: confirm_fill polls GET /fapi/v1/order until the venue reports the fill."""
+    paper, running = late_fill_stack(start_paper_server, tmp_path, {"QEXEC_USE_STREAMS": "false"})
+    with running as stack:
+        iid = unique_id("late-rest")
+        stack.inject(seed_intent(iid, symbol="BTCUSDT", position_size_usd=300.0))
+        result = stack.wait_result(iid)
+        assert result["status"] == "filled", result
+        assert order_queries(paper) >= 1
+        assert_result_matches_venue(stack, result)
+        assert "FEED_LIVE" not in stack.log("worker")

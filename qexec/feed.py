@@ -1,0 +1,413 @@
+"""The venue's websocket streams kept as a live view of the account: order updates, positions, mark prices.
+
+A worker process runs one `Feed` per venue (`start`), in two daemon threads: the user-data stream
+(`ORDER_TRADE_UPDATE`, `ACCOUNT_UPDATE`) and the mark-price stream. Readers never wait on the network: the feed
+answers from memory, or says None, which means "ask the venue over REST". It vouches for what it has *not* seen (an
+order with no fill yet, a symbol with no position) only while its user stream has been connected without a break
+since before the thing in question began, and only after a REST snapshot of the positions taken on that connection;
+a dropped connection makes it say None until it is back and has taken a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from qexec.config import Settings
+from qexec.errors import OrderNotFound, OrderRejected, VenueError
+from qexec.models import OrderState, PositionRisk
+
+if TYPE_CHECKING:
+    from qexec.venue import Venue
+
+log = logging.getLogger(__name__)
+
+FEED_LIVE = "FEED_LIVE"
+FEED_DOWN = "FEED_DOWN"
+
+MARK_STREAM = "!markPrice@arr@1s"
+MAX_ORDERS = 50_000  # order records kept (oldest dropped first); a dropped one is asked over REST
+# The clocks of the machine that placed an order and of this one may differ a little: the feed vouches only for
+# orders placed at least this long after its stream came up.
+VOUCH_MARGIN_S = 1.0
+KEEPALIVE_S = 30 * 60  # listen keys live 60 minutes unless kept alive
+RECV_STEP_S = 1.0  # how often a reader thread looks up from its socket (stop requests, keep-alives)
+BACKOFF_MAX_S = 30.0
+DOWN_LOG_EVERY_S = 300.0  # a stream that stays down is logged again this often
+
+
+class _Reconnect(Exception):
+    """Raised inside a stream thread when the connection must be started again (e.g. the listen key expired)."""
+
+
+@dataclass
+class _Order:
+    state: OrderState
+    quote: Decimal  # sum of last-qty x last-price over the fills seen
+    whole: bool  # every fill of the order was seen (its NEW came first), so `quote` is its cumQuote
+
+
+class Feed:
+    """A live, in-memory view of one venue account, fed by its websocket streams (one per process)."""
+
+    def __init__(self, settings: Settings, rest: Callable[[], Venue]) -> None:
+        self.settings = settings
+        self.url = settings.stream_base_url
+        self._rest = rest
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._orders: OrderedDict[str, _Order] = OrderedDict()
+        self._positions: dict[tuple[str, str], PositionRisk] = {}
+        self._symbol_ms: dict[str, int] = {}  # the venue time of the last position update per symbol
+        self._as_of_ms = 0  # the venue time of the positions snapshot: every symbol is known up to it
+        self._marks: dict[str, tuple[Decimal, float]] = {}  # symbol -> (mark, time.monotonic() received)
+        self._live_since: float | None = None  # time.time() the user stream came up; None while down
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pid = os.getpid()
+        self._down_said: dict[str, float] = {}  # stream -> when its being down was last logged
+        self.events = 0  # user-stream events applied, for status and tests
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> Feed:
+        """Start the two stream threads (a second call does nothing)."""
+        if self._threads:
+            return self
+        for name, target in (("user", self._user_loop), ("marks", self._mark_loop)):
+            thread = threading.Thread(target=target, name=f"qexec-feed-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the threads and forget the view."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._set_down("stopped")
+
+    @property
+    def running(self) -> bool:
+        """True in the process that started the feed, until it is stopped."""
+        return bool(self._threads) and not self._stop.is_set() and self._pid == os.getpid()
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        """True while the user stream is connected and its positions snapshot is in place."""
+        return self._live_since is not None
+
+    def vouches_for(self, since: datetime) -> bool:
+        """True when the user stream has been up without a break since before `since`: it saw all that followed."""
+        live_since = self._live_since
+        return live_since is not None and live_since + VOUCH_MARGIN_S <= since.timestamp()
+
+    def order(self, client_order_id: str) -> OrderState | None:
+        """The order's latest state as the stream reported it, or None when the stream said nothing of it."""
+        with self._lock:
+            found = self._orders.get(client_order_id)
+        return found.state if found is not None else None
+
+    def positions(self, symbol: str | None = None, *, since_ms: int | None = None) -> list[PositionRisk] | None:
+        """The account's positions (of `symbol`) as of now, or None when the feed cannot vouch for them.
+
+        With `since_ms`, None also when the stream has not yet reported `symbol` as of that venue time (a fill
+        that has just happened, whose position update is still on its way).
+        """
+        with self._lock:
+            return self._positions_locked(symbol, since_ms)
+
+    def wait_positions(self, symbol: str, since_ms: int, timeout_s: float) -> list[PositionRisk] | None:
+        """`positions(symbol, since_ms=…)`, waiting up to `timeout_s` for the stream to catch up."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                found = self._positions_locked(symbol, since_ms)
+                remaining = deadline - time.monotonic()
+                if found is not None or self._live_since is None or remaining <= 0:
+                    return found
+                self._changed.wait(remaining)
+
+    def _positions_locked(self, symbol: str | None, since_ms: int | None) -> list[PositionRisk] | None:
+        if self._live_since is None:
+            return None
+        if (
+            since_ms is not None
+            and symbol is not None
+            and max(self._symbol_ms.get(symbol, 0), self._as_of_ms) < since_ms
+        ):
+            return None
+        return [p for (s, _side), p in self._positions.items() if symbol is None or s == symbol]
+
+    def mark(self, symbol: str, max_age_s: float) -> Decimal | None:
+        """The symbol's mark price from the stream, when it is at most `max_age_s` old."""
+        found = self._marks.get(symbol)
+        if found is None or time.monotonic() - found[1] > max_age_s:
+            return None
+        return found[0]
+
+    def status(self) -> dict[str, Any]:
+        """What the feed knows, for logs and `qexec status`."""
+        with self._lock:
+            orders, positions = len(self._orders), sum(1 for p in self._positions.values() if p.positionAmt)
+        newest = max((at for _price, at in self._marks.values()), default=None)
+        return {
+            "live": self.live,
+            "live_for_s": round(time.time() - self._live_since, 1) if self._live_since else None,
+            "events": self.events,
+            "orders": orders,
+            "open_positions": positions,
+            "marks": len(self._marks),
+            "mark_age_s": round(time.monotonic() - newest, 1) if newest is not None else None,
+        }
+
+    # -- the user-data stream -------------------------------------------------------------------------
+
+    def _user_loop(self) -> None:
+        backoff_s = 0.5
+        venue = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    venue = self._rest()
+                    self._user_session(venue)
+                    backoff_s = 0.5
+                except (OSError, TimeoutError, WebSocketException, VenueError, _Reconnect, ValueError) as exc:
+                    self._set_down(f"{type(exc).__name__}: {exc}")
+                except Exception:
+                    log.exception("%s user stream failed", FEED_DOWN)
+                    self._set_down("unexpected error")
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+        finally:
+            if venue is not None:
+                venue.close()
+
+    def _user_session(self, venue: Venue) -> None:
+        key = venue.new_listen_key()
+        with self._connect(f"{self.url}/private/ws?listenKey={key}") as ws:
+            came_up = time.time()
+            # Events that arrive while the snapshot is read wait in the socket and are applied after it: position
+            # updates carry absolute amounts, so replaying them over the snapshot leaves the current state.
+            as_of_ms = int(time.time() * 1000) + venue.clock_offset_ms()
+            snapshot = [PositionRisk.model_validate(raw) for raw in venue.positions()]
+            with self._changed:
+                self._positions = {(p.symbol, p.positionSide): p for p in snapshot}
+                self._symbol_ms.clear()
+                self._as_of_ms = as_of_ms
+                self._live_since = came_up
+                self._changed.notify_all()
+            held = sum(1 for p in snapshot if p.positionAmt)
+            log.info("%s stream=user url=%s open_positions=%d", FEED_LIVE, self.url, held)
+            keepalive_at = time.monotonic() + KEEPALIVE_S
+            while not self._stop.is_set():
+                if time.monotonic() >= keepalive_at:
+                    self._keepalive(venue, key)
+                    keepalive_at = time.monotonic() + KEEPALIVE_S
+                raw = _recv(ws)
+                if raw is not None:
+                    self._on_user_event(json.loads(raw))
+
+    def _keepalive(self, venue: Venue, key: str) -> None:
+        try:
+            venue.keepalive_listen_key(key)
+        except (OrderNotFound, OrderRejected) as exc:  # -1125: the key is gone; start again with a new one
+            raise _Reconnect(f"listen key refused on keep-alive: {exc}") from exc
+
+    def _on_user_event(self, event: Any) -> None:
+        kind = event.get("e") if isinstance(event, dict) else None
+        if kind == "ORDER_TRADE_UPDATE":
+            self._on_order(event.get("o") or {})
+        elif kind == "ACCOUNT_UPDATE":
+            self._on_account(event.get("a") or {}, int(event.get("T") or event.get("E") or 0))
+        elif kind == "listenKeyExpired":
+            raise _Reconnect("the listen key expired")
+        else:
+            return
+        self.events += 1
+
+    def _on_order(self, o: dict[str, Any]) -> None:
+        try:
+            executed = Decimal(str(o.get("z") or 0))
+            state = OrderState(
+                orderId=o["i"],
+                clientOrderId=o["c"],
+                symbol=o["s"],
+                status=o["X"],
+                side=o["S"],
+                type=o.get("o") or "",
+                origQty=Decimal(str(o["q"])),
+                executedQty=executed,
+                avgPrice=Decimal(str(o.get("ap") or 0)),
+                price=Decimal(str(o.get("p") or 0)),
+                positionSide=o.get("ps") or "BOTH",
+                updateTime=int(o.get("T") or 0),
+            )
+            last_qty, last_price = Decimal(str(o.get("l") or 0)), Decimal(str(o.get("L") or 0))
+        except (KeyError, ValidationError, InvalidOperation, ValueError, TypeError) as exc:
+            log.debug("feed skipped an order update it cannot read: %s", exc)  # e.g. liquidation statuses
+            return
+        cid = state.clientOrderId
+        with self._changed:
+            known = self._orders.get(cid)
+            if known is not None and known.state.orderId == state.orderId:
+                if known.state.status.terminal and not state.status.terminal:
+                    return  # never let an older report undo a final one
+                quote, whole = known.quote, known.whole
+            else:
+                quote, whole = Decimal(0), o.get("x") == "NEW"
+            if o.get("x") == "TRADE":
+                quote += last_qty * last_price
+            if whole and quote > 0:
+                state = state.model_copy(update={"cumQuote": quote})
+            self._orders[cid] = _Order(state, quote, whole)
+            self._orders.move_to_end(cid)
+            while len(self._orders) > MAX_ORDERS:
+                self._orders.popitem(last=False)
+            self._changed.notify_all()
+
+    def _on_account(self, a: dict[str, Any], at_ms: int) -> None:
+        updates = []
+        for p in a.get("P") or []:
+            try:
+                updates.append(
+                    PositionRisk(
+                        symbol=p["s"],
+                        positionSide=p.get("ps") or "BOTH",
+                        positionAmt=Decimal(str(p["pa"])),
+                        entryPrice=Decimal(str(p.get("ep") or 0)),
+                        unRealizedProfit=Decimal(str(p.get("up") or 0)),
+                        updateTime=at_ms,
+                    )
+                )
+            except (KeyError, ValidationError, InvalidOperation, ValueError, TypeError) as exc:
+                log.warning("feed skipped a position update it cannot read: %s", exc)
+        with self._changed:
+            for position in updates:
+                self._positions[(position.symbol, position.positionSide)] = position
+                self._symbol_ms[position.symbol] = max(self._symbol_ms.get(position.symbol, 0), at_ms)
+            self._changed.notify_all()
+
+    def _set_down(self, reason: str) -> None:
+        with self._changed:
+            was_live = self._live_since is not None
+            self._live_since = None
+            self._changed.notify_all()
+        if was_live:
+            self._down_said.pop("user", None)
+        self._say_down("user", reason)
+
+    def _say_down(self, stream: str, reason: str) -> None:
+        """Log a stream that is down: at once when it was up, then at most every `DOWN_LOG_EVERY_S`."""
+        if self._stop.is_set():
+            return
+        now = time.monotonic()
+        said = self._down_said.get(stream)
+        if said is not None and now - said < DOWN_LOG_EVERY_S:
+            log.debug("feed %s stream still down: %s", stream, reason)
+            return
+        self._down_said[stream] = now
+        log.warning(
+            "%s stream=%s url=%s reason=%s (the venue is asked over REST until it is back)",
+            FEED_DOWN,
+            stream,
+            self.url,
+            reason,
+        )
+
+    # -- the mark-price stream -----------------------------------------------------------------------
+
+    def _mark_loop(self) -> None:
+        backoff_s = 0.5
+        while not self._stop.is_set():
+            try:
+                with self._connect(f"{self.url}/market/ws/{MARK_STREAM}") as ws:
+                    log.info("%s stream=marks url=%s", FEED_LIVE, self.url)
+                    self._down_said.pop("marks", None)
+                    backoff_s = 0.5
+                    while not self._stop.is_set():
+                        raw = _recv(ws)
+                        if raw is not None:
+                            self._on_marks(json.loads(raw))
+            except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
+                self._say_down("marks", f"{type(exc).__name__}: {exc}")
+            except Exception:
+                log.exception("%s mark stream failed", FEED_DOWN)
+            self._stop.wait(backoff_s)
+            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+    def _on_marks(self, payload: Any) -> None:
+        received = time.monotonic()
+        for update in payload if isinstance(payload, list) else [payload]:
+            try:
+                self._marks[update["s"]] = (Decimal(str(update["p"])), received)
+            except (KeyError, TypeError, InvalidOperation):
+                continue
+
+    def _connect(self, url: str) -> ClientConnection:
+        ping_s = self.settings.stream_ping_s
+        return connect(
+            url,
+            open_timeout=self.settings.request_timeout_s,
+            ping_interval=ping_s,
+            ping_timeout=ping_s,
+            close_timeout=1,
+            max_size=2**22,
+            logger=logging.getLogger("qexec.feed.ws"),
+        )
+
+
+def _recv(ws: ClientConnection) -> str | bytes | None:
+    """The next frame, or None after `RECV_STEP_S` without one."""
+    try:
+        return ws.recv(timeout=RECV_STEP_S)
+    except TimeoutError:
+        return None
+
+
+# -- one feed per process and venue ---------------------------------------------------------------------
+
+_feeds: dict[str, Feed] = {}
+_feeds_lock = threading.Lock()
+
+
+def start(settings: Settings, rest: Callable[[], Venue]) -> Feed | None:
+    """Start this process's feed for the settings' venue (once); None when streams are turned off."""
+    if not settings.use_streams:
+        return None
+    with _feeds_lock:
+        found = _feeds.get(settings.venue_url)
+        if found is not None and found.running:
+            return found
+        feed = _feeds[settings.venue_url] = Feed(settings, rest).start()
+        return feed
+
+
+def running(venue_url: str) -> Feed | None:
+    """This process's running feed for a venue, if any."""
+    found = _feeds.get(venue_url)
+    return found if found is not None and found.running else None
+
+
+def stop_all() -> None:
+    """Stop every feed of this process."""
+    with _feeds_lock:
+        feeds = list(_feeds.values())
+        _feeds.clear()
+    for feed in feeds:
+        feed.stop()

@@ -1,0 +1,159 @@
+"""The feed: the venue's websocket streams as a live view of the account, against the paper exchange.
+
+Each test runs a `Feed` in this process against a paper exchange subprocess (its streams on its HTTP port) and
+checks what the feed says against what the venue answers over REST through python-binance.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from paper_fixtures import PaperExchange
+
+from qexec import feed
+from qexec.config import Settings
+from qexec.models import OrderStatus
+from qexec.venue import Venue, thread_venue
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 5.0) -> Any:
+    """The first truthy value of `check()`, polled until `timeout_s` (fails the test after that)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"not true within {timeout_s}s: {check}")
+
+
+@pytest.fixture
+def live_feed(paper: PaperExchange) -> Iterator[feed.Feed]:
+    """A feed on the (freshly reset) paper exchange, once it is live."""
+    settings = Settings(exchange_url=paper.url, stream_ping_s=2)
+    started = feed.Feed(settings, lambda: thread_venue(settings)).start()
+    try:
+        wait_for(lambda: started.live)
+        yield started
+    finally:
+        started.stop()
+
+
+def market(paper: PaperExchange, symbol: str, side: str, quantity: str, client_id: str) -> dict[str, Any]:
+    """A MARKET order with newOrderRespType=RESULT, through python-binance."""
+    order: dict[str, Any] = paper.client().futures_create_order(
+        symbol=symbol,
+        side=side,
+        type="MARKET",
+        quantity=quantity,
+        newClientOrderId=client_id,
+        newOrderRespType="RESULT",
+    )
+    return order
+
+
+def rest_position(paper: PaperExchange, symbol: str) -> tuple[Decimal, Decimal]:
+    """(positionAmt, entryPrice) of a one-way position as positionRisk reports it."""
+    rows = paper.client().futures_position_information(symbol=symbol)
+    row = next((r for r in rows if r["positionSide"] == "BOTH"), None)
+    return (Decimal(row["positionAmt"]), Decimal(row["entryPrice"])) if row else (Decimal(0), Decimal(0))
+
+
+def feed_position(live: feed.Feed, symbol: str) -> tuple[Decimal, Decimal]:
+    """(positionAmt, entryPrice) of a one-way position as the feed has it."""
+    rows = live.positions(symbol) or []
+    row = next((p for p in rows if p.positionSide == "BOTH"), None)
+    return (row.positionAmt, row.entryPrice) if row else (Decimal(0), Decimal(0))
+
+
+def test_a_fill_reaches_the_feed_with_the_venues_own_price_quantity_and_quote(
+    paper: PaperExchange, live_feed: feed.Feed
+) -> None:
+    """The stream's account of a filled order equals the venue's REST answer: avgPrice, executedQty, cumQuote."""
+    answer = market(paper, "BTCUSDT", "BUY", "0.010", "feed-fill-1")
+    seen = wait_for(lambda: live_feed.order("feed-fill-1"))
+    assert seen.status is OrderStatus.FILLED and seen.settled
+    assert seen.orderId == answer["orderId"]
+    assert (seen.avgPrice, seen.executedQty) == (Decimal(answer["avgPrice"]), Decimal(answer["executedQty"]))
+    assert seen.cumQuote == Decimal(answer["cumQuote"])
+    assert seen.updateTime == answer["updateTime"]
+
+
+def test_positions_follow_every_fill_as_position_risk_reports_them(paper: PaperExchange, live_feed: feed.Feed) -> None:
+    """Open, add to and close a position: after each fill the feed's amount and entry equal positionRisk's."""
+    for n, (side, quantity) in enumerate((("BUY", "0.010"), ("BUY", "0.020"), ("SELL", "0.030"))):
+        market(paper, "BTCUSDT", side, quantity, f"feed-pos-{n}")
+        expected = rest_position(paper, "BTCUSDT")
+        assert wait_for(lambda expected=expected: feed_position(live_feed, "BTCUSDT") == expected)
+    assert feed_position(live_feed, "BTCUSDT") == (Decimal(0), Decimal(0))
+
+
+def test_positions_opened_before_the_feed_connected_come_from_its_snapshot(paper: PaperExchange) -> None:
+    """A position that no event will mention (it was opened earlier) is known from the snapshot taken on connect."""
+    market(paper, "ETHUSDT", "SELL", "0.100", "feed-before")
+    settings = Settings(exchange_url=paper.url)
+    late = feed.Feed(settings, lambda: thread_venue(settings)).start()
+    try:
+        wait_for(lambda: late.live)
+        assert feed_position(late, "ETHUSDT") == rest_position(paper, "ETHUSDT")
+        assert feed_position(late, "ETHUSDT")[0] < 0
+    finally:
+        late.stop()
+
+
+def test_a_dropped_stream_stops_the_feed_vouching_until_it_is_back(paper: PaperExchange, live_feed: feed.Feed) -> None:
+    """While the user stream is down the feed answers None; back up, it vouches only for what began after that."""
+    before_drop = datetime.now(UTC)
+    time.sleep(feed.VOUCH_MARGIN_S + 0.1)
+    assert live_feed.vouches_for(datetime.now(UTC))
+    paper.admin("POST", "/paper/v1/ws/drop")
+    wait_for(lambda: not live_feed.live)
+    assert live_feed.positions("BTCUSDT") is None
+    assert not live_feed.vouches_for(datetime.now(UTC))
+    wait_for(lambda: live_feed.live)
+    assert not live_feed.vouches_for(before_drop), "what happened while it was down was not seen"
+    assert live_feed.positions("BTCUSDT") is not None
+
+
+def test_an_expired_listen_key_is_replaced_and_the_feed_comes_back(paper: PaperExchange, live_feed: feed.Feed) -> None:
+    """When the venue expires the listen key, the feed goes down, takes a new key and is live again."""
+    paper.admin("POST", "/paper/v1/config", {"listen_key_ttl_s": 1})
+    paper.client().futures_stream_get_listen_key()  # the new lifetime applies from the next POST
+    wait_for(lambda: not live_feed.live, timeout_s=5)
+    wait_for(lambda: live_feed.live, timeout_s=5)
+    market(paper, "BTCUSDT", "BUY", "0.010", "feed-after-expiry")
+    assert wait_for(lambda: live_feed.order("feed-after-expiry"))
+
+
+def test_marks_come_from_the_stream_and_age_out(paper: PaperExchange, live_feed: feed.Feed) -> None:
+    """A mark set at the venue reaches the feed; a mark older than the allowed age is not given out."""
+    paper.set_price("SOLUSDT", "151.25")
+    assert wait_for(lambda: live_feed.mark("SOLUSDT", max_age_s=5) == Decimal("151.25"))
+    time.sleep(0.3)  # the stream's next push comes a second after the one that carried the new price
+    assert live_feed.mark("SOLUSDT", max_age_s=0.1) is None
+    assert live_feed.mark("SOLUSDT", max_age_s=5) == Decimal("151.25")
+    assert live_feed.mark("NOSUCHUSDT", max_age_s=5) is None
+
+
+def test_the_venue_takes_streamed_marks_instead_of_asking_over_rest(paper: PaperExchange, live_feed: feed.Feed) -> None:
+    """With a live feed in the process, `Venue.mark_price` sends no premiumIndex request."""
+    settings = live_feed.settings
+    feed._feeds[settings.venue_url] = live_feed  # this process's feed for that venue, as the worker registers it
+    try:
+        paper.set_price("XRPUSDT", "0.6123")
+        wait_for(lambda: live_feed.mark("XRPUSDT", 5) == Decimal("0.6123"))
+        asked = paper.stats()["requests"].get("GET /fapi/v1/premiumIndex", 0)
+        assert Venue(settings).mark_price("XRPUSDT") == Decimal("0.6123")
+        assert paper.stats()["requests"].get("GET /fapi/v1/premiumIndex", 0) == asked
+    finally:
+        feed._feeds.pop(settings.venue_url, None)
+
+
+def test_streams_turned_off_start_no_feed() -> None:
+    """QEXEC_USE_STREAMS=false: no feed, so every answer comes from the venue over REST."""
+    assert feed.start(Settings(use_streams=False), lambda: Venue(Settings())) is None
