@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SYMBOLS = ("DOGEUSDT", "XRPUSDT", "ADAUSDT", "TRXUSDT")
 SIZE_USD = 25.0
+WARM_UP = 8  # intents each executor gets (and answers) before a scenario measures it
+SCALE_IN = {"QEXEC_SAME_SIDE_POLICY": "add"}  # qexec's policy where intents pile up: each BUY adds to the position
 
 
 def ms_of(entry_id: str) -> int:
@@ -253,6 +255,12 @@ class Bench:
                         90,
                     )
                 )
+                if env.get("QEXEC_USE_STREAMS", "true").lower() not in ("0", "false", "no", "off"):
+                    # Measured from when the worker's venue streams are up and vouch for what follows.
+                    worker = procs[-1]
+                    _wait_for(lambda: "FEED_LIVE stream=user" in worker.log.read_text(errors="replace"), 30)
+                    _wait_for(lambda: "FEED_LIVE stream=marks" in worker.log.read_text(errors="replace"), 30)
+                    time.sleep(1.1)
                 procs.append(
                     spawn(
                         f"bridge-{tag}",
@@ -287,6 +295,14 @@ class Bench:
                 proc.stop()
 
 
+def _wait_for(check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting after {timeout_s}s: {check}")
+        time.sleep(0.1)
+
+
 def _group_exists(redis_url: str) -> bool:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
@@ -306,8 +322,16 @@ def stats(venue_url: str) -> dict[str, Any]:
     return dict(requests.get(f"{venue_url}/paper/v1/stats", timeout=5).json())
 
 
-def offer(r: redis.Redis, prices: dict[str, float], count: int, rate_per_s: float | None) -> dict[str, str]:
-    """XADD `count` intents (at `rate_per_s`, or all at once); returns intent id → intent entry id."""
+def offer(
+    r: redis.Redis, prices: dict[str, float], count: int, rate_per_s: float | None, *, scale_in: bool = False
+) -> dict[str, str]:
+    """XADD `count` intents (at `rate_per_s`, or all at once); returns intent id → intent entry id.
+
+    Each symbol alternates an opening BUY and a reduce-only SELL that closes it: every intent places exactly one order
+    under qexec's default position policies, and positions stay flat. That holds only while intents run in the order
+    they were sent; where they pile up and run side by side, `scale_in` sends only BUYs (qexec then runs with
+    QEXEC_SAME_SIDE_POLICY=add, so each one still places exactly one order).
+    """
     sent: dict[str, str] = {}
     start = time.monotonic()
     run = uuid.uuid4().hex[:8]
@@ -317,9 +341,7 @@ def offer(r: redis.Redis, prices: dict[str, float], count: int, rate_per_s: floa
             if lag > 0:
                 time.sleep(lag)
         symbol = SYMBOLS[n % len(SYMBOLS)]
-        # Each symbol alternates an opening BUY and a reduce-only SELL that closes it: every intent places exactly one
-        # order under qexec's default position policies, and positions stay flat.
-        closing = (n // len(SYMBOLS)) % 2 == 1
+        closing = not scale_in and (n // len(SYMBOLS)) % 2 == 1
         side = "SELL" if closing else "BUY"
         intent = {
             "reduce_only": closing,
@@ -386,6 +408,13 @@ class OrderSampler:
         return (end[1] - start[1]) / minutes, (end[2] - start[2]) / minutes
 
 
+def warm_up(r: redis.Redis, prices: dict[str, float], scale_in: bool) -> None:
+    """Send `WARM_UP` intents and wait for their results before any figure is taken (connections, caches)."""
+    sent = offer(r, prices, WARM_UP, 20, scale_in=scale_in)
+    if len(collect(r, sent, 60)) < len(sent):
+        raise RuntimeError("the warm-up intents got no result")
+
+
 def latency_run(
     bench: Bench,
     kind: str,
@@ -395,14 +424,16 @@ def latency_run(
     concurrency: int,
     timeout_s: float,
     extra: dict[str, str] | None = None,
+    scale_in: bool = False,
 ) -> Run:
     """Offer intents to one executor and measure latency, CPU and REST calls per intent."""
     url, r = bench.fresh_db()
     run = Run(kind)
     with bench.executor(kind, url, venue_url, concurrency, extra) as procs:
         prices = marks(venue_url)
+        warm_up(r, prices, scale_in)
         before_stats, before_cpu = stats(venue_url), sum(p.cpu_s() for p in procs)
-        sent = offer(r, prices, count, rate)
+        sent = offer(r, prices, count, rate, scale_in=scale_in)
         got = collect(r, sent, timeout_s)
         after_stats, after_cpu = stats(venue_url), sum(p.cpu_s() for p in procs)
     run.sent, run.results = len(sent), len(got)
@@ -459,7 +490,7 @@ def realistic(bench: Bench, quick: bool) -> dict[str, Any]:
         with bench.paper(Venue(latency_ms=50)) as venue:
             runs[kind] = latency_run(bench, kind, venue, 5 * duration, 5, 16, duration + 60)
             count = (200 if quick else 800) if kind == "qexec" else (20 if quick else 60)
-            burst[kind] = latency_run(bench, kind, venue, count, None, 32, 300)
+            burst[kind] = latency_run(bench, kind, venue, count, None, 32, 300, SCALE_IN, scale_in=True)
     table = compare(runs, ["p50_ms", "p95_ms", "p99_ms", "no_result_in_wait"])
     table["rows"]["throughput_per_s"] = _row(burst, "throughput_per_s")
     table["rows"]["burst_sent"] = _row(burst, "sent")
@@ -512,9 +543,8 @@ def ratelimit(bench: Bench, quick: bool) -> dict[str, Any]:
         with bench.paper(venue_flags) as venue:
             before = stats(venue)
             with OrderSampler(venue) as sampler:
-                run = latency_run(
-                    bench, kind, venue, 40 * duration, 40, 32, duration * 5 + 60, {"QEXEC_LIMIT_MARGIN": "1"}
-                )
+                extra = SCALE_IN | {"QEXEC_LIMIT_MARGIN": "1"}
+                run = latency_run(bench, kind, venue, 40 * duration, 40, 32, duration * 5 + 60, extra, scale_in=True)
             after = stats(venue)
             all_per_min, entries_per_min = sampler.per_minute()
             run.figures |= {

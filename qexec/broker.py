@@ -55,9 +55,23 @@ class RedisQoS(kombu_redis.QoS):
 
 
 class RedisChannel(kombu_redis.Channel):
-    """kombu's Redis channel with `RedisQoS`."""
+    """kombu's Redis channel with `RedisQoS`, and one synchronous client per connection pool."""
 
     QoS = RedisQoS
+    _sync_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        """kombu builds a new redis-py client (cheap to use, dear to build) for every publish and ack; reuse one.
+
+        A redis-py client is safe to share between threads (each command takes a connection from the pool); a new
+        pool (after a reconnect) gets a new client.
+        """
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+        client = self._sync_client
+        if client is None or client.connection_pool is not self.pool:
+            client = self._sync_client = super()._create_client()  # type: ignore[no-untyped-call]
+        return client
 
 
 class RedisTransport(kombu_redis.Transport):

@@ -251,6 +251,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Confirmation polls get their own queue so they are not stuck behind a backlog of new intents.
         "task_routes": {"qexec.confirm_fill": {"queue": "qexec.confirm"}},
         "worker_timer_precision": 0.05,
+        "worker_disable_rate_limits": True,  # qexec paces venue calls itself (qexec/limiter.py), not Celery
         # Task events cost a broker publish per task state (about a third of a worker's CPU per intent, measured
         # with py-spy): off unless someone watches. Flower switches them on in every worker while it runs.
         "worker_send_task_events": False,

@@ -118,29 +118,45 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
     locked, state, halt = pipe.execute()
     if not locked:
         raise Pending(0.5, "another execution is placing this intent")
+    lock = _PlaceLock(lock_key, token)
     try:
         phase = state.get("phase")
         if phase == "rejected":
             code = state.get("code")
             return ticket.decide(ResultStatus.REJECTED, state.get("reason") or "rejected", int(code) if code else None)
         if phase in ("submitting", "placed"):
-            return _adopt(ticket, ctx, state, attempt)
-        return _check_and_submit(ticket, ctx, attempt, halt=risk.halt_record(halt))
+            return _adopt(ticket, ctx, state, attempt, lock)
+        return _check_and_submit(ticket, ctx, attempt, lock, halt=risk.halt_record(halt))
     finally:
-        r.eval(_RELEASE_LOCK, 1, lock_key, token)
+        if lock.held:
+            r.eval(_RELEASE_LOCK, 1, lock_key, token)
+
+
+@dataclass
+class _PlaceLock:
+    """The intent's place lock (our token in Redis): released once, with the placement's last writes or at the end."""
+
+    key: str
+    token: str
+    held: bool = True
+
+    def release(self, pipe: redis.client.Pipeline) -> None:
+        """Queue the release in `pipe`."""
+        pipe.eval(_RELEASE_LOCK, 1, self.key, self.token)
+        self.held = False
 
 
 def _order_key(ticket: Ticket) -> str:
     return constants.ORDER_KEY.format(intent_id=ticket.intent_id)
 
 
-def _save_state(ticket: Ticket, ctx: Context, pipe: redis.client.Pipeline | None = None, **fields: Any) -> list[Any]:
-    """Record the intent's order state (in `pipe`, with what else it holds, when given); the pipeline's replies."""
+def _save_state(ticket: Ticket, ctx: Context, **fields: Any) -> None:
+    """Record the intent's order state."""
     key = _order_key(ticket)
-    pipe = pipe if pipe is not None else ctx.redis.pipeline()
+    pipe = ctx.redis.pipeline()
     pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
     pipe.expire(key, ctx.settings.intent_state_ttl_s)
-    return list(pipe.execute())
+    pipe.execute()
 
 
 def _reject(ticket: Ticket, ctx: Context, reason: str, code: int | None = None) -> Ticket:
@@ -166,7 +182,9 @@ def _retry_or_fail(ticket: Ticket, ctx: Context, exc: VenueError, attempt: int, 
     raise Pending(countdown, f"{what}: {exc}")
 
 
-def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int, *, halt: risk.Halt = risk.UNREAD) -> Ticket:
+def _check_and_submit(
+    ticket: Ticket, ctx: Context, attempt: int, lock: _PlaceLock, *, halt: risk.Halt = risk.UNREAD
+) -> Ticket:
     intent, s, venue = ticket.intent, ctx.settings, ctx.venue
     now = ctx.now()
     try:
@@ -207,12 +225,22 @@ def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int, *, halt: risk.
         opens_long = (intent.side is Side.BUY) != intent.reduce_only
         position_side = "LONG" if opens_long else "SHORT"
     ticket = ticket.model_copy(update={"quantity": quantity})
-    pipe = ctx.redis.pipeline()
+    # One round trip before the order goes out: the submit is recorded (a re-run looks the order up instead of
+    # sending again), and the order's rate budget is spent.
+    pipe = ctx.redis.pipeline(transaction=False)
     if not intent.reduce_only:
         positions.mark_entering(ctx, intent.symbol, pipe)  # our own position-to-be: not a stranger's to adopt
-    _save_state(
-        ticket, ctx, pipe, phase="submitting", submitted_at=now.timestamp(), client_order_id=ticket.client_order_id
-    )
+    key = _order_key(ticket)
+    state = {"phase": "submitting", "submitted_at": now.timestamp(), "client_order_id": ticket.client_order_id}
+    pipe.hset(key, mapping={k: str(v) for k, v in state.items()})
+    pipe.expire(key, ctx.settings.intent_state_ttl_s)
+    recorded = len(pipe)
+    spending = venue.spend_order_budget(pipe)
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies[:recorded]:
+        if isinstance(reply, Exception):
+            raise reply
+    spent = replies[recorded] if spending else None
     logs.proof(
         logs.ORDER_SUBMIT,
         side=intent.side.value,
@@ -232,6 +260,7 @@ def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int, *, halt: risk.
             price=limit_price,
             reduce_only=intent.reduce_only,
             position_side=position_side,
+            spent=spent,
         )
     except OrderRejected as exc:
         if exc.code == POSITION_SIDE_MISMATCH and attempt < 3:
@@ -247,26 +276,35 @@ def _check_and_submit(ticket: Ticket, ctx: Context, attempt: int, *, halt: risk.
         return _retry_or_fail(ticket, ctx, exc, attempt, "submitting the order")
     except UnknownOutcome as exc:
         logs.proof(logs.ORDER_ERROR, level=logging.WARNING, outcome="unknown", error=exc, **_ids(ticket, ctx))
-        return _adopt(ticket, ctx, {"phase": "submitting", "submitted_at": str(now.timestamp())}, attempt)
-    return _placed(ticket, ctx, order, placed_at=now)
+        return _adopt(ticket, ctx, {"phase": "submitting", "submitted_at": str(now.timestamp())}, attempt, lock)
+    return _placed(ticket, ctx, order, placed_at=now, lock=lock, first=True)
 
 
-def _placed(ticket: Ticket, ctx: Context, order: OrderState, *, placed_at: datetime) -> Ticket:
+def _placed(
+    ticket: Ticket, ctx: Context, order: OrderState, *, placed_at: datetime, lock: _PlaceLock, first: bool
+) -> Ticket:
+    """Record the order the venue acknowledged, and release the place lock, in one round trip.
+
+    `first`: this run is the first to learn of the order (it is counted once, not again by a re-run adopting it).
+    """
     ticket = ticket.model_copy(update={"order": order, "placed_at": placed_at})
-    pipe = ctx.redis.pipeline()
+    key = _order_key(ticket)
+    pipe = ctx.redis.pipeline(transaction=False)
     # Until its result is published the intent stays listed, so beat's reconcile can finish it if the chain dies.
     pipe.zadd(constants.INFLIGHT_KEY, {ticket.intent_id: placed_at.timestamp()})
-    newly_inflight, *_ = _save_state(
-        ticket,
-        ctx,
-        pipe,
-        phase="placed",
-        order_id=order.orderId,
-        placed_at=placed_at.timestamp(),
-        ticket_json=ticket.model_dump_json(),
-    )
-    if newly_inflight:
-        metrics.order_placed(ctx.redis)  # newly in flight: a re-run adopting the same order is not counted again
+    state = {"phase": "placed", "order_id": order.orderId, "placed_at": placed_at.timestamp()}
+    state["ticket_json"] = ticket.model_dump_json()
+    pipe.hset(key, mapping={k: str(v) for k, v in state.items()})
+    pipe.expire(key, ctx.settings.intent_state_ttl_s)
+    lock.release(pipe)
+    counts_from = len(pipe)
+    if first:
+        metrics.queue_placed(pipe)
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies[:counts_from]:
+        if isinstance(reply, Exception):
+            raise reply
+    metrics.dropped(replies[counts_from:])
     logs.proof(
         logs.ORDER_RESPONSE,
         status=order.status.value,
@@ -277,7 +315,7 @@ def _placed(ticket: Ticket, ctx: Context, order: OrderState, *, placed_at: datet
     return ticket
 
 
-def _adopt(ticket: Ticket, ctx: Context, state: dict[str, str], attempt: int) -> Ticket:
+def _adopt(ticket: Ticket, ctx: Context, state: dict[str, str], attempt: int, lock: _PlaceLock) -> Ticket:
     """Find out what an earlier submit did by asking the venue for our client order id."""
     venue = ctx.venue
     submitted_at = datetime.fromtimestamp(float(state.get("submitted_at") or 0), tz=UTC)
@@ -298,11 +336,11 @@ def _adopt(ticket: Ticket, ctx: Context, state: dict[str, str], attempt: int) ->
             raise Pending(0.5, "order not visible at the venue yet") from None
         logs.proof(logs.ORDER_LOOKUP, outcome="absent", waited_s=f"{waited_s:.1f}", **_ids(ticket, ctx))
         ctx.redis.delete(_order_key(ticket))
-        return _check_and_submit(ticket, ctx, attempt)
+        return _check_and_submit(ticket, ctx, attempt, lock)
     except (TemporaryVenueError, UnknownOutcome) as exc:
         return _retry_or_fail(ticket, ctx, exc, attempt, "looking the order up")
     logs.proof(logs.ORDER_LOOKUP, outcome="found", status=order.status.value, **_ids(ticket, ctx, order))
-    return _placed(ticket, ctx, order, placed_at=placed_at)
+    return _placed(ticket, ctx, order, placed_at=placed_at, lock=lock, first=state.get("phase") != "placed")
 
 
 # -- confirm_fill -------------------------------------------------------------------------------------
@@ -376,8 +414,6 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
             avg_price=fill.price,
             **_ids(ticket, ctx, order),
         )
-        complete = order.status is OrderStatus.FILLED
-        metrics.fill_confirmed(ctx.redis, complete=complete, placed_at=ticket.placed_at, confirmed_at=ctx.now())
     return ticket
 
 
@@ -474,11 +510,19 @@ def publish(ticket: Ticket, ctx: Context, attempt: int = 0) -> ExecutionResult:
     """Publish the intent's one terminal result (a second call publishes nothing)."""
     result = build_result(ticket, ctx)
     written, entry_id = streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
-    ctx.redis.zrem(constants.INFLIGHT_KEY, ticket.intent_id)
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.zrem(constants.INFLIGHT_KEY, ticket.intent_id)  # one that stays is dropped by beat's reconcile
     if written:
         metrics.result_published(
-            ctx.redis, status=result.status.value, received_at=result.received_at, published_at=result.published_at
+            ctx.redis,
+            status=result.status.value,
+            received_at=result.received_at,
+            published_at=result.published_at,
+            placed_at=ticket.placed_at,
+            pipe=pipe,
         )
+    else:
+        pipe.execute()
     logs.proof(
         logs.EXECUTION_PUBLISHED,
         status=result.status.value,
@@ -496,11 +540,19 @@ def publish(ticket: Ticket, ctx: Context, attempt: int = 0) -> ExecutionResult:
 
 
 def claim_dispatch(r: redis.Redis, settings: Settings, intent_id: str, owner: str) -> bool:
-    """Claim the right to start this intent's chain; the same owner (entry or task id) may claim again."""
+    """Count an admitted intent and claim the right to start its chain; the same owner (entry or task id) may claim
+    again. One round trip: SET NX, then whoever holds the claim (the count rides along)."""
     key = constants.DISPATCH_KEY.format(intent_id=intent_id)
-    if r.set(key, owner, nx=True, ex=settings.intent_state_ttl_s):
-        return True
-    return bool(r.get(key) == owner)
+    pipe = r.pipeline(transaction=False)
+    pipe.set(key, owner, nx=True, ex=settings.intent_state_ttl_s)
+    pipe.get(key)
+    metrics.queue_received(pipe)
+    claimed, holder, *counted = pipe.execute(raise_on_error=False)
+    for reply in (claimed, holder):
+        if isinstance(reply, Exception):
+            raise reply
+    metrics.dropped(counted)  # a failed count is no reason to stop
+    return bool(holder == owner)
 
 
 def admit(
@@ -516,7 +568,6 @@ def admit(
     """Start the chain for a valid intent unless another entry already did; True when dispatched."""
     ids: dict[str, Any] = {"intent_id": intent.id, "entry_id": entry_id, "symbol": intent.symbol, "owner": owner}
     logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
-    metrics.intent_received(r)
     if not claim_dispatch(r, settings, intent.id, owner):
         logs.proof(
             logs.INTENT_DUPLICATE,

@@ -28,7 +28,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from qexec.config import Settings
 from qexec.errors import OrderNotFound, OrderRejected, VenueError
-from qexec.models import OrderState, PositionRisk
+from qexec.models import AlgoOrder, OrderState, OrderStatus, PositionRisk
 
 if TYPE_CHECKING:
     from qexec.venue import Venue
@@ -53,11 +53,79 @@ class _Reconnect(Exception):
     """Raised inside a stream thread when the connection must be started again (e.g. the listen key expired)."""
 
 
+# Events are kept as the venue sent them and read into models only when asked for: the stream's thread competes for
+# the GIL with the step whose order caused the event, at the very moment that step gets its answer.
+TERMINAL = frozenset(status.value for status in OrderStatus if status.terminal)
+USER_EVENTS = "ORDER_TRADE_UPDATE/ACCOUNT_UPDATE/ALGO_UPDATE"  # the venue sends only these (and listenKeyExpired)
+
+
 @dataclass
 class _Order:
-    state: OrderState
+    update: dict[str, Any]  # the order's latest ORDER_TRADE_UPDATE `o`
     quote: Decimal  # sum of last-qty x last-price over the fills seen
     whole: bool  # every fill of the order was seen (its NEW came first), so `quote` is its cumQuote
+
+    def state(self) -> OrderState | None:
+        o = self.update
+        try:
+            return OrderState(
+                orderId=o["i"],
+                clientOrderId=o["c"],
+                symbol=o["s"],
+                status=o["X"],
+                side=o["S"],
+                type=o.get("o") or "",
+                origQty=o["q"],
+                executedQty=o.get("z") or 0,
+                avgPrice=o.get("ap") or 0,
+                cumQuote=self.quote if self.whole else 0,
+                price=o.get("p") or 0,
+                positionSide=o.get("ps") or "BOTH",
+                updateTime=o.get("T") or 0,
+            )
+        except (KeyError, ValidationError) as exc:  # e.g. a liquidation's own statuses
+            log.debug("feed cannot read an order update: %s", exc)
+            return None
+
+
+def _algo(o: dict[str, Any]) -> AlgoOrder | None:
+    try:
+        return AlgoOrder(
+            algoId=o["aid"],
+            clientAlgoId=o["caid"],
+            symbol=o["s"],
+            side=o["S"],
+            positionSide=o.get("ps") or "BOTH",
+            orderType=o["o"],
+            algoStatus=o["X"],
+            triggerPrice=o.get("tp") or 0,
+            quantity=o.get("q") or 0,
+            closePosition=bool(o.get("cp")),
+            reduceOnly=bool(o.get("R")),
+            workingType=o.get("wt") or "CONTRACT_PRICE",
+            triggerTime=o.get("tt") or 0,
+            actualOrderId=o.get("ai"),
+            actualPrice=o.get("ap"),
+            actualQty=o.get("aq"),
+        )
+    except (KeyError, ValidationError) as exc:
+        log.debug("feed cannot read an algo order update: %s", exc)
+        return None
+
+
+def _position(p: dict[str, Any], at_ms: int) -> PositionRisk | None:
+    try:
+        return PositionRisk(
+            symbol=p["s"],
+            positionSide=p.get("ps") or "BOTH",
+            positionAmt=p["pa"],
+            entryPrice=p.get("ep") or 0,
+            unRealizedProfit=p.get("up") or 0,
+            updateTime=at_ms,
+        )
+    except (KeyError, ValidationError) as exc:
+        log.warning("feed cannot read a position update: %s", exc)
+        return None
 
 
 class Feed:
@@ -70,10 +138,14 @@ class Feed:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._orders: OrderedDict[str, _Order] = OrderedDict()
-        self._positions: dict[tuple[str, str], PositionRisk] = {}
+        # clientAlgoId -> (its latest ALGO_UPDATE `o`, the connection it came on): only the current connection's
+        # reports are known to be current.
+        self._algos: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
+        self._connection = 0  # counts the user stream's connections
+        self._positions: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}  # (symbol, side) -> (update, ms)
         self._symbol_ms: dict[str, int] = {}  # the venue time of the last position update per symbol
         self._as_of_ms = 0  # the venue time of the positions snapshot: every symbol is known up to it
-        self._marks: dict[str, tuple[Decimal, float]] = {}  # symbol -> (mark, time.monotonic() received)
+        self._marks: dict[str, tuple[str, float]] = {}  # symbol -> (mark, time.monotonic() received)
         self._live_since: float | None = None  # time.time() the user stream came up; None while down
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -121,7 +193,24 @@ class Feed:
         """The order's latest state as the stream reported it, or None when the stream said nothing of it."""
         with self._lock:
             found = self._orders.get(client_order_id)
-        return found.state if found is not None else None
+        return found.state() if found is not None else None
+
+    def algo_orders(self, client_algo_ids: list[str]) -> dict[str, AlgoOrder] | None:
+        """These algo orders as they stand, when the stream has reported each of them on its current connection (so
+        it saw everything that happened to them since); else None."""
+        with self._lock:
+            if self._live_since is None:
+                return None
+            updates = []
+            for cid in client_algo_ids:
+                found = self._algos.get(cid)
+                if found is None or found[1] != self._connection:
+                    return None
+                updates.append(found[0])
+        algos = [_algo(o) for o in updates]
+        if any(a is None for a in algos):
+            return None
+        return {a.clientAlgoId: a for a in algos if a is not None}
 
     def positions(self, symbol: str | None = None, *, since_ms: int | None = None) -> list[PositionRisk] | None:
         """The account's positions (of `symbol`) as of now, or None when the feed cannot vouch for them.
@@ -152,19 +241,24 @@ class Feed:
             and max(self._symbol_ms.get(symbol, 0), self._as_of_ms) < since_ms
         ):
             return None
-        return [p for (s, _side), p in self._positions.items() if symbol is None or s == symbol]
+        found = (_position(p, at) for (s, _side), (p, at) in self._positions.items() if symbol is None or s == symbol)
+        return [p for p in found if p is not None]
 
     def mark(self, symbol: str, max_age_s: float) -> Decimal | None:
         """The symbol's mark price from the stream, when it is at most `max_age_s` old."""
         found = self._marks.get(symbol)
         if found is None or time.monotonic() - found[1] > max_age_s:
             return None
-        return found[0]
+        try:
+            return Decimal(found[0])
+        except InvalidOperation:
+            return None
 
     def status(self) -> dict[str, Any]:
         """What the feed knows, for logs and `qexec status`."""
         with self._lock:
-            orders, positions = len(self._orders), sum(1 for p in self._positions.values() if p.positionAmt)
+            orders = len(self._orders)
+            positions = sum(1 for p, _at in self._positions.values() if Decimal(str(p.get("pa") or 0)))
         newest = max((at for _price, at in self._marks.values()), default=None)
         return {
             "live": self.live,
@@ -200,14 +294,16 @@ class Feed:
 
     def _user_session(self, venue: Venue) -> None:
         key = venue.new_listen_key()
-        with self._connect(f"{self.url}/private/ws?listenKey={key}") as ws:
+        with self._connect(f"{self.url}/private/ws?listenKey={key}&events={USER_EVENTS}") as ws:
             came_up = time.time()
             # Events that arrive while the snapshot is read wait in the socket and are applied after it: position
             # updates carry absolute amounts, so replaying them over the snapshot leaves the current state.
             as_of_ms = int(time.time() * 1000) + venue.clock_offset_ms()
             snapshot = [PositionRisk.model_validate(raw) for raw in venue.positions()]
+            rows = {(p.symbol, p.positionSide): _snapshot_row(p) for p in snapshot}
             with self._changed:
-                self._positions = {(p.symbol, p.positionSide): p for p in snapshot}
+                self._connection += 1
+                self._positions = rows
                 self._symbol_ms.clear()
                 self._as_of_ms = as_of_ms
                 self._live_since = came_up
@@ -235,6 +331,8 @@ class Feed:
             self._on_order(event.get("o") or {})
         elif kind == "ACCOUNT_UPDATE":
             self._on_account(event.get("a") or {}, int(event.get("T") or event.get("E") or 0))
+        elif kind == "ALGO_UPDATE":
+            self._on_algo(event.get("o") or {})
         elif kind == "listenKeyExpired":
             raise _Reconnect("the listen key expired")
         else:
@@ -242,65 +340,44 @@ class Feed:
         self.events += 1
 
     def _on_order(self, o: dict[str, Any]) -> None:
-        try:
-            executed = Decimal(str(o.get("z") or 0))
-            state = OrderState(
-                orderId=o["i"],
-                clientOrderId=o["c"],
-                symbol=o["s"],
-                status=o["X"],
-                side=o["S"],
-                type=o.get("o") or "",
-                origQty=Decimal(str(o["q"])),
-                executedQty=executed,
-                avgPrice=Decimal(str(o.get("ap") or 0)),
-                price=Decimal(str(o.get("p") or 0)),
-                positionSide=o.get("ps") or "BOTH",
-                updateTime=int(o.get("T") or 0),
-            )
-            last_qty, last_price = Decimal(str(o.get("l") or 0)), Decimal(str(o.get("L") or 0))
-        except (KeyError, ValidationError, InvalidOperation, ValueError, TypeError) as exc:
-            log.debug("feed skipped an order update it cannot read: %s", exc)  # e.g. liquidation statuses
+        cid, order_id, execution = o.get("c"), o.get("i"), o.get("x")
+        if not isinstance(cid, str) or order_id is None:
             return
-        cid = state.clientOrderId
         with self._changed:
             known = self._orders.get(cid)
-            if known is not None and known.state.orderId == state.orderId:
-                if known.state.status.terminal and not state.status.terminal:
+            if known is not None and known.update.get("i") == order_id:
+                if known.update.get("X") in TERMINAL and o.get("X") not in TERMINAL:
                     return  # never let an older report undo a final one
                 quote, whole = known.quote, known.whole
             else:
-                quote, whole = Decimal(0), o.get("x") == "NEW"
-            if o.get("x") == "TRADE":
-                quote += last_qty * last_price
-            if whole and quote > 0:
-                state = state.model_copy(update={"cumQuote": quote})
-            self._orders[cid] = _Order(state, quote, whole)
+                quote, whole = Decimal(0), execution == "NEW"
+            if execution == "TRADE":
+                try:
+                    quote += Decimal(o["l"]) * Decimal(o["L"])
+                except (KeyError, InvalidOperation, TypeError):
+                    whole = False  # cumQuote unknown: the fill's price is the average price instead
+            self._orders[cid] = _Order(o, quote, whole)
             self._orders.move_to_end(cid)
             while len(self._orders) > MAX_ORDERS:
                 self._orders.popitem(last=False)
             self._changed.notify_all()
 
+    def _on_algo(self, o: dict[str, Any]) -> None:
+        cid = o.get("caid")
+        if not isinstance(cid, str):
+            return
+        with self._lock:
+            self._algos[cid] = (o, self._connection)
+            self._algos.move_to_end(cid)
+            while len(self._algos) > MAX_ORDERS:
+                self._algos.popitem(last=False)
+
     def _on_account(self, a: dict[str, Any], at_ms: int) -> None:
-        updates = []
-        for p in a.get("P") or []:
-            try:
-                updates.append(
-                    PositionRisk(
-                        symbol=p["s"],
-                        positionSide=p.get("ps") or "BOTH",
-                        positionAmt=Decimal(str(p["pa"])),
-                        entryPrice=Decimal(str(p.get("ep") or 0)),
-                        unRealizedProfit=Decimal(str(p.get("up") or 0)),
-                        updateTime=at_ms,
-                    )
-                )
-            except (KeyError, ValidationError, InvalidOperation, ValueError, TypeError) as exc:
-                log.warning("feed skipped a position update it cannot read: %s", exc)
         with self._changed:
-            for position in updates:
-                self._positions[(position.symbol, position.positionSide)] = position
-                self._symbol_ms[position.symbol] = max(self._symbol_ms.get(position.symbol, 0), at_ms)
+            for p in a.get("P") or []:
+                if isinstance(p, dict) and "s" in p:
+                    self._positions[(p["s"], p.get("ps") or "BOTH")] = (p, at_ms)
+                    self._symbol_ms[p["s"]] = max(self._symbol_ms.get(p["s"], 0), at_ms)
             self._changed.notify_all()
 
     def _set_down(self, reason: str) -> None:
@@ -354,10 +431,8 @@ class Feed:
     def _on_marks(self, payload: Any) -> None:
         received = time.monotonic()
         for update in payload if isinstance(payload, list) else [payload]:
-            try:
-                self._marks[update["s"]] = (Decimal(str(update["p"])), received)
-            except (KeyError, TypeError, InvalidOperation):
-                continue
+            if isinstance(update, dict) and "s" in update and "p" in update:
+                self._marks[update["s"]] = (str(update["p"]), received)
 
     def _connect(self, url: str) -> ClientConnection:
         ping_s = self.settings.stream_ping_s
@@ -368,8 +443,16 @@ class Feed:
             ping_timeout=ping_s,
             close_timeout=1,
             max_size=2**22,
+            compression=None,  # small frames: per-message deflate would cost CPU at both ends for nothing
             logger=logging.getLogger("qexec.feed.ws"),
         )
+
+
+def _snapshot_row(p: PositionRisk) -> tuple[dict[str, Any], int]:
+    """A positionRisk row kept as if the stream had sent it."""
+    update = {"s": p.symbol, "ps": p.positionSide, "pa": str(p.positionAmt), "ep": str(p.entryPrice)}
+    update["up"] = str(p.unRealizedProfit)
+    return update, p.updateTime
 
 
 def _recv(ws: ClientConnection) -> str | bytes | None:

@@ -211,20 +211,38 @@ class Limiter:
         self._pause = r.register_script(_PAUSE)
         self._keys = [constants.LIMIT_COUNTER_KEY.format(window=w.name) for w in WINDOWS]
 
-    def acquire(self, cost: Cost) -> float:
-        """Wait until every window has room for `cost`, then spend it; returns the seconds waited.
-
-        Raises `RateLimited` (nothing was sent) when no room came within `limit_max_wait_s`.
-        """
+    def _args(self, cost: Cost) -> list[Any]:
         args: list[Any] = [SLACK_MS]
         for window in WINDOWS:
             spend = cost.weight if window is WEIGHT_1M else cost.orders
             args += [spend, self.limits[window], window.bucket_ms, window.length_ms]
+        return args
+
+    def spend_in(self, pipe: redis.client.Pipeline, cost: Cost) -> None:
+        """Queue a first try at spending `cost` in the caller's pipeline; its reply goes to `acquire(cost, first=…)`.
+
+        It saves the caller's step a round trip of its own. The script must be loaded already (any earlier `acquire`
+        loads it); when it is not, the reply is an error and `acquire` simply tries again itself.
+        """
+        keys = [constants.LIMIT_PAUSE_KEY, *self._keys]
+        pipe.evalsha(self._acquire.sha, len(keys), *keys, *self._args(cost))
+
+    def acquire(self, cost: Cost, first: Any = None) -> float:
+        """Wait until every window has room for `cost`, then spend it; returns the seconds waited.
+
+        `first` is the reply of a try made with `spend_in`, if any. Raises `RateLimited` (nothing was sent) when no
+        room came within `limit_max_wait_s`.
+        """
+        args = self._args(cost)
         started = time.monotonic()
         deadline = started + self.max_wait_s
         while True:
             try:
-                wait_ms, blocked = self._acquire(keys=[constants.LIMIT_PAUSE_KEY, *self._keys], args=args)
+                if isinstance(first, list | tuple) and len(first) == 2:
+                    wait_ms, blocked = first
+                else:
+                    wait_ms, blocked = self._acquire(keys=[constants.LIMIT_PAUSE_KEY, *self._keys], args=args)
+                first = None
             except redis.RedisError as exc:
                 log.warning("RATE_LIMITER_UNAVAILABLE error=%r: calling without the shared budget", exc)
                 return time.monotonic() - started

@@ -77,7 +77,7 @@ INTENTS_DEAD_LETTERED = Family(
     "intents_dead_lettered", "qexec_intents_dead_lettered_total", "Stream entries written to the dead-letter stream."
 )
 ORDERS_PLACED = Family("orders_placed", "qexec_orders_placed_total", "Entry orders acknowledged by the venue.")
-FILLS = Family("fills", "qexec_fills_total", "Entry orders confirmed with an executed quantity, by status.", "status")
+FILLS = Family("fills", "qexec_fills_total", "Entry orders whose fill result was published, by status.", "status")
 RESULTS_PUBLISHED = Family(
     "results_published", "qexec_results_published_total", "Results written to the result stream, by status.", "status"
 )
@@ -94,7 +94,7 @@ COUNTERS = (
 FILL_LATENCY = HistogramFamily(
     "fill_latency",
     "qexec_fill_latency_seconds",
-    "From the entry order's submit to its confirmed fill.",
+    "From the entry order's submit to its fill's result on the result stream.",
     (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 INTENT_TO_RESULT = HistogramFamily(
@@ -134,19 +134,30 @@ def _bucket_field(bound_s: float) -> str:
     return f"{bound_s:g}"
 
 
-def _write(r: redis.Redis, counts: list[tuple[Family, str]], observations: list[tuple[HistogramFamily, float]]) -> None:
-    # A metrics write must never break the pipeline: Redis errors (and anything else) are logged and dropped.
+Counts = list[tuple[Family, str]]
+Observations = list[tuple[HistogramFamily, float]]
+
+
+def _queue(pipe: redis.client.Pipeline, counts: Counts, observations: Observations) -> None:
+    for family, field in counts:
+        pipe.hincrby(family.redis_key, field, 1)
+    for histogram, observed_s in observations:
+        seconds = max(observed_s, 0.0)  # clocks of different machines may disagree a little
+        bucket = next((b for b in histogram.buckets_s if seconds <= b), None)
+        if bucket is not None:
+            pipe.hincrby(histogram.redis_key, _bucket_field(bucket), 1)
+        pipe.hincrby(histogram.redis_key, "count", 1)
+        pipe.hincrbyfloat(histogram.redis_key, "sum", seconds)
+
+
+def _write(
+    r: redis.Redis, counts: Counts, observations: Observations, pipe: redis.client.Pipeline | None = None
+) -> None:
+    # A metrics write must never break the pipeline: Redis errors (and anything else) are logged and dropped. With
+    # `pipe`, the figures ride along with the caller's own commands (one round trip), which run whatever happens.
     try:
-        pipe = r.pipeline(transaction=False)
-        for family, field in counts:
-            pipe.hincrby(family.redis_key, field, 1)
-        for histogram, observed_s in observations:
-            seconds = max(observed_s, 0.0)  # clocks of different machines may disagree a little
-            bucket = next((b for b in histogram.buckets_s if seconds <= b), None)
-            if bucket is not None:
-                pipe.hincrby(histogram.redis_key, _bucket_field(bucket), 1)
-            pipe.hincrby(histogram.redis_key, "count", 1)
-            pipe.hincrbyfloat(histogram.redis_key, "sum", seconds)
+        pipe = pipe if pipe is not None else r.pipeline(transaction=False)
+        _queue(pipe, counts, observations)
         pipe.execute()
     except Exception as exc:
         log.warning("METRICS_WRITE_FAILED %s: %s", type(exc).__name__, exc)
@@ -156,9 +167,9 @@ def _seconds(start: datetime | None, end: datetime) -> list[float]:
     return [] if start is None else [(end - start).total_seconds()]
 
 
-def intent_received(r: redis.Redis) -> None:
-    """Count a valid intent admitted by the bridge or `submit_intent`."""
-    _write(r, [(INTENTS_RECEIVED, UNLABELLED)], [])
+def queue_received(pipe: redis.client.Pipeline) -> None:
+    """Count a valid intent admitted by the bridge or `submit_intent`, in the caller's pipeline (see `dropped`)."""
+    _queue(pipe, [(INTENTS_RECEIVED, UNLABELLED)], [])
 
 
 def intent_duplicate(r: redis.Redis) -> None:
@@ -176,20 +187,39 @@ def intent_dead_lettered(r: redis.Redis) -> None:
     _write(r, [(INTENTS_DEAD_LETTERED, UNLABELLED)], [])
 
 
-def order_placed(r: redis.Redis) -> None:
-    """Count an entry order the venue acknowledged."""
-    _write(r, [(ORDERS_PLACED, UNLABELLED)], [])
+def queue_placed(pipe: redis.client.Pipeline) -> None:
+    """Count an entry order the venue acknowledged, in the caller's pipeline (see `dropped`)."""
+    _queue(pipe, [(ORDERS_PLACED, UNLABELLED)], [])
 
 
-def fill_confirmed(r: redis.Redis, *, complete: bool, placed_at: datetime | None, confirmed_at: datetime) -> None:
-    """Count a confirmed fill and observe its latency from the order's submit."""
-    status = "filled" if complete else "partially_filled"
-    _write(r, [(FILLS, status)], [(FILL_LATENCY, s) for s in _seconds(placed_at, confirmed_at)])
+def dropped(replies: list[Any]) -> None:
+    """Log the figures a caller's pipeline could not write (`execute(raise_on_error=False)`): they are dropped."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            log.warning("METRICS_WRITE_FAILED %s: %s", type(reply).__name__, reply)
+            return
 
 
-def result_published(r: redis.Redis, *, status: str, received_at: datetime, published_at: datetime) -> None:
-    """Count a result written to the result stream and observe its intent-to-result latency."""
-    _write(r, [(RESULTS_PUBLISHED, status)], [(INTENT_TO_RESULT, s) for s in _seconds(received_at, published_at)])
+FILL_STATUSES = ("filled", "partially_filled")
+
+
+def result_published(
+    r: redis.Redis,
+    *,
+    status: str,
+    received_at: datetime,
+    published_at: datetime,
+    placed_at: datetime | None = None,
+    pipe: redis.client.Pipeline | None = None,
+) -> None:
+    """Count a result written to the result stream and observe its intent-to-result latency; a fill result also
+    counts its fill and observes the fill's latency from the order's submit (`placed_at`)."""
+    counts: Counts = [(RESULTS_PUBLISHED, status)]
+    observations: Observations = [(INTENT_TO_RESULT, s) for s in _seconds(received_at, published_at)]
+    if status in FILL_STATUSES:
+        counts.append((FILLS, status))
+        observations += [(FILL_LATENCY, s) for s in _seconds(placed_at, published_at)]
+    _write(r, counts, observations, pipe)
 
 
 # -- reading (at scrape time) --------------------------------------------------------------------------------

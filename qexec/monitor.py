@@ -79,7 +79,7 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
         done.append("trailed")
     failure = None
     try:
-        repaired = protection.ensure(ctx, tracked)
+        repaired = protection.ensure(ctx, tracked, rest=True)  # the safety net asks the venue itself
     except OrderRejected as exc:  # temporary failures propagate: the next pass tries again
         if exc.code == protection.POSITION_SIDE_MISMATCH:
             ctx.venue.forget_position_mode()  # the account changed mode: the next pass sends the new side

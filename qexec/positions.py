@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -30,6 +31,7 @@ POSITION_ADOPTED = "POSITION_ADOPTED"
 LONG, SHORT = "LONG", "SHORT"
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 LOCK_MS = 30_000
+LOCK_POLL_S = 0.01  # how often a step waiting for a position's lock asks again
 
 
 class PositionBusy(Exception):
@@ -120,12 +122,15 @@ def tracked_keys(r: redis.Redis) -> set[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def locked(r: redis.Redis, symbol: str, direction: str) -> Iterator[None]:
-    """Hold the position's lock (raises `PositionBusy` when another step holds it)."""
+def locked(r: redis.Redis, symbol: str, direction: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the position's lock, waiting up to `wait_s` for it (raises `PositionBusy` when another step keeps it)."""
     key = constants.POSITION_LOCK_KEY.format(symbol=symbol, direction=direction)
     token = uuid.uuid4().hex
-    if not r.set(key, token, nx=True, px=LOCK_MS):
-        raise PositionBusy(f"{symbol} {direction} is busy")
+    give_up_at = time.monotonic() + wait_s
+    while not r.set(key, token, nx=True, px=LOCK_MS):
+        if time.monotonic() >= give_up_at:
+            raise PositionBusy(f"{symbol} {direction} is busy")
+        time.sleep(LOCK_POLL_S)
     try:
         yield
     finally:
@@ -176,8 +181,10 @@ def entry_plan(ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool) -
         return ticket, quantity
     wanted = direction_of(intent.side)
     positions = open_positions(ctx, intent.symbol)
-    if positions:
-        # A position decides whether an order goes out at all: confirm what the stream says with the venue itself.
+    opposite_found = (intent.symbol, LONG if wanted == SHORT else SHORT) in positions
+    if opposite_found or ((intent.symbol, wanted) in positions and s.same_side_policy != "add"):
+        # The position decides whether an order goes out, or how big it is: confirm it with the venue itself
+        # (with `add`, a position on the intent's own side changes neither).
         positions = open_positions(ctx, intent.symbol, rest=True)
     same = positions.get((intent.symbol, wanted))
     opposite = positions.get((intent.symbol, LONG if wanted == SHORT else SHORT))

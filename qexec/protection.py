@@ -37,6 +37,7 @@ PROTECTION_FAILED = "PROTECTION_FAILED"
 POSITION_SIDE_MISMATCH = -4061
 
 SL, TP = "sl", "tp"
+LOCK_WAIT_S = 1.0  # how long the chain's protection step waits for a busy position before retrying later
 _TYPES = {SL: "STOP_MARKET", TP: "TAKE_PROFIT_MARKET"}
 _PREFIX = {SL: "qs-", TP: "qt-"}
 
@@ -166,13 +167,22 @@ def ensure_guard(ctx: Context, tracked: Tracked, kind: str, level: Decimal, open
     return True
 
 
-def ensure(ctx: Context, tracked: Tracked) -> bool:
-    """Make the venue hold the tracked position's stop-loss and take-profit; True when anything was placed."""
+def ensure(ctx: Context, tracked: Tracked, *, rest: bool = False) -> bool:
+    """Make the venue hold the tracked position's stop-loss and take-profit; True when anything was placed.
+
+    Its protective orders are looked up in the venue's stream when it vouches for every one of them (it saw them
+    placed, and everything since), else - or always, with `rest` - over REST (openAlgoOrders).
+    """
     open_ids: dict[str, AlgoOrder] = {}
-    if tracked.sl is not None or tracked.tp is not None:  # a fresh position has no orders to look up or replace
-        open_ids = {
-            a.clientAlgoId: a for a in map(AlgoOrder.model_validate, ctx.venue.open_algo_orders(tracked.symbol))
-        }
+    guards = [g.client_algo_id for g in (tracked.sl, tracked.tp) if g is not None]
+    if guards:  # a fresh position has no orders to look up or replace
+        live = None if rest else ctx.venue.feed
+        streamed = live.algo_orders(guards) if live is not None else None
+        if streamed is not None:
+            open_ids = {cid: algo for cid, algo in streamed.items() if algo.live}
+        else:
+            found = map(AlgoOrder.model_validate, ctx.venue.open_algo_orders(tracked.symbol))
+            open_ids = {a.clientAlgoId: a for a in found}
     changed = False
     for kind, level in ((SL, tracked.stop_loss), (TP, tracked.take_profit)):
         if level is not None:
@@ -270,7 +280,8 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
         positions.done_entering(ctx, intent.symbol)
         why = "the intent reduced or closed a position: nothing to protect (the exit monitor reports the exit)"
         return _event(ctx, ticket, "BOTH", "not_needed", reason=why)
-    with positions.locked(ctx.redis, intent.symbol, direction):
+    # Protection holds the lock for a few Redis round trips (or venue calls): worth waiting for rather than a retry.
+    with positions.locked(ctx.redis, intent.symbol, direction, wait_s=LOCK_WAIT_S):
         # After a fill, the position as of that fill at least (the stream's, once it has reported the fill).
         filled_ms = int(result.filled_at.timestamp() * 1000) if result.filled_at else None
         venue_position = positions.open_positions(ctx, intent.symbol, after_ms=filled_ms).get(

@@ -16,12 +16,14 @@ from qexec.errors import IntentError
 from qexec.execution import Context, Pending
 from qexec.models import Intent, ResultStatus, Ticket
 from qexec.venue import thread_venue
-from qexec.worker import app
+from qexec.worker import REPR_MAXSIZE, app
 
 log = logging.getLogger(__name__)
 
 # Unexpected exceptions (bugs, a Redis blip) are retried this many times before the intent fails.
 UNEXPECTED_RETRIES = 3
+# The chain's steps retry on their own terms (never give up on their own); their results print short.
+STEP_OPTIONS: dict[str, Any] = {"bind": True, "max_retries": None, "resultrepr_maxsize": REPR_MAXSIZE}
 
 _redis: redis.Redis | None = None
 _redis_lock = threading.Lock()
@@ -98,7 +100,7 @@ def _skip_steps(task: Task, names: frozenset[str]) -> None:
         task.request.chain = [step for step in rest if step.get("task") not in names]
 
 
-@app.task(name="qexec.place_order", bind=True, max_retries=None)
+@app.task(name="qexec.place_order", **STEP_OPTIONS)
 def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Place the intent's entry order once (adopting an earlier submit); publish at once when the answer is final.
 
@@ -114,13 +116,13 @@ def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str
     return result
 
 
-@app.task(name="qexec.confirm_fill", bind=True, max_retries=None)
+@app.task(name="qexec.confirm_fill", **STEP_OPTIONS)
 def confirm_fill(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Wait with a growing countdown until the order is filled, terminal, or canceled at the deadline."""
     return dict(_run(self, execution.confirm, ticket, errors).model_dump(mode="json"))
 
 
-@app.task(name="qexec.publish_execution", bind=True, max_retries=None)
+@app.task(name="qexec.publish_execution", **STEP_OPTIONS)
 def publish_execution(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Publish the intent's one terminal result to the result stream."""
     return _publish(self, Ticket.model_validate(ticket), errors)
@@ -130,15 +132,17 @@ def start_chain(ticket: Ticket) -> None:
     """Enqueue place → confirm → publish → protect for a ticket, with task ids derived from the intent id."""
     data = ticket.model_dump(mode="json")
     iid = ticket.intent_id
+    # The arguments' printable form (logs, Flower) names the intent, instead of Celery printing the ticket per send.
+    shown = {"argsrepr": f"(<ticket {iid} {ticket.intent.symbol} {ticket.intent.side.value}>)", "kwargsrepr": "{}"}
     chain(
-        place_order.s(data).set(task_id=f"{iid}:place"),
-        confirm_fill.s().set(task_id=f"{iid}:confirm"),
-        publish_execution.s().set(task_id=f"{iid}:publish"),
-        protect_position.s(data).set(task_id=f"{iid}:protect"),
+        place_order.s(data).set(task_id=f"{iid}:place", **shown),
+        confirm_fill.s().set(task_id=f"{iid}:confirm", **shown),
+        publish_execution.s().set(task_id=f"{iid}:publish", **shown),
+        protect_position.s(data).set(task_id=f"{iid}:protect", **shown),
     ).apply_async()
 
 
-@app.task(name="qexec.protect_position", bind=True, max_retries=None)
+@app.task(name="qexec.protect_position", **STEP_OPTIONS)
 def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Place the filled position's stop-loss and take-profit (algo orders), then publish a `protection` event."""
     try:

@@ -228,12 +228,17 @@ class Venue:
 
     # -- plumbing -------------------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[..., T], *, mutating: bool = False, signed: bool = True, **params: Any) -> T:
+    def _call(
+        self, fn: Callable[..., T], *, mutating: bool = False, signed: bool = True, spent: Any = None, **params: Any
+    ) -> T:
         if signed and self._shared.offset_ms is None:
             self.sync_clock()
         for attempt in range(2):
             if self.limiter is not None:
-                self.limiter.acquire(limiter.cost_of(getattr(fn, "__name__", ""), params))
+                # `spent`: the caller already tried to spend this call's budget (`spend_order_budget`).
+                self.limiter.acquire(
+                    limiter.cost_of(getattr(fn, "__name__", ""), params), spent if attempt == 0 else None
+                )
             try:
                 answer = fn(**params)
             except (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException) as exc:
@@ -347,6 +352,14 @@ class Venue:
 
     # -- orders ---------------------------------------------------------------------------------------
 
+    def spend_order_budget(self, pipe: redis.client.Pipeline) -> bool:
+        """Queue the spending of one new order's budget in the caller's Redis pipeline (its reply goes to
+        `place_order(spent=…)`); False when this venue spends no shared budget."""
+        if self.limiter is None:
+            return False
+        self.limiter.spend_in(pipe, limiter.ORDER)
+        return True
+
     def place_order(
         self,
         *,
@@ -358,8 +371,12 @@ class Venue:
         price: Decimal | None = None,
         reduce_only: bool = False,
         position_side: str | None = None,
+        spent: Any = None,
     ) -> OrderState:
-        """Submit an order with `newOrderRespType=RESULT`; raises `UnknownOutcome` when it may have executed."""
+        """Submit an order with `newOrderRespType=RESULT`; raises `UnknownOutcome` when it may have executed.
+
+        `spent`: the reply of a `spend_order_budget` made just before, if any.
+        """
         params: dict[str, Any] = {
             "symbol": symbol,
             "side": side.value,
@@ -377,7 +394,7 @@ class Venue:
             params["positionSide"] = position_side
         elif reduce_only:
             params["reduceOnly"] = "true"
-        answer = self._call(self._client.futures_create_order, mutating=True, **params)
+        answer = self._call(self._client.futures_create_order, mutating=True, spent=spent, **params)
         return OrderState.model_validate(answer)
 
     def get_order(self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None) -> OrderState:

@@ -231,7 +231,7 @@ def test_a_metrics_write_to_a_redis_that_does_not_answer_is_logged_and_dropped(
 ) -> None:
     """The pipeline never fails because of a metric: the write's error is logged and swallowed."""
     with caplog.at_level(logging.WARNING, logger="qexec.metrics"):
-        metrics.intent_received(closed_redis())
+        metrics.intent_rejected(closed_redis(), "stale: intent is 400s old (limit 300s)")
         metrics.result_published(closed_redis(), status="filled", received_at=utcnow(), published_at=utcnow())
     assert caplog.text.count("METRICS_WRITE_FAILED") == 2
 
@@ -264,7 +264,9 @@ def test_histogram_observations_land_in_the_first_bucket_that_holds_them(redis_u
     r.delete(metrics.FILL_LATENCY.redis_key)
     placed = utcnow()
     for seconds in (0.01, 0.3, 0.3, 100.0):
-        metrics.fill_confirmed(r, complete=True, placed_at=placed, confirmed_at=placed + timedelta(seconds=seconds))
+        metrics.result_published(
+            r, status="filled", received_at=placed, published_at=placed + timedelta(seconds=seconds), placed_at=placed
+        )
     figures = parse(generate_latest(metrics.registry(Settings(redis_url=redis_url), r)).decode())
     bucket = "qexec_fill_latency_seconds_bucket"
     assert figure(figures, bucket, le="0.05") == 1
