@@ -100,8 +100,12 @@ def _ids(ticket: Ticket, ctx: Context, order: OrderState | None = None) -> dict[
 # -- place_order --------------------------------------------------------------------------------------
 
 
-def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
-    """Place the intent's entry order exactly once, adopting an earlier submit whatever its outcome."""
+def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | ExecutionResult:
+    """Place the intent's entry order exactly once, adopting an earlier submit whatever its outcome.
+
+    Returns the ticket with its order (or a verdict) for the next step - or, when the venue's answer is already
+    final, the published result itself (nothing is left to confirm).
+    """
     if ticket.verdict is not None or ticket.order is not None:
         return ticket
     r = ctx.redis
@@ -130,6 +134,30 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
     finally:
         if lock.held:
             r.eval(_RELEASE_LOCK, 1, lock_key, token)
+
+
+@dataclass
+class _Placement:
+    """An order the venue acknowledged to this run, which still holds the intent's place lock."""
+
+    lock: _PlaceLock
+    first: bool  # this run is the first to learn of the order: it counts it (a re-run adopting it does not)
+
+    def record(self, pipe: redis.client.Pipeline, ticket: Ticket, ctx: Context, *, in_flight: bool) -> None:
+        """Queue the record of the order (phase `placed`) and the lock's release in `pipe`.
+
+        `in_flight`: the result is still to come; the intent is listed (with its ticket) so that beat's reconcile
+        can finish it should its chain die.
+        """
+        assert ticket.order is not None and ticket.placed_at is not None
+        key = _order_key(ticket)
+        state = {"phase": "placed", "order_id": ticket.order.orderId, "placed_at": ticket.placed_at.timestamp()}
+        if in_flight:
+            pipe.zadd(constants.INFLIGHT_KEY, {ticket.intent_id: ticket.placed_at.timestamp()})
+            state["ticket_json"] = ticket.model_dump_json()
+        pipe.hset(key, mapping={k: str(v) for k, v in state.items()})
+        pipe.expire(key, ctx.settings.intent_state_ttl_s)
+        self.lock.release(pipe)
 
 
 @dataclass
@@ -184,7 +212,7 @@ def _retry_or_fail(ticket: Ticket, ctx: Context, exc: VenueError, attempt: int, 
 
 def _check_and_submit(
     ticket: Ticket, ctx: Context, attempt: int, lock: _PlaceLock, *, halt: risk.Halt = risk.UNREAD
-) -> Ticket:
+) -> Ticket | ExecutionResult:
     intent, s, venue = ticket.intent, ctx.settings, ctx.venue
     now = ctx.now()
     try:
@@ -282,21 +310,21 @@ def _check_and_submit(
 
 def _placed(
     ticket: Ticket, ctx: Context, order: OrderState, *, placed_at: datetime, lock: _PlaceLock, first: bool
-) -> Ticket:
-    """Record the order the venue acknowledged, and release the place lock, in one round trip.
+) -> Ticket | ExecutionResult:
+    """Record the order the venue acknowledged, and release the place lock, in one round trip; or, when the venue's
+    answer is final, publish its result first and do the bookkeeping after it.
 
     `first`: this run is the first to learn of the order (it is counted once, not again by a re-run adopting it).
     """
     ticket = ticket.model_copy(update={"order": order, "placed_at": placed_at})
-    key = _order_key(ticket)
+    placement = _Placement(lock, first)
+    if order.settled:
+        # The result is what a reader waits for: it goes out before anything else. A crash right after it leaves
+        # the submit recorded (`submitting`); a re-run looks the order up and publishes nothing twice.
+        _log_response(ticket, ctx, order)
+        return publish(confirm(ticket, ctx), ctx, placement=placement)
     pipe = ctx.redis.pipeline(transaction=False)
-    # Until its result is published the intent stays listed, so beat's reconcile can finish it if the chain dies.
-    pipe.zadd(constants.INFLIGHT_KEY, {ticket.intent_id: placed_at.timestamp()})
-    state = {"phase": "placed", "order_id": order.orderId, "placed_at": placed_at.timestamp()}
-    state["ticket_json"] = ticket.model_dump_json()
-    pipe.hset(key, mapping={k: str(v) for k, v in state.items()})
-    pipe.expire(key, ctx.settings.intent_state_ttl_s)
-    lock.release(pipe)
+    placement.record(pipe, ticket, ctx, in_flight=True)
     counts_from = len(pipe)
     if first:
         metrics.queue_placed(pipe)
@@ -305,6 +333,11 @@ def _placed(
         if isinstance(reply, Exception):
             raise reply
     metrics.dropped(replies[counts_from:])
+    _log_response(ticket, ctx, order)
+    return ticket
+
+
+def _log_response(ticket: Ticket, ctx: Context, order: OrderState) -> None:
     logs.proof(
         logs.ORDER_RESPONSE,
         status=order.status.value,
@@ -312,10 +345,11 @@ def _placed(
         avg_price=order.avgPrice,
         **_ids(ticket, ctx, order),
     )
-    return ticket
 
 
-def _adopt(ticket: Ticket, ctx: Context, state: dict[str, str], attempt: int, lock: _PlaceLock) -> Ticket:
+def _adopt(
+    ticket: Ticket, ctx: Context, state: dict[str, str], attempt: int, lock: _PlaceLock
+) -> Ticket | ExecutionResult:
     """Find out what an earlier submit did by asking the venue for our client order id."""
     venue = ctx.venue
     submitted_at = datetime.fromtimestamp(float(state.get("submitted_at") or 0), tz=UTC)
@@ -506,23 +540,38 @@ def build_result(ticket: Ticket, ctx: Context) -> ExecutionResult:
     return ExecutionResult.model_validate(fields)
 
 
-def publish(ticket: Ticket, ctx: Context, attempt: int = 0) -> ExecutionResult:
-    """Publish the intent's one terminal result (a second call publishes nothing)."""
+def publish(ticket: Ticket, ctx: Context, attempt: int = 0, *, placement: _Placement | None = None) -> ExecutionResult:
+    """Publish the intent's one terminal result (a second call publishes nothing).
+
+    The bookkeeping comes after the result, in one round trip: the intent leaves the in-flight list, the figures are
+    counted, and - for an order placed by this very run (`placement`) - the order is recorded and the place lock
+    released.
+    """
     result = build_result(ticket, ctx)
     written, entry_id = streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.zrem(constants.INFLIGHT_KEY, ticket.intent_id)  # one that stays is dropped by beat's reconcile
+    pipe.zrem(constants.INFLIGHT_KEY, ticket.intent_id)
+    if placement is not None:
+        placement.record(pipe, ticket, ctx, in_flight=False)
+    counts_from = len(pipe)
+    if placement is not None and placement.first:
+        metrics.queue_placed(pipe)
     if written:
-        metrics.result_published(
-            ctx.redis,
+        metrics.queue_result(
+            pipe,
             status=result.status.value,
             received_at=result.received_at,
             published_at=result.published_at,
             placed_at=ticket.placed_at,
-            pipe=pipe,
         )
-    else:
-        pipe.execute()
+    replies = pipe.execute(raise_on_error=False)
+    if any(isinstance(reply, Exception) for reply in replies[:counts_from]):
+        # Harmless now that the result is out: reconcile drops a published intent from the list, a lock expires,
+        # and a re-run finds the order `submitting`, looks it up and publishes nothing twice.
+        log.warning(
+            "after publishing %s: %s", ticket.intent_id, [r for r in replies[:counts_from] if isinstance(r, Exception)]
+        )
+    metrics.dropped(replies[counts_from:])
     logs.proof(
         logs.EXECUTION_PUBLISHED,
         status=result.status.value,

@@ -203,23 +203,35 @@ def dropped(replies: list[Any]) -> None:
 FILL_STATUSES = ("filled", "partially_filled")
 
 
-def result_published(
-    r: redis.Redis,
-    *,
-    status: str,
-    received_at: datetime,
-    published_at: datetime,
-    placed_at: datetime | None = None,
-    pipe: redis.client.Pipeline | None = None,
-) -> None:
-    """Count a result written to the result stream and observe its intent-to-result latency; a fill result also
-    counts its fill and observes the fill's latency from the order's submit (`placed_at`)."""
+def _result(
+    status: str, received_at: datetime, published_at: datetime, placed_at: datetime | None
+) -> tuple[Counts, Observations]:
     counts: Counts = [(RESULTS_PUBLISHED, status)]
     observations: Observations = [(INTENT_TO_RESULT, s) for s in _seconds(received_at, published_at)]
     if status in FILL_STATUSES:
         counts.append((FILLS, status))
         observations += [(FILL_LATENCY, s) for s in _seconds(placed_at, published_at)]
-    _write(r, counts, observations, pipe)
+    return counts, observations
+
+
+def result_published(
+    r: redis.Redis, *, status: str, received_at: datetime, published_at: datetime, placed_at: datetime | None = None
+) -> None:
+    """Count a result written to the result stream and observe its intent-to-result latency; a fill result also
+    counts its fill and observes the fill's latency from the order's submit (`placed_at`)."""
+    _write(r, *_result(status, received_at, published_at, placed_at))
+
+
+def queue_result(
+    pipe: redis.client.Pipeline,
+    *,
+    status: str,
+    received_at: datetime,
+    published_at: datetime,
+    placed_at: datetime | None = None,
+) -> None:
+    """`result_published`, in the caller's pipeline (see `dropped`)."""
+    _queue(pipe, *_result(status, received_at, published_at, placed_at))
 
 
 # -- reading (at scrape time) --------------------------------------------------------------------------------

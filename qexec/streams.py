@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from qexec import constants, metrics
 from qexec.config import Settings
@@ -51,20 +52,10 @@ def ensure_group(r: redis.Redis, stream: str, group: str) -> None:
 
 def publish_once(r: redis.Redis, settings: Settings, intent_id: str, fields: Mapping[str, str]) -> tuple[bool, str]:
     """XADD a result unless this intent already has one; returns (written now?, entry id)."""
-    flat: list[str] = []
-    for key, value in fields.items():
-        flat += [key, value]
     key = constants.PUBLISHED_KEY.format(intent_id=intent_id)
-    written, entry_id = r.eval(
-        _PUBLISH_ONCE,
-        2,
-        key,
-        settings.result_stream,
-        settings.intent_state_ttl_s,
-        settings.result_maxlen,
-        json.dumps(flat),
+    return publish_once_at(
+        r, key, settings.result_stream, fields, ttl_s=settings.intent_state_ttl_s, maxlen=settings.result_maxlen
     )
-    return bool(written), str(entry_id)
 
 
 def dead_letter(
@@ -89,5 +80,16 @@ def publish_once_at(
     flat: list[str] = []
     for key, value in fields.items():
         flat += [key, value]
-    written, entry_id = r.eval(_PUBLISH_ONCE, 2, marker, stream, ttl_s, maxlen, json.dumps(flat))
+    written, entry_id = _publish_once_script(r)(keys=[marker, stream], args=[ttl_s, maxlen, json.dumps(flat)], client=r)
     return bool(written), str(entry_id)
+
+
+_publish_once: Script | None = None
+
+
+def _publish_once_script(r: redis.Redis) -> Script:
+    """The publish script, run by its SHA (EVALSHA) rather than sent whole each time; loaded on first use."""
+    global _publish_once  # noqa: PLW0603 - one registration per process serves every client
+    if _publish_once is None:
+        _publish_once = r.register_script(_PUBLISH_ONCE)
+    return _publish_once

@@ -14,7 +14,7 @@ from qexec import execution, housekeeping, logs, positions, protection, streams
 from qexec.config import get_settings
 from qexec.errors import IntentError
 from qexec.execution import Context, Pending
-from qexec.models import Intent, ResultStatus, Ticket
+from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
 from qexec.venue import thread_venue
 from qexec.worker import REPR_MAXSIZE, app
 
@@ -45,10 +45,10 @@ def context() -> Context:
     return Context(settings=settings, redis=r, venue=thread_venue(settings, r))
 
 
-Step = Callable[[Ticket, Context, int], Ticket]
+Step = Callable[[Ticket, Context, int], Ticket | ExecutionResult]
 
 
-def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> Ticket:
+def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> Ticket | ExecutionResult:
     ticket = Ticket.model_validate(ticket_data)
     try:
         out = step(ticket, context(), task.request.retries)
@@ -109,9 +109,12 @@ def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str
     with `protect_position`, skipping `confirm_fill` and `publish_execution`.
     """
     placed = _run(self, execution.place_entry, ticket, errors)
+    if isinstance(placed, ExecutionResult):  # published already: the venue's answer was final
+        _skip_steps(self, _CONFIRM_AND_PUBLISH)
+        return dict(placed.model_dump(mode="json"))
     if not execution.finished(placed):
         return dict(placed.model_dump(mode="json"))
-    result = _publish(self, execution.confirm(placed, context()), errors)
+    result = _publish(self, placed, errors)  # a verdict: no order went out
     _skip_steps(self, _CONFIRM_AND_PUBLISH)
     return result
 

@@ -11,7 +11,7 @@ from typing import Any
 from qexec import constants, protection, streams
 from qexec.config import Settings
 from qexec.execution import Context, Pending, confirm, new_ticket, place_entry, publish
-from qexec.models import ExecutionResult, Intent
+from qexec.models import ExecutionResult, Intent, Ticket
 from qexec.venue import Venue
 
 
@@ -39,15 +39,17 @@ def intent(intent_id: str, symbol: str, side: str, size_usd: float, **fields: An
 def run(ctx: Context, the_intent: Intent) -> tuple[ExecutionResult, dict[str, Any]]:
     """place → confirm → publish → protect in this process, as the chain does; the result and the event."""
     ticket = new_ticket(the_intent, entry_id=None)
-    step = ticket
+    step: Ticket | ExecutionResult = ticket
     for attempt in range(50):
         try:
-            step = place_entry(step, ctx, attempt)
-            step = confirm(step, ctx, attempt)
+            if isinstance(step, Ticket):
+                step = place_entry(step, ctx, attempt)
+            if isinstance(step, Ticket):  # else the venue's answer was final and place_entry published it
+                step = confirm(step, ctx, attempt)
             break
         except Pending as pending:
             time.sleep(min(pending.countdown_s, 0.5))
-    result = publish(step, ctx)
+    result = step if isinstance(step, ExecutionResult) else publish(step, ctx)
     event = protection.protect_step(result.model_dump(mode="json"), ticket.model_dump(mode="json"), ctx)
     return result, event
 

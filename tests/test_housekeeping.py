@@ -50,7 +50,7 @@ def test_beat_reconcile_finishes_an_order_that_no_chain_is_watching(stack: Stack
         }
     )
     placed = place_entry(new_ticket(intent, entry_id=None, received_at=minute_ago), ctx)
-    assert placed.order is not None and placed.order.status.value == "NEW"
+    assert isinstance(placed, Ticket) and placed.order is not None and placed.order.status.value == "NEW"
     assert stack.redis.zscore(constants.INFLIGHT_KEY, iid) is not None
 
     # When beat runs its reconcile
