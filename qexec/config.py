@@ -252,8 +252,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {"qexec.confirm_fill": {"queue": "qexec.confirm"}},
         "worker_timer_precision": 0.05,
         "worker_disable_rate_limits": True,  # qexec paces venue calls itself (qexec/limiter.py), not Celery
-        # Task events cost a broker publish per task state (about a third of a worker's CPU per intent, measured
-        # with py-spy): off unless someone watches. Flower switches them on in every worker while it runs.
+        # Task events cost a broker publish per task state (the largest single item, about a fifth of the samples,
+        # in a py-spy profile of the worker): off unless someone watches. Flower switches them on in every worker.
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         # celery-redbeat keeps the schedule in Redis behind a lock: a second beat started by mistake waits

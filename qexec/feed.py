@@ -1,11 +1,11 @@
 """The venue's websocket streams kept as a live view of the account: order updates, positions, mark prices.
 
 A worker process runs one `Feed` per venue (`start`), in two daemon threads: the user-data stream
-(`ORDER_TRADE_UPDATE`, `ACCOUNT_UPDATE`) and the mark-price stream. Readers never wait on the network: the feed
-answers from memory, or says None, which means "ask the venue over REST". It vouches for what it has *not* seen (an
-order with no fill yet, a symbol with no position) only while its user stream has been connected without a break
-since before the thing in question began, and only after a REST snapshot of the positions taken on that connection;
-a dropped connection makes it say None until it is back and has taken a fresh snapshot.
+(`ORDER_TRADE_UPDATE`, `ACCOUNT_UPDATE`, `ALGO_UPDATE`) and the mark-price stream. Readers never wait on the network:
+the feed answers from memory, or says None, which means "ask the venue over REST". It vouches for what it has *not*
+seen (an order with no fill yet, a symbol with no position) only while its user stream has been connected without a
+break since before the thing in question began, and only after a REST snapshot of the positions taken on that
+connection; a dropped connection makes it say None until it is back and has taken a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -39,7 +39,12 @@ FEED_LIVE = "FEED_LIVE"
 FEED_DOWN = "FEED_DOWN"
 
 MARK_STREAM = "!markPrice@arr@1s"
-MAX_ORDERS = 50_000  # order records kept (oldest dropped first); a dropped one is asked over REST
+# Orders (and algo orders) whose latest report is kept, the oldest dropped first. Only orders still being confirmed
+# need one (the venue takes at most 1200 orders a minute), and an order's next event brings its report back; until
+# then a dropped one is taken as unchanged while the stream vouches, else asked over REST.
+MAX_ORDERS = 2_000
+ORDER_FIELDS = ("i", "c", "s", "X", "S", "o", "q", "z", "ap", "p", "ps", "T")  # what `_Order.state` reads
+ALGO_FIELDS = ("aid", "caid", "s", "S", "ps", "o", "X", "tp", "q", "cp", "R", "wt", "tt", "ai", "ap", "aq")
 # The clocks of the machine that placed an order and of this one may differ a little: the feed vouches only for
 # orders placed at least this long after its stream came up.
 VOUCH_MARGIN_S = 1.0
@@ -356,7 +361,7 @@ class Feed:
                     quote += Decimal(o["l"]) * Decimal(o["L"])
                 except (KeyError, InvalidOperation, TypeError):
                     whole = False  # cumQuote unknown: the fill's price is the average price instead
-            self._orders[cid] = _Order(o, quote, whole)
+            self._orders[cid] = _Order({k: o[k] for k in ORDER_FIELDS if k in o}, quote, whole)
             self._orders.move_to_end(cid)
             while len(self._orders) > MAX_ORDERS:
                 self._orders.popitem(last=False)
@@ -367,7 +372,7 @@ class Feed:
         if not isinstance(cid, str):
             return
         with self._lock:
-            self._algos[cid] = (o, self._connection)
+            self._algos[cid] = ({k: o[k] for k in ALGO_FIELDS if k in o}, self._connection)
             self._algos.move_to_end(cid)
             while len(self._algos) > MAX_ORDERS:
                 self._algos.popitem(last=False)
