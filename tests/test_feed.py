@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from paper_fixtures import PaperExchange
+from position_helpers import context, exits, flatten, intent, open_algos, run
+from stack_fixtures import Stack, unique_id
 
-from qexec import feed
+from qexec import feed, monitor, positions
 from qexec.config import Settings
 from qexec.models import OrderStatus
 from qexec.venue import Venue, thread_venue
@@ -157,3 +159,83 @@ def test_the_venue_takes_streamed_marks_instead_of_asking_over_rest(paper: Paper
 def test_streams_turned_off_start_no_feed() -> None:
     """QEXEC_USE_STREAMS=false: no feed, so every answer comes from the venue over REST."""
     assert feed.start(Settings(use_streams=False), lambda: Venue(Settings())) is None
+
+
+def test_algo_orders_are_vouched_for_only_as_reported_on_the_current_connection(
+    paper: PaperExchange, live_feed: feed.Feed
+) -> None:
+    """A stop-loss the stream saw placed (or canceled) is known; after a reconnect, unknown until reported again."""
+    client = paper.client()
+    placed = client.futures_create_order(
+        symbol="BTCUSDT", side="SELL", type="STOP_MARKET", stopPrice="90000", closePosition="true"
+    )
+    cid = placed["clientAlgoId"]
+    seen = wait_for(lambda: live_feed.algo_orders([cid]))
+    assert seen[cid].live and seen[cid].algoId == placed["algoId"]
+    assert live_feed.algo_orders([cid, "qs-never-placed-1"]) is None, "one unknown order: ask the venue"
+    paper.admin("POST", "/paper/v1/ws/drop")
+    wait_for(lambda: not live_feed.live)
+    wait_for(lambda: live_feed.live)
+    assert live_feed.algo_orders([cid]) is None, "reported before the break: it may have changed since"
+    client.futures_cancel_order(symbol="BTCUSDT", algoId=placed["algoId"], conditional=True)
+    canceled = wait_for(lambda: live_feed.algo_orders([cid]))
+    assert not canceled[cid].live
+
+
+# -- what the steps do with what the stream says ----------------------------------------------------------
+
+
+@pytest.fixture
+def stack_feed(stack: Stack) -> Iterator[feed.Feed]:
+    """A live feed in this process on the stack's venue, registered where this process's steps look for it."""
+    settings = stack.settings
+    live = feed.Feed(settings, lambda: thread_venue(settings)).start()
+    feed._feeds[settings.venue_url] = live
+    try:
+        wait_for(lambda: live.live)
+        yield live
+    finally:
+        feed._feeds.pop(settings.venue_url, None)
+        live.stop()
+
+
+def now_ms() -> int:
+    """This machine's clock, in ms."""
+    return int(time.time() * 1000)
+
+
+def test_a_position_only_the_stream_reports_does_not_hold_an_order_back(stack: Stack, stack_feed: feed.Feed) -> None:
+    """The stream says a LONG is open (a close it missed); update_protection would place no order, so the venue is
+    asked first: it is flat, and the entry goes out."""
+    ctx = context(stack.settings, same_side_policy="update_protection")
+    symbol = "DOTUSDT"
+    flatten(ctx, symbol)
+    try:
+        stack_feed._on_account({"P": [{"s": symbol, "pa": "10", "ep": "5.0", "ps": "BOTH"}]}, now_ms())
+        assert (symbol, "LONG") in positions.open_positions(ctx, symbol), "the stream's view (wrong on purpose)"
+        result, _event = run(ctx, intent(unique_id("ghost"), symbol, "BUY", 60))
+        assert result.status.value == "filled", result
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_close_only_the_stream_reports_publishes_no_exit_and_keeps_the_protection(
+    stack: Stack, stack_feed: feed.Feed
+) -> None:
+    """The stream says a tracked position is flat while the venue still holds it: the exit monitor asks the venue,
+    publishes no exit and leaves the stop-loss and take-profit in place."""
+    ctx = context(stack.settings)
+    symbol = "ATOMUSDT"
+    flatten(ctx, symbol)
+    try:
+        result, event = run(ctx, intent(unique_id("held"), symbol, "BUY", 60))
+        assert result.status.value == "filled" and event["status"] == "placed"
+        stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
+        assert positions.open_positions(ctx, symbol) == {}, "the stream's view (wrong on purpose)"
+        report = monitor.watch(ctx, {symbol})
+        assert report["closed"] == []
+        assert exits(ctx, symbol) == []
+        assert len(open_algos(ctx, symbol)) == 2
+        assert positions.load(ctx.redis, symbol, "LONG") is not None
+    finally:
+        flatten(ctx, symbol)
