@@ -319,10 +319,14 @@ def _placed(
     ticket = ticket.model_copy(update={"order": order, "placed_at": placed_at})
     placement = _Placement(lock, first)
     if order.settled:
-        # The result is what a reader waits for: it goes out before anything else. A crash right after it leaves
-        # the submit recorded (`submitting`); a re-run looks the order up and publishes nothing twice.
-        _log_response(ticket, ctx, order)
-        return publish(confirm(ticket, ctx), ctx, placement=placement)
+        # The result is what a reader waits for: it goes out before anything else, the steps' own proof lines (the
+        # venue's answer, the fill) right after it. A crash in between leaves the submit recorded (`submitting`);
+        # a re-run looks the order up and publishes nothing twice.
+        def trail() -> None:
+            _log_response(ticket, ctx, order)
+            _log_fill(ticket, ctx, order)
+
+        return publish(ticket, ctx, placement=placement, trail=trail)
     pipe = ctx.redis.pipeline(transaction=False)
     placement.record(pipe, ticket, ctx, in_flight=True)
     counts_from = len(pipe)
@@ -439,6 +443,11 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
                 )
                 raise Pending(poll_delay_s(ctx.settings, attempt), f"order is {order.status.value}")
         ticket = ticket.model_copy(update={"order": order})
+    _log_fill(ticket, ctx, order)
+    return ticket
+
+
+def _log_fill(ticket: Ticket, ctx: Context, order: OrderState) -> None:
     fill = order.fill
     if fill is not None:
         logs.proof(
@@ -448,7 +457,6 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
             avg_price=fill.price,
             **_ids(ticket, ctx, order),
         )
-    return ticket
 
 
 def _streamed(ticket: Ticket, ctx: Context, placed: OrderState) -> OrderState | None:
@@ -540,15 +548,24 @@ def build_result(ticket: Ticket, ctx: Context) -> ExecutionResult:
     return ExecutionResult.model_validate(fields)
 
 
-def publish(ticket: Ticket, ctx: Context, attempt: int = 0, *, placement: _Placement | None = None) -> ExecutionResult:
+def publish(
+    ticket: Ticket,
+    ctx: Context,
+    attempt: int = 0,
+    *,
+    placement: _Placement | None = None,
+    trail: Callable[[], None] | None = None,
+) -> ExecutionResult:
     """Publish the intent's one terminal result (a second call publishes nothing).
 
     The bookkeeping comes after the result, in one round trip: the intent leaves the in-flight list, the figures are
     counted, and - for an order placed by this very run (`placement`) - the order is recorded and the place lock
-    released.
+    released. `trail` logs the caller's proof lines once the result is out (before `EXECUTION_PUBLISHED`).
     """
     result = build_result(ticket, ctx)
     written, entry_id = streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
+    if trail is not None:
+        trail()
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.zrem(constants.INFLIGHT_KEY, ticket.intent_id)
     if placement is not None:
