@@ -31,7 +31,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## qexec against the naive baseline: latency, throughput, REST budget, memory (~15 min)
+bench: $(STAMP)  ## qexec against the naive baseline: latency, throughput, REST budget, memory (~14 min)
 	$(BIN)/python bench/bench.py --json bench/results/bench.json
 
 bench-paper: $(STAMP)  ## signed order round-trips per second the paper exchange serves
