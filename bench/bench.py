@@ -561,9 +561,8 @@ def ratelimit(bench: Bench, quick: bool) -> dict[str, Any]:
                 "http_429_418": (after["http_429"] + after["http_418"]) - (before["http_429"] + before["http_418"]),
             }
             runs[kind] = run
-    return compare(
-        runs, ["orders_per_min", "entry_orders_per_min", "limit_used_pct", "http_429_418", "no_result_in_wait"]
-    )
+    keys = ["orders_per_min", "entry_orders_per_min", "limit_used_pct", "http_429_418", "sent", "filled"]
+    return compare(runs, [*keys, "no_result_in_wait"])
 
 
 def soak(bench: Bench, quick: bool) -> dict[str, Any]:
