@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,12 +51,13 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Wait until `needle` appears in a process's log file; fail with the log's tail if it exits or times out."""
+def wait_for_line(path: Path, needle: str | re.Pattern[str], proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait until `needle` (text, or a pattern searched for) appears in a process's log file; fail with the log's
+    tail if it exits or times out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = path.read_text(errors="replace") if path.exists() else ""
-        if needle in text:
+        if needle.search(text) if isinstance(needle, re.Pattern) else needle in text:
             return
         if proc.poll() is not None:
             break
