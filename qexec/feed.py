@@ -68,7 +68,17 @@ USER_EVENTS = "ORDER_TRADE_UPDATE/ACCOUNT_UPDATE/ALGO_UPDATE"  # the venue sends
 class _Order:
     update: dict[str, Any]  # the order's latest ORDER_TRADE_UPDATE `o`
     quote: Decimal  # sum of last-qty x last-price over the fills seen
-    whole: bool  # every fill of the order was seen (its NEW came first), so `quote` is its cumQuote
+    filled: Decimal  # sum of last-qty over the same fills
+    whole: bool  # its NEW came first and no fill was unreadable: `quote` is its cumQuote if `filled` is all of `z`
+
+    def cum_quote(self) -> Decimal:
+        """The order's cumQuote from the fills seen, or 0 when some fill was missed (e.g. while the stream was
+        down between two of them) - the fill's quote is then average price x executed quantity."""
+        try:
+            complete = self.whole and self.filled == Decimal(str(self.update.get("z") or 0))
+        except InvalidOperation:
+            complete = False
+        return self.quote if complete else Decimal(0)
 
     def state(self) -> OrderState | None:
         o = self.update
@@ -83,7 +93,7 @@ class _Order:
                 origQty=o["q"],
                 executedQty=o.get("z") or 0,
                 avgPrice=o.get("ap") or 0,
-                cumQuote=self.quote if self.whole else 0,
+                cumQuote=self.cum_quote(),
                 price=o.get("p") or 0,
                 positionSide=o.get("ps") or "BOTH",
                 updateTime=o.get("T") or 0,
@@ -353,15 +363,17 @@ class Feed:
             if known is not None and known.update.get("i") == order_id:
                 if known.update.get("X") in TERMINAL and o.get("X") not in TERMINAL:
                     return  # never let an older report undo a final one
-                quote, whole = known.quote, known.whole
+                quote, filled, whole = known.quote, known.filled, known.whole
             else:
-                quote, whole = Decimal(0), execution == "NEW"
+                quote, filled, whole = Decimal(0), Decimal(0), execution == "NEW"
             if execution == "TRADE":
                 try:
-                    quote += Decimal(o["l"]) * Decimal(o["L"])
+                    last_qty = Decimal(o["l"])
+                    quote += last_qty * Decimal(o["L"])
+                    filled += last_qty
                 except (KeyError, InvalidOperation, TypeError):
                     whole = False  # cumQuote unknown: the fill's price is the average price instead
-            self._orders[cid] = _Order({k: o[k] for k in ORDER_FIELDS if k in o}, quote, whole)
+            self._orders[cid] = _Order({k: o[k] for k in ORDER_FIELDS if k in o}, quote, filled, whole)
             self._orders.move_to_end(cid)
             while len(self._orders) > MAX_ORDERS:
                 self._orders.popitem(last=False)

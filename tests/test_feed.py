@@ -182,6 +182,33 @@ def test_algo_orders_are_vouched_for_only_as_reported_on_the_current_connection(
     assert not canceled[cid].live
 
 
+def order_update(execution: str, status: str, last: tuple[str, str], total: str, average: str) -> dict[str, Any]:
+    """An ORDER_TRADE_UPDATE as Binance sends it for one limit order: `last` is (last qty, last price)."""
+    o = {"s": "BTCUSDT", "c": "feed-parts", "S": "BUY", "o": "LIMIT", "q": "3", "p": "300", "ap": average}
+    o.update({"x": execution, "X": status, "i": 77, "l": last[0], "L": last[1], "z": total, "T": now_ms()})
+    return {"e": "ORDER_TRADE_UPDATE", "E": now_ms(), "T": now_ms(), "o": o}
+
+
+@pytest.mark.parametrize("missed", [False, True])
+def test_an_orders_quote_is_summed_from_its_fills_only_when_the_stream_saw_every_one(missed: bool) -> None:
+    """Three fills of 1 at 100, 200 and 300: cumQuote 600 from the fills; with the middle one missed (the stream was
+    down then), the sum would say 400, so the quote is the average price x executed quantity instead."""
+    settings = Settings()
+    seen = feed.Feed(settings, lambda: thread_venue(settings))  # not started: the venue's events are handed in
+    events = [
+        order_update("NEW", "NEW", ("0", "0"), "0", "0"),
+        order_update("TRADE", "PARTIALLY_FILLED", ("1", "100"), "1", "100"),
+        order_update("TRADE", "PARTIALLY_FILLED", ("1", "200"), "2", "150"),
+        order_update("TRADE", "FILLED", ("1", "300"), "3", "200"),
+    ]
+    for event in events[:2] + events[3:] if missed else events:
+        seen._on_user_event(event)
+    state = seen.order("feed-parts")
+    assert state is not None and state.settled
+    assert state.fill is not None and state.fill.quote == Decimal(600)
+    assert state.cumQuote == (Decimal(0) if missed else Decimal(600))
+
+
 # -- what the steps do with what the stream says ----------------------------------------------------------
 
 
