@@ -119,7 +119,9 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
     pipe.set(lock_key, token, nx=True, px=lock_ms)
     pipe.hgetall(_order_key(ticket))
     pipe.get(constants.HALT_KEY)
-    locked, state, halt = pipe.execute()
+    if not ticket.intent.reduce_only:
+        positions.queue_entries_read(ctx, ticket.intent.symbol, pipe)
+    locked, state, halt, *entries = pipe.execute()
     if not locked:
         raise Pending(0.5, "another execution is placing this intent")
     lock = _PlaceLock(lock_key, token)
@@ -130,7 +132,8 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
             return ticket.decide(ResultStatus.REJECTED, state.get("reason") or "rejected", int(code) if code else None)
         if phase in ("submitting", "placed"):
             return _adopt(ticket, ctx, state, attempt, lock)
-        return _check_and_submit(ticket, ctx, attempt, lock, halt=risk.halt_record(halt))
+        on_the_way = positions.entries_on_the_way(entries, ticket.intent_id) if entries else None
+        return _check_and_submit(ticket, ctx, attempt, lock, halt=risk.halt_record(halt), on_the_way=on_the_way)
     finally:
         if lock.held:
             r.eval(_RELEASE_LOCK, 1, lock_key, token)
@@ -211,7 +214,13 @@ def _retry_or_fail(ticket: Ticket, ctx: Context, exc: VenueError, attempt: int, 
 
 
 def _check_and_submit(
-    ticket: Ticket, ctx: Context, attempt: int, lock: _PlaceLock, *, halt: risk.Halt = risk.UNREAD
+    ticket: Ticket,
+    ctx: Context,
+    attempt: int,
+    lock: _PlaceLock,
+    *,
+    halt: risk.Halt = risk.UNREAD,
+    on_the_way: frozenset[str] | None = None,
 ) -> Ticket | ExecutionResult:
     intent, s, venue = ticket.intent, ctx.settings, ctx.venue
     now = ctx.now()
@@ -236,7 +245,7 @@ def _check_and_submit(
             return _reject(ticket, ctx, problem)
         dual = venue.dual_side()
         # An open position on the symbol: the configured policy decides (skip, update protection, add, ...).
-        ticket, quantity = positions.entry_plan(ticket, ctx, quantity=quantity, dual=dual)
+        ticket, quantity = positions.entry_plan(ticket, ctx, quantity=quantity, dual=dual, on_the_way=on_the_way)
         if ticket.verdict is None:
             venue.ensure_leverage(intent.symbol, intent.leverage)
     except OrderRejected as exc:
@@ -257,7 +266,7 @@ def _check_and_submit(
     # sending again), and the order's rate budget is spent.
     pipe = ctx.redis.pipeline(transaction=False)
     if not intent.reduce_only:
-        positions.mark_entering(ctx, intent.symbol, pipe)  # our own position-to-be: not a stranger's to adopt
+        positions.mark_entering(ctx, ticket, pipe)  # our own position-to-be: not a stranger's to adopt
     key = _order_key(ticket)
     state = {"phase": "submitting", "submitted_at": now.timestamp(), "client_order_id": ticket.client_order_id}
     pipe.hset(key, mapping={k: str(v) for k, v in state.items()})

@@ -171,18 +171,29 @@ def short_hash(text: str, length: int = 24) -> str:
 # -- the policy for an intent meeting an open position ----------------------------------------------
 
 
-def entry_plan(ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool) -> tuple[Ticket, Decimal]:
+def entry_plan(
+    ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool, on_the_way: frozenset[str] | None = None
+) -> tuple[Ticket, Decimal]:
     """Apply the same-side / opposite-side policy: the ticket (with a verdict when no order is to go) and quantity.
 
-    Raises `Pending` while a reversing close is still working at the venue.
+    `on_the_way`: the directions in which other intents' entries on the symbol are on their way (read here when
+    not given). Raises `Pending` while a reversing close is still working at the venue.
     """
     intent, s = ticket.intent, ctx.settings
     if intent.reduce_only:
         return ticket, quantity
     wanted = direction_of(intent.side)
+    other = LONG if wanted == SHORT else SHORT
+    if on_the_way is None:
+        pipe = ctx.redis.pipeline(transaction=False)
+        queue_entries_read(ctx, intent.symbol, pipe)
+        on_the_way = entries_on_the_way(pipe.execute(), ticket.intent_id)
     positions = open_positions(ctx, intent.symbol)
-    opposite_found = (intent.symbol, LONG if wanted == SHORT else SHORT) in positions
-    if opposite_found or ((intent.symbol, wanted) in positions and s.same_side_policy != "add"):
+    # Another entry on the symbol may have filled a moment ago, before the stream could say so: then only the venue
+    # itself can tell whether there is a position.
+    opposite_may_be = (intent.symbol, other) in positions or other in on_the_way
+    same_may_be = (intent.symbol, wanted) in positions or wanted in on_the_way
+    if opposite_may_be or (same_may_be and s.same_side_policy != "add"):
         # The position decides whether an order goes out, or how big it is: confirm it with the venue itself
         # (with `add`, a position on the intent's own side changes neither).
         positions = open_positions(ctx, intent.symbol, rest=True)
@@ -234,10 +245,33 @@ def recorded_policy(ctx: Context, intent_id: str) -> str | None:
     return str(value) if value else None
 
 
-def mark_entering(ctx: Context, symbol: str, pipe: redis.client.Pipeline) -> None:
-    """Say (in `pipe`) that an entry on `symbol` is on its way, so the monitor does not adopt its position."""
-    ttl_s = int(ctx.settings.fill_timeout_s + ctx.settings.unknown_lookup_s + 120)
+def _entering_s(ctx: Context) -> int:
+    """How long an entry counts as on its way at most (its chain may have died without saying it is done)."""
+    return int(ctx.settings.fill_timeout_s + ctx.settings.unknown_lookup_s + 120)
+
+
+def mark_entering(ctx: Context, ticket: Ticket, pipe: redis.client.Pipeline) -> None:
+    """Say (in `pipe`) that the ticket's entry is on its way: the monitor does not adopt its position, and other
+    intents on the symbol do not trust the stream alone about it (`entries_on_the_way`)."""
+    symbol, ttl_s = ticket.intent.symbol, _entering_s(ctx)
     pipe.set(constants.ENTERING_KEY.format(symbol=symbol), "1", ex=ttl_s)
+    entries = constants.ENTRIES_KEY.format(symbol=symbol, direction=direction_of(ticket.intent.side))
+    now = time.time()
+    pipe.zremrangebyscore(entries, "-inf", now - ttl_s)
+    pipe.zadd(entries, {ticket.intent_id: now})
+    pipe.expire(entries, ttl_s)
+
+
+def queue_entries_read(ctx: Context, symbol: str, pipe: redis.client.Pipeline) -> None:
+    """Queue in `pipe` the read `entries_on_the_way` takes its replies from: two intents on the way per direction."""
+    since = time.time() - _entering_s(ctx)
+    for direction in (LONG, SHORT):
+        pipe.zrangebyscore(constants.ENTRIES_KEY.format(symbol=symbol, direction=direction), since, "+inf", 0, 2)
+
+
+def entries_on_the_way(replies: list[Any], intent_id: str) -> frozenset[str]:
+    """The directions in which another intent's entry on the symbol is on its way (from `queue_entries_read`)."""
+    return frozenset(d for d, members in zip((LONG, SHORT), replies, strict=True) if set(members) - {intent_id})
 
 
 def entering(ctx: Context, symbol: str) -> bool:
@@ -245,9 +279,13 @@ def entering(ctx: Context, symbol: str) -> bool:
     return bool(ctx.redis.exists(constants.ENTERING_KEY.format(symbol=symbol)))
 
 
-def done_entering(ctx: Context, symbol: str) -> None:
-    """The entry on `symbol` is protected (or ended): its position may be judged by the monitor again."""
-    ctx.redis.delete(constants.ENTERING_KEY.format(symbol=symbol))
+def done_entering(ctx: Context, ticket: Ticket) -> None:
+    """The ticket's entry is protected (or ended): the monitor may judge the symbol's position again."""
+    symbol = ticket.intent.symbol
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.delete(constants.ENTERING_KEY.format(symbol=symbol))
+    pipe.zrem(constants.ENTRIES_KEY.format(symbol=symbol, direction=direction_of(ticket.intent.side)), ticket.intent_id)
+    pipe.execute()
 
 
 def _update_problem(ticket: Ticket, ctx: Context, direction: str, position: PositionRisk) -> str | None:

@@ -273,11 +273,11 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
     intent = ticket.intent
     policy = positions.recorded_policy(ctx, ticket.intent_id)
     if result.status not in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED, ResultStatus.PROTECTION_UPDATED):
-        positions.done_entering(ctx, intent.symbol)
+        positions.done_entering(ctx, ticket)
         return None
     direction = positions.direction_of(intent.side)
     if result.status.is_fill and (intent.reduce_only or policy == "close"):
-        positions.done_entering(ctx, intent.symbol)
+        positions.done_entering(ctx, ticket)
         why = "the intent reduced or closed a position: nothing to protect (the exit monitor reports the exit)"
         return _event(ctx, ticket, "BOTH", "not_needed", reason=why)
     # Protection holds the lock for a few Redis round trips (or venue calls): worth waiting for rather than a retry.
@@ -287,7 +287,7 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
         venue_position = positions.open_positions(ctx, intent.symbol, after_ms=filled_ms).get(
             (intent.symbol, direction)
         )
-        positions.done_entering(ctx, intent.symbol)
+        positions.done_entering(ctx, ticket)
         if venue_position is None:
             return _event(ctx, ticket, "BOTH", "not_needed", reason=f"no {direction} position is open any more")
         tracked = positions.load(ctx.redis, intent.symbol, direction)

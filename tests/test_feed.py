@@ -17,9 +17,10 @@ from paper_fixtures import PaperExchange
 from position_helpers import context, exits, flatten, intent, open_algos, run
 from stack_fixtures import Stack, unique_id
 
-from qexec import feed, monitor, positions
+from qexec import feed, monitor, positions, protection
 from qexec.config import Settings
-from qexec.models import OrderStatus
+from qexec.execution import new_ticket, place_entry
+from qexec.models import ExecutionResult, OrderStatus
 from qexec.venue import Venue, thread_venue
 
 
@@ -257,12 +258,41 @@ def test_a_close_only_the_stream_reports_publishes_no_exit_and_keeps_the_protect
     try:
         result, event = run(ctx, intent(unique_id("held"), symbol, "BUY", 60))
         assert result.status.value == "filled" and event["status"] == "placed"
+        earlier_exits = exits(ctx, symbol)  # other tests' positions on the symbol, in this session's stack
         stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
         assert positions.open_positions(ctx, symbol) == {}, "the stream's view (wrong on purpose)"
         report = monitor.watch(ctx, {symbol})
         assert report["closed"] == []
-        assert exits(ctx, symbol) == []
+        assert exits(ctx, symbol) == earlier_exits
         assert len(open_algos(ctx, symbol)) == 2
         assert positions.load(ctx.redis, symbol, "LONG") is not None
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_an_entry_filled_before_the_stream_says_so_is_seen_over_rest_by_the_next_intent(
+    stack: Stack, stack_feed: feed.Feed
+) -> None:
+    """A LONG entry has filled (its protection still to come) and the stream lags, saying flat: a SELL intent right
+    after it meets the venue's own answer, the open LONG, and QEXEC_OPPOSITE_SIDE_POLICY=reject refuses it."""
+    ctx = context(stack.settings, same_side_policy="update_protection", opposite_side_policy="reject")
+    symbol = "DOTUSDT"
+    flatten(ctx, symbol)
+    try:
+        first = new_ticket(intent(unique_id("first"), symbol, "BUY", 60), entry_id=None)
+        filled = place_entry(first, ctx)
+        assert isinstance(filled, ExecutionResult) and filled.status.value == "filled", filled
+        stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
+        assert positions.open_positions(ctx, symbol) == {}, "the stream's view (behind the venue on purpose)"
+
+        second, _event = run(ctx, intent(unique_id("second"), symbol, "SELL", 60))
+
+        assert second.status.value == "rejected", second
+        assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (second.reason or "")
+        assert (symbol, "LONG") in positions.open_positions(ctx, symbol, rest=True), "the first entry's LONG stands"
+        protection.protect_step(filled.model_dump(mode="json"), first.model_dump(mode="json"), ctx)
+        pipe = ctx.redis.pipeline()
+        positions.queue_entries_read(ctx, symbol, pipe)
+        assert positions.entries_on_the_way(pipe.execute(), "other") == frozenset(), "protected: no longer on its way"
     finally:
         flatten(ctx, symbol)
