@@ -573,6 +573,9 @@ def publish(
     """
     result = build_result(ticket, ctx)
     written, entry_id = streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
+    if not written:
+        # A re-run: what goes on down the chain (protection) is the result readers got, whatever this run concluded.
+        result = _published(ctx, entry_id) or result
     if trail is not None:
         trail()
     pipe = ctx.redis.pipeline(transaction=False)
@@ -609,6 +612,15 @@ def publish(
         **_ids(ticket, ctx),
     )
     return result
+
+
+def _published(ctx: Context, entry_id: str) -> ExecutionResult | None:
+    """The result published at `entry_id` on the result stream, or None when the stream no longer holds it."""
+    entries: Any = ctx.redis.xrange(ctx.settings.result_stream, entry_id, entry_id)
+    if not entries:
+        log.warning("result entry %s is no longer on %s", entry_id, ctx.settings.result_stream)
+        return None
+    return ExecutionResult.model_validate_json(entries[0][1]["payload"])
 
 
 # -- admission (bridge and submit_intent) ---------------------------------------------------------------

@@ -12,8 +12,8 @@ from stack_fixtures import Stack, unique_id
 from test_pipeline import seed_intent
 
 from qexec import monitor, protection
-from qexec.execution import new_ticket
-from qexec.models import client_order_id
+from qexec.execution import new_ticket, place_entry, publish
+from qexec.models import ExecutionResult, ResultStatus, client_order_id
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +125,30 @@ def test_protecting_the_same_fill_twice_places_nothing_new(stack: Stack) -> None
         assert (again["sl_order_id"], again["tp_order_id"]) == (first["sl_order_id"], first["tp_order_id"])
         assert len(open_algos(ctx, symbol)) == 2
         assert len(stack.paper.orders(clientOrderId=client_order_id(iid))) == 1
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_rerun_that_gives_up_after_the_fill_was_published_still_protects_the_fill(stack: Stack) -> None:
+    """The fill went out, then the step failed past its retries and concluded `failed`: publishing that publishes
+    nothing and hands on the published fill, so protection still places the stop-loss and the take-profit."""
+    ctx = context(stack.settings)
+    symbol = "DOTUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "4.000")
+    the_intent = intent(unique_id("gave-up"), symbol, "BUY", 60, stop_loss=3.8, take_profit=4.4)
+    ticket = new_ticket(the_intent, entry_id=None)
+    try:
+        filled = place_entry(ticket, ctx)
+        assert isinstance(filled, ExecutionResult) and filled.status is ResultStatus.FILLED, filled
+
+        handed_on = publish(ticket.decide(ResultStatus.FAILED, "place_order failed: RuntimeError()"), ctx)
+        event = protection.protect_step(handed_on.model_dump(mode="json"), ticket.model_dump(mode="json"), ctx)
+
+        assert handed_on == filled
+        assert [r["status"] for r in stack.results(the_intent.id)] == ["filled"]
+        assert event["status"] == "placed", event
+        assert len(open_algos(ctx, symbol)) == 2
     finally:
         flatten(ctx, symbol)
 
