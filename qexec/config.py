@@ -178,10 +178,11 @@ class Settings(BaseSettings):
 
     @property
     def stream_base_url(self) -> str:
-        """The websocket base of the venue's streams: the override, the mode's, or (paper) the exchange's own."""
+        """The websocket base of the venue's streams: the override; else the mode's, unless `exchange_url` sends REST
+        to another host (the streams must describe the venue the orders go to): then, as in paper mode, that host."""
         if self.stream_url:
             return self.stream_url.rstrip("/")
-        if self.mode in STREAM_URLS:
+        if self.mode in STREAM_URLS and self.venue_url == VENUE_URLS[self.mode].rstrip("/"):
             return STREAM_URLS[self.mode]
         return "ws" + self.venue_url.removeprefix("http")
 

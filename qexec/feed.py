@@ -292,15 +292,17 @@ class Feed:
         venue = None
         try:
             while not self._stop.is_set():
+                connections = self._connection
                 try:
                     venue = self._rest()
                     self._user_session(venue)
-                    backoff_s = 0.5
                 except (OSError, TimeoutError, WebSocketException, VenueError, _Reconnect, ValueError) as exc:
                     self._set_down(f"{type(exc).__name__}: {exc}")
                 except Exception:
                     log.exception("%s user stream failed", FEED_DOWN)
                     self._set_down("unexpected error")
+                if self._connection != connections:
+                    backoff_s = 0.5  # that connection came up: a drop after it starts the back-off again
                 self._stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
         finally:

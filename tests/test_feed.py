@@ -123,6 +123,17 @@ def test_a_dropped_stream_stops_the_feed_vouching_until_it_is_back(paper: PaperE
     assert live_feed.positions("BTCUSDT") is not None
 
 
+def test_each_drop_after_a_good_connection_is_reconnected_after_the_shortest_back_off(
+    paper: PaperExchange, live_feed: feed.Feed
+) -> None:
+    """Five drops in a row, each after the stream came back: each time it is back within 3 s (a back-off growing
+    over the drops, 0.5 s doubling, would take 4 s and then 8 s for the last two)."""
+    for _ in range(5):
+        paper.admin("POST", "/paper/v1/ws/drop")
+        wait_for(lambda: not live_feed.live)
+        wait_for(lambda: live_feed.live, timeout_s=3)
+
+
 def test_an_expired_listen_key_is_replaced_and_the_feed_comes_back(paper: PaperExchange, live_feed: feed.Feed) -> None:
     """When the venue expires the listen key, the feed goes down, takes a new key and is live again."""
     paper.admin("POST", "/paper/v1/config", {"listen_key_ttl_s": 1})
@@ -160,6 +171,27 @@ def test_the_venue_takes_streamed_marks_instead_of_asking_over_rest(paper: Paper
 def test_streams_turned_off_start_no_feed() -> None:
     """QEXEC_USE_STREAMS=false: no feed, so every answer comes from the venue over REST."""
     assert feed.start(Settings(use_streams=False), lambda: Venue(Settings())) is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "exchange_url", "stream_url", "expected"),
+    [
+        ("testnet", None, None, "wss://fstream.binancefuture.com"),
+        ("mainnet", "https://fapi.binance.com/", None, "wss://fstream.binance.com"),
+        ("testnet", "http://127.0.0.1:9100", None, "ws://127.0.0.1:9100"),
+        ("testnet", "https://rest.example", "wss://streams.example/", "wss://streams.example"),
+        ("paper", "http://127.0.0.1:9200", None, "ws://127.0.0.1:9200"),
+    ],
+)
+def test_the_streams_come_from_the_venue_the_orders_go_to(
+    mode: str, exchange_url: str | None, stream_url: str | None, expected: str
+) -> None:
+    """The mode's stream host only while REST goes to the mode's own host: a venue at another address
+    (QEXEC_EXCHANGE_URL) is asked for its own streams, unless QEXEC_STREAM_URL names them."""
+    keys = {"api_key": "k", "api_secret": "s"} if mode != "paper" else {}
+    arming = {"mainnet_confirm": "I_UNDERSTAND"} if mode == "mainnet" else {}
+    settings = Settings(mode=mode, exchange_url=exchange_url, stream_url=stream_url, **keys, **arming)
+    assert settings.stream_base_url == expected
 
 
 def test_algo_orders_are_vouched_for_only_as_reported_on_the_current_connection(
