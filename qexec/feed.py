@@ -395,7 +395,11 @@ class Feed:
         with self._changed:
             for p in a.get("P") or []:
                 if isinstance(p, dict) and "s" in p:
-                    self._positions[(p["s"], p.get("ps") or "BOTH")] = (p, at_ms)
+                    key = (p["s"], p.get("ps") or "BOTH")
+                    held = self._positions.get(key)
+                    if held is not None and at_ms < held[1]:
+                        continue  # older than what is held: an event queued while the snapshot was read
+                    self._positions[key] = (p, at_ms)
                     self._symbol_ms[p["s"]] = max(self._symbol_ms.get(p["s"], 0), at_ms)
             self._changed.notify_all()
 

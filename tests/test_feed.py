@@ -109,6 +109,20 @@ def test_positions_opened_before_the_feed_connected_come_from_its_snapshot(paper
         late.stop()
 
 
+def test_a_position_update_older_than_the_one_held_does_not_replace_it(
+    paper: PaperExchange, live_feed: feed.Feed
+) -> None:
+    """An update the socket held while the snapshot was read (older than the snapshot's row) is not applied over it;
+    a newer one is."""
+    market(paper, "BTCUSDT", "BUY", "0.020", "feed-newer")
+    assert wait_for(lambda: feed_position(live_feed, "BTCUSDT")[0] == Decimal("0.020"))
+    before = now_ms() - 60_000
+    live_feed._on_account({"P": [{"s": "BTCUSDT", "pa": "0.010", "ep": "95000", "ps": "BOTH"}]}, before)
+    assert feed_position(live_feed, "BTCUSDT") == rest_position(paper, "BTCUSDT")
+    live_feed._on_account({"P": [{"s": "BTCUSDT", "pa": "0.030", "ep": "95000", "ps": "BOTH"}]}, now_ms() + 1000)
+    assert feed_position(live_feed, "BTCUSDT")[0] == Decimal("0.030")
+
+
 def test_a_dropped_stream_stops_the_feed_vouching_until_it_is_back(paper: PaperExchange, live_feed: feed.Feed) -> None:
     """While the user stream is down the feed answers None; back up, it vouches only for what began after that."""
     before_drop = datetime.now(UTC)
