@@ -114,18 +114,25 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
     # Held across at most ~6 venue calls (rules, mark, leverage, mode, submit, look-up), each bounded by the
     # request timeout; expiring early would let a duplicate execution run beside this one.
     lock_ms = int((ctx.settings.request_timeout_s * 8 + 5) * 1000)
-    # One round trip: the lock, the intent's state and the kill switch (read in order, used only with the lock).
+    # One round trip: the lock, the intent's state, its result if published, the kill switch (read in order, used
+    # only with the lock) and the symbol's entries on their way.
     pipe = r.pipeline(transaction=False)
     pipe.set(lock_key, token, nx=True, px=lock_ms)
     pipe.hgetall(_order_key(ticket))
+    pipe.get(constants.PUBLISHED_KEY.format(intent_id=ticket.intent_id))
     pipe.get(constants.HALT_KEY)
     if not ticket.intent.reduce_only:
         positions.queue_entries_read(ctx, ticket.intent.symbol, pipe)
-    locked, state, halt, *entries = pipe.execute()
+    locked, state, published_id, halt, *entries = pipe.execute()
     if not locked:
         raise Pending(0.5, "another execution is placing this intent")
     lock = _PlaceLock(lock_key, token)
     try:
+        # A re-run after the result went out (a crash before the bookkeeping that follows it): the intent is done,
+        # whatever the venue says of its order now.
+        done = _published(ctx, published_id) if published_id else None
+        if done is not None:
+            return done
         phase = state.get("phase")
         if phase == "rejected":
             code = state.get("code")

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from position_helpers import context
 from private_stack import private_stack
 from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 
-from qexec import feed, streams
+from qexec import constants, execution, feed, streams
 from qexec.bridge import Bridge
-from qexec.models import Ticket, client_order_id
+from qexec.models import ExecutionResult, Intent, Ticket, client_order_id
 from qexec.tasks import start_chain
 
 pytestmark = pytest.mark.slow
@@ -177,6 +178,28 @@ def test_unknown_error_after_execution_is_adopted_not_resent(stack: Stack) -> No
     assert_result_matches_venue(stack, result)
     assert len(venue_orders(stack, iid)) == 1
     assert any("ORDER_LOOKUP outcome=found" in line and iid in line for line in stack.log("worker").splitlines())
+
+
+def test_a_rerun_after_the_result_went_out_places_nothing_even_when_the_venue_forgot_the_order(stack: Stack) -> None:
+    """The fill was published and the worker died before recording it (the intent still says `submitting`); the
+    venue now answers -2013 for the order: the re-run returns the published fill and sends no order."""
+    ctx = context(stack.settings)
+    ticket = execution.new_ticket(Intent.from_fields(seed_intent(unique_id("rerun"))), entry_id=None)
+    filled = execution.place_entry(ticket, ctx)
+    assert isinstance(filled, ExecutionResult) and filled.status.value == "filled", filled
+    long_ago = str((datetime.now(UTC) - timedelta(minutes=10)).timestamp())
+    state = {"phase": "submitting", "submitted_at": long_ago}
+    stack.redis.hset(constants.ORDER_KEY.format(intent_id=ticket.intent_id), mapping=state)
+    add_fault(stack, endpoint="GET /fapi/v1/order", kind="reject", code=-2013, msg="Order does not exist.", count=0)
+    submits = stack.paper.stats()["requests"].get("POST /fapi/v1/order", 0)
+    try:
+        again = execution.place_entry(ticket, ctx)
+    finally:
+        stack.paper.admin("DELETE", "/paper/v1/faults")
+    assert again == filled
+    assert stack.paper.stats()["requests"].get("POST /fapi/v1/order", 0) == submits
+    assert len(venue_orders(stack, ticket.intent_id)) == 1
+    assert [r["status"] for r in stack.results(ticket.intent_id)] == ["filled"]
 
 
 def test_unknown_error_before_execution_is_sent_again_with_the_same_id(stack: Stack) -> None:
