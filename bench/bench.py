@@ -657,6 +657,7 @@ def main() -> None:
     finally:
         bench.close()
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
     print(f"\nprocess logs in {logs} (each figure is one run, not a median)", file=sys.stderr)
 
