@@ -235,8 +235,10 @@ def entry_plan(
 
 def _record_policy(ctx: Context, ticket: Ticket, policy: str) -> None:
     key = constants.ORDER_KEY.format(intent_id=ticket.intent_id)
-    ctx.redis.hset(key, "policy", policy)
-    ctx.redis.expire(key, ctx.settings.intent_state_ttl_s)
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.hset(key, "policy", policy)
+    pipe.expire(key, ctx.settings.intent_state_ttl_s)
+    pipe.execute()
 
 
 def recorded_policy(ctx: Context, intent_id: str) -> str | None:

@@ -32,6 +32,8 @@ _redis_lock = threading.Lock()
 def qexec_redis() -> redis.Redis:
     """This process's client for qexec's own Redis (streams and intent state)."""
     global _redis  # noqa: PLW0603 - one connection pool per process
+    if _redis is not None:  # every step asks: no lock once it is made
+        return _redis
     with _redis_lock:
         if _redis is None:
             _redis = streams.connect(get_settings().redis_url)
