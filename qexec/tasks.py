@@ -93,6 +93,7 @@ def _publish(task: Task, ticket: Ticket, errors: int) -> dict[str, Any]:
 
 # What place_order leaves out of its chain when the venue's answer is already final.
 _CONFIRM_AND_PUBLISH = frozenset({"qexec.confirm_fill", "qexec.publish_execution"})
+_PROTECT = frozenset({"qexec.protect_position"})
 
 
 def _skip_steps(task: Task, names: frozenset[str]) -> None:
@@ -102,22 +103,42 @@ def _skip_steps(task: Task, names: frozenset[str]) -> None:
         task.request.chain = [step for step in rest if step.get("task") not in names]
 
 
+def _finish_here(task: Task, result: dict[str, Any], ticket: dict[str, Any]) -> None:
+    """After place_order published the result: protect in this task when it can, else leave it to the chain.
+
+    One task per intent instead of two on the fast path (a Celery task costs the worker more CPU than the
+    protection itself). Protection is idempotent, so a place_order that dies here and is redelivered, or a
+    `protect_position` that runs after a half-done attempt, places nothing twice.
+    """
+    _skip_steps(task, _CONFIRM_AND_PUBLISH)
+    try:
+        protection.protect_step(result, ticket, context())
+    except positions.PositionBusy:
+        log.info("position of intent %s busy: protect_position protects it", result.get("intent_id"))
+        return
+    except Exception:
+        log.exception("protecting intent %s in place_order failed: protect_position retries", result.get("intent_id"))
+        return
+    _skip_steps(task, _PROTECT)
+
+
 @app.task(name="qexec.place_order", **STEP_OPTIONS)
 def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Place the intent's entry order once (adopting an earlier submit); publish at once when the answer is final.
 
     A `RESULT` answer that is already terminal (a filled MARKET order), or a decision without an order (a
-    rejection, a policy's verdict), needs no confirmation: the result goes out from here and the chain goes on
-    with `protect_position`, skipping `confirm_fill` and `publish_execution`.
+    rejection, a policy's verdict), needs no confirmation: the result goes out from here, the position is
+    protected from here too, and the chain's `confirm_fill`, `publish_execution` and `protect_position` are
+    skipped (`protect_position` still runs when protecting here could not finish).
     """
     placed = _run(self, execution.place_entry, ticket, errors)
     if isinstance(placed, ExecutionResult):  # published already: the venue's answer was final
-        _skip_steps(self, _CONFIRM_AND_PUBLISH)
+        result = dict(placed.model_dump(mode="json"))
+    elif not execution.finished(placed):
         return dict(placed.model_dump(mode="json"))
-    if not execution.finished(placed):
-        return dict(placed.model_dump(mode="json"))
-    result = _publish(self, placed, errors)  # a verdict: no order went out
-    _skip_steps(self, _CONFIRM_AND_PUBLISH)
+    else:
+        result = _publish(self, placed, errors)  # a verdict: no order went out
+    _finish_here(self, result, ticket)
     return result
 
 

@@ -402,7 +402,7 @@ def order_queries(paper: Any) -> int:
 
 
 def test_an_immediately_filled_market_order_needs_no_confirmation_step(stack: Stack) -> None:
-    """The RESULT answer FILLED is the confirmation: no order query, no confirm_fill or publish_execution task."""
+    """The RESULT answer FILLED is the confirmation: one task places, publishes and protects; nothing else runs."""
     iid = unique_id("fast")
     queried = order_queries(stack.paper)
     stack.inject(seed_intent(iid))
@@ -411,13 +411,13 @@ def test_an_immediately_filled_market_order_needs_no_confirmation_step(stack: St
     assert result["status"] == "filled", result
     assert_result_matches_venue(stack, result)
     assert queried_after == queried, "nothing asked the venue about the order"
-    wait_for_line(
-        stack.logs_dir / "worker.log", f"protect_position[{iid}:protect] succeeded", stack.processes["worker"], 30
-    )
+    wait_for_line(stack.logs_dir / "worker.log", f"place_order[{iid}:place] succeeded", stack.processes["worker"], 30)
+    [event] = stack.protection_events(iid)
+    assert event["status"] == "placed", event
     log = stack.log("worker")
-    assert f"qexec.place_order[{iid}:place]" in log
     assert f"qexec.confirm_fill[{iid}:confirm]" not in log
     assert f"qexec.publish_execution[{iid}:publish]" not in log
+    assert f"qexec.protect_position[{iid}:protect]" not in log
 
 
 def late_fill_stack(start_paper_server: Any, tmp_path: Path, extra: dict[str, str]) -> Any:

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 from position_helpers import context, exits, flatten, intent, open_algos, position_amt, run
-from stack_fixtures import Stack, unique_id
+from stack_fixtures import Stack, unique_id, wait_for_line
 from test_pipeline import seed_intent
 
-from qexec import monitor, protection
+from qexec import constants, monitor, protection
 from qexec.execution import new_ticket, place_entry, publish
 from qexec.models import ExecutionResult, ResultStatus, client_order_id
 
@@ -48,6 +48,34 @@ def test_a_fill_through_the_worker_leaves_one_stop_loss_and_one_take_profit_at_t
         assert all(a["side"] == "SELL" for a in algos)
         assert len(stack.results(iid)) == 1, "the protection event is not a second result"
     finally:
+        flatten(ctx, symbol)
+
+
+def test_a_position_busy_when_the_entry_is_placed_is_protected_by_the_chains_last_step(stack: Stack) -> None:
+    """The entry's task cannot take the position's lock: protect_position protects the fill once the lock is free."""
+    ctx = context(stack.settings)
+    symbol = "UNIUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "8.0000")
+    iid = unique_id("busy")
+    lock = constants.POSITION_LOCK_KEY.format(symbol=symbol, direction="SHORT")
+    stack.redis.set(lock, "held-by-the-test", px=30_000)
+    try:
+        stack.inject(
+            seed_intent(iid, symbol=symbol, side="SELL", position_size_usd=80.0, stop_loss=8.4, take_profit=7.6)
+        )
+        assert stack.wait_result(iid)["status"] == "filled"
+        wait_for_line(stack.logs_dir / "worker.log", f"position of intent {iid} busy", stack.processes["worker"], 15)
+        assert stack.protection_events(iid) == [], "nothing is protected while the lock is held"
+        stack.redis.delete(lock)
+        wait_for_line(
+            stack.logs_dir / "worker.log", f"protect_position[{iid}:protect] succeeded", stack.processes["worker"], 30
+        )
+        [event] = stack.protection_events(iid)
+        assert event["status"] == "placed", event
+        assert sorted(a["orderType"] for a in open_algos(ctx, symbol)) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+    finally:
+        stack.redis.delete(lock)
         flatten(ctx, symbol)
 
 
