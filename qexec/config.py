@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     # Positions and protection.
     same_side_policy: SameSidePolicy = Field(default="update_protection")
     opposite_side_policy: OppositeSidePolicy = Field(default="reject")
+    # How long an entry waits for the venue's answer to an earlier entry on its symbol that its policy looks at.
+    entry_wait_s: float = Field(default=5.0, ge=0)
     protection_failure_action: ProtectionFailureAction = Field(default="close")
     protection_retries: int = Field(default=5, ge=0)  # temporary venue failures before the emergency action
     default_stop_loss_pct: float = Field(default=2.0, gt=0, le=50)  # when an intent (or adopted position) has none

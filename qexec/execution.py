@@ -122,7 +122,7 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
     pipe.get(constants.PUBLISHED_KEY.format(intent_id=ticket.intent_id))
     pipe.get(constants.HALT_KEY)
     if not ticket.intent.reduce_only:
-        positions.queue_entries_read(ctx, ticket.intent.symbol, pipe)
+        positions.queue_entry_registration(ctx, ticket, pipe)
     locked, state, published_id, halt, *entries = pipe.execute()
     if not locked:
         raise Pending(0.5, "another execution is placing this intent")
@@ -139,7 +139,7 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
             return ticket.decide(ResultStatus.REJECTED, state.get("reason") or "rejected", int(code) if code else None)
         if phase in ("submitting", "placed"):
             return _adopt(ticket, ctx, state, attempt, lock)
-        on_the_way = positions.entries_on_the_way(entries, ticket.intent_id) if entries else None
+        on_the_way = positions.on_the_way_from(entries[0], ticket) if entries else None
         return _check_and_submit(ticket, ctx, attempt, lock, halt=risk.halt_record(halt), on_the_way=on_the_way)
     finally:
         if lock.held:
@@ -227,7 +227,7 @@ def _check_and_submit(
     lock: _PlaceLock,
     *,
     halt: risk.Halt = risk.UNREAD,
-    on_the_way: frozenset[str] | None = None,
+    on_the_way: positions.OnTheWay | None = None,
 ) -> Ticket | ExecutionResult:
     intent, s, venue = ticket.intent, ctx.settings, ctx.venue
     now = ctx.now()

@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +28,34 @@ log = logging.getLogger(__name__)
 POSITION_POLICY = "POSITION_POLICY"
 POSITION_TRACKED = "POSITION_TRACKED"
 POSITION_ADOPTED = "POSITION_ADOPTED"
+ENTRY_WAIT = "ENTRY_WAIT"
 
 LONG, SHORT = "LONG", "SHORT"
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 LOCK_MS = 30_000
 LOCK_POLL_S = 0.01  # how often a step waiting for a position's lock asks again
+ENTRY_POLL_S = 0.005  # how often an entry waiting for an earlier one's answer asks again
+EARLIER_READ = 50  # earlier entries read per direction
+
+# Register an entry on its symbol (KEYS: the LONG and SHORT entries; ARGV: intent id, own key's index, window) at
+# the Redis server's clock, the first registration's time kept; drop entries older than the window. Returns this
+# entry's time, then per direction the number of entries and the first ones registered at or before it.
+_REGISTER_ENTRY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[3])
+local own = KEYS[tonumber(ARGV[2])]
+for i = 1, 2 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window) end
+redis.call('ZADD', own, 'NX', now, ARGV[1])
+redis.call('EXPIRE', own, math.ceil(window))
+local mine = redis.call('ZSCORE', own, ARGV[1])
+local out = {mine}
+for i = 1, 2 do
+  out[#out + 1] = redis.call('ZCARD', KEYS[i])
+  out[#out + 1] = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', mine, 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+end
+return out
+"""
 
 
 class PositionBusy(Exception):
@@ -172,12 +196,12 @@ def short_hash(text: str, length: int = 24) -> str:
 
 
 def entry_plan(
-    ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool, on_the_way: frozenset[str] | None = None
+    ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool, on_the_way: OnTheWay | None = None
 ) -> tuple[Ticket, Decimal]:
     """Apply the same-side / opposite-side policy: the ticket (with a verdict when no order is to go) and quantity.
 
-    `on_the_way`: the directions in which other intents' entries on the symbol are on their way (read here when
-    not given). Raises `Pending` while a reversing close is still working at the venue.
+    `on_the_way`: other intents' entries on the symbol, from this entry's registration (registered here when not
+    given). Raises `Pending` while a reversing close is still working at the venue.
     """
     intent, s = ticket.intent, ctx.settings
     if intent.reduce_only:
@@ -186,13 +210,18 @@ def entry_plan(
     other = LONG if wanted == SHORT else SHORT
     if on_the_way is None:
         pipe = ctx.redis.pipeline(transaction=False)
-        queue_entries_read(ctx, intent.symbol, pipe)
-        on_the_way = entries_on_the_way(pipe.execute(), ticket.intent_id)
+        queue_entry_registration(ctx, ticket, pipe)
+        on_the_way = on_the_way_from(pipe.execute()[0], ticket)
+    # An opposite position always decides; one on the intent's own side unless the policy is `add` (it changes
+    # nothing then). An earlier entry in such a direction may be at the venue right now: wait for its answer, so that
+    # the venue's positions below include what it opened.
+    looked_at = {other} if s.same_side_policy == "add" else {other, wanted}
+    wait_for_earlier(ctx, ticket, [iid for direction, iid in on_the_way.earlier if direction in looked_at])
     positions = open_positions(ctx, intent.symbol)
     # Another entry on the symbol may have filled a moment ago, before the stream could say so: then only the venue
     # itself can tell whether there is a position.
-    opposite_may_be = (intent.symbol, other) in positions or other in on_the_way
-    same_may_be = (intent.symbol, wanted) in positions or wanted in on_the_way
+    opposite_may_be = (intent.symbol, other) in positions or other in on_the_way.directions
+    same_may_be = (intent.symbol, wanted) in positions or wanted in on_the_way.directions
     if opposite_may_be or (same_may_be and s.same_side_policy != "add"):
         # The position decides whether an order goes out, or how big it is: confirm it with the venue itself
         # (with `add`, a position on the intent's own side changes neither).
@@ -253,27 +282,65 @@ def _entering_s(ctx: Context) -> int:
 
 
 def mark_entering(ctx: Context, ticket: Ticket, pipe: redis.client.Pipeline) -> None:
-    """Say (in `pipe`) that the ticket's entry is on its way: the monitor does not adopt its position, and other
-    intents on the symbol do not trust the stream alone about it (`entries_on_the_way`)."""
-    symbol, ttl_s = ticket.intent.symbol, _entering_s(ctx)
-    pipe.set(constants.ENTERING_KEY.format(symbol=symbol), "1", ex=ttl_s)
-    entries = constants.ENTRIES_KEY.format(symbol=symbol, direction=direction_of(ticket.intent.side))
-    now = time.time()
-    pipe.zremrangebyscore(entries, "-inf", now - ttl_s)
-    pipe.zadd(entries, {ticket.intent_id: now})
-    pipe.expire(entries, ttl_s)
+    """Say (in `pipe`) that the ticket's entry is about to go out: the monitor does not adopt its position."""
+    pipe.set(constants.ENTERING_KEY.format(symbol=ticket.intent.symbol), "1", ex=_entering_s(ctx))
 
 
-def queue_entries_read(ctx: Context, symbol: str, pipe: redis.client.Pipeline) -> None:
-    """Queue in `pipe` the read `entries_on_the_way` takes its replies from: two intents on the way per direction."""
-    since = time.time() - _entering_s(ctx)
-    for direction in (LONG, SHORT):
-        pipe.zrangebyscore(constants.ENTRIES_KEY.format(symbol=symbol, direction=direction), since, "+inf", 0, 2)
+@dataclass(frozen=True)
+class OnTheWay:
+    """Other intents' entries on a symbol, registered between their checks and their protection."""
+
+    directions: frozenset[str]  # the directions in which there is at least one
+    earlier: tuple[tuple[str, str], ...]  # (direction, intent id) of those registered before this entry
 
 
-def entries_on_the_way(replies: list[Any], intent_id: str) -> frozenset[str]:
-    """The directions in which another intent's entry on the symbol is on its way (from `queue_entries_read`)."""
-    return frozenset(d for d, members in zip((LONG, SHORT), replies, strict=True) if set(members) - {intent_id})
+def queue_entry_registration(ctx: Context, ticket: Ticket, pipe: redis.client.Pipeline) -> None:
+    """Queue in `pipe` the registration of the ticket's entry on its symbol, which also reads the others
+    (`on_the_way_from` reads its reply). An entry stays registered until `done_entering`, or the window's end.
+
+    Registration and read are one atomic step at the Redis server's clock: of two entries racing on a symbol, the
+    second always sees the first, whichever worker runs them.
+    """
+    symbol = ticket.intent.symbol
+    keys = [constants.ENTRIES_KEY.format(symbol=symbol, direction=d) for d in (LONG, SHORT)]
+    own = 1 if direction_of(ticket.intent.side) == LONG else 2
+    pipe.eval(_REGISTER_ENTRY, 2, *keys, ticket.intent_id, own, _entering_s(ctx), EARLIER_READ)
+
+
+def on_the_way_from(reply: list[Any], ticket: Ticket) -> OnTheWay:
+    """The other entries on the symbol, from the reply of `queue_entry_registration`."""
+    mine, own = (float(reply[0]), ticket.intent_id), direction_of(ticket.intent.side)
+    directions: set[str] = set()
+    earlier: list[tuple[str, str]] = []
+    for index, direction in enumerate((LONG, SHORT)):
+        count, listed = int(reply[1 + 2 * index]), reply[2 + 2 * index]
+        if count - (direction == own) > 0:
+            directions.add(direction)
+        for member, score in zip(listed[::2], listed[1::2], strict=True):
+            if member != ticket.intent_id and (float(score), str(member)) < mine:
+                earlier.append((direction, str(member)))
+    return OnTheWay(frozenset(directions), tuple(earlier))
+
+
+def wait_for_earlier(ctx: Context, ticket: Ticket, intent_ids: list[str]) -> None:
+    """Wait, up to `QEXEC_ENTRY_WAIT_S`, until none of these intents is placing its order any more (its place lock,
+    held from its checks until the venue's answer is recorded, is gone): what they opened is then at the venue."""
+    if not intent_ids:
+        return
+    keys = [constants.PLACE_LOCK_KEY.format(intent_id=iid) for iid in intent_ids]
+    started = time.monotonic()
+    ids: dict[str, Any] = {"intent_id": ticket.intent_id, "symbol": ticket.intent.symbol, "earlier": intent_ids[0]}
+    waited = False
+    while ctx.redis.exists(*keys):
+        waited_ms = int((time.monotonic() - started) * 1000)
+        if waited_ms >= ctx.settings.entry_wait_s * 1000:
+            # Rare (a venue call that hangs): go on with the venue's positions as they are now.
+            logs.proof(ENTRY_WAIT, level=logging.WARNING, outcome="gave_up", waited_ms=waited_ms, **ids)
+            return
+        waited = True
+        time.sleep(ENTRY_POLL_S)
+    if waited:
+        logs.proof(ENTRY_WAIT, outcome="answered", waited_ms=int((time.monotonic() - started) * 1000), **ids)
 
 
 def entering(ctx: Context, symbol: str) -> bool:

@@ -17,7 +17,7 @@ from paper_fixtures import PaperExchange
 from position_helpers import context, exits, flatten, intent, open_algos, run
 from stack_fixtures import Stack, unique_id
 
-from qexec import feed, monitor, positions, protection
+from qexec import constants, feed, monitor, positions, protection
 from qexec.config import Settings
 from qexec.execution import new_ticket, place_entry
 from qexec.models import ExecutionResult, OrderStatus
@@ -337,8 +337,7 @@ def test_an_entry_filled_before_the_stream_says_so_is_seen_over_rest_by_the_next
         assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (second.reason or "")
         assert (symbol, "LONG") in positions.open_positions(ctx, symbol, rest=True), "the first entry's LONG stands"
         protection.protect_step(filled.model_dump(mode="json"), first.model_dump(mode="json"), ctx)
-        pipe = ctx.redis.pipeline()
-        positions.queue_entries_read(ctx, symbol, pipe)
-        assert positions.entries_on_the_way(pipe.execute(), "other") == frozenset(), "protected: no longer on its way"
+        entries = constants.ENTRIES_KEY.format(symbol=symbol, direction="LONG")
+        assert ctx.redis.zscore(entries, first.intent_id) is None, "protected: no longer on its way"
     finally:
         flatten(ctx, symbol)

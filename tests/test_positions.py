@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -14,7 +16,8 @@ from stack_fixtures import Stack, stop_process, unique_id
 from test_pipeline import venue_orders
 
 from qexec import constants, monitor, positions
-from qexec.execution import Context
+from qexec.execution import Context, new_ticket
+from qexec.models import ExecutionResult, Ticket, client_order_id
 
 pytestmark = pytest.mark.slow
 
@@ -169,6 +172,72 @@ def test_an_opposite_intent_reverses_the_position_when_the_policy_says_reverse(s
         assert {(a["orderType"], a["side"]) for a in algos} == {("STOP_MARKET", "BUY"), ("TAKE_PROFIT_MARKET", "BUY")}
         assert event["status"] == "placed"
     finally:
+        flatten(ctx, symbol)
+
+
+def register(ctx: Context, ticket: Ticket) -> positions.OnTheWay:
+    """Register an entry on its symbol as place_order's first round trip does; the others it sees."""
+    pipe = ctx.redis.pipeline(transaction=False)
+    positions.queue_entry_registration(ctx, ticket, pipe)
+    return positions.on_the_way_from(pipe.execute()[0], ticket)
+
+
+def test_of_two_entries_on_a_symbol_the_second_sees_the_first_and_a_rerun_keeps_its_place(stack: Stack) -> None:
+    """Registration orders entries by the Redis server's clock; a re-run of the first is still first."""
+    ctx = policy_context(stack)
+    symbol = f"REG{uuid.uuid4().hex[:8].upper()}USDT"
+    first = new_ticket(intent(unique_id("reg1"), symbol, "BUY", 60), entry_id=None)
+    second = new_ticket(intent(unique_id("reg2"), symbol, "SELL", 60), entry_id=None)
+    try:
+        seen_by_first = register(ctx, first)
+        seen_by_second = register(ctx, second)
+        seen_again_by_first = register(ctx, first)
+        assert seen_by_first == positions.OnTheWay(frozenset(), ())
+        assert seen_by_second == positions.OnTheWay(frozenset({"LONG"}), (("LONG", first.intent_id),))
+        assert seen_again_by_first == positions.OnTheWay(frozenset({"SHORT"}), ()), "the second is not earlier"
+        positions.done_entering(ctx, first)
+        assert register(ctx, second) == positions.OnTheWay(frozenset(), ()), "the first is protected: not on its way"
+    finally:
+        positions.done_entering(ctx, first)
+        positions.done_entering(ctx, second)
+
+
+@pytest.mark.parametrize(("side", "verdict"), [("BUY", "protection_updated"), ("SELL", "rejected")])
+def test_an_entry_waits_for_the_venues_answer_to_an_earlier_entry_on_its_symbol(
+    stack: Stack, side: str, verdict: str
+) -> None:
+    """The first entry's order is still at the venue (answered 800 ms late) when a second intent on the symbol is
+    checked: the second waits for that answer, meets the open LONG, and places no order (default policies)."""
+    symbol = "NEARUSDT"
+    first_ctx, ctx = policy_context(stack), policy_context(stack)
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "2.5000")
+    first, second = unique_id("wait1"), unique_id("wait2")
+    stack.paper.add_fault(kind="latency", delay_ms=800, client_order_id=client_order_id(first))
+    results: dict[str, ExecutionResult] = {}
+
+    def place_first() -> None:
+        results["first"], _ = run(first_ctx, intent(first, symbol, "BUY", 60, stop_loss=2.3, take_profit=2.8))
+
+    thread = threading.Thread(target=place_first)
+    try:
+        thread.start()
+        state = constants.ORDER_KEY.format(intent_id=first)
+        deadline = time.monotonic() + 10
+        while ctx.redis.hget(state, "phase") != "submitting" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ctx.redis.hget(state, "phase") == "submitting", "the first order is on its way to the venue"
+
+        levels = {"stop_loss": 2.3, "take_profit": 2.8} if side == "BUY" else {}
+        result, _event = run(ctx, intent(second, symbol, side, 60, **levels))
+        thread.join(30)
+
+        assert results["first"].status.value == "filled", results["first"]
+        assert result.status.value == verdict, result
+        assert stack.paper.orders(clientOrderId=client_order_id(second)) == [], "no second entry order"
+        assert position_amt(ctx, symbol) == Decimal(str(results["first"].quantity))
+    finally:
+        thread.join(30)
         flatten(ctx, symbol)
 
 
