@@ -214,8 +214,11 @@ def get_settings() -> Settings:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from qexec's (celeryconfig.py exposes these; see reference/celery-redis.md)."""
     longest_countdown_s = max(settings.poll_max_s, settings.retry_countdown_max_s)
-    # A step makes a few venue calls, each bounded by the request timeout and by a wait for the shared rate budget.
-    longest_task_s = (settings.request_timeout_s + settings.limit_max_wait_s) * 4 + settings.unknown_lookup_s
+    # A step makes a few venue calls, each bounded by the request timeout and by a wait for the shared rate budget;
+    # place_order may first wait for an earlier entry on its symbol.
+    longest_task_s = (
+        (settings.request_timeout_s + settings.limit_max_wait_s) * 4 + settings.unknown_lookup_s + settings.entry_wait_s
+    )
     visibility_s = max(
         settings.visibility_timeout_s, math.ceil(longest_task_s + longest_countdown_s + settings.visibility_margin_s)
     )

@@ -122,7 +122,7 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
     pipe.get(constants.PUBLISHED_KEY.format(intent_id=ticket.intent_id))
     pipe.get(constants.HALT_KEY)
     if not ticket.intent.reduce_only:
-        positions.queue_entry_registration(ctx, ticket, pipe)
+        positions.queue_entry_registration(ctx, ticket, pipe, token)
     locked, state, published_id, halt, *entries = pipe.execute()
     if not locked:
         raise Pending(0.5, "another execution is placing this intent")
@@ -230,6 +230,8 @@ def _check_and_submit(
     on_the_way: positions.OnTheWay | None = None,
 ) -> Ticket | ExecutionResult:
     intent, s, venue = ticket.intent, ctx.settings, ctx.venue
+    if on_the_way is not None and positions.wait_for_earlier(ctx, ticket, on_the_way):
+        halt = risk.UNREAD  # waited for an earlier entry: the kill switch is read again, like everything below
     now = ctx.now()
     try:
         breach = risk.breach(intent, s, ctx.redis, venue, now, halt=halt)  # the kill switch, then every risk limit

@@ -37,25 +37,38 @@ LOCK_POLL_S = 0.01  # how often a step waiting for a position's lock asks again
 ENTRY_POLL_S = 0.005  # how often an entry waiting for an earlier one's answer asks again
 EARLIER_READ = 50  # earlier entries read per direction
 
-# Register an entry on its symbol (KEYS: the LONG and SHORT entries; ARGV: intent id, own key's index, window) at
-# the Redis server's clock, the first registration's time kept; drop entries older than the window. Returns this
-# entry's time, then per direction the number of entries and the first ones registered at or before it.
-_REGISTER_ENTRY = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local window = tonumber(ARGV[3])
-local own = KEYS[tonumber(ARGV[2])]
-for i = 1, 2 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window) end
-redis.call('ZADD', own, 'NX', now, ARGV[1])
-redis.call('EXPIRE', own, math.ceil(window))
-local mine = redis.call('ZSCORE', own, ARGV[1])
+# The entries registered on a symbol at or before one of them (KEYS: the LONG and SHORT entries; ARGV: its intent id,
+# its own key's index (1, 2), how many to read): its time, then per direction the number of entries and the nearest
+# ones at or before it, nearest first.
+_READ_EARLIER = """
+local mine = redis.call('ZSCORE', KEYS[tonumber(ARGV[2])], ARGV[1])
+if not mine then mine = '+inf' end
 local out = {mine}
 for i = 1, 2 do
   out[#out + 1] = redis.call('ZCARD', KEYS[i])
-  out[#out + 1] = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', mine, 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+  out[#out + 1] = redis.call('ZREVRANGEBYSCORE', KEYS[i], mine, '-inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
 end
 return out
 """
+# Register an entry (KEYS: as above, then its place lock and its order record; ARGV: as above, then the window and
+# the lock's token) at the Redis server's clock, dropping entries older than the window, then read as above. An entry
+# deciding now (holding its lock, nothing submitted yet) takes a fresh place; otherwise it keeps the one it had.
+_REGISTER_ENTRY = (
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[4])
+local own = KEYS[tonumber(ARGV[2])]
+for i = 1, 2 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window) end
+if redis.call('GET', KEYS[3]) == ARGV[5] and not redis.call('HGET', KEYS[4], 'phase') then
+  redis.call('ZADD', own, now, ARGV[1])
+else
+  redis.call('ZADD', own, 'NX', now, ARGV[1])
+end
+redis.call('EXPIRE', own, math.ceil(window))
+"""
+    + _READ_EARLIER
+)
 
 
 class PositionBusy(Exception):
@@ -200,8 +213,9 @@ def entry_plan(
 ) -> tuple[Ticket, Decimal]:
     """Apply the same-side / opposite-side policy: the ticket (with a verdict when no order is to go) and quantity.
 
-    `on_the_way`: other intents' entries on the symbol, from this entry's registration (registered here when not
-    given). Raises `Pending` while a reversing close is still working at the venue.
+    `on_the_way`: other intents' entries on the symbol, from this entry's registration, after `wait_for_earlier`
+    (registered and waited for here when not given). Raises `Pending` while a reversing close is still working at
+    the venue.
     """
     intent, s = ticket.intent, ctx.settings
     if intent.reduce_only:
@@ -212,11 +226,7 @@ def entry_plan(
         pipe = ctx.redis.pipeline(transaction=False)
         queue_entry_registration(ctx, ticket, pipe)
         on_the_way = on_the_way_from(pipe.execute()[0], ticket)
-    # An opposite position always decides; one on the intent's own side unless the policy is `add` (it changes
-    # nothing then). An earlier entry in such a direction may be at the venue right now: wait for its answer, so that
-    # the venue's positions below include what it opened.
-    looked_at = {other} if s.same_side_policy == "add" else {other, wanted}
-    wait_for_earlier(ctx, ticket, [iid for direction, iid in on_the_way.earlier if direction in looked_at])
+        wait_for_earlier(ctx, ticket, on_the_way)
     positions = open_positions(ctx, intent.symbol)
     # Another entry on the symbol may have filled a moment ago, before the stream could say so: then only the venue
     # itself can tell whether there is a position.
@@ -294,21 +304,32 @@ class OnTheWay:
     earlier: tuple[tuple[str, str], ...]  # (direction, intent id) of those registered before this entry
 
 
-def queue_entry_registration(ctx: Context, ticket: Ticket, pipe: redis.client.Pipeline) -> None:
+def _entry_keys(ticket: Ticket) -> tuple[list[str], int]:
+    """The symbol's LONG and SHORT entry keys, and the index (1, 2) of the ticket's own among them."""
+    symbol = ticket.intent.symbol
+    keys = [constants.ENTRIES_KEY.format(symbol=symbol, direction=d) for d in (LONG, SHORT)]
+    return keys, 1 if direction_of(ticket.intent.side) == LONG else 2
+
+
+def queue_entry_registration(ctx: Context, ticket: Ticket, pipe: redis.client.Pipeline, token: str = "") -> None:
     """Queue in `pipe` the registration of the ticket's entry on its symbol, which also reads the others
     (`on_the_way_from` reads its reply). An entry stays registered until `done_entering`, or the window's end.
 
     Registration and read are one atomic step at the Redis server's clock: of two entries racing on a symbol, the
-    second always sees the first, whichever worker runs them.
+    second always sees the first, whichever worker runs them. `token`: the intent's place lock, when this run holds
+    it (queued before this in `pipe`): a run about to decide takes a fresh place, so that an entry that had to retry
+    before submitting waits for those that went ahead of it meanwhile.
     """
-    symbol = ticket.intent.symbol
-    keys = [constants.ENTRIES_KEY.format(symbol=symbol, direction=d) for d in (LONG, SHORT)]
-    own = 1 if direction_of(ticket.intent.side) == LONG else 2
-    pipe.eval(_REGISTER_ENTRY, 2, *keys, ticket.intent_id, own, _entering_s(ctx), EARLIER_READ)
+    keys, own = _entry_keys(ticket)
+    keys += [
+        constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id),
+        constants.ORDER_KEY.format(intent_id=ticket.intent_id),
+    ]
+    pipe.eval(_REGISTER_ENTRY, 4, *keys, ticket.intent_id, own, EARLIER_READ, _entering_s(ctx), token or "-")
 
 
 def on_the_way_from(reply: list[Any], ticket: Ticket) -> OnTheWay:
-    """The other entries on the symbol, from the reply of `queue_entry_registration`."""
+    """The other entries on the symbol, from the reply of `queue_entry_registration` (or `_READ_EARLIER`)."""
     mine, own = (float(reply[0]), ticket.intent_id), direction_of(ticket.intent.side)
     directions: set[str] = set()
     earlier: list[tuple[str, str]] = []
@@ -322,25 +343,43 @@ def on_the_way_from(reply: list[Any], ticket: Ticket) -> OnTheWay:
     return OnTheWay(frozenset(directions), tuple(earlier))
 
 
-def wait_for_earlier(ctx: Context, ticket: Ticket, intent_ids: list[str]) -> None:
-    """Wait, up to `QEXEC_ENTRY_WAIT_S`, until none of these intents is placing its order any more (its place lock,
-    held from its checks until the venue's answer is recorded, is gone): what they opened is then at the venue."""
-    if not intent_ids:
-        return
-    keys = [constants.PLACE_LOCK_KEY.format(intent_id=iid) for iid in intent_ids]
+def _earlier_now(ctx: Context, ticket: Ticket) -> OnTheWay:
+    """The entries registered before the ticket's, read again (an entry that retried has a fresh place)."""
+    keys, own = _entry_keys(ticket)
+    return on_the_way_from(ctx.redis.eval(_READ_EARLIER, 2, *keys, ticket.intent_id, own, EARLIER_READ), ticket)
+
+
+def wait_for_earlier(ctx: Context, ticket: Ticket, on_the_way: OnTheWay) -> bool:
+    """Wait, up to `QEXEC_ENTRY_WAIT_S`, until no entry registered on the symbol before this one, in a direction its
+    policy looks at, is placing its order (its place lock, held from its checks until the venue's answer is recorded,
+    is gone): what it opened is then at the venue. True when it waited (what was read before is stale).
+
+    The other side always decides; the intent's own side unless the policy is `add` (a position there changes
+    nothing then), so scale-in bursts do not wait for each other.
+    """
+    if ticket.intent.reduce_only:
+        return False
+    wanted = direction_of(ticket.intent.side)
+    looked_at = {LONG, SHORT} - ({wanted} if ctx.settings.same_side_policy == "add" else set())
+    earlier = [iid for direction, iid in on_the_way.earlier if direction in looked_at]
+    ids: dict[str, Any] = {"intent_id": ticket.intent_id, "symbol": ticket.intent.symbol}
     started = time.monotonic()
-    ids: dict[str, Any] = {"intent_id": ticket.intent_id, "symbol": ticket.intent.symbol, "earlier": intent_ids[0]}
     waited = False
-    while ctx.redis.exists(*keys):
+    while earlier and ctx.redis.exists(*(constants.PLACE_LOCK_KEY.format(intent_id=iid) for iid in earlier)):
         waited_ms = int((time.monotonic() - started) * 1000)
         if waited_ms >= ctx.settings.entry_wait_s * 1000:
             # Rare (a venue call that hangs): go on with the venue's positions as they are now.
-            logs.proof(ENTRY_WAIT, level=logging.WARNING, outcome="gave_up", waited_ms=waited_ms, **ids)
-            return
+            waiting_for = ",".join(earlier[:5])
+            logs.proof(
+                ENTRY_WAIT, level=logging.WARNING, outcome="gave_up", waited_ms=waited_ms, earlier=waiting_for, **ids
+            )
+            return True
         waited = True
         time.sleep(ENTRY_POLL_S)
+        earlier = [iid for direction, iid in _earlier_now(ctx, ticket).earlier if direction in looked_at]
     if waited:
         logs.proof(ENTRY_WAIT, outcome="answered", waited_ms=int((time.monotonic() - started) * 1000), **ids)
+    return waited
 
 
 def entering(ctx: Context, symbol: str) -> bool:

@@ -1,10 +1,9 @@
 """Crash safety, one fault at a time: workers and bridges SIGKILLed mid-step, Redis restarted under the stack.
 
 Each test builds its own stack (its own Redis with AOF, paper exchange, worker and bridge processes), so its
-kills never touch the session's `stack` fixture. Recovery rides on the settings tuned for it: a visibility
-timeout of ceil((request_timeout + limit_max_wait) * 4 + unknown_lookup + retry_countdown_max + visibility_margin)
-= 11 s and
-kombu's unacked-restore sweep every second.
+kills never touch the session's `stack` fixture. Recovery rides on the settings tuned for it: a visibility timeout
+of ceil((request_timeout + limit_max_wait) * 4 + unknown_lookup + entry_wait + retry_countdown_max +
+visibility_margin) = 12 s and kombu's unacked-restore sweep every second.
 """
 
 from __future__ import annotations
@@ -36,9 +35,10 @@ CRASH_ENV = {
     "QEXEC_VISIBILITY_MARGIN_S": "2",
     "QEXEC_RETRY_COUNTDOWN_MAX_S": "2",
     "QEXEC_LIMIT_MAX_WAIT_S": "0.25",
+    "QEXEC_ENTRY_WAIT_S": "0.5",
     "QEXEC_BRIDGE_BATCH": "16",
 }
-RECOVERY_S = 60  # visibility (11 s) + the place lock a dead worker left (13 s) + worker start-up, with room
+RECOVERY_S = 60  # visibility (12 s) + the place lock a dead worker left (13 s) + worker start-up, with room
 
 
 class CrashStack(Stack):
@@ -111,7 +111,7 @@ def test_the_visibility_timeout_is_tuned_from_the_settings() -> None:
     """The visibility timeout covers the longest task and countdown plus the margin, and restores sweep every second."""
     settings = Settings(**{k.removeprefix("QEXEC_").lower(): v for k, v in CRASH_ENV.items()})
     transport = celery_config(settings)["broker_transport_options"]
-    assert transport["visibility_timeout"] == 11  # (1 + 0.25) * 4 + 2 lookups + 2 countdown + 2 margin
+    assert transport["visibility_timeout"] == 12  # (1 + 0.25) * 4 + 2 lookups + 0.5 entry wait + 2 countdown + 2 margin
     assert (transport["unacked_restore_interval"], transport["unacked_restore_throttle"]) == (1, 1)
     assert celery_config(Settings())["broker_transport_options"]["visibility_timeout"] == 120
 

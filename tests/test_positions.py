@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
@@ -15,7 +16,7 @@ from position_helpers import context, exits, flatten, intent, open_algos, positi
 from stack_fixtures import Stack, stop_process, unique_id
 from test_pipeline import venue_orders
 
-from qexec import constants, monitor, positions
+from qexec import constants, killswitch, monitor, positions
 from qexec.execution import Context, new_ticket
 from qexec.models import ExecutionResult, Ticket, client_order_id
 
@@ -175,19 +176,28 @@ def test_an_opposite_intent_reverses_the_position_when_the_policy_says_reverse(s
         flatten(ctx, symbol)
 
 
-def register(ctx: Context, ticket: Ticket) -> positions.OnTheWay:
-    """Register an entry on its symbol as place_order's first round trip does; the others it sees."""
+def register(ctx: Context, ticket: Ticket, *, deciding: bool = False) -> positions.OnTheWay:
+    """Register an entry on its symbol as place_order's first round trip does (`deciding`: holding its place lock,
+    nothing submitted yet); the others it sees."""
+    lock = constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id)
     pipe = ctx.redis.pipeline(transaction=False)
-    positions.queue_entry_registration(ctx, ticket, pipe)
-    return positions.on_the_way_from(pipe.execute()[0], ticket)
+    if deciding:
+        pipe.set(lock, "token", px=5000)
+    positions.queue_entry_registration(ctx, ticket, pipe, "token" if deciding else "")
+    on_the_way = positions.on_the_way_from(pipe.execute()[-1], ticket)
+    ctx.redis.delete(lock)
+    return on_the_way
+
+
+def entry_ticket(symbol: str, side: str, name: str) -> Ticket:
+    return new_ticket(intent(unique_id(name), symbol, side, 60), entry_id=None)
 
 
 def test_of_two_entries_on_a_symbol_the_second_sees_the_first_and_a_rerun_keeps_its_place(stack: Stack) -> None:
     """Registration orders entries by the Redis server's clock; a re-run of the first is still first."""
     ctx = policy_context(stack)
     symbol = f"REG{uuid.uuid4().hex[:8].upper()}USDT"
-    first = new_ticket(intent(unique_id("reg1"), symbol, "BUY", 60), entry_id=None)
-    second = new_ticket(intent(unique_id("reg2"), symbol, "SELL", 60), entry_id=None)
+    first, second = entry_ticket(symbol, "BUY", "reg1"), entry_ticket(symbol, "SELL", "reg2")
     try:
         seen_by_first = register(ctx, first)
         seen_by_second = register(ctx, second)
@@ -202,17 +212,48 @@ def test_of_two_entries_on_a_symbol_the_second_sees_the_first_and_a_rerun_keeps_
         positions.done_entering(ctx, second)
 
 
-@pytest.mark.parametrize(("side", "verdict"), [("BUY", "protection_updated"), ("SELL", "rejected")])
-def test_an_entry_waits_for_the_venues_answer_to_an_earlier_entry_on_its_symbol(
-    stack: Stack, side: str, verdict: str
+def test_an_entry_that_retries_before_submitting_goes_behind_those_that_went_ahead_meanwhile(stack: Stack) -> None:
+    """The first entry had to retry before its order went out; the second decided meanwhile: on its next attempt
+    the first takes a fresh place, behind the second, and waits for it rather than the other way round."""
+    ctx = policy_context(stack)
+    symbol = f"REG{uuid.uuid4().hex[:8].upper()}USDT"
+    first, second = entry_ticket(symbol, "BUY", "retry1"), entry_ticket(symbol, "SELL", "retry2")
+    try:
+        register(ctx, first, deciding=True)
+        assert register(ctx, second, deciding=True).earlier == (("LONG", first.intent_id),)
+        assert register(ctx, first, deciding=True).earlier == (("SHORT", second.intent_id),)
+    finally:
+        positions.done_entering(ctx, first)
+        positions.done_entering(ctx, second)
+
+
+def test_an_entry_sees_the_nearest_earlier_entries_when_there_are_many(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first entry's order is still at the venue (answered 800 ms late) when a second intent on the symbol is
-    checked: the second waits for that answer, meets the open LONG, and places no order (default policies)."""
-    symbol = "NEARUSDT"
+    """With more entries than are read, the ones read are those registered just before, not the oldest."""
+    monkeypatch.setattr(positions, "EARLIER_READ", 2)
+    ctx = policy_context(stack)
+    symbol = f"REG{uuid.uuid4().hex[:8].upper()}USDT"
+    longs = [entry_ticket(symbol, "BUY", f"many{n}") for n in range(4)]
+    short = entry_ticket(symbol, "SELL", "many-short")
+    try:
+        for ticket in longs:
+            register(ctx, ticket)
+        seen = register(ctx, short)
+        assert seen.earlier == (("LONG", longs[3].intent_id), ("LONG", longs[2].intent_id))
+    finally:
+        for ticket in [*longs, short]:
+            positions.done_entering(ctx, ticket)
+
+
+@contextlib.contextmanager
+def first_entry_at_the_venue(stack: Stack, symbol: str) -> Iterator[tuple[Context, str, dict[str, ExecutionResult]]]:
+    """A first BUY on `symbol` whose order the venue answers 800 ms late, run in a thread, on its way when this
+    yields (a context for the test, its intent id, and where its result lands); the symbol is flattened after."""
     first_ctx, ctx = policy_context(stack), policy_context(stack)
     flatten(ctx, symbol)
     stack.paper.set_price(symbol, "2.5000")
-    first, second = unique_id("wait1"), unique_id("wait2")
+    first = unique_id("wait1")
     stack.paper.add_fault(kind="latency", delay_ms=800, client_order_id=client_order_id(first))
     results: dict[str, ExecutionResult] = {}
 
@@ -227,18 +268,46 @@ def test_an_entry_waits_for_the_venues_answer_to_an_earlier_entry_on_its_symbol(
         while ctx.redis.hget(state, "phase") != "submitting" and time.monotonic() < deadline:
             time.sleep(0.01)
         assert ctx.redis.hget(state, "phase") == "submitting", "the first order is on its way to the venue"
-
-        levels = {"stop_loss": 2.3, "take_profit": 2.8} if side == "BUY" else {}
-        result, _event = run(ctx, intent(second, symbol, side, 60, **levels))
+        yield ctx, first, results
         thread.join(30)
-
         assert results["first"].status.value == "filled", results["first"]
-        assert result.status.value == verdict, result
-        assert stack.paper.orders(clientOrderId=client_order_id(second)) == [], "no second entry order"
-        assert position_amt(ctx, symbol) == Decimal(str(results["first"].quantity))
     finally:
         thread.join(30)
         flatten(ctx, symbol)
+
+
+@pytest.mark.parametrize(("side", "verdict"), [("BUY", "protection_updated"), ("SELL", "rejected")])
+def test_an_entry_waits_for_the_venues_answer_to_an_earlier_entry_on_its_symbol(
+    stack: Stack, side: str, verdict: str
+) -> None:
+    """The first entry's order is still at the venue (answered 800 ms late) when a second intent on the symbol is
+    checked: the second waits for that answer, meets the open LONG, and places no order (default policies)."""
+    symbol = "NEARUSDT"
+    with first_entry_at_the_venue(stack, symbol) as (ctx, first, _results):
+        second = unique_id("wait2")
+        levels = {"stop_loss": 2.3, "take_profit": 2.8} if side == "BUY" else {}
+        result, _event = run(ctx, intent(second, symbol, side, 60, **levels))
+        assert result.status.value == verdict, result
+        assert stack.paper.orders(clientOrderId=client_order_id(second)) == [], "no second entry order"
+        [first_order] = stack.paper.orders(clientOrderId=client_order_id(first))
+        assert position_amt(ctx, symbol) == Decimal(first_order["executedQty"]), "the first entry's position only"
+
+
+def test_a_halt_set_while_an_entry_waits_stops_it(stack: Stack) -> None:
+    """The kill switch is read again after waiting for an earlier entry: a halt set meanwhile rejects the intent."""
+    symbol = "NEARUSDT"
+    with first_entry_at_the_venue(stack, symbol) as (ctx, _first, _results):
+        second = unique_id("halted")
+        timer = threading.Timer(0.2, killswitch.halt, args=(ctx.redis,), kwargs={"reason": "test: halt mid-wait"})
+        timer.start()
+        try:
+            result, _event = run(ctx, intent(second, symbol, "SELL", 60))
+        finally:
+            timer.join()
+            killswitch.resume(ctx.redis)
+        assert result.status.value == "rejected", result
+        assert (result.reason or "").startswith("halted"), result.reason
+        assert stack.paper.orders(clientOrderId=client_order_id(second)) == []
 
 
 def test_a_hedge_mode_account_gets_position_sides_and_a_mode_change_is_noticed(
