@@ -20,7 +20,7 @@ POSITIONS_KEY = "qexec:positions"  # set of "SYMBOL:DIRECTION" qexec tracks
 POSITION_KEY = "qexec:position:{symbol}:{direction}"  # hash: the tracked position and its protective orders
 POSITION_LOCK_KEY = "qexec:position:{symbol}:{direction}:lock"  # one protect/monitor step at a time
 ENTERING_KEY = "qexec:symbol:{symbol}:entering"  # an entry is on its way: not a stranger's position to adopt
-# sorted set: intents whose entry opening a position in this direction is on its way, by submit time
+# sorted set: intents whose entry opening a position in this direction is on its way, by registration (server time)
 ENTRIES_KEY = "qexec:symbol:{symbol}:entries:{direction}"
 EXIT_PUBLISHED_KEY = "qexec:exit:{position_id}"  # the exit stream entry id, once published
 PROTECTION_PUBLISHED_KEY = "qexec:intent:{intent_id}:protection"  # the protection event's entry id

@@ -230,6 +230,8 @@ def _check_and_submit(
     on_the_way: positions.OnTheWay | None = None,
 ) -> Ticket | ExecutionResult:
     intent, s, venue = ticket.intent, ctx.settings, ctx.venue
+    if on_the_way is None and not intent.reduce_only:
+        on_the_way = positions.register_entry(ctx, ticket, lock.token)  # deciding again: a fresh place
     if on_the_way is not None and positions.wait_for_earlier(ctx, ticket, on_the_way):
         halt = risk.UNREAD  # waited for an earlier entry: the kill switch is read again, like everything below
     now = ctx.now()
@@ -254,7 +256,8 @@ def _check_and_submit(
             return _reject(ticket, ctx, problem)
         dual = venue.dual_side()
         # An open position on the symbol: the configured policy decides (skip, update protection, add, ...).
-        ticket, quantity = positions.entry_plan(ticket, ctx, quantity=quantity, dual=dual, on_the_way=on_the_way)
+        plan_with = on_the_way or positions.OnTheWay()  # reduce-only: nothing to plan around
+        ticket, quantity = positions.entry_plan(ticket, ctx, quantity=quantity, dual=dual, on_the_way=plan_with)
         if ticket.verdict is None:
             venue.ensure_leverage(intent.symbol, intent.leverage)
     except OrderRejected as exc:

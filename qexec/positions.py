@@ -209,24 +209,18 @@ def short_hash(text: str, length: int = 24) -> str:
 
 
 def entry_plan(
-    ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool, on_the_way: OnTheWay | None = None
+    ticket: Ticket, ctx: Context, *, quantity: Decimal, dual: bool, on_the_way: OnTheWay
 ) -> tuple[Ticket, Decimal]:
     """Apply the same-side / opposite-side policy: the ticket (with a verdict when no order is to go) and quantity.
 
-    `on_the_way`: other intents' entries on the symbol, from this entry's registration, after `wait_for_earlier`
-    (registered and waited for here when not given). Raises `Pending` while a reversing close is still working at
-    the venue.
+    `on_the_way`: other intents' entries on the symbol, from this entry's registration, after `wait_for_earlier`.
+    Raises `Pending` while a reversing close is still working at the venue.
     """
     intent, s = ticket.intent, ctx.settings
     if intent.reduce_only:
         return ticket, quantity
     wanted = direction_of(intent.side)
     other = LONG if wanted == SHORT else SHORT
-    if on_the_way is None:
-        pipe = ctx.redis.pipeline(transaction=False)
-        queue_entry_registration(ctx, ticket, pipe)
-        on_the_way = on_the_way_from(pipe.execute()[0], ticket)
-        wait_for_earlier(ctx, ticket, on_the_way)
     positions = open_positions(ctx, intent.symbol)
     # Another entry on the symbol may have filled a moment ago, before the stream could say so: then only the venue
     # itself can tell whether there is a position.
@@ -237,7 +231,7 @@ def entry_plan(
         # (with `add`, a position on the intent's own side changes neither).
         positions = open_positions(ctx, intent.symbol, rest=True)
     same = positions.get((intent.symbol, wanted))
-    opposite = positions.get((intent.symbol, LONG if wanted == SHORT else SHORT))
+    opposite = positions.get((intent.symbol, other))
     ids: dict[str, Any] = {"intent_id": ticket.intent_id, "symbol": intent.symbol, "side": intent.side.value}
     if same is not None:
         same_policy = s.same_side_policy
@@ -300,8 +294,8 @@ def mark_entering(ctx: Context, ticket: Ticket, pipe: redis.client.Pipeline) -> 
 class OnTheWay:
     """Other intents' entries on a symbol, registered between their checks and their protection."""
 
-    directions: frozenset[str]  # the directions in which there is at least one
-    earlier: tuple[tuple[str, str], ...]  # (direction, intent id) of those registered before this entry
+    directions: frozenset[str] = frozenset()  # the directions in which there is at least one
+    earlier: tuple[tuple[str, str], ...] = ()  # (direction, intent id) of those registered before this entry
 
 
 def _entry_keys(ticket: Ticket) -> tuple[list[str], int]:
@@ -326,6 +320,13 @@ def queue_entry_registration(ctx: Context, ticket: Ticket, pipe: redis.client.Pi
         constants.ORDER_KEY.format(intent_id=ticket.intent_id),
     ]
     pipe.eval(_REGISTER_ENTRY, 4, *keys, ticket.intent_id, own, EARLIER_READ, _entering_s(ctx), token or "-")
+
+
+def register_entry(ctx: Context, ticket: Ticket, token: str) -> OnTheWay:
+    """`queue_entry_registration` on its own round trip (a run deciding again, e.g. after "not placed")."""
+    pipe = ctx.redis.pipeline(transaction=False)
+    queue_entry_registration(ctx, ticket, pipe, token)
+    return on_the_way_from(pipe.execute()[0], ticket)
 
 
 def on_the_way_from(reply: list[Any], ticket: Ticket) -> OnTheWay:

@@ -180,11 +180,9 @@ def register(ctx: Context, ticket: Ticket, *, deciding: bool = False) -> positio
     """Register an entry on its symbol as place_order's first round trip does (`deciding`: holding its place lock,
     nothing submitted yet); the others it sees."""
     lock = constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id)
-    pipe = ctx.redis.pipeline(transaction=False)
     if deciding:
-        pipe.set(lock, "token", px=5000)
-    positions.queue_entry_registration(ctx, ticket, pipe, "token" if deciding else "")
-    on_the_way = positions.on_the_way_from(pipe.execute()[-1], ticket)
+        ctx.redis.set(lock, "token", px=5000)
+    on_the_way = positions.register_entry(ctx, ticket, "token" if deciding else "")
     ctx.redis.delete(lock)
     return on_the_way
 
