@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     # Risk limits (a breach is a `rejected` result with the reason).
     max_notional_usd: float = Field(default=50_000.0, gt=0)
     max_leverage: int = Field(default=20, ge=1, le=125)
+    # `qexec halt` stops new exposure; reducing or closing a position still goes through unless this is false.
+    halt_allows_reduce_only: bool = True
 
     # Rate limits and risk.
     # The account's venue budget, shared by every worker through Redis (qexec/limiter.py); `limit_margin` is the

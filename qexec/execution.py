@@ -236,7 +236,8 @@ def _check_and_submit(
         halt = risk.UNREAD  # waited for an earlier entry: the kill switch is read again, like everything below
     now = ctx.now()
     try:
-        breach = risk.breach(intent, s, ctx.redis, venue, now, halt=halt)  # the kill switch, then every risk limit
+        # The kill switch, then every risk limit.
+        breach = risk.breach(intent, s, ctx.redis, venue, now, halt=halt, entry_id=ticket.entry_id)
         if breach:
             return _reject(ticket, ctx, breach)
         rules = venue.rules().get(intent.symbol)
@@ -251,15 +252,15 @@ def _check_and_submit(
             limit_price = rules.round_price(Decimal(str(intent.entry_price)), down=intent.side is Side.BUY)
             price = limit_price
         quantity = rules.quantity_for(Decimal(str(intent.position_size_usd)), price, market=market)
-        problem = rules.problem(quantity, price, market=market)
+        problem = rules.problem(quantity, price, market=market, reduce_only=intent.reduce_only)
         if problem:
             return _reject(ticket, ctx, problem)
         dual = venue.dual_side()
         # An open position on the symbol: the configured policy decides (skip, update protection, add, ...).
         plan_with = on_the_way or positions.OnTheWay()  # reduce-only: nothing to plan around
         ticket, quantity = positions.entry_plan(ticket, ctx, quantity=quantity, dual=dual, on_the_way=plan_with)
-        if ticket.verdict is None:
-            venue.ensure_leverage(intent.symbol, intent.leverage)
+        if ticket.verdict is None and not ticket.intent.reduce_only:  # closing and reducing never touch leverage
+            ticket = _with_leverage(ticket, ctx)
     except OrderRejected as exc:
         return _reject(ticket, ctx, f"venue refused the set-up: {exc.message}", exc.code)
     except (TemporaryVenueError, UnknownOutcome) as exc:
@@ -281,6 +282,8 @@ def _check_and_submit(
         positions.mark_entering(ctx, ticket, pipe)  # our own position-to-be: not a stranger's to adopt
     key = _order_key(ticket)
     state = {"phase": "submitting", "submitted_at": now.timestamp(), "client_order_id": ticket.client_order_id}
+    if ticket.leverage is not None:
+        state["leverage"] = ticket.leverage  # a re-run adopting the order reports it too
     pipe.hset(key, mapping={k: str(v) for k, v in state.items()})
     pipe.expire(key, ctx.settings.intent_state_ttl_s)
     recorded = len(pipe)
@@ -327,6 +330,28 @@ def _check_and_submit(
         logs.proof(logs.ORDER_ERROR, level=logging.WARNING, outcome="unknown", error=exc, **_ids(ticket, ctx))
         return _adopt(ticket, ctx, {"phase": "submitting", "submitted_at": str(now.timestamp())}, attempt, lock)
     return _placed(ticket, ctx, order, placed_at=now, lock=lock, first=True)
+
+
+def _with_leverage(ticket: Ticket, ctx: Context) -> Ticket:
+    """The ticket with the leverage its entry opens at: the intent's, set at the venue when it differs, or the
+    symbol's own when the intent names none; with a rejection when that is not allowed or not what the venue did."""
+    intent, limit = ticket.intent, ctx.settings.max_leverage
+    if intent.leverage is None:
+        current = ctx.venue.current_leverage(intent.symbol)
+        ticket = ticket.model_copy(update={"leverage": current})
+        if current > limit:
+            reason = (
+                f"{intent.symbol} is at leverage {current} at the venue, above the limit {limit}, and the intent "
+                "names none"
+            )
+            return ticket.decide(ResultStatus.REJECTED, reason)
+        return ticket
+    applied = ctx.venue.ensure_leverage(intent.symbol, intent.leverage)
+    ticket = ticket.model_copy(update={"leverage": applied})
+    if applied != intent.leverage:
+        reason = f"the venue set leverage {applied}, not the {intent.leverage} asked"
+        return ticket.decide(ResultStatus.REJECTED, reason)
+    return ticket
 
 
 def _placed(
@@ -377,6 +402,8 @@ def _adopt(
 ) -> Ticket | ExecutionResult:
     """Find out what an earlier submit did by asking the venue for our client order id."""
     venue = ctx.venue
+    if ticket.leverage is None and (state.get("leverage") or "").isdigit():
+        ticket = ticket.model_copy(update={"leverage": int(state["leverage"])})
     submitted_at = datetime.fromtimestamp(float(state.get("submitted_at") or 0), tz=UTC)
     placed_at_text = state.get("placed_at")
     placed_at = datetime.fromtimestamp(float(placed_at_text), tz=UTC) if placed_at_text else submitted_at
@@ -529,7 +556,7 @@ def build_result(ticket: Ticket, ctx: Context) -> ExecutionResult:
         "symbol": intent.symbol,
         "action": intent.side,
         "client_order_id": ticket.client_order_id,
-        "leverage": intent.leverage,
+        "leverage": ticket.leverage if ticket.leverage is not None else intent.leverage,
         "stop_loss": intent.stop_loss,
         "take_profit": intent.take_profit,
         "position_size_usd": intent.position_size_usd,

@@ -1,11 +1,12 @@
 """The venue's websocket streams kept as a live view of the account: order updates, positions, mark prices.
 
 A worker process runs one `Feed` per venue (`start`), in two daemon threads: the user-data stream
-(`ORDER_TRADE_UPDATE`, `ACCOUNT_UPDATE`, `ALGO_UPDATE`) and the mark-price stream. Readers never wait on the network:
-the feed answers from memory, or says None, which means "ask the venue over REST". It vouches for what it has *not*
-seen (an order with no fill yet, a symbol with no position) only while its user stream has been connected without a
-break since before the thing in question began, and only after a REST snapshot of the positions taken on that
-connection; a dropped connection makes it say None until it is back and has taken a fresh snapshot.
+(`ORDER_TRADE_UPDATE`, `ACCOUNT_UPDATE`, `ALGO_UPDATE`, `ACCOUNT_CONFIG_UPDATE`) and the mark-price stream.
+Readers never wait on the network: the feed answers from memory, or says None, which means "ask the venue over
+REST". It vouches for what it has *not* seen (an order with no fill yet, a symbol with no position) only while its
+user stream has been connected without a break since before the thing in question began, and only after a REST
+snapshot of the positions taken on that connection; a dropped connection makes it say None until it is back and has
+taken a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class _Reconnect(Exception):
 # Events are kept as the venue sent them and read into models only when asked for: the stream's thread competes for
 # the GIL with the step whose order caused the event, at the very moment that step gets its answer.
 TERMINAL = frozenset(status.value for status in OrderStatus if status.terminal)
-USER_EVENTS = "ORDER_TRADE_UPDATE/ACCOUNT_UPDATE/ALGO_UPDATE"  # the venue sends only these (and listenKeyExpired)
+# The venue sends only these (and listenKeyExpired).
+USER_EVENTS = "ORDER_TRADE_UPDATE/ACCOUNT_UPDATE/ALGO_UPDATE/ACCOUNT_CONFIG_UPDATE"
 
 
 @dataclass
@@ -161,6 +163,11 @@ class Feed:
         self._symbol_ms: dict[str, int] = {}  # the venue time of the last position update per symbol
         self._as_of_ms = 0  # the venue time of the positions snapshot: every symbol is known up to it
         self._marks: dict[str, tuple[str, float]] = {}  # symbol -> (mark, time.monotonic() received)
+        # symbol -> (leverage, connection): what the venue said of a symbol's leverage. Every change, whoever makes it
+        # (another worker, the venue's UI), comes as an ACCOUNT_CONFIG_UPDATE, so a value learnt on the current
+        # connection stays true until that connection breaks.
+        self._leverage: dict[str, tuple[int, int]] = {}
+        self._config_events: dict[str, int] = {}  # symbol -> ACCOUNT_CONFIG_UPDATEs received for it
         self._live_since: float | None = None  # time.time() the user stream came up; None while down
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -259,6 +266,30 @@ class Feed:
         found = (_position(p, at) for (s, _side), (p, at) in self._positions.items() if symbol is None or s == symbol)
         return [p for p in found if p is not None]
 
+    def leverage(self, symbol: str) -> int | None:
+        """The symbol's leverage as the venue last said on the current connection, or None (ask the venue)."""
+        with self._lock:
+            found = self._leverage.get(symbol)
+            if self._live_since is None or found is None or found[1] != self._connection:
+                return None
+            return found[0]
+
+    def leverage_mark(self, symbol: str) -> tuple[int, int] | None:
+        """Where the stream stands for a symbol's leverage, taken before asking the venue (see `learn_leverage`)."""
+        with self._lock:
+            if self._live_since is None:
+                return None
+            return self._connection, self._config_events.get(symbol, 0)
+
+    def learn_leverage(self, symbol: str, leverage: int, mark: tuple[int, int] | None) -> None:
+        """Keep the leverage a REST answer gave, unless the stream broke or reported a change since `mark` (then the
+        stream's own, later, report stands)."""
+        with self._lock:
+            if mark is None or mark != (self._connection, self._config_events.get(symbol, 0)):
+                return
+            if self._live_since is not None:
+                self._leverage[symbol] = (leverage, self._connection)
+
     def mark(self, symbol: str, max_age_s: float) -> Decimal | None:
         """The symbol's mark price from the stream, when it is at most `max_age_s` old."""
         found = self._marks.get(symbol)
@@ -320,6 +351,7 @@ class Feed:
             rows = {(p.symbol, p.positionSide): _snapshot_row(p) for p in snapshot}
             with self._changed:
                 self._connection += 1
+                self._leverage.clear()  # what changed while the stream was down is unknown: the venue is asked
                 self._positions = rows
                 self._symbol_ms.clear()
                 self._as_of_ms = as_of_ms
@@ -350,6 +382,8 @@ class Feed:
             self._on_account(event.get("a") or {}, int(event.get("T") or event.get("E") or 0))
         elif kind == "ALGO_UPDATE":
             self._on_algo(event.get("o") or {})
+        elif kind == "ACCOUNT_CONFIG_UPDATE":
+            self._on_config(event.get("ac") or {})
         elif kind == "listenKeyExpired":
             raise _Reconnect("the listen key expired")
         else:
@@ -390,6 +424,17 @@ class Feed:
             self._algos.move_to_end(cid)
             while len(self._algos) > MAX_ORDERS:
                 self._algos.popitem(last=False)
+
+    def _on_config(self, ac: dict[str, Any]) -> None:
+        symbol, leverage = ac.get("s"), ac.get("l")
+        if not isinstance(symbol, str):
+            return  # e.g. the multi-assets mode (`ai`): not a leverage change
+        with self._lock:
+            self._config_events[symbol] = self._config_events.get(symbol, 0) + 1
+            try:
+                self._leverage[symbol] = (int(str(leverage)), self._connection)
+            except ValueError:
+                self._leverage.pop(symbol, None)  # unreadable: the venue is asked
 
     def _on_account(self, a: dict[str, Any], at_ms: int) -> None:
         with self._changed:

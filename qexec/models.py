@@ -99,7 +99,7 @@ class Intent(BaseModel):
     symbol: Annotated[str, Field(min_length=2, max_length=30, pattern=r"^[A-Z0-9]+$")]
     side: Side = Field(validation_alias=AliasChoices("side", "action"))
     position_size_usd: float
-    leverage: int = 1
+    leverage: int | None = None  # None: the symbol's leverage at the venue stays as it is
     entry_price: float | None = None
     stop_loss: float | None = None
     take_profit: float | None = None
@@ -128,9 +128,32 @@ class Intent(BaseModel):
     def _upper_order_type(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator(
+        "position_size_usd", "entry_price", "stop_loss", "take_profit", "confidence", "trailing_stop_pct", mode="before"
+    )
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # pydantic would read true as 1.0: a producer's bug must not become a 1-USDT order or a stop at 1.
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")  # noqa: TRY004 - pydantic reports only ValueError
+        return value
+
+    @field_validator("reduce_only", mode="before")
+    @classmethod
+    def _strict_flag(cls, value: Any) -> Any:
+        # Only a real boolean, or the "true"/"false" text of a flat stream field: "yes" or 1 closing a position by
+        # accident is worse than a dead letter.
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ValueError("reduce_only must be true or false")
+
     @field_validator("leverage", mode="before")
     @classmethod
     def _whole_leverage(cls, value: Any) -> Any:
+        if value is None:
+            return None
         number = float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else None
         if number is None or not math.isfinite(number) or number != int(number):
             raise ValueError("leverage must be a whole number")
@@ -300,6 +323,7 @@ class Ticket(BaseModel):
     received_at: datetime
     client_order_id: str
     quantity: Decimal | None = None
+    leverage: int | None = None  # the leverage the venue applied to the symbol for this entry
     order: OrderState | None = None
     placed_at: datetime | None = None
     verdict: Verdict | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -34,17 +34,25 @@ Halt = dict[str, Any] | None | _Unread
 
 
 def breach(
-    intent: Intent, settings: Settings, r: redis.Redis, venue: Venue, now: datetime, *, halt: Halt = UNREAD
+    intent: Intent,
+    settings: Settings,
+    r: redis.Redis,
+    venue: Venue,
+    now: datetime,
+    *,
+    halt: Halt = UNREAD,
+    entry_id: str | None = None,
 ) -> str | None:
     """Why this intent may not be placed now (the first limit it breaks), or None; may raise `VenueError`.
 
-    `halt` is the kill switch's record when the caller read it already (`halt_record`).
+    `halt` is the kill switch's record when the caller read it already (`halt_record`); `entry_id` is the intent's
+    stream entry id, whose time is when the intent was written.
     """
     if isinstance(halt, _Unread):
         halt = halted(r)
-    if halt is not None:
+    if halt is not None and not (intent.reduce_only and settings.halt_allows_reduce_only):
         return HALTED + (f": {halt['reason']}" if halt.get("reason") else "")
-    reason = _intent_breach(intent, settings, now)
+    reason = _intent_breach(intent, settings, now, written_at(entry_id))
     if reason is None and not intent.reduce_only:
         reason = _exposure_breach(intent, settings, venue)
     return reason
@@ -66,19 +74,32 @@ def halt_record(raw: Any) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else {"reason": str(raw)}
 
 
-def _intent_breach(intent: Intent, s: Settings, now: datetime) -> str | None:
+def written_at(entry_id: str | None) -> datetime | None:
+    """When a stream entry was written, from its id (`<ms>-<seq>`); None for an id of another kind."""
+    head, _, seq = (entry_id or "").partition("-")
+    if not (head.isdigit() and seq.isdigit()):
+        return None
+    return datetime.fromtimestamp(int(head) / 1000, tz=UTC)
+
+
+def _intent_breach(intent: Intent, s: Settings, now: datetime, written: datetime | None) -> str | None:
     if intent.timestamp is not None:
-        age_s = (now - intent.timestamp).total_seconds()
+        ahead_s = (intent.timestamp - now).total_seconds()
+        if ahead_s > 60:
+            return f"timestamp is {ahead_s:.0f}s in the future"
+    # An intent is as old as its timestamp says, or as its stream entry when that is older (or it has no timestamp):
+    # after a bridge outage, a queued intent must not trade at that moment's prices.
+    born = min((t for t in (intent.timestamp, written) if t is not None), default=None)
+    if born is not None:
+        age_s = (now - born).total_seconds()
         if age_s > s.intent_max_age_s:
             return f"stale: intent is {age_s:.0f}s old (limit {s.intent_max_age_s:.0f}s)"
-        if age_s < -60:
-            return f"timestamp is {-age_s:.0f}s in the future"
     denied, allowed = symbols(s.symbol_deny), symbols(s.symbol_allow)
     if intent.symbol in denied:
         return f"symbol {intent.symbol} is on the deny list (QEXEC_SYMBOL_DENY)"
     if allowed and intent.symbol not in allowed:
         return f"symbol {intent.symbol} is not on the allow list (QEXEC_SYMBOL_ALLOW)"
-    if intent.leverage > s.max_leverage:
+    if intent.leverage is not None and intent.leverage > s.max_leverage:
         return f"leverage {intent.leverage} is above the limit {s.max_leverage}"
     if intent.position_size_usd > s.max_notional_usd:
         return f"notional {intent.position_size_usd:g} USDT is above the per-order limit {s.max_notional_usd:g} USDT"

@@ -72,8 +72,9 @@ class SymbolRules:
         rounded = _floor_to(price, self.tick_size) if down else _ceil_to(price, self.tick_size)
         return rounded.normalize()
 
-    def problem(self, quantity: Decimal, price: Decimal, *, market: bool) -> str | None:
-        """Why the venue would refuse this quantity at this price, or None when it fits."""
+    def problem(self, quantity: Decimal, price: Decimal, *, market: bool, reduce_only: bool = False) -> str | None:
+        """Why the venue would refuse this quantity at this price, or None when it fits (MIN_NOTIONAL does not apply
+        to reduce-only orders: a small leftover can always be closed)."""
         if self.status != "TRADING":
             return f"{self.symbol} is not trading (status {self.status})"
         min_qty = self.market_min_qty if market else self.min_qty
@@ -82,7 +83,7 @@ class SymbolRules:
             return f"quantity {plain(quantity)} is below {self.symbol}'s minimum {plain(min_qty)}"
         if max_qty > 0 and quantity > max_qty:
             return f"quantity {plain(quantity)} is above {self.symbol}'s maximum {plain(max_qty)}"
-        if quantity * price < self.min_notional:
+        if not reduce_only and quantity * price < self.min_notional:
             return (
                 f"notional {plain(quantity * price)} USDT is below {self.symbol}'s minimum "
                 f"{plain(self.min_notional)} USDT"

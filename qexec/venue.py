@@ -162,13 +162,12 @@ def _translate(exc: BaseException, *, mutating: bool) -> VenueError:
 
 
 class _Shared:
-    """Per-venue-URL state shared by every thread of a process: clock offset, rules, leverage, mode."""
+    """Per-venue-URL state shared by every thread of a process: clock offset, rules, position mode."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.offset_ms: int | None = None
         self.rules: ExchangeRules | None = None
-        self.leverage: dict[str, int] = {}
         self.dual_side: bool | None = None
         self.dual_side_at = 0.0
 
@@ -343,12 +342,36 @@ class Venue:
         """Drop the cached position mode (the venue said -4061: the account changed mode)."""
         self._shared.dual_side = None
 
-    def ensure_leverage(self, symbol: str, leverage: int) -> None:
-        """Set the symbol's leverage unless this process already set it to that value."""
-        if self._shared.leverage.get(symbol) == leverage:
-            return
-        self._call(self._client.futures_change_leverage, symbol=symbol, leverage=leverage)
-        self._shared.leverage[symbol] = leverage
+    def ensure_leverage(self, symbol: str, leverage: int) -> int:
+        """Put the symbol at `leverage`; returns the leverage the venue applied.
+
+        No call when the user-data stream vouches that the symbol is there already (every change, whoever makes it,
+        is streamed as ACCOUNT_CONFIG_UPDATE); otherwise `POST /fapi/v1/leverage`, whose answer is authoritative.
+        """
+        live = self.feed
+        if live is not None and live.leverage(symbol) == leverage:
+            return leverage
+        mark = live.leverage_mark(symbol) if live is not None else None
+        answer = self._call(self._client.futures_change_leverage, symbol=symbol, leverage=leverage)
+        applied = int(answer["leverage"])
+        if live is not None:
+            live.learn_leverage(symbol, applied, mark)
+        return applied
+
+    def current_leverage(self, symbol: str) -> int:
+        """The symbol's leverage as it stands: the stream's when it vouches, else `positionRisk` v2 (v3 has none)."""
+        live = self.feed
+        known = live.leverage(symbol) if live is not None else None
+        if known is not None:
+            return known
+        mark = live.leverage_mark(symbol) if live is not None else None
+        rows = self._call(self._client.futures_position_information, symbol=symbol, version=2)
+        if not rows:
+            raise TemporaryVenueError(f"positionRisk has no row for {symbol}: its leverage is unknown")
+        found = int(rows[0]["leverage"])
+        if live is not None:
+            live.learn_leverage(symbol, found, mark)
+        return found
 
     # -- orders ---------------------------------------------------------------------------------------
 

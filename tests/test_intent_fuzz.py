@@ -122,7 +122,8 @@ def check_valid(intent: Intent) -> None:
     assert intent.id
     assert re.fullmatch(r"[A-Z0-9]{2,30}", intent.symbol)
     assert math.isfinite(intent.position_size_usd) and 0 < intent.position_size_usd <= 1e15
-    assert 1 <= intent.leverage <= 125
+    assert intent.leverage is None or 1 <= intent.leverage <= 125  # None: the symbol keeps its own leverage
+    assert isinstance(intent.reduce_only, bool)
     for price in (intent.entry_price, intent.stop_loss, intent.take_profit):
         assert price is None or (math.isfinite(price) and price > 0)
 
