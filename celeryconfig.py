@@ -1,5 +1,8 @@
 """Celery settings for `celery -A qexec`, all derived from qexec's own settings (no literals here)."""
 
-from qexec.config import celery_config, get_settings
+from qexec.config import celery_config, settings_or_exit
 
-globals().update(celery_config(get_settings()))
+globals().update(celery_config(settings_or_exit()))
+
+# celery-redbeat's scheduler, kept alive through a Redis restart (qexec/beat.py); the settings above are redbeat's.
+beat_scheduler = "qexec.beat:ResilientRedBeatScheduler"
