@@ -152,6 +152,7 @@ class Bench:
         self.redis_server = LocalRedis().start()
         self.db = 0
         self.limits = Venue()  # the limits the current paper exchange enforces; qexec's limiter is set to match
+        self.contract_breaches: list[str] = []  # result streams that held more than one result per intent
 
     def close(self) -> None:
         """Stop our Redis."""
@@ -439,6 +440,10 @@ def latency_run(
         sent = offer(r, prices, count, rate, scale_in=scale_in)
         got = collect(r, sent, timeout_s)
         after_stats, after_cpu = stats(venue_url), sum(p.cpu_s() for p in procs)
+    if kind.startswith("qexec"):
+        breach = result_stream_breach(r)
+        if breach:
+            bench.contract_breaches.append(f"{kind}: {breach}")
     run.sent, run.results = len(sent), len(got)
     run.latencies_ms = [ms_of(rid) - ms_of(sent[iid]) for iid, (rid, _p) in got.items()]
     confirm_calls = after_stats["requests"].get("GET /fapi/v1/order", 0) - before_stats["requests"].get(
@@ -455,6 +460,20 @@ def latency_run(
         run.figures["throughput_per_s"] = len(got) / max(0.001, (last - first) / 1000)
     run.fill_lags_ms, run.accept_lags_ms = _fill_lags(venue_url, got)
     return run
+
+
+def result_stream_breach(r: redis.Redis) -> str | None:
+    """What breaks the contract on a run's result stream: an entry that is not an execution result, or a second
+    result for an intent; None when it holds one result per intent and nothing else."""
+    seen: set[str] = set()
+    foreign = twice = 0
+    for _entry_id, fields in r.xrange("quantum:stream:trade.execution.res"):
+        if fields.get("kind") != "execution":
+            foreign += 1
+        elif fields.get("intent_id") in seen:
+            twice += 1
+        seen.add(str(fields.get("intent_id")))
+    return f"{foreign} entries that are not results, {twice} second results" if foreign or twice else None
 
 
 def _fill_lags(venue_url: str, got: dict[str, tuple[str, dict[str, Any]]]) -> tuple[list[float], list[float]]:
@@ -656,10 +675,15 @@ def main() -> None:
             print(render(name, table), flush=True)
     finally:
         bench.close()
+    report["result_stream_breaches"] = bench.contract_breaches
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
     print(f"\nprocess logs in {logs} (each figure is one run, not a median)", file=sys.stderr)
+    if bench.contract_breaches:
+        print("result stream contract broken: " + "; ".join(bench.contract_breaches))
+        sys.exit(1)
+    print("result streams: one result per intent, nothing else (every qexec run)")
 
 
 if __name__ == "__main__":

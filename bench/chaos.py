@@ -87,7 +87,15 @@ SYMBOLS = [
     ("AVAXUSDT", 20, 120),
     ("DOTUSDT", 10, 120),
 ]
-TARGETS = ("lost", "duplicate_orders", "duplicate_results", "wrong_fills", "unreported_fills", "rate_limit_violations")
+TARGETS = (
+    "lost",
+    "duplicate_orders",
+    "duplicate_results",
+    "foreign_result_entries",
+    "wrong_fills",
+    "unreported_fills",
+    "rate_limit_violations",
+)
 
 
 @dataclass
@@ -304,27 +312,29 @@ def drop_redis(chaos: Chaos) -> None:
     chaos.drops += 1
 
 
-def results_by_intent(r: redis.Redis) -> dict[str, list[dict[str, Any]]]:
-    """Terminal results on the result stream, by intent id (protection updates left out)."""
+def results_by_intent(r: redis.Redis) -> tuple[dict[str, list[dict[str, Any]]], int]:
+    """Every entry of the result stream read as a result, by intent id; and how many entries were something else
+    than an execution result (the contract says none)."""
     found: dict[str, list[dict[str, Any]]] = {}
+    foreign = 0
     last = "-"
     while True:
         batch: Any = r.xrange(RESULT_STREAM, min=last, count=2000)
         if last != "-":
             batch = batch[1:]
         if not batch:
-            return found
+            return found, foreign
         for _entry_id, fields in batch:
             payload = json.loads(fields["payload"])
-            if fields.get("kind") == "protection" or payload.get("status") == "protection_updated":
-                continue
+            if fields.get("kind") != "execution":
+                foreign += 1
             found.setdefault(payload["intent_id"], []).append(payload)
         last = batch[-1][0]
 
 
 def check(chaos: Chaos, intents: list[dict[str, Any]], r: redis.Redis) -> dict[str, Any]:
     """Compare every intent's results with the venue's orders and count each kind of failure."""
-    results = results_by_intent(r)
+    results, foreign = results_by_intent(r)
     orders: list[dict[str, Any]] = admin(chaos, "GET", "/orders")
     by_client: dict[str, list[dict[str, Any]]] = {}
     by_id: dict[int, dict[str, Any]] = {}
@@ -375,6 +385,7 @@ def check(chaos: Chaos, intents: list[dict[str, Any]], r: redis.Redis) -> dict[s
         "lost": lost,
         "duplicate_orders": duplicate_orders,
         "duplicate_results": duplicate_results,
+        "foreign_result_entries": foreign,
         "wrong_fills": wrong_fills,
         "unreported_fills": unreported_fills,
         "rate_limit_violations": int(stats["limit_violations"]),
@@ -399,6 +410,7 @@ ROWS = [
     ("intents without a result (lost)", "lost", 0),
     ("intents with >1 entry order (duplicates)", "duplicate_orders", 0),
     ("intents with >1 result", "duplicate_results", 0),
+    ("result stream entries that are not results", "foreign_result_entries", 0),
     ("fills with a zero or wrong price/qty", "wrong_fills", 0),
     ("venue fills reported as no fill", "unreported_fills", 0),
     ("rate-limit violations (venue)", "rate_limit_violations", 0),

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     intent_stream: str = constants.INTENT_STREAM
     result_stream: str = constants.RESULT_STREAM
     exit_stream: str = constants.EXIT_STREAM
+    protection_stream: str = constants.PROTECTION_STREAM
     consumer_group: str = constants.CONSUMER_GROUP
     consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
@@ -97,6 +98,7 @@ class Settings(BaseSettings):
 
     # Streams.
     result_maxlen: int = Field(default=1_000_000, gt=0)
+    protection_maxlen: int = Field(default=1_000_000, gt=0)
     dlq_maxlen: int = Field(default=100_000, gt=0)
     intent_state_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 

@@ -3,6 +3,7 @@
 INTENT_STREAM = "quantum:stream:trade.intent"
 RESULT_STREAM = "quantum:stream:trade.execution.res"
 EXIT_STREAM = "quantum:stream:trade.exit"
+PROTECTION_STREAM = "quantum:stream:trade.protection"  # never the result stream: one result per intent there
 DLQ_SUFFIX = ".dlq"
 CONSUMER_GROUP = "qexec"
 

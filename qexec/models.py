@@ -464,14 +464,15 @@ class Trade(BaseModel):
 
 
 class ProtectionEvent(BaseModel):
-    """What protecting a position did, published on the result stream after the intent's result."""
+    """What protecting a position did, published on the protection stream (never the result stream)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     intent_id: str
     symbol: str
     position_side: str
-    status: str  # placed · updated · unchanged · refused · failed · not_needed
+    status: str  # placed · updated · failed · not_needed
+    entry_order_id: int | None = None  # the intent's entry order, as in its result's `order_id`
     stop_loss: float | None = None
     take_profit: float | None = None
     sl_order_id: int | None = None
@@ -486,7 +487,7 @@ class ProtectionEvent(BaseModel):
     published_at: datetime
 
     def stream_fields(self) -> dict[str, str]:
-        """The result stream entry, marked `kind=protection` so result readers can tell it apart."""
+        """The protection stream entry (`kind=protection`, as older qexec versions marked it on the result stream)."""
         return {
             "payload": self.model_dump_json(),
             "kind": "protection",

@@ -279,7 +279,7 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
     if result.status.is_fill and (intent.reduce_only or policy == "close"):
         positions.done_entering(ctx, ticket)
         why = "the intent reduced or closed a position: nothing to protect (the exit monitor reports the exit)"
-        return _event(ctx, ticket, "BOTH", "not_needed", reason=why)
+        return _event(ctx, ticket, "BOTH", "not_needed", reason=why, entry_order_id=result.order_id)
     # Protection holds the lock for a few Redis round trips (or venue calls): worth waiting for rather than a retry.
     with positions.locked(ctx.redis, intent.symbol, direction, wait_s=LOCK_WAIT_S):
         # After a fill, the position as of that fill at least (the stream's, once it has reported the fill).
@@ -289,7 +289,8 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
         )
         positions.done_entering(ctx, ticket)
         if venue_position is None:
-            return _event(ctx, ticket, "BOTH", "not_needed", reason=f"no {direction} position is open any more")
+            why = f"no {direction} position is open any more"
+            return _event(ctx, ticket, "BOTH", "not_needed", reason=why, entry_order_id=result.order_id)
         tracked = positions.load(ctx.redis, intent.symbol, direction)
         dual = ctx.venue.dual_side()
         mark = ctx.venue.mark_price(intent.symbol)
@@ -352,7 +353,14 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
             status = "failed"
             notes.append(failure)
         return _event(
-            ctx, ticket, tracked.position_side, status, tracked=tracked, reason="; ".join(notes) or None, action=action
+            ctx,
+            ticket,
+            tracked.position_side,
+            status,
+            tracked=tracked,
+            reason="; ".join(notes) or None,
+            action=action,
+            entry_order_id=result.order_id,
         )
 
 
@@ -375,12 +383,14 @@ def _event(
     tracked: Tracked | None = None,
     reason: str | None = None,
     action: str | None = None,
+    entry_order_id: int | None = None,
 ) -> ProtectionEvent:
     return ProtectionEvent(
         intent_id=ticket.intent_id,
         symbol=ticket.intent.symbol,
         position_side=position_side,
         status=status,
+        entry_order_id=ticket.order.orderId if ticket.order is not None else entry_order_id,
         stop_loss=float(tracked.sl.trigger) if tracked and tracked.sl else None,
         take_profit=float(tracked.tp.trigger) if tracked and tracked.tp else None,
         sl_order_id=tracked.sl.algo_id if tracked and tracked.sl else None,
@@ -397,15 +407,15 @@ def _event(
 
 
 def publish_event(ctx: Context, event: ProtectionEvent) -> bool:
-    """Publish the intent's protection event on the result stream once; True when written now."""
+    """Publish the intent's protection event on the protection stream once; True when written now."""
     marker = constants.PROTECTION_PUBLISHED_KEY.format(intent_id=event.intent_id)
     written, entry_id = streams.publish_once_at(
         ctx.redis,
         marker,
-        ctx.settings.result_stream,
+        ctx.settings.protection_stream,
         event.stream_fields(),
         ttl_s=ctx.settings.intent_state_ttl_s,
-        maxlen=ctx.settings.result_maxlen,
+        maxlen=ctx.settings.protection_maxlen,
     )
     logs.proof(
         "PROTECTION_PUBLISHED",
@@ -415,7 +425,7 @@ def publish_event(ctx: Context, event: ProtectionEvent) -> bool:
         status=event.status,
         sl_order_id=event.sl_order_id,
         tp_order_id=event.tp_order_id,
-        result_id=entry_id,
+        event_id=entry_id,
         already=None if written else "true",
     )
     return written

@@ -21,6 +21,7 @@ from qexec.redisserver import redacted
 EXIT_REDIS_UNAVAILABLE = 1
 EXIT_VENUE_UNAVAILABLE = 3  # the code every qexec command uses for a venue that does not answer
 LAST_DEAD_LETTERS = 5
+LAST_PROTECTION_EVENTS = 5
 PING_TIMEOUT_S = 1.0
 
 Report = dict[str, Any]
@@ -30,20 +31,27 @@ def redis_report(settings: Settings, r: redis.Redis, now: datetime, last_dead_le
     """Streams, the consumer group and its consumers, dead letters, beat's heartbeat and in-flight intents."""
     s = settings
     pipe = r.pipeline(transaction=False)
-    for stream in (s.intent_stream, s.result_stream, s.dlq_stream):
+    for stream in (s.intent_stream, s.result_stream, s.dlq_stream, s.protection_stream, s.exit_stream):
         pipe.xlen(stream)
     pipe.xrevrange(s.dlq_stream, count=last_dead_letters)
+    pipe.xrevrange(s.protection_stream, count=LAST_PROTECTION_EVENTS)
     pipe.hgetall(constants.HEARTBEAT_KEY)
     pipe.zcard(constants.INFLIGHT_KEY)
     pipe.zrange(constants.INFLIGHT_KEY, 0, 0, withscores=True)
-    intent_len, result_len, dlq_len, letters, heartbeat, inflight, oldest = pipe.execute()
+    intent_len, result_len, dlq_len, protection_len, exit_len, letters, guards, heartbeat, inflight, oldest = (
+        pipe.execute()
+    )
     oldest_age_s = round((now.timestamp() - float(oldest[0][1])), 1) if oldest else None
     return {
         "streams": {
             "intent": {"name": s.intent_stream, "length": intent_len},
             "result": {"name": s.result_stream, "length": result_len},
             "dlq": {"name": s.dlq_stream, "length": dlq_len},
+            "protection": {"name": s.protection_stream, "length": protection_len},
+            "exit": {"name": s.exit_stream, "length": exit_len},
         },
+        # The newest protection events: which entry (intent, order) got which stop-loss and take-profit.
+        "protection": [_protection_row(entry_id, f) for entry_id, f in guards],
         "group": _group(settings, r),
         "dead_letters": {
             "count": dlq_len,
@@ -55,6 +63,15 @@ def redis_report(settings: Settings, r: redis.Redis, now: datetime, last_dead_le
         "heartbeat": _heartbeat(heartbeat, now),
         "inflight": {"count": inflight, "oldest_age_s": oldest_age_s},
     }
+
+
+def _protection_row(entry_id: str, fields: dict[str, str]) -> Report:
+    try:
+        event = json.loads(fields.get("payload") or "{}")
+    except ValueError:
+        event = {}
+    keys = ("intent_id", "symbol", "status", "entry_order_id", "sl_order_id", "tp_order_id", "reason")
+    return {"id": entry_id} | {key: event.get(key) for key in keys}
 
 
 def _group(settings: Settings, r: redis.Redis) -> Report:
@@ -171,7 +188,7 @@ def gather(
     last_dead_letters: int = LAST_DEAD_LETTERS,
 ) -> Report:
     """The whole status report: every part that answers, and the error of every part that does not."""
-    report: Report = {"mode": settings.mode.value, "redis": {"url": redacted(settings.redis_url), "ok": True}}
+    report: Report = {"mode": settings.venue.name, "redis": {"url": redacted(settings.redis_url), "ok": True}}
     try:
         report.update(redis_report(settings, r, now(), last_dead_letters))
     except redis.RedisError as exc:
@@ -222,6 +239,10 @@ def _redis_lines(report: Report) -> list[str]:
     else:
         state = "ok" if heartbeat["ok"] else f"ERROR {heartbeat['error']}"
         lines.append(f"beat heartbeat: {heartbeat['age_s']}s ago, {state}")
+    guards = report["protection"]
+    lines.append(f"protection: last {len(guards)} events" if guards else "protection: no events yet")
+    if guards:
+        lines += _table(guards, ["intent_id", "symbol", "status", "entry_order_id", "sl_order_id", "tp_order_id"], "  ")
     inflight = report["inflight"]
     oldest = f", oldest placed {inflight['oldest_age_s']}s ago" if inflight["oldest_age_s"] is not None else ""
     lines.append(f"in flight: {inflight['count']}{oldest}")

@@ -19,9 +19,9 @@ import redis
 from qexec import constants, streams
 from qexec.config import Mode, Settings
 from qexec.errors import OrderNotFound, VenueError, VenueUnavailable
-from qexec.models import OrderStatus, ResultStatus, utcnow
+from qexec.models import OrderStatus, OrderType, ResultStatus, Side, utcnow
 from qexec.redisserver import redacted
-from qexec.rules import SymbolRules
+from qexec.rules import SymbolRules, plain
 from qexec.selftest import EXIT_VENUE_UNAVAILABLE, fatal_line, settings_or_fail, venue_for
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class Published:
 
     message_id: str
     payload: dict[str, Any]
+    kind: str = "execution"  # the entry's flat `kind`
 
     @classmethod
     def from_entry(cls, message_id: str, fields: dict[str, str]) -> Published:
@@ -59,12 +60,18 @@ class Published:
             payload = json.loads(fields["payload"], parse_float=Decimal)
         except (KeyError, ValueError):
             payload = dict(fields)
-        return cls(message_id=message_id, payload=payload if isinstance(payload, dict) else {})
+        kind = fields.get("kind") or "execution"
+        return cls(message_id=message_id, payload=payload if isinstance(payload, dict) else {}, kind=kind)
 
     @property
     def intent_id(self) -> str:
         """The intent the result is for."""
         return str(self.payload.get("intent_id", ""))
+
+    @property
+    def is_result(self) -> bool:
+        """False for a protection event that a qexec before the protection stream wrote on the result stream."""
+        return self.kind != "protection"
 
 
 def probe_size_usd(rules: SymbolRules, mark: Decimal) -> Decimal:
@@ -125,7 +132,7 @@ def wait_results(
             for message_id, fields in entries:
                 since = message_id
                 published = Published.from_entry(message_id, fields)
-                if published.intent_id in waiting:
+                if published.is_result and published.intent_id in waiting:
                     waiting.discard(published.intent_id)
                     found[published.intent_id] = published
     return found
@@ -279,6 +286,7 @@ def _say(text: str) -> None:
     "stream entry ids or intent ids.",
 )
 @click.option("--allow-mainnet", is_flag=True, help="Allow test orders with real money in mainnet mode.")
+@click.option("--keep", is_flag=True, help="Leave open the position the test intents leave (by default it is closed).")
 def verify_command(
     *,
     count: int,
@@ -289,6 +297,7 @@ def verify_command(
     out: Path | None,
     check_only: str | None,
     allow_mainnet: bool,
+    keep: bool,
 ) -> None:
     """Send test intents, wait for their results, and look each order up at the venue by its id."""
     settings = settings_or_fail()
@@ -319,6 +328,13 @@ def verify_command(
         raise click.ClickException(f"Redis at {redacted(settings.redis_url)}: {exc}") from None
     verified: list[dict[str, Any]] = []
     for published in results:
+        if not published.is_result:
+            _say(
+                f"NOTE {published.message_id} is a protection event for intent {published.intent_id} (status "
+                f"{published.payload.get('status')}), written on the result stream by an older qexec: not a result, "
+                "nothing to verify"
+            )
+            continue
         order, problem = check_result(venue, published)
         if order is not None:
             verified.append(order)
@@ -326,10 +342,17 @@ def verify_command(
             _say("VERIFIED " + " ".join(f"{name}={order[name]}" for name in fields))
         if problem is not None:
             problems.append(problem)
+    closed: list[dict[str, Any]] = []
+    if check_only is None and not keep:
+        closed, left = close_leftovers(venue, [symbol.upper() for symbol in symbols], uuid.uuid4().hex[:12])
+        problems += left
     for problem in problems:
         named = " ".join(f"{key}={problem[key]}" for key in ("intent_id", "message_id") if problem[key])
         _say(f"PROBLEM {named} {problem['problem']}")
-    text = json.dumps(build_proof(settings, verified, problems), indent=2)
+    proof = build_proof(settings, verified, problems)
+    if check_only is None:
+        proof["closed"] = closed
+    text = json.dumps(proof, indent=2)
     if out is None:
         click.echo(text)
     else:
@@ -339,6 +362,37 @@ def verify_command(
     _say(f"verify: {len(verified)} of {checked} results match their orders at {settings.venue_url}; {where}")
     if problems:
         sys.exit(EXIT_NOT_VERIFIED)
+
+
+def close_leftovers(venue: Venue, symbols: list[str], run: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Close what the test intents left open on their symbols (they held no position before): the venue's own
+    remaining quantity, with a reduce-only MARKET order; (what was closed, problems)."""
+    closed: list[dict[str, Any]] = []
+    problems: list[dict[str, Any]] = []
+    dual = venue.dual_side()
+    for n, symbol in enumerate(dict.fromkeys(symbols)):
+        for raw in venue.positions(symbol):
+            amount = Decimal(str(raw.get("positionAmt") or 0))
+            if amount == 0:
+                continue
+            side = Side.SELL if amount > 0 else Side.BUY
+            try:
+                order = venue.place_order(
+                    symbol=symbol,
+                    side=side,
+                    order_type=OrderType.MARKET,
+                    quantity=abs(amount),
+                    client_order_id=f"qv-{run}-{n}",
+                    reduce_only=not dual,
+                    position_side=str(raw.get("positionSide")) if dual else None,
+                )
+            except VenueError as exc:
+                problems.append(_problem(symbol=symbol, problem=f"the test position of {amount} is left open: {exc}"))
+                continue
+            entry = {"symbol": symbol, "quantity": plain(abs(amount)), "orderId": order.orderId}
+            closed.append(entry | {"status": order.status.value})
+            _say(f"CLOSED the test position: {side.value} {plain(abs(amount))} {symbol} order={order.orderId}")
+    return closed, problems
 
 
 def _send_and_wait(
@@ -383,7 +437,4 @@ def _send_and_wait(
             problems.append(_problem(intent_id=intent["intent_id"], symbol=intent["symbol"], problem=text))
             break
         results.append(published)
-    if len(intents) % 2 == 1 and len(results) == len(intents):
-        last = intents[-1]
-        _say(f"NOTE an odd --count leaves the last {last['side']} position on {last['symbol']} open")
     return results, problems

@@ -36,6 +36,7 @@ def private_stack(
             if bridge:
                 running.start_bridge()
             yield running
+            running.check_result_stream()
         finally:
             for proc in running.processes.values():
                 stop_process(proc)

@@ -21,6 +21,7 @@ import redis
 from paper_fixtures import PaperExchange, free_port, start_paper
 
 from qexec.config import Settings
+from qexec.models import ExecutionResult
 from qexec.redisserver import LocalRedis
 from qexec.worker import app, configure
 
@@ -141,12 +142,24 @@ class Stack:
         return str(self.redis.xadd(self.settings.intent_stream, entry))
 
     def results(self, intent_id: str) -> list[dict[str, Any]]:
-        """Every result published for an intent id (`protection` events that follow a result are not results)."""
+        """Every entry of the result stream for an intent id (the contract: exactly one, its result)."""
         found = []
         for _entry_id, fields in self.redis.xrange(self.settings.result_stream):
-            if fields.get("intent_id") == intent_id and fields.get("kind") != "protection":
+            if fields.get("intent_id") == intent_id:
                 found.append(json.loads(fields["payload"]))
         return found
+
+    def check_result_stream(self) -> None:
+        """The contract every run must keep: the result stream holds one execution result per intent id, and
+        nothing else (protection events have a stream of their own)."""
+        seen: dict[str, str] = {}
+        for entry_id, fields in self.redis.xrange(self.settings.result_stream):
+            assert fields.get("kind") == "execution", f"result stream entry {entry_id} is not a result: {fields}"
+            result = ExecutionResult.model_validate_json(fields["payload"])
+            assert result.intent_id not in seen, (
+                f"two results for {result.intent_id}: {seen[result.intent_id]}, {entry_id}"
+            )
+            seen[result.intent_id] = entry_id
 
     def wait_result(self, intent_id: str, timeout_s: float = 30) -> dict[str, Any]:
         """The intent's result, waiting for it; fails with the worker's log tail if none arrives."""
@@ -161,11 +174,11 @@ class Stack:
         )
 
     def protection_events(self, intent_id: str) -> list[dict[str, Any]]:
-        """Every `protection` event published for an intent id."""
+        """Every protection event published for an intent id (on the protection stream)."""
         return [
             json.loads(fields["payload"])
-            for _entry_id, fields in self.redis.xrange(self.settings.result_stream)
-            if fields.get("intent_id") == intent_id and fields.get("kind") == "protection"
+            for _entry_id, fields in self.redis.xrange(self.settings.protection_stream)
+            if fields.get("intent_id") == intent_id
         ]
 
     def dead_letters(self) -> list[dict[str, str]]:
@@ -212,6 +225,7 @@ def stack(
         running.start_worker()
         running.start_bridge()
         yield running
+        running.check_result_stream()
     finally:
         for proc in running.processes.values():
             stop_process(proc)

@@ -45,5 +45,6 @@ def test_the_short_chaos_run_loses_nothing_duplicates_nothing_and_fakes_no_fill(
     assert report["intents_sent"] == report["terminal_results"] == 80
     assert report["lost"] == report["duplicate_orders"] == report["wrong_fills"] == 0
     assert report["duplicate_results"] == report["unreported_fills"] == report["rate_limit_violations"] == 0
+    assert report["foreign_result_entries"] == 0  # the result stream holds results only
     assert (report["worker_kills"], report["bridge_kills"], report["redis_drops"]) == (1, 1, 1)
     assert sum(report["faults_fired"].values()) > 0

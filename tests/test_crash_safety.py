@@ -203,11 +203,10 @@ def fill_pending(intent_id: str) -> re.Pattern[str]:
 
 
 def published(stack: Stack) -> dict[str, list[dict[str, Any]]]:
-    """Every result on the stack's result stream, by intent id (`protection` events are not results)."""
+    """Every entry on the stack's result stream, by intent id (each one a result: the stream holds nothing else)."""
     found: dict[str, list[dict[str, Any]]] = {}
     for _entry_id, fields in stack.redis.xrange(stack.settings.result_stream):
-        if fields.get("kind") != "protection":
-            found.setdefault(fields["intent_id"], []).append(json.loads(fields["payload"]))
+        found.setdefault(fields["intent_id"], []).append(json.loads(fields["payload"]))
     return found
 
 

@@ -112,7 +112,8 @@ def test_a_halt_stops_new_exposure_but_lets_a_reduction_through(stack: Stack) ->
     try:
         more, less = unique_id("more"), unique_id("less")
         stack.inject({"intent_id": more, "symbol": symbol, "side": "BUY", "position_size_usd": 50})
-        stack.inject({"intent_id": less, "symbol": symbol, "side": "SELL", "position_size_usd": 50, "reduce_only": True})
+        reduce = {"intent_id": less, "symbol": symbol, "side": "SELL", "position_size_usd": 50, "reduce_only": True}
+        stack.inject(reduce)
         assert stack.wait_result(more)["reason"] == "halted: drill"
         assert stack.wait_result(less)["status"] == "filled"
     finally:

@@ -42,11 +42,15 @@ def test_a_fill_through_the_worker_leaves_one_stop_loss_and_one_take_profit_at_t
         assert by_type["STOP_MARKET"]["clientAlgoId"] == event["sl_client_algo_id"]
         assert by_type["TAKE_PROFIT_MARKET"]["clientAlgoId"] == event["tp_client_algo_id"]
         assert by_type["STOP_MARKET"]["algoId"] == event["sl_order_id"]
+        assert by_type["TAKE_PROFIT_MARKET"]["algoId"] == event["tp_order_id"]
+        # The event names the entry it protects: no guessing which result it belongs to.
+        assert (event["intent_id"], event["entry_order_id"]) == (iid, result["order_id"])
         assert Decimal(by_type["STOP_MARKET"]["triggerPrice"]) == Decimal("170")
         assert Decimal(by_type["TAKE_PROFIT_MARKET"]["triggerPrice"]) == Decimal("195")
         assert all(a["closePosition"] and a["workingType"] == "MARK_PRICE" for a in algos)
         assert all(a["side"] == "SELL" for a in algos)
-        assert len(stack.results(iid)) == 1, "the protection event is not a second result"
+        # The result stream holds the one result, and nothing else for this intent: the event has its own stream.
+        assert [r["status"] for r in stack.results(iid)] == ["filled"]
     finally:
         flatten(ctx, symbol)
 

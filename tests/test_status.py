@@ -184,3 +184,20 @@ def test_status_exits_non_zero_when_redis_does_not_answer(stack: Stack) -> None:
     assert "redis: NOT ANSWERING" in out.stdout
     assert "workers: no answer" in out.stdout
     assert "ok" in out.stdout.split("venue ", 1)[1]
+
+
+def test_status_names_the_protection_of_the_newest_entries(stack: Stack, filled: dict[str, Any]) -> None:
+    """The protection stream's newest events, with the intent, its entry order and both algo ids: "is it protected"
+    answered without joining streams by guesswork."""
+    deadline = time.monotonic() + 15
+    while not stack.protection_events(filled["intent_id"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [event] = stack.protection_events(filled["intent_id"])
+    code, report = status_json(stack)
+    assert code == 0
+    assert report["streams"]["protection"]["name"] == stack.settings.protection_stream
+    [row] = [row for row in report["protection"] if row["intent_id"] == filled["intent_id"]]
+    assert row["entry_order_id"] == filled["order_id"]
+    assert (row["sl_order_id"], row["tp_order_id"]) == (event["sl_order_id"], event["tp_order_id"])
+    assert row["sl_order_id"] is not None and row["tp_order_id"] is not None
+    assert f"{filled['intent_id']}  DOTUSDT  placed" in run_status(stack).stdout

@@ -156,6 +156,7 @@ def test_a_result_whose_price_differs_from_the_venue_is_reported(
     )
     # ... verify says which order differs, and how.
     done = verify(stack.env, "--check-only", str(message_id))
+    stack.redis.xdel(stack.settings.result_stream, message_id)  # the forgery is gone: the stream's contract holds
     assert done.returncode == 1
     [problem] = json.loads(done.stdout)["problems"]
     assert problem["orderId"] == order["orderId"] and problem["message_id"] == message_id
@@ -220,3 +221,59 @@ def test_verify_refuses_a_symbol_that_already_holds_a_position(stack: Stack) -> 
         assert stack.redis.xlen(stack.settings.intent_stream) == before
     finally:
         client.futures_create_order(symbol="TRXUSDT", side="SELL", type="MARKET", quantity="100", reduceOnly="true")
+
+
+def position_amount(stack: Stack, symbol: str) -> Decimal:
+    """The symbol's position amount at the venue (0 when flat)."""
+    return sum(
+        (Decimal(p["positionAmt"]) for p in stack.paper.client().futures_position_information(symbol=symbol)),
+        Decimal(0),
+    )
+
+
+def test_verify_closes_the_position_it_leaves_so_it_can_run_again(
+    stack: Stack, proven: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    """`--count 3` ends on a BUY: verify closes what the venue says is left, says so in the proof, and a second
+    `qexec verify` on the same symbol runs (it used to refuse: "already holds a position")."""
+    out, done = proven
+    assert done.returncode == 0, done.stderr
+    [closed] = read_proof(out)["closed"]
+    assert closed["symbol"] == "ETHUSDT" and closed["status"] == "FILLED"
+    assert Decimal(closed["quantity"]) == Decimal(read_proof(out)["verified_orders"][2]["executedQty"])
+    assert position_amount(stack, "ETHUSDT") == 0
+    again = verify(stack.env, "--count", "1", "--timeout-s", "60")
+    assert again.returncode == 0, again.stderr
+    assert position_amount(stack, "ETHUSDT") == 0
+
+
+def test_verify_keep_leaves_the_test_position_open(stack: Stack) -> None:
+    """With `--keep`, the last BUY's position stays, and the proof lists nothing closed."""
+    done = verify(stack.env, "--count", "1", "--symbol", "LINKUSDT", "--keep", "--timeout-s", "60")
+    try:
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["closed"] == []
+        assert position_amount(stack, "LINKUSDT") > 0
+    finally:
+        amount = position_amount(stack, "LINKUSDT")
+        if amount:
+            stack.paper.client().futures_create_order(
+                symbol="LINKUSDT", side="SELL", type="MARKET", quantity=str(amount), reduceOnly="true"
+            )
+
+
+def test_check_only_reads_an_old_protection_event_on_the_result_stream_as_such(stack: Stack) -> None:
+    """History written by a qexec that put protection events on the result stream: `--check-only` on one says what
+    it is, and does not count it as a failed result."""
+    event = {"intent_id": "old-protected", "symbol": "ETHUSDT", "status": "placed", "sl_order_id": 1}
+    message_id = stack.redis.xadd(
+        stack.settings.result_stream,
+        {"payload": json.dumps(event), "kind": "protection", "intent_id": "old-protected", "status": "placed"},
+    )
+    try:
+        done = verify(stack.env, "--check-only", str(message_id))
+    finally:
+        stack.redis.xdel(stack.settings.result_stream, message_id)
+    assert done.returncode == 0, done.stderr
+    assert f"NOTE {message_id} is a protection event for intent old-protected" in done.stderr
+    assert json.loads(done.stdout)["problems"] == []
