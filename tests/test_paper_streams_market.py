@@ -82,7 +82,7 @@ def test_market_base_serves_raw_and_combined_streams(paper: PaperExchange) -> No
         "/market/ws/nosuchusdt@markPrice",
         "/ws/btcusdt@markPrice@5s",
         "/market/stream?streams=btcusdt@markPrice/bogus@depth",
-        "/stream",
+        "/stream?streams=btcusdt@bookTicker",
     ],
 )
 def test_an_unknown_stream_name_is_closed_with_1008(paper: PaperExchange, path: str) -> None:

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
 
 from qexec.paper import admin
 from qexec.paper.endpoints import ENDPOINTS
@@ -53,15 +53,7 @@ def create_app(ex: Exchange) -> Starlette:
         admins[path][method] = handler
     routes: list[BaseRoute] = [_binance_route(ex, path, methods) for path, methods in binance.items()]
     routes += [_admin_route(ex, path, methods) for path, methods in admins.items()]
-    streams = ex.streams
-    routes += [
-        WebSocketRoute("/private/ws", streams.serve_private),
-        WebSocketRoute("/private/ws/{name}", streams.serve_private),
-        WebSocketRoute("/ws/{name}", streams.serve_raw),
-        WebSocketRoute("/market/ws/{name}", streams.serve_market),
-        WebSocketRoute("/stream", streams.serve_combined),
-        WebSocketRoute("/market/stream", streams.serve_market_combined),
-    ]
+    routes += ex.streams.routes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -13,13 +13,14 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from qexec.paper import events
+from qexec.paper import events, subscriptions
 from qexec.paper.config import Config
 from qexec.paper.engine import Engine, now_ms
 from qexec.paper.stats import Stats
@@ -30,6 +31,7 @@ NO_SUCH_KEY = "This listenKey does not exist."
 POLICY_VIOLATION = 1008  # refused: unknown listen key or stream name
 SERVICE_RESTART = 1012  # the admin drop (and uvicorn's own shutdown) close with this
 NORMAL = 1000
+INVALID_STREAM = "Invalid request: invalid stream"  # Binance's answer to SUBSCRIBE with a name it does not serve
 ABORT_AFTER_S = 1.0  # a dropped connection whose close frame cannot be written within this is cut
 MAX_REASON_BYTES = 123  # RFC 6455: the close reason fits in a control frame
 
@@ -67,6 +69,15 @@ class Close(NamedTuple):
     reason: str
 
 
+@dataclass(frozen=True)
+class Route:
+    """What a websocket URL serves: mark-price streams, the user-data stream, and whether frames are wrapped."""
+
+    market: bool
+    user: bool
+    combined: bool
+
+
 class Connection:
     """One open websocket: a bounded queue of text frames, the task writing them and, for market streams, timers."""
 
@@ -75,30 +86,38 @@ class Connection:
         ws: WebSocket,
         stats: Stats,
         queue_limit: int,
+        route: Route,
         *,
         listen_key: str | None = None,
         wanted: frozenset[str] | None = None,
-        market: tuple[MarketStream, ...] = (),
-        combined: bool = False,
-        render: Callable[[MarketStream], str] | None = None,
+        market: Iterable[MarketStream] = (),
+        render: Callable[[MarketStream, bool], str] | None = None,
+        answer: Callable[[Connection, str], None] | None = None,
     ) -> None:
         self.ws = ws
         self.stats = stats
         self.queue_limit = queue_limit
+        self.route = route
         self.listen_key = listen_key
         self.wanted = wanted
-        self.market = market
-        self.combined = combined
+        self.market = list(market)
+        self.combined = route.combined  # SET_PROPERTY ["combined", …] changes it
         self.render = render
+        self.answer = answer
         self.frames: deque[str | Close] = deque()
         self.wake = asyncio.Event()
         self.marks_moved = asyncio.Event()  # set by an admin price change: market streams send it at once
+        self.resubscribed = asyncio.Event()  # set by SUBSCRIBE/UNSUBSCRIBE: the timers follow the new streams
         self.closing = False
         self.writer: asyncio.Task[None] | None = None
 
     def wants(self, event: str) -> bool:
         """True when this user-data connection receives ``event`` (``events=`` filter; expiry always)."""
         return self.wanted is None or event in self.wanted or event == events.LISTEN_KEY_EXPIRED
+
+    def subscriptions(self) -> list[str]:
+        """The stream names this connection is subscribed to (``LIST_SUBSCRIPTIONS``), market streams first."""
+        return [stream.name for stream in self.market] + ([self.listen_key] if self.listen_key else [])
 
     def push(self, frame: str) -> None:
         """Queue a frame; a connection whose queue is full is cut instead of growing."""
@@ -132,10 +151,10 @@ class Connection:
             self.writer.cancel()
 
     async def serve(self) -> None:
-        """Write frames, read (and ignore) what the client sends, tick market streams; return when it ends."""
+        """Write frames, answer what the client sends, tick market streams; return when it ends."""
         self.writer = asyncio.create_task(self._write())
         tasks = [self.writer, asyncio.create_task(self._read())]
-        if self.market:
+        if self.render is not None:
             tasks.append(asyncio.create_task(self._tick()))
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -163,6 +182,11 @@ class Connection:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            text = message.get("text")
+            if text is None and message.get("bytes") is not None:
+                text = message["bytes"].decode(errors="replace")
+            if text is not None and self.answer is not None:
+                self.answer(self, text)
 
     async def _tick(self) -> None:
         assert self.render is not None
@@ -172,13 +196,23 @@ class Connection:
             now = loop.time()
             for stream, at in due.items():
                 if at <= now:
-                    self.push(self.render(stream))
+                    self.push(self.render(stream, self.combined))
                     due[stream] = max(at + stream.interval_s, now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.marks_moved.wait(), max(0.0, min(due.values()) - loop.time()))
+            wakers = [asyncio.ensure_future(self.marks_moved.wait()), asyncio.ensure_future(self.resubscribed.wait())]
+            timeout = max(0.0, min(due.values()) - loop.time()) if due else None
+            try:
+                await asyncio.wait(wakers, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waker in wakers:
+                    waker.cancel()
+            now = loop.time()
             if self.marks_moved.is_set():
                 self.marks_moved.clear()
-                due = dict.fromkeys(self.market, loop.time())
+                due = dict.fromkeys(self.market, now)
+            if self.resubscribed.is_set():
+                self.resubscribed.clear()
+                # A new stream sends its first frame at once; the others keep their cadence.
+                due = {stream: due.get(stream, now) for stream in self.market}
 
 
 class Streams:
@@ -307,10 +341,10 @@ class Streams:
                 raw = raw or _dumps(event)
                 conn.push(raw)
 
-    def _render(self, combined: bool) -> Callable[[MarketStream], str]:
+    def _render(self) -> Callable[[MarketStream, bool], str]:
         prices, names = self.engine.prices, list(self.engine.symbols)
 
-        def render(stream: MarketStream) -> str:
+        def render(stream: MarketStream, combined: bool) -> str:
             now = now_ms()
             if stream.symbol is None:
                 data: Any = [events.mark_price_update(prices, name, now) for name in names]
@@ -322,77 +356,147 @@ class Streams:
 
     # ---- endpoints -----------------------------------------------------------------------------
 
-    async def serve_private(self, ws: WebSocket) -> None:
-        """``/private/ws?listenKey=<key>[&events=A/B]`` and ``/private/ws/<key>``: the user-data stream."""
-        key = ws.path_params.get("name") or ws.query_params.get("listenKey", "")
-        chosen = ws.query_params.get("events")
-        wanted = frozenset(e for e in chosen.split("/") if e) if chosen else None
-        await self._serve(ws, [key], combined=False, user=True, market=False, wanted=wanted)
+    def routes(self) -> list[BaseRoute]:
+        """Every websocket URL: Binance's routed ``/market``, ``/public``, ``/private`` and the unrouted root."""
+        market, user, both, nothing = (True, False), (False, True), (True, True), (False, False)
+        prefixes = {"": both, "/market": market, "/public": nothing, "/private": user}
+        routes: list[BaseRoute] = []
+        for prefix, (serves_market, serves_user) in prefixes.items():
+            raw = self._endpoint(Route(serves_market, serves_user, combined=False))
+            combined = self._endpoint(Route(serves_market, serves_user, combined=True))
+            routes += [
+                WebSocketRoute(f"{prefix}/ws", raw),
+                WebSocketRoute(f"{prefix}/ws/{{names:path}}", raw),
+                WebSocketRoute(f"{prefix}/stream", combined),
+            ]
+        return routes
 
-    async def serve_raw(self, ws: WebSocket) -> None:
-        """``/ws/<listenKey>`` (legacy user-data stream) or ``/ws/<stream>`` (a market stream)."""
-        await self._serve(ws, [ws.path_params["name"]], combined=False, user=True, market=True)
+    def _endpoint(self, route: Route) -> Callable[[WebSocket], Awaitable[None]]:
+        async def endpoint(ws: WebSocket) -> None:
+            await self._serve(ws, route)
 
-    async def serve_market(self, ws: WebSocket) -> None:
-        """``/market/ws/<stream>``: one market stream."""
-        await self._serve(ws, [ws.path_params["name"]], combined=False, user=False, market=True)
+        return endpoint
 
-    async def serve_combined(self, ws: WebSocket) -> None:
-        """``/stream?streams=a/b``: combined streams (a listen key may be one), framed ``{"stream", "data"}``."""
-        names = ws.query_params.get("streams", "").split("/")
-        await self._serve(ws, names, combined=True, user=True, market=True)
-
-    async def serve_market_combined(self, ws: WebSocket) -> None:
-        """``/market/stream?streams=a/b``: combined market streams."""
-        names = ws.query_params.get("streams", "").split("/")
-        await self._serve(ws, names, combined=True, user=False, market=True)
-
-    async def _serve(
-        self,
-        ws: WebSocket,
-        names: list[str],
-        *,
-        combined: bool,
-        user: bool,
-        market: bool,
-        wanted: frozenset[str] | None = None,
-    ) -> None:
+    async def _serve(self, ws: WebSocket, route: Route) -> None:
+        """Open a connection on ``route`` with the streams its URL names (none: it subscribes by message)."""
         await ws.accept()
-        active = self.engine.active_listen_key(now_ms())
-        key: str | None = None
+        query = ws.query_params
+        names = [n for n in ws.path_params.get("names", "").split("/") if not _connection_id(n)]
+        if route.combined:
+            names += [n for n in query.get("streams", "").split("/") if n]
+        if route.user and not route.market:  # /private: the key comes in the query (or the path)
+            names += query.getlist("listenKey")
+            if not route.combined and not names:
+                await ws.close(POLICY_VIOLATION, NO_SUCH_KEY)  # /private/ws needs a key; /private/stream may wait
+                return
+        chosen = query.get("events")
+        wanted = frozenset(e for e in chosen.split("/") if e) if chosen else None
         streams: list[MarketStream] = []
+        key: str | None = None
         for name in names:
-            stream = parse_market_stream(name, self.engine.symbols) if market else None
-            if stream is not None:
-                if stream not in streams:  # a stream named twice is served once
-                    streams.append(stream)
-            elif user and name and name == active:
-                key = name
-            elif user and (not market or (name and "@" not in name and not name.startswith("!"))):
-                await ws.close(POLICY_VIOLATION, NO_SUCH_KEY)
+            found = self._resolve(name, route)
+            if found is None:
+                await ws.close(POLICY_VIOLATION, self._refusal(name, route))
                 return
+            if isinstance(found, MarketStream):
+                if found not in streams:  # a stream named twice is served once
+                    streams.append(found)
             else:
-                reason = f"Invalid stream name: {name!r}" if name else "No stream given."
-                await ws.close(POLICY_VIOLATION, reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore"))
-                return
+                key = found
         conn = Connection(
             ws,
             self.stats,
             self.config.ws_queue_limit,
+            route,
             listen_key=key,
             wanted=wanted,
-            market=tuple(streams),
-            combined=combined,
-            render=self._render(combined) if streams else None,
+            market=streams,
+            render=self._render() if route.market else None,
+            answer=self._answer,
         )
         self.connections.add(conn)
         if key is not None:
-            self.user.add(conn)
-            self.engine.publish = self.publish
+            self._join_user(conn)
         try:
             await conn.serve()
         finally:
             self.connections.discard(conn)
-            self.user.discard(conn)
-            if not self.user:
-                self.engine.publish = None
+            self._leave_user(conn)
+
+    def _resolve(self, name: str, route: Route) -> MarketStream | str | None:
+        """The market stream or the active listen key ``name`` stands for on ``route``, or None."""
+        if route.market:
+            stream = parse_market_stream(name, self.engine.symbols)
+            if stream is not None:
+                return stream
+        if route.user and name and name == self.engine.active_listen_key(now_ms()):
+            return name
+        return None
+
+    def _refusal(self, name: str, route: Route) -> str:
+        """The close reason for a name in a URL that is no stream this route serves."""
+        looks_like_key = "@" not in name and not name.startswith("!")
+        if route.user and (not route.market or looks_like_key):
+            return NO_SUCH_KEY
+        return f"Invalid stream name: {name!r}".encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+
+    def _join_user(self, conn: Connection) -> None:
+        self.user.add(conn)
+        self.engine.publish = self.publish
+
+    def _leave_user(self, conn: Connection) -> None:
+        self.user.discard(conn)
+        if not self.user:
+            self.engine.publish = None
+
+    # ---- live subscriptions --------------------------------------------------------------------
+
+    def _answer(self, conn: Connection, text: str) -> None:
+        """Carry out one request the client sent and queue its answer (see ``subscriptions``)."""
+        try:
+            request = subscriptions.parse(text)
+            result = self._carry_out(conn, request)
+        except subscriptions.Refused as refused:
+            conn.push(refused.frame())
+            return
+        conn.push(subscriptions.answer(request.id, result))
+
+    def _carry_out(self, conn: Connection, request: subscriptions.Request) -> Any:
+        method, params = request.method, request.params
+        if method == subscriptions.LIST_SUBSCRIPTIONS:
+            return conn.subscriptions()
+        if method in (subscriptions.GET_PROPERTY, subscriptions.SET_PROPERTY):
+            if params[0] != subscriptions.COMBINED:
+                raise subscriptions.Refused(subscriptions.UNKNOWN_PROPERTY, "Unknown property", request.id)
+            if method == subscriptions.GET_PROPERTY:
+                return conn.combined
+            if not isinstance(params[1], bool):
+                raise subscriptions.Refused(
+                    subscriptions.BAD_VALUE_TYPE, "Invalid value type: expected Boolean", request.id
+                )
+            conn.combined = params[1]
+            return None
+        if method == subscriptions.SUBSCRIBE:
+            found = [self._resolve(name, conn.route) for name in params]
+            if None in found:  # all or nothing: one bad name subscribes none of them
+                raise subscriptions.Refused(subscriptions.INVALID_REQUEST, INVALID_STREAM, request.id)
+            for item in found:
+                if isinstance(item, MarketStream):
+                    if item not in conn.market:
+                        conn.market.append(item)
+                elif item is not None:
+                    conn.listen_key = item
+                    self._join_user(conn)
+        else:  # UNSUBSCRIBE: a name not subscribed is no error
+            gone = set(params)
+            conn.market = [stream for stream in conn.market if stream.name not in gone]
+            if conn.listen_key in gone:
+                conn.listen_key = None
+                self._leave_user(conn)
+        conn.resubscribed.set()
+        return None
+
+
+def _connection_id(name: str) -> bool:
+    """True for a path part that names no stream: empty, or a number (ccxt opens ``/market/ws/0``, ``/ws/1``)."""
+    return name == "" or name.isdigit()
