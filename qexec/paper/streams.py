@@ -3,7 +3,8 @@
 Every open socket is a ``Connection``: a queue of JSON text frames and the task that writes them, so the engine
 only appends (it never waits on a client). User-data events are pushed by the engine as it changes state, through
 ``Engine.publish``, which is set only while a user-data connection is open. Market connections sample the marks
-on their own timers.
+on their own timers. What a client sends is a live-subscription request (``subscriptions``) that changes the
+connection's streams.
 """
 
 from __future__ import annotations
