@@ -22,9 +22,27 @@ from qexec.verify import verify_command
 log = logging.getLogger("qexec.cli")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+HELP_OPTIONS = ("-h", "--help")
+WITHOUT_SETTINGS = frozenset({"paper"})  # the paper exchange reads no QEXEC_* setting
+
+
+class _Commands(click.Group):
+    """The `qexec` group: the settings are read, and checked, before any command that uses them starts."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        command = next(iter(rest), None)
+        ctx.meta["qexec.settings"] = command not in WITHOUT_SETTINGS and not set(HELP_OPTIONS) & set(rest)
+        return rest
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": list(HELP_OPTIONS)})
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """qexec — trade execution for Binance USD-M Futures on Celery and Redis."""
+    if ctx.meta.get("qexec.settings"):
+        # One line naming the variable and exit 1, whichever command it is (else some would print a traceback).
+        settings_or_fail()
 
 
 main.add_command(paper_command, "paper")

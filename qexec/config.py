@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
+import sys
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from kombu import Queue  # type: ignore[attr-defined]
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qexec import constants
+from qexec.identity import HostKind, VenueIdentity, derived_stream_url, url_host_kind, venue_identity
 
 
 class Mode(StrEnum):
@@ -33,14 +37,76 @@ VENUE_URLS: dict[Mode, str] = {
     Mode.MAINNET: "https://fapi.binance.com",
 }
 
-# Websocket bases of the user-data and market streams (reference §4: `/private/ws?listenKey=…`, `/market/ws/…`).
-STREAM_URLS: dict[Mode, str] = {
-    Mode.TESTNET: "wss://fstream.binancefuture.com",
-    Mode.DEMO: "wss://fstream.binancefuture.com",
-    Mode.MAINNET: "wss://fstream.binance.com",
-}
-
 MAINNET_ARMING_PHRASE = "I_UNDERSTAND"
+EXIT_INVALID_SETTINGS = 1
+
+# The schemes each URL setting may have: redis-py's for Redis, kombu's Redis and RabbitMQ transports for the broker.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+BROKER_SCHEMES = (*REDIS_SCHEMES, "sentinel", "amqp", "amqps", "pyamqp")
+EXCHANGE_SCHEMES = ("http", "https")
+STREAM_SCHEMES = ("ws", "wss")
+
+# Up to the user-info of a URL, even a malformed one (`rediss//`, `redis:/`, no scheme at all).
+_URL_HEAD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:?/*")
+_QUERY_SECRET = re.compile(r"((?:password|passwd|pass|pwd|secret|token)=)[^&#]*", re.IGNORECASE)
+
+
+def masked_url(url: str) -> str:
+    """`url` fit for printing: the password replaced by `***` (all of the user-info when it has no colon, since that
+    may be a password too), found even in a malformed URL, and so is a `password=` in the query."""
+    head, at, tail = url.rpartition("@")
+    if at:
+        prefix = _URL_HEAD.match(head)
+        start = prefix.end() if prefix else 0
+        user, colon, _password = head[start:].partition(":")
+        url = head[:start] + (f"{user}:***" if colon else "***") + "@" + tail
+    return _QUERY_SECRET.sub(r"\1***", url)
+
+
+def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """What is wrong with `url` as a URL of one of `schemes`, or None."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in schemes or not url.lower().startswith(parts.scheme.lower() + "://"):
+        *others, last = (f"{scheme}://" for scheme in schemes)
+        return f"it must start with {', '.join(others)} or {last}"
+    if "#" in url:
+        return "it holds a '#' (a password with # / ? @ : must be percent-encoded)"
+    try:
+        parts.port  # noqa: B018 - urlsplit parses the port only when asked
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    if parts.scheme.lower() != "unix" and not parts.hostname:
+        return "it names no host"
+    return None
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """What is wrong with `url` as a redis-py URL, or None."""
+    import redis.connection  # noqa: PLC0415 - redis-py's own parser; config is imported by the paper exchange too
+
+    parts = urlsplit(url)
+    if parts.username and parts.password is None:
+        return "it has a user name but no password (a password alone is written redis://:PASSWORD@host)"
+    if parts.scheme.lower() != "unix" and parts.path not in ("", "/") and not re.fullmatch(r"/\d+", parts.path):
+        return "its database (the path) must be a number, such as /0"
+    try:
+        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def checked_url(variable: str, url: str, schemes: tuple[str, ...]) -> str:
+    """`url` when it is a well-formed URL of one of `schemes`; else ValueError naming `variable` (password masked)."""
+    problem = _url_problem(url, schemes)
+    if problem is None and urlsplit(url).scheme.lower() in REDIS_SCHEMES:
+        problem = _redis_url_problem(url)
+    if problem is None and schemes in (EXCHANGE_SCHEMES, STREAM_SCHEMES) and "@" in urlsplit(url).netloc:
+        problem = "it carries credentials (the venue's keys go in QEXEC_API_KEY and QEXEC_API_SECRET)"
+    if problem is not None:
+        raise ValueError(f"{variable}={masked_url(url)} is not a valid URL: {problem}")
+    return url
+
 
 # What an intent does to an open position on its symbol (README "Positions and protection").
 SameSidePolicy = Literal["update_protection", "add", "skip"]
@@ -165,17 +231,61 @@ class Settings(BaseSettings):
     max_open_positions: int | None = Field(default=None, ge=0)
     positions_cache_s: float = Field(default=2.0, ge=0)  # how long the venue's positions serve the two above
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, url: str) -> str:
+        return checked_url("QEXEC_REDIS_URL", url, REDIS_SCHEMES)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, url: str | None) -> str | None:
+        return None if url is None else checked_url("QEXEC_BROKER_URL", url, BROKER_SCHEMES)
+
+    @field_validator("exchange_url")
+    @classmethod
+    def _check_exchange_url(cls, url: str | None) -> str | None:
+        return None if url is None else checked_url("QEXEC_EXCHANGE_URL", url, EXCHANGE_SCHEMES)
+
+    @field_validator("stream_url")
+    @classmethod
+    def _check_stream_url(cls, url: str | None) -> str | None:
+        return None if url is None else checked_url("QEXEC_STREAM_URL", url, STREAM_SCHEMES)
+
     @model_validator(mode="after")
     def _check_venue(self) -> Settings:
-        if self.mode is Mode.MAINNET and self.mainnet_confirm != MAINNET_ARMING_PHRASE:
+        venue = self.venue
+        if (venue.real_money or self.mode is Mode.MAINNET) and self.mainnet_confirm != MAINNET_ARMING_PHRASE:
+            why = "QEXEC_MODE=mainnet" if self.mode is Mode.MAINNET else f"QEXEC_EXCHANGE_URL={self.venue_url}"
+            if self.mode is not Mode.MAINNET:
+                why += " is Binance mainnet (whatever QEXEC_MODE says) and"
+            raise ValueError(f"{why} trades real money: it needs QEXEC_MAINNET_CONFIRM={MAINNET_ARMING_PHRASE}")
+        if self.mode is Mode.PAPER and venue.kind is not HostKind.LOCAL:
             raise ValueError(
-                f"QEXEC_MODE=mainnet trades real money: it needs QEXEC_MAINNET_CONFIRM={MAINNET_ARMING_PHRASE}"
+                f"QEXEC_MODE=paper trades on a local paper exchange, but QEXEC_EXCHANGE_URL={self.venue_url} is "
+                f"{_KIND_TEXT[venue.kind]} ({venue.host}): set QEXEC_MODE={_KIND_MODE[venue.kind]} (and its keys) "
+                "or point QEXEC_EXCHANGE_URL at the paper exchange"
             )
+        self._check_streams(venue)
         if (self.api_key is None) != (self.api_secret is None):
             raise ValueError("QEXEC_API_KEY and QEXEC_API_SECRET must be set together")
         if self.mode is not Mode.PAPER and self.api_key is None:
             raise ValueError(f"QEXEC_MODE={self.mode} needs QEXEC_API_KEY and QEXEC_API_SECRET")
         return self
+
+    def _check_streams(self, venue: VenueIdentity) -> None:
+        """QEXEC_STREAM_URL must describe the venue the orders go to (a fill from another venue is worse than none)."""
+        if self.stream_url is None:
+            return
+        streams = url_host_kind(self.stream_url)
+        binance = (HostKind.MAINNET, HostKind.TESTNET, HostKind.DEMO)
+        test_funds = (HostKind.TESTNET, HostKind.DEMO)  # one stream host serves both
+        crossed = (venue.kind in test_funds) != (streams in test_funds)
+        mismatch = venue.kind in binance and streams in binance and crossed
+        if mismatch or (self.mode is Mode.PAPER and streams is not HostKind.LOCAL):
+            raise ValueError(
+                f"QEXEC_STREAM_URL={self.stream_url} is {_KIND_TEXT[streams]}, but the orders go to {venue.label}: "
+                "the streams must come from the venue that takes the orders"
+            )
 
     @property
     def venue_url(self) -> str:
@@ -183,14 +293,18 @@ class Settings(BaseSettings):
         return (self.exchange_url or VENUE_URLS[self.mode]).rstrip("/")
 
     @property
+    def venue(self) -> VenueIdentity:
+        """Which venue the orders go to (qexec/identity.py): every label, and every real-money guard, reads this."""
+        overridden = self.venue_url != VENUE_URLS[self.mode]
+        return venue_identity(self.mode.value, self.venue_url, overridden=overridden)
+
+    @property
     def stream_base_url(self) -> str:
-        """The websocket base of the venue's streams: the override; else the mode's, unless `exchange_url` sends REST
-        to another host (the streams must describe the venue the orders go to): then, as in paper mode, that host."""
+        """The websocket base of the venue's streams: the override, else derived from the host the orders go to
+        (a Binance host's own stream host; the paper exchange, or any other host, on its own address)."""
         if self.stream_url:
             return self.stream_url.rstrip("/")
-        if self.mode in STREAM_URLS and self.venue_url == VENUE_URLS[self.mode].rstrip("/"):
-            return STREAM_URLS[self.mode]
-        return "ws" + self.venue_url.removeprefix("http")
+        return derived_stream_url(self.venue_url)
 
     @property
     def effective_broker_url(self) -> str:
@@ -209,10 +323,46 @@ class Settings(BaseSettings):
         return constants.PAPER_API_KEY, constants.PAPER_API_SECRET
 
 
+_KIND_TEXT = {
+    HostKind.LOCAL: "a local host",
+    HostKind.MAINNET: "Binance mainnet",
+    HostKind.TESTNET: "Binance's futures testnet",
+    HostKind.DEMO: "Binance's demo trading",
+    HostKind.REMOTE: "a remote host",
+}
+_KIND_MODE = {
+    HostKind.MAINNET: "mainnet",
+    HostKind.TESTNET: "testnet",
+    HostKind.DEMO: "demo",
+    HostKind.REMOTE: "testnet, demo or mainnet",
+}
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read once from the environment."""
     return Settings()
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """A settings error as one line naming each variable (the input is never echoed: it may hold secrets)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        cause = error.get("ctx", {}).get("error")
+        message = str(cause) if isinstance(cause, ValueError) else error["msg"]
+        variable = f"QEXEC_{str(error['loc'][0]).upper()}" if error["loc"] else ""
+        problems.append(message if not variable or message.startswith(variable) else f"{variable}: {message}")
+    return "invalid QEXEC_* settings: " + "; ".join(problems)
+
+
+def settings_or_exit() -> Settings:
+    """The process's settings; invalid ones end it with one FATAL_INVALID_SETTINGS line on stderr and exit 1."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        sys.stderr.write(f"FATAL_INVALID_SETTINGS {settings_problem(exc)}\n")
+        sys.stderr.flush()
+        raise SystemExit(EXIT_INVALID_SETTINGS) from None
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

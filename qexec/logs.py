@@ -37,9 +37,13 @@ def proof(event: str, *, level: int = logging.INFO, **fields: Any) -> None:
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces known secret values, and anything shaped like a signature or key, with `***`."""
+    """Replaces known secret values, and anything shaped like a signature, a key or a URL's password, with `***`."""
 
-    _SHAPES = re.compile(r"(signature=)[0-9a-fA-F]{16,}|(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]{16,}")
+    _SHAPES = re.compile(
+        r"(signature=)[0-9a-fA-F]{16,}"
+        r"|(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]{16,}"
+        r"|([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?=@)"  # redis://user:PASSWORD@host (Celery masks its own as **)
+    )
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
@@ -48,7 +52,7 @@ class RedactSecrets(logging.Filter):
     def _clean(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return self._SHAPES.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+        return self._SHAPES.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

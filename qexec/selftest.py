@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import ValidationError
 
-from qexec.config import Mode, Settings, get_settings
+from qexec.config import Settings, get_settings, settings_problem
 from qexec.errors import VenueError, VenueUnavailable
+from qexec.identity import VenueIdentity
 
 if TYPE_CHECKING:
     import redis
@@ -24,16 +25,31 @@ log = logging.getLogger(__name__)
 EXIT_VENUE_UNAVAILABLE = 3
 
 MODE_TEXT = {
-    Mode.PAPER: "paper - the local paper exchange, no real money",
-    Mode.TESTNET: "testnet - Binance's futures testnet, test funds",
-    Mode.DEMO: "demo - Binance's demo trading, test funds",
-    Mode.MAINNET: "mainnet - REAL MONEY (armed by QEXEC_MAINNET_CONFIRM)",
+    "paper": "paper - the local paper exchange, no real money",
+    "testnet": "testnet - Binance's futures testnet, test funds",
+    "demo": "demo - Binance's demo trading, test funds",
+    "mainnet": "mainnet - REAL MONEY (armed by QEXEC_MAINNET_CONFIRM)",
 }
+REAL_MONEY_TEXT = "REAL MONEY (armed by QEXEC_MAINNET_CONFIRM)"
+
+
+def mode_text(venue: VenueIdentity) -> str:
+    """What the venue is, in words, saying when QEXEC_EXCHANGE_URL made it something else than QEXEC_MODE's."""
+    if venue.name in MODE_TEXT:
+        text = MODE_TEXT[venue.name]
+    else:  # a host that is no Binance venue, in a mode other than paper
+        money = REAL_MONEY_TEXT if venue.real_money else "qexec cannot tell what it trades"
+        text = f"{venue.name} - QEXEC_MODE={venue.mode} sent to {venue.host}, {money}"
+    if venue.real_money and REAL_MONEY_TEXT not in text:
+        text += f", {REAL_MONEY_TEXT}"
+    if venue.overridden and venue.name != venue.mode:
+        text += f" (QEXEC_EXCHANGE_URL overrides QEXEC_MODE={venue.mode})"
+    return text
 
 
 def fatal_line(settings: Settings, reason: object) -> str:
     """The one line every qexec process says when the venue fails its self-test."""
-    return f"FATAL_VENUE_UNAVAILABLE mode={settings.mode.value} url={settings.venue_url} reason={reason}"
+    return f"FATAL_VENUE_UNAVAILABLE mode={settings.venue.name} url={settings.venue_url} reason={reason}"
 
 
 def report_line(report: dict[str, Any]) -> str:
@@ -60,11 +76,11 @@ def venue_or_exit(settings: Settings, r: redis.Redis | None = None) -> dict[str,
 
 
 def settings_or_fail() -> Settings:
-    """This process's settings, or a clear click error naming what is wrong (never a traceback)."""
+    """This process's settings, or a clear click error naming what is wrong (never a traceback): exit 1."""
     try:
         return get_settings()
     except ValidationError as exc:
-        raise click.ClickException(f"invalid QEXEC_* settings:\n{exc}") from None
+        raise click.ClickException(settings_problem(exc)) from None
 
 
 @click.command("selftest", context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,7 +88,7 @@ def selftest_command() -> None:
     """Check the venue as the worker and bridge do at start-up: clock, exchange info, account."""
     settings = settings_or_fail()
     venue = venue_for(settings)
-    click.echo(f"mode           {MODE_TEXT[settings.mode]}")
+    click.echo(f"mode           {mode_text(venue.identity)}")
     click.echo(f"venue          {settings.venue_url} (host {venue.host})")
     try:
         report = venue.check()
@@ -84,4 +100,4 @@ def selftest_command() -> None:
     click.echo(f"server time    {server_time}, clock offset {report['clock_offset_ms']:+d} ms")
     click.echo(f"exchange info  {report['symbols']} symbols")
     click.echo(f"account        USDT balance {report['usdt_balance']}, available {report['usdt_available']}")
-    click.echo(f"SELFTEST_OK mode={settings.mode.value} host={venue.host}")
+    click.echo(f"SELFTEST_OK mode={venue.mode} host={venue.host}")

@@ -216,7 +216,7 @@ def describe(stack: Stack, *, local_redis: LocalRedis | None) -> list[str]:
     venue = "qexec paper, state in " + str(stack.data_dir / "paper.sqlite3") if stack.paper_started else ""
     flower = f"http://127.0.0.1:{stack.flower_port}"
     lines = [
-        f"qexec up: {settings.mode.value} mode, {len(stack.processes)} processes "
+        f"qexec up: {settings.venue.name} mode, {len(stack.processes)} processes "
         f"({', '.join(spec.name for spec in stack.processes)})",
         f"  redis    {redacted(settings.redis_url)}  ({where})",
         f"  venue    {settings.venue_url}  ({venue or 'not started here'})",

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
 
 import redis
 import requests
@@ -187,9 +186,10 @@ class Venue:
     def __init__(self, settings: Settings, redis: redis.Redis | None = None) -> None:
         key, secret = settings.credentials()
         self.settings = settings
-        self.mode = settings.mode.value
+        self.identity = settings.venue  # which venue this is, from where the requests go (qexec/identity.py)
+        self.mode = self.identity.name
         self.url = settings.venue_url
-        self.host = urlsplit(self.url).netloc
+        self.host = self.identity.host
         self._client = Client(key, secret, ping=False, requests_params={"timeout": settings.request_timeout_s})
         _settle_environment(self._client.session, self.url)
         # python-binance has no base-URL parameter; the instance attributes are read at every call (§6.1).
@@ -205,7 +205,7 @@ class Venue:
     @property
     def label(self) -> str:
         """`mode@host`, for logs."""
-        return f"{self.mode}@{self.host}"
+        return self.identity.label
 
     def close(self) -> None:
         """Close the client's HTTP connections, and the event loop python-binance made for this thread (§6.2).

@@ -249,7 +249,7 @@ def build_proof(settings: Settings, verified: list[dict[str, Any]], problems: li
     """The proof document."""
     return {
         "timestamp": utcnow().isoformat(),
-        "mode": settings.mode.value,
+        "mode": settings.venue.name,
         "endpoint": settings.venue_url,
         "stream": settings.result_stream,
         "verified_orders": verified,
@@ -301,7 +301,7 @@ def verify_command(
 ) -> None:
     """Send test intents, wait for their results, and look each order up at the venue by its id."""
     settings = settings_or_fail()
-    if check_only is None and settings.mode is Mode.MAINNET and not allow_mainnet:
+    if check_only is None and (settings.venue.real_money or settings.mode is Mode.MAINNET) and not allow_mainnet:
         raise click.UsageError("verify sends real orders on mainnet: add --allow-mainnet if that is what you want")
     venue = venue_for(settings)  # a client of its own, apart from the worker's
     try:
