@@ -201,7 +201,10 @@ class Settings(BaseSettings):
     # How long an entry waits for the venue's answer to an earlier entry on its symbol that its policy looks at.
     entry_wait_s: float = Field(default=5.0, ge=0)
     protection_failure_action: ProtectionFailureAction = Field(default="close")
-    protection_retries: int = Field(default=5, ge=0)  # temporary venue failures before the emergency action
+    protection_retries: int = Field(default=5, ge=0)  # temporary failures retried in place, before the monitor's turn
+    # How long a position may stay unprotected while the venue fails temporarily (503s, timeouts) before the
+    # emergency action runs; a refusal (e.g. -2021, the stop already passed) runs it at once.
+    protection_grace_s: float = Field(default=60.0, ge=0)
     default_stop_loss_pct: float = Field(default=2.0, gt=0, le=50)  # when an intent (or adopted position) has none
     default_take_profit_pct: float = Field(default=4.0, gt=0, le=500)
     trailing_stop_pct: float = Field(default=0.0, ge=0, le=50)  # 0: no trailing unless the intent asks for one

@@ -25,6 +25,11 @@ ENTERING_KEY = "qexec:symbol:{symbol}:entering"  # an entry is on its way: not a
 ENTRIES_KEY = "qexec:symbol:{symbol}:entries:{direction}"
 EXIT_PUBLISHED_KEY = "qexec:exit:{position_id}"  # the exit stream entry id, once published
 PROTECTION_PUBLISHED_KEY = "qexec:intent:{intent_id}:protection"  # the protection event's entry id
+# sorted set: tracked positions (SYMBOL:DIRECTION) known to lack a protective order the venue could not take yet
+# (503s, timeouts), by epoch ms since then; after QEXEC_PROTECTION_GRACE_S the emergency action runs.
+UNPROTECTED_KEY = "qexec:positions:unprotected"
+# The event (repaired, or failed) that ends a position's (SYMBOL:DIRECTION) unprotected spell begun at that epoch ms.
+PROTECTION_SPELL_KEY = "qexec:position:{key}:repaired:{since_ms}"
 
 # Deployment-wide controls (qexec/limiter.py, qexec/killswitch.py).
 LIMIT_COUNTER_KEY = "qexec:limits:{window}"  # hash: bucket number -> venue budget spent in it (weight or orders)

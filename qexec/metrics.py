@@ -310,6 +310,21 @@ class RedisCollector(Collector):
         )
         yield from self._group_gauges()
         yield from self._heartbeat_gauges(heartbeat)
+        yield from self._unprotected_gauges()
+
+    def _unprotected_gauges(self) -> Iterator[Metric]:
+        spells: Any = self.redis.zrange(constants.UNPROTECTED_KEY, 0, -1, withscores=True)
+        gauge = GaugeMetricFamily(
+            "qexec_position_unprotected_seconds",
+            "Seconds a position has been without its stop-loss or take-profit because the venue could not take them "
+            "(0 series: every position is protected).",
+            labels=["symbol", "direction"],
+        )
+        now_s = self.now().timestamp()
+        for key, since_ms in spells:
+            symbol, _, direction = str(key).partition(":")
+            gauge.add_metric([symbol, direction], max(now_s - float(since_ms) / 1000, 0.0))
+        yield gauge
 
     def _heartbeat_gauges(self, heartbeat: dict[str, str]) -> Iterator[Metric]:
         try:

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from qexec import constants, logs, positions, protection, streams
-from qexec.errors import OrderNotFound, OrderRejected, VenueError
+from qexec.errors import OrderNotFound, OrderRejected, TemporaryVenueError, UnknownOutcome, VenueError
 from qexec.models import AlgoOrder, ExitEvent, ExitReason, PositionRisk, Trade, utcnow
 from qexec.positions import LONG, Guard, Tracked
 
@@ -80,17 +80,32 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
     failure = None
     try:
         repaired = protection.ensure(ctx, tracked, rest=True)  # the safety net asks the venue itself
-    except OrderRejected as exc:  # temporary failures propagate: the next pass tries again
+    except OrderRejected as exc:
         if exc.code == protection.POSITION_SIDE_MISMATCH:
             ctx.venue.forget_position_mode()  # the account changed mode: the next pass sends the new side
             tracked.position_side = position.positionSide
             positions.save(ctx.redis, tracked)
             return done
         repaired, failure = False, str(exc)
+    except (TemporaryVenueError, UnknownOutcome) as exc:
+        if positions.unprotected_since_ms(ctx.redis, tracked) is None:
+            raise  # nothing is known to be missing (maybe only the look-up failed): the next pass tries again
+        # Known to lack protection, and the venue still cannot take it: wait out the grace, then the emergency.
+        if protection.unprotected(ctx, tracked, str(exc)) < ctx.settings.protection_grace_s:
+            return done
+        reason = f"unprotected for longer than QEXEC_PROTECTION_GRACE_S={ctx.settings.protection_grace_s:g}: {exc}"
+        action = protection.emergency(ctx, tracked, reason)
+        protection.publish_failure(ctx, tracked, reason, action)
+        return done
     positions.save(ctx.redis, tracked)
     if failure is not None:
         # A level the mark has already passed (-2021) or a refusal: the position cannot be protected as asked.
-        protection.emergency(ctx, tracked, f"repairing protection failed: {failure}")
+        reason = f"repairing protection failed: {failure}"
+        action = protection.emergency(ctx, tracked, reason)
+        protection.publish_failure(ctx, tracked, reason, action)
+    elif positions.unprotected_since_ms(ctx.redis, tracked) is not None:
+        protection.protected_again(ctx, tracked)
+        done.append("repaired")
     elif repaired and "trailed" not in done and "adopted" not in done:
         logs.proof(
             PROTECTION_REPAIRED,

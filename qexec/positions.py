@@ -149,7 +149,14 @@ def forget(r: redis.Redis, tracked: Tracked) -> None:
     pipe = r.pipeline()
     pipe.delete(position_key(tracked.symbol, tracked.direction))
     pipe.srem(constants.POSITIONS_KEY, tracked.key)
+    pipe.zrem(constants.UNPROTECTED_KEY, tracked.key)
     pipe.execute()
+
+
+def unprotected_since_ms(r: redis.Redis, tracked: Tracked) -> int | None:
+    """Since when (epoch ms) the position is known to lack protection the venue could not take yet, or None."""
+    score: Any = r.zscore(constants.UNPROTECTED_KEY, tracked.key)
+    return int(score) if score is not None else None
 
 
 def tracked_keys(r: redis.Redis) -> set[tuple[str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,10 @@ log = logging.getLogger(__name__)
 PROTECTION_PLACED = "PROTECTION_PLACED"
 PROTECTION_REFUSED = "PROTECTION_REFUSED"
 PROTECTION_FAILED = "PROTECTION_FAILED"
+POSITION_UNPROTECTED = "POSITION_UNPROTECTED"  # alert-grade: a position without its stop-loss or take-profit
+POSITION_PROTECTED = "POSITION_PROTECTED"  # ...and the moment it has them again
 POSITION_SIDE_MISMATCH = -4061
+CLOSE_POSITION_EXISTS = -4130  # "An open stop or take profit order with GTE and closePosition in the direction..."
 
 SL, TP = "sl", "tp"
 LOCK_WAIT_S = 1.0  # how long the chain's protection step waits for a busy position before retrying later
@@ -113,14 +117,41 @@ def _rounded(ctx: Context, tracked: Tracked, kind: str, level: Decimal) -> Decim
 
 
 def _place(ctx: Context, tracked: Tracked, kind: str, guard: Guard) -> AlgoOrder:
-    return ctx.venue.place_algo_order(
-        symbol=tracked.symbol,
-        side=positions.closing_side(tracked.direction),
-        order_type=_TYPES[kind],
-        trigger_price=guard.trigger,
-        client_algo_id=guard.client_algo_id,
-        position_side=tracked.position_side if tracked.position_side != "BOTH" else None,
-    )
+    def send() -> AlgoOrder:
+        return ctx.venue.place_algo_order(
+            symbol=tracked.symbol,
+            side=positions.closing_side(tracked.direction),
+            order_type=_TYPES[kind],
+            trigger_price=guard.trigger,
+            client_algo_id=guard.client_algo_id,
+            position_side=tracked.position_side if tracked.position_side != "BOTH" else None,
+        )
+
+    try:
+        return send()
+    except OrderRejected as exc:
+        if exc.code != CLOSE_POSITION_EXISTS:
+            raise
+    # -4130: the venue holds one closePosition order of this type per side, and another one is open (an older
+    # generation the view missed, or one placed by hand): a state qexec repairs, never a reason to close.
+    _cancel_rivals(ctx, tracked, kind, keep=guard.client_algo_id)
+    return send()
+
+
+def _cancel_rivals(ctx: Context, tracked: Tracked, kind: str, *, keep: str) -> None:
+    closing = positions.closing_side(tracked.direction)
+    for raw in ctx.venue.open_algo_orders(tracked.symbol):
+        algo = AlgoOrder.model_validate(raw)
+        rival = algo.closePosition and algo.orderType == _TYPES[kind] and algo.side is closing
+        if rival and algo.positionSide == tracked.position_side and algo.clientAlgoId != keep:
+            log.warning(
+                "PROTECTION_RIVAL_CANCELED symbol=%s client_algo_id=%s type=%s (-4130: one closePosition order per "
+                "type and side)",
+                tracked.symbol,
+                algo.clientAlgoId,
+                algo.orderType,
+            )
+            cancel_quietly(ctx, algo.clientAlgoId)
 
 
 def cancel_quietly(ctx: Context, cid: str) -> None:
@@ -203,8 +234,17 @@ def ensure(ctx: Context, tracked: Tracked, *, rest: bool = False) -> bool:
     return changed
 
 
-def ensure_with_retries(ctx: Context, tracked: Tracked, attempts: int) -> str | None:
-    """`ensure`, retrying temporary failures in place; None on success, else why protection failed."""
+@dataclass(frozen=True)
+class Failure:
+    """Why protection is not in place: `temporary` when the venue could not be reached or answer (it is tried
+    again, for up to QEXEC_PROTECTION_GRACE_S), else the venue refused it (the emergency action runs at once)."""
+
+    reason: str
+    temporary: bool
+
+
+def ensure_with_retries(ctx: Context, tracked: Tracked, attempts: int) -> Failure | None:
+    """`ensure`, retrying temporary failures in place; None on success, else why protection is not in place."""
     for attempt in range(attempts + 1):
         try:
             ensure(ctx, tracked)
@@ -213,14 +253,57 @@ def ensure_with_retries(ctx: Context, tracked: Tracked, attempts: int) -> str | 
                 ctx.venue.forget_position_mode()  # the account changed mode: ask again, resend with the new side
                 tracked.position_side = tracked.direction if ctx.venue.dual_side() else "BOTH"
                 continue
-            return f"the venue refused a protective order: {exc}"
+            return Failure(f"the venue refused a protective order: {exc}", temporary=False)
         except (TemporaryVenueError, UnknownOutcome) as exc:
             if attempt >= attempts:
-                return f"protective orders could not be placed after {attempts + 1} attempts: {exc}"
+                return Failure(f"protective orders could not be placed after {attempts + 1} attempts: {exc}", True)
             time.sleep(min(0.2 * 2**attempt, 2.0))
         else:
             return None
-    return "protective orders could not be placed"
+    return Failure("protective orders could not be placed", temporary=False)
+
+
+def unprotected(ctx: Context, tracked: Tracked, reason: str) -> float:
+    """Record that the position lacks protection the venue could not take yet (from now, unless already known);
+    logs POSITION_UNPROTECTED at ERROR; returns for how long it has been unprotected, in seconds."""
+    now_ms = int(time.time() * 1000)
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.zadd(constants.UNPROTECTED_KEY, {tracked.key: now_ms}, nx=True)
+    pipe.zscore(constants.UNPROTECTED_KEY, tracked.key)
+    added, since = pipe.execute()
+    first = bool(added)
+    unprotected_s = (now_ms - int(since or now_ms)) / 1000
+    logs.proof(
+        POSITION_UNPROTECTED,
+        level=logging.ERROR if first else logging.WARNING,
+        symbol=tracked.symbol,
+        direction=tracked.direction,
+        position_id=tracked.position_id,
+        unprotected_s=f"{unprotected_s:.1f}",
+        grace_s=ctx.settings.protection_grace_s,
+        reason=reason,
+        first=first or None,
+    )
+    return unprotected_s
+
+
+def protected_again(ctx: Context, tracked: Tracked) -> None:
+    """The position has its protective orders again: clear the record, log it, publish the protection event."""
+    since_ms = positions.unprotected_since_ms(ctx.redis, tracked)
+    if since_ms is None:
+        return
+    ctx.redis.zrem(constants.UNPROTECTED_KEY, tracked.key)
+    unprotected_s = (int(time.time() * 1000) - since_ms) / 1000
+    logs.proof(
+        POSITION_PROTECTED,
+        level=logging.WARNING,
+        symbol=tracked.symbol,
+        direction=tracked.direction,
+        position_id=tracked.position_id,
+        unprotected_s=f"{unprotected_s:.1f}",
+    )
+    event = tracked_event(ctx, tracked, "repaired", reason=f"protected after {unprotected_s:.1f} s without")
+    publish_event(ctx, event, marker=constants.PROTECTION_SPELL_KEY.format(key=tracked.key, since_ms=since_ms))
 
 
 def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
@@ -348,10 +431,18 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
         failure = ensure_with_retries(ctx, tracked, ctx.settings.protection_retries)
         status = "updated" if result.status is ResultStatus.PROTECTION_UPDATED else "placed"
         action = None
-        if failure is not None:
-            action = emergency(ctx, tracked, failure)
+        if failure is not None and failure.temporary:
+            # The venue is unreachable or answering 503s: closing at market for a blip costs two taker fees and the
+            # spread. The exit monitor keeps trying; the emergency action waits for QEXEC_PROTECTION_GRACE_S.
+            unprotected(ctx, tracked, failure.reason)
+            status = "unprotected"
+            notes.append(failure.reason)
+        elif failure is not None:
+            action = emergency(ctx, tracked, failure.reason)
             status = "failed"
-            notes.append(failure)
+            notes.append(failure.reason)
+        else:
+            protected_again(ctx, tracked)  # an earlier run (or the monitor) had found it unprotected
         return _event(
             ctx,
             ticket,
@@ -406,9 +497,41 @@ def _event(
     )
 
 
-def publish_event(ctx: Context, event: ProtectionEvent) -> bool:
-    """Publish the intent's protection event on the protection stream once; True when written now."""
-    marker = constants.PROTECTION_PUBLISHED_KEY.format(intent_id=event.intent_id)
+def publish_failure(ctx: Context, tracked: Tracked, reason: str, action: str) -> None:
+    """Publish a `failed` protection event for a tracked position after its entry (once per unprotected spell)."""
+    event = tracked_event(ctx, tracked, "failed", reason=reason, action=action)
+    since_ms = positions.unprotected_since_ms(ctx.redis, tracked) or int(time.time() * 1000)
+    publish_event(ctx, event, marker=constants.PROTECTION_SPELL_KEY.format(key=tracked.key, since_ms=since_ms))
+
+
+def tracked_event(
+    ctx: Context, tracked: Tracked, status: str, *, reason: str | None = None, action: str | None = None
+) -> ProtectionEvent:
+    """A protection event about a tracked position after its entry (repaired, failed later), for its latest intent."""
+    return ProtectionEvent(
+        intent_id=tracked.intent_ids[-1] if tracked.intent_ids else tracked.owner,
+        symbol=tracked.symbol,
+        position_side=tracked.position_side,
+        status=status,
+        stop_loss=float(tracked.sl.trigger) if tracked.sl else None,
+        take_profit=float(tracked.tp.trigger) if tracked.tp else None,
+        sl_order_id=tracked.sl.algo_id if tracked.sl else None,
+        tp_order_id=tracked.tp.algo_id if tracked.tp else None,
+        sl_client_algo_id=tracked.sl.client_algo_id if tracked.sl else None,
+        tp_client_algo_id=tracked.tp.client_algo_id if tracked.tp else None,
+        trailing_stop_pct=tracked.trailing_stop_pct,
+        reason=reason,
+        action=action,
+        mode=ctx.venue.mode,
+        venue=ctx.venue.host,
+        published_at=utcnow(),
+    )
+
+
+def publish_event(ctx: Context, event: ProtectionEvent, *, marker: str | None = None) -> bool:
+    """Publish a protection event on the protection stream once (per intent, or per `marker`); True when written
+    now."""
+    marker = marker or constants.PROTECTION_PUBLISHED_KEY.format(intent_id=event.intent_id)
     written, entry_id = streams.publish_once_at(
         ctx.redis,
         marker,

@@ -7,6 +7,7 @@ import time
 from decimal import Decimal
 
 import pytest
+import requests
 from position_helpers import context, exits, flatten, intent, open_algos, position_amt, run
 from stack_fixtures import Stack, unique_id, wait_for_line
 from test_pipeline import seed_intent
@@ -285,4 +286,91 @@ def test_protection_that_cannot_be_placed_closes_the_position_and_says_so(
         assert exit_event["reason"] == "protection_failed"
     finally:
         stack.paper.admin("DELETE", "/paper/v1/faults")
+        flatten(ctx, symbol)
+
+
+def unprotected_series(stack: Stack, symbol: str) -> list[str]:
+    """The `qexec_position_unprotected_seconds` samples of a symbol on the bridge's /metrics."""
+    text = requests.get(stack.metrics_url, timeout=10).text
+    return [
+        line for line in text.splitlines() if line.startswith("qexec_position_unprotected_seconds{") and symbol in line
+    ]
+
+
+def test_a_blip_on_the_algo_endpoint_keeps_the_position_and_the_monitor_protects_it_after(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """503s on `POST /fapi/v1/algoOrder` for longer than the in-place retries: no market close (two fees and the
+    spread for a blip), POSITION_UNPROTECTED at once and the unprotected time as a metric; once the venue takes
+    orders again, the exit monitor places SL/TP and publishes a `repaired` event."""
+    ctx = context(stack.settings, protection_retries=1, protection_grace_s=60.0)
+    symbol = "FILUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "2.500")
+    iid = unique_id("blip")
+    stack.paper.add_fault(kind="unavailable", endpoint="POST /fapi/v1/algoOrder", symbol=symbol, count=0)
+    try:
+        with caplog.at_level(logging.INFO):
+            result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=2.4, take_profit=2.7))
+        assert result.status.value == "filled"
+        assert event["status"] == "unprotected" and event["action"] is None, event
+        assert position_amt(ctx, symbol) > 0, "a 503 blip must not close the position at market"
+        assert any(r.levelno == logging.ERROR and "POSITION_UNPROTECTED" in r.getMessage() for r in caplog.records)
+        assert unprotected_series(stack, symbol), "the unprotected time is exported"
+        monitor.watch(ctx, symbols={symbol})  # still failing, well within the grace: nothing is closed
+        assert position_amt(ctx, symbol) > 0
+        # When the venue takes orders again, the monitor's next pass protects the position.
+        stack.paper.admin("DELETE", "/paper/v1/faults")
+        assert monitor.watch(ctx, symbols={symbol})["repaired"] == [f"{symbol}:LONG"]
+        triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
+        assert triggers == {"STOP_MARKET": Decimal("2.4"), "TAKE_PROFIT_MARKET": Decimal("2.7")}
+        repaired = [e for e in stack.protection_events(iid) if e["status"] == "repaired"]
+        assert len(repaired) == 1 and repaired[0]["sl_order_id"] is not None, stack.protection_events(iid)
+        assert unprotected_series(stack, symbol) == []
+    finally:
+        stack.paper.admin("DELETE", "/paper/v1/faults")
+        flatten(ctx, symbol)
+
+
+def test_a_position_unprotected_past_the_grace_is_closed_and_says_why(stack: Stack) -> None:
+    """The venue still cannot take SL/TP after QEXEC_PROTECTION_GRACE_S: the emergency action closes the position,
+    and a `failed` protection event names the grace."""
+    ctx = context(stack.settings, protection_retries=0, protection_grace_s=1.0)
+    symbol = "APTUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "5.00000")
+    iid = unique_id("grace")
+    stack.paper.add_fault(kind="unavailable", endpoint="POST /fapi/v1/algoOrder", symbol=symbol, count=0)
+    try:
+        _result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=4.8, take_profit=5.4))
+        assert event["status"] == "unprotected"
+        time.sleep(1.2)
+        monitor.watch(ctx, symbols={symbol})
+        assert position_amt(ctx, symbol) == 0
+        [failed] = [e for e in stack.protection_events(iid) if e["status"] == "failed"]
+        assert failed["action"] == "closed" and "QEXEC_PROTECTION_GRACE_S" in failed["reason"]
+    finally:
+        stack.paper.admin("DELETE", "/paper/v1/faults")
+        flatten(ctx, symbol)
+
+
+def test_a_rival_close_position_stop_is_replaced_not_answered_with_a_market_close(stack: Stack) -> None:
+    """A closePosition STOP_MARKET placed by hand on the symbol makes the venue answer -4130 to qexec's own: qexec
+    cancels the rival and places its stop-loss; the position stays open and protected."""
+    ctx = context(stack.settings, protection_retries=1)
+    symbol = "OPUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "0.7000000")
+    client = stack.paper.client()
+    client.futures_create_order(
+        symbol=symbol, side="SELL", type="STOP_MARKET", stopPrice="0.5000000", closePosition="true"
+    )
+    iid = unique_id("rival")
+    try:
+        _result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=0.65, take_profit=0.8))
+        assert event["status"] == "placed", event
+        assert position_amt(ctx, symbol) > 0
+        stops = [a for a in open_algos(ctx, symbol) if a["orderType"] == "STOP_MARKET"]
+        assert [a["clientAlgoId"] for a in stops] == [event["sl_client_algo_id"]]
+    finally:
         flatten(ctx, symbol)
