@@ -9,7 +9,9 @@ and the secret in their obvious encodings.
 from __future__ import annotations
 
 import base64
+import io
 import json
+import logging
 import secrets
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from paper_fixtures import free_port
 from private_stack import private_stack
 from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 
+from qexec import logs
 from qexec.config import Settings
 from qexec.models import client_order_id
 from qexec.venue import Venue
@@ -196,3 +199,20 @@ def test_settings_venue_and_errors_never_show_the_secret_in_a_repr(paper_exchang
     with pytest.raises(ValueError) as invalid:
         Settings(api_key=API_KEY)  # no secret: refused, and the error does not echo the input
     assert hits(str(invalid.value).encode()) == []
+
+
+def test_a_url_password_in_any_log_line_is_masked() -> None:
+    """The redaction filter on every qexec handler masks the password of any URL a log line carries."""
+    password = secrets.token_hex(8)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs.RedactSecrets([]))
+    logger = logging.getLogger("qexec.test.redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("Cannot connect to %s: refused", f"rediss://user:{password}@10.0.0.7:6380/0")
+    finally:
+        logger.removeHandler(handler)
+    assert password not in stream.getvalue()
+    assert "rediss://user:***@10.0.0.7:6380/0" in stream.getvalue()
