@@ -198,6 +198,8 @@ def _save_state(ticket: Ticket, ctx: Context, **fields: Any) -> None:
 
 
 def _reject(ticket: Ticket, ctx: Context, reason: str, code: int | None = None) -> Ticket:
+    if ticket.closed_first and not reason.startswith(ticket.closed_first):
+        reason = f"{ticket.closed_first}; then the entry was refused: {reason}"  # say all that happened
     _save_state(ticket, ctx, phase="rejected", reason=reason, code=code if code is not None else "")
     logs.proof(logs.INTENT_REJECTED, level=logging.WARNING, reason=reason, code=code, **_ids(ticket, ctx))
     metrics.intent_rejected(ctx.redis, reason)
@@ -582,6 +584,8 @@ def build_result(ticket: Ticket, ctx: Context) -> ExecutionResult:
             fields["reason"] = (
                 f"{plain(fill.quantity)} of {plain(order.origQty)} executed; order ended {order.status.value}"
             )
+        elif ticket.closed_first:
+            fields["reason"] = ticket.closed_first
         if verdict is not None:
             fields["reason"] = verdict.reason
     elif verdict is not None:

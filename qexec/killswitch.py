@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import redis
 
-from qexec import constants, logs
+from qexec import clientids, constants, logs
 from qexec.config import Settings
 from qexec.errors import OrderRejected, VenueError
 from qexec.models import OrderType, Side, utcnow
@@ -116,7 +115,7 @@ def _close(venue: Venue, position: dict[str, Any]) -> list[dict[str, str]]:
     left, closed = abs(amount), []
     while left > 0:
         quantity = min(left, largest)
-        cid = "qx-halt-" + uuid.uuid4().hex[:24]
+        cid = clientids.halt_close()
         try:
             order = venue.place_order(
                 symbol=symbol,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from qexec import clientids
 from qexec.errors import IntentError
 
 
@@ -244,9 +244,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def client_order_id(intent_id: str) -> str:
-    """The entry order's `newClientOrderId`: deterministic, `[A-Za-z0-9_-]`, 35 characters."""
-    return "qx-" + hashlib.sha256(intent_id.encode()).hexdigest()[:32]
+client_order_id = clientids.entry  # the entry order's `newClientOrderId` (qexec/clientids.py)
 
 
 class OrderState(BaseModel):
@@ -324,6 +322,7 @@ class Ticket(BaseModel):
     client_order_id: str
     quantity: Decimal | None = None
     leverage: int | None = None  # the leverage the venue applied to the symbol for this entry
+    closed_first: str | None = None  # what a `reverse` closed before this entry went out, for the result's reason
     order: OrderState | None = None
     placed_at: datetime | None = None
     verdict: Verdict | None = None
@@ -505,6 +504,7 @@ class ExitReason(StrEnum):
     TRAILING_STOP = "trailing_stop"
     SIGNAL = "signal"
     PROTECTION_FAILED = "protection_failed"
+    HALT = "halt"  # closed by `qexec halt --flatten`
     MANUAL_OR_LIQUIDATION = "manual_or_liquidation"
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from qexec import constants, logs, positions, protection, streams
+from qexec import clientids, constants, logs, positions, protection, streams
 from qexec.errors import OrderNotFound, OrderRejected, TemporaryVenueError, UnknownOutcome, VenueError
 from qexec.models import AlgoOrder, ExitEvent, ExitReason, PositionRisk, Trade, utcnow
 from qexec.positions import LONG, Guard, Tracked
@@ -72,6 +72,7 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
         done.append("adopted")
     else:
         tracked.quantity = abs(position.positionAmt)
+        tracked.as_of_ms = position.updateTime or tracked.as_of_ms
         if position.entryPrice > 0:
             tracked.entry_price = position.entryPrice
     mark = position.markPrice if position.markPrice > 0 else ctx.venue.mark_price(symbol)
@@ -133,6 +134,7 @@ def adopt(ctx: Context, position: PositionRisk) -> Tracked:
         entry_price=entry,
         quantity=abs(position.positionAmt),
         opened_ms=position.updateTime or int(time.time() * 1000),
+        as_of_ms=position.updateTime or None,
         adopted=True,
         trailing_stop_pct=ctx.settings.trailing_stop_pct or None,
         best_price=entry,
@@ -240,13 +242,7 @@ def close_out(ctx: Context, tracked: Tracked) -> ExitEvent:
             )
         elif algo.actualOrderId is not None:
             triggered[algo.actualOrderId] = kind
-    closing = positions.closing_side(tracked.direction)
-    trades = [
-        t
-        for t in venue.user_trades(tracked.symbol, start_ms=max(tracked.opened_ms - 5000, 0))
-        if t.side is closing and tracked.position_side in ("BOTH", t.positionSide)
-    ]
-    reason = _reason(ctx, tracked, trades, triggered)
+    trades, reason = closing_fills(ctx, tracked, triggered)
     quantity = sum((t.qty for t in trades), Decimal(0))
     exit_price = sum((t.qty * t.price for t in trades), Decimal(0)) / quantity if quantity > 0 else None
     event = ExitEvent(
@@ -291,24 +287,81 @@ def close_out(ctx: Context, tracked: Tracked) -> ExitEvent:
     return event
 
 
-def _reason(ctx: Context, tracked: Tracked, trades: list[Trade], triggered: dict[int, str]) -> ExitReason:
-    if not trades:
-        return ExitReason.MANUAL_OR_LIQUIDATION
-    last = trades[-1].orderId
-    kind = triggered.get(last)
-    client_id = ""
-    if kind is None:
-        try:
-            client_id = ctx.venue.get_order(tracked.symbol, order_id=last).clientOrderId
-        except VenueError:
-            client_id = ""
-        kind = {"qs-": protection.SL, "qt-": protection.TP}.get(client_id[:3])
-    if kind == protection.SL:
-        return ExitReason.TRAILING_STOP if tracked.trailed else ExitReason.STOP_LOSS
-    if kind == protection.TP:
+def closing_fills(ctx: Context, tracked: Tracked, triggered: dict[int, str]) -> tuple[list[Trade], ExitReason]:
+    """The fills that closed a tracked position, and why it closed - found by the orders that closed it, never by a
+    time window alone (a later entry on the symbol, or a reverse, must not be counted in the exit)."""
+    venue = ctx.venue
+    # A stop-loss or take-profit that triggered (closePosition: it closed all of it): its own order's fills.
+    for order_id, kind in triggered.items():
+        fills = venue.user_trades(tracked.symbol, order_id=order_id)
+        if fills:
+            if kind == protection.SL:
+                return fills, ExitReason.TRAILING_STOP if tracked.trailed else ExitReason.STOP_LOSS
+            return fills, ExitReason.TAKE_PROFIT
+    # Otherwise: the fills since the state qexec last saw, walked until the position is flat; the order that made
+    # it flat says who closed it.
+    fills = _fills_to_flat(tracked, _fills_since(ctx, tracked))
+    if not fills:
+        return [], ExitReason.MANUAL_OR_LIQUIDATION
+    last = fills[-1].orderId
+    try:
+        client_id = venue.get_order(tracked.symbol, order_id=last).clientOrderId or ""
+    except VenueError:
+        client_id = ""
+    return fills, exit_reason_of(client_id, trailed=tracked.trailed)
+
+
+def exit_reason_of(client_id: str, *, trailed: bool = False) -> ExitReason:
+    """Why a position closed, from the client order id of the order that closed it (qexec/clientids.py)."""
+    if client_id.startswith(clientids.STOP_LOSS):
+        return ExitReason.TRAILING_STOP if trailed else ExitReason.STOP_LOSS
+    if client_id.startswith(clientids.TAKE_PROFIT):
         return ExitReason.TAKE_PROFIT
-    if client_id.startswith("qe-"):
+    if client_id.startswith(clientids.EMERGENCY_CLOSE):
         return ExitReason.PROTECTION_FAILED
-    if client_id.startswith(("qx-", "qc-")):
+    if client_id.startswith(clientids.HALT_CLOSE):  # before ENTRY: the same `qx-` start
+        return ExitReason.HALT
+    if client_id.startswith((clientids.ENTRY, clientids.REVERSE_CLOSE)):
         return ExitReason.SIGNAL
     return ExitReason.MANUAL_OR_LIQUIDATION
+
+
+# The venue answers userTrades for at most 7 days between startTime and endTime.
+TRADES_WINDOW_MS = 7 * 24 * 3600 * 1000 - 60_000
+
+
+def _fills_since(ctx: Context, tracked: Tracked) -> list[Trade]:
+    """The symbol's fills after the position state qexec last saw (or since it opened), 7-day windows at a time."""
+    now_ms = int(time.time() * 1000) + ctx.venue.clock_offset_ms()
+    start_ms = tracked.as_of_ms + 1 if tracked.as_of_ms else max(tracked.opened_ms - 5000, 0)
+    fills: dict[int, Trade] = {}
+    while start_ms <= now_ms:
+        end_ms = min(start_ms + TRADES_WINDOW_MS, now_ms)
+        for trade in ctx.venue.user_trades(tracked.symbol, start_ms=start_ms, end_ms=end_ms):
+            fills[trade.id] = trade
+        start_ms = end_ms + 1
+    return sorted(fills.values(), key=lambda t: (t.time, t.id))
+
+
+def _fills_to_flat(tracked: Tracked, trades: list[Trade]) -> list[Trade]:
+    """Of `trades`, the closing ones (a crossing fill's closing part only) that take the position from the state
+    qexec last saw (or from flat, without one) to flat."""
+    opening, closing = positions.opening_side(tracked.direction), positions.closing_side(tracked.direction)
+    held = tracked.quantity if tracked.as_of_ms else Decimal(0)
+    closed: list[Trade] = []
+    for trade in trades:
+        if tracked.position_side not in ("BOTH", trade.positionSide):
+            continue
+        if trade.side is opening:
+            held += trade.qty
+            continue
+        if trade.side is not closing or held <= 0:
+            continue
+        part = min(trade.qty, held)
+        # One-way: a fill bigger than the position closed it and opened the other side; only the closing part counts.
+        share = trade.model_copy(update={"qty": part, "commission": trade.commission * part / trade.qty})
+        closed.append(trade if part == trade.qty else share)
+        held -= part
+        if held <= 0:
+            break
+    return closed

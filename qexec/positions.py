@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -16,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from qexec import constants, logs
+from qexec import clientids, constants, logs
 from qexec.errors import OrderNotFound
-from qexec.models import OrderStatus, OrderType, PositionRisk, ResultStatus, Side, Ticket
+from qexec.models import OrderState, OrderStatus, OrderType, PositionRisk, ResultStatus, Side, Ticket
+from qexec.rules import plain
 
 if TYPE_CHECKING:
     from qexec.execution import Context
@@ -80,6 +80,11 @@ def direction_of(side: Side) -> str:
     return LONG if side is Side.BUY else SHORT
 
 
+def opening_side(direction: str) -> Side:
+    """The order side that opens (or adds to) a position in `direction`."""
+    return Side.BUY if direction == LONG else Side.SELL
+
+
 def closing_side(direction: str) -> Side:
     """The order side that reduces a position in `direction`."""
     return Side.SELL if direction == LONG else Side.BUY
@@ -118,6 +123,7 @@ class Tracked(BaseModel):
     tp: Guard | None = None
     opened_ms: int
     adopted: bool = False
+    as_of_ms: int | None = None  # the venue time of the position change `quantity` reflects (its updateTime)
 
     @property
     def key(self) -> str:
@@ -207,11 +213,6 @@ def position_side_for(dual: bool, direction: str) -> str | None:
     return direction if dual else None
 
 
-def short_hash(text: str, length: int = 24) -> str:
-    """A hex digest prefix of `text`, for venue ids derived from ours."""
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
 # -- the policy for an intent meeting an open position ----------------------------------------------
 
 
@@ -268,8 +269,12 @@ def entry_plan(
             # The entry order itself closes the position: reduce-only (one-way) / positionSide of the old side.
             closing = ticket.model_copy(update={"intent": intent.model_copy(update={"reduce_only": True})})
             return closing, abs(opposite.positionAmt)
-        _close_first(ticket, ctx, opposite, dual)
-        return ticket, quantity
+        closed = _close_first(ticket, ctx, opposite, dual)
+        note = (
+            f"reverse: closed the {other} position of {plain(closed.executedQty)} {intent.symbol} first "
+            f"(order {closed.orderId} {closed.clientOrderId}, {closed.status.value})"
+        )
+        return ticket.model_copy(update={"closed_first": note}), quantity
     return ticket, quantity
 
 
@@ -418,12 +423,12 @@ def _update_problem(ticket: Ticket, ctx: Context, direction: str, position: Posi
     return "; ".join(problems) or None
 
 
-def _close_first(ticket: Ticket, ctx: Context, opposite: PositionRisk, dual: bool) -> None:
-    """Reverse: close the opposite position with a closing market order (looked up first), then go on."""
+def _close_first(ticket: Ticket, ctx: Context, opposite: PositionRisk, dual: bool) -> OrderState:
+    """Reverse: close the opposite position with a closing market order (looked up first); the order, once ended."""
     from qexec.execution import Pending  # noqa: PLC0415 - execution imports this module
 
     intent, venue = ticket.intent, ctx.venue
-    cid = "qc-" + short_hash(ticket.intent_id, 32)
+    cid = clientids.reverse_close(ticket.intent_id)
     try:
         order = venue.get_order(intent.symbol, client_order_id=cid)
     except OrderNotFound:
@@ -447,6 +452,7 @@ def _close_first(ticket: Ticket, ctx: Context, opposite: PositionRisk, dual: boo
         )
     if order.status is not OrderStatus.FILLED and not order.status.terminal:
         raise Pending(0.5, f"closing the {opposite.direction} position before reversing: {order.status.value}")
+    return order
 
 
 def describe(tracked: Tracked) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from qexec import constants, logs, positions, streams
+from qexec import clientids, constants, logs, positions, streams
 from qexec.errors import OrderNotFound, OrderRejected, TemporaryVenueError, UnknownOutcome, VenueError
 from qexec.models import (
     AlgoOrder,
@@ -43,17 +43,12 @@ CLOSE_POSITION_EXISTS = -4130  # "An open stop or take profit order with GTE and
 SL, TP = "sl", "tp"
 LOCK_WAIT_S = 1.0  # how long the chain's protection step waits for a busy position before retrying later
 _TYPES = {SL: "STOP_MARKET", TP: "TAKE_PROFIT_MARKET"}
-_PREFIX = {SL: "qs-", TP: "qt-"}
+_PREFIX = {SL: clientids.STOP_LOSS, TP: clientids.TAKE_PROFIT}
 
 
 def client_algo_id(kind: str, owner: str, generation: int) -> str:
-    """A protective order's `clientAlgoId`: `qs-`/`qt-` + 24 hex of the owner's id + `-` + generation (≤36)."""
-    return f"{_PREFIX[kind]}{positions.short_hash(owner)}-{generation}"
-
-
-def emergency_client_id(position_id: str) -> str:
-    """The `newClientOrderId` of the market order that closes a position qexec could not protect."""
-    return "qe-" + positions.short_hash(position_id, 32)
+    """A protective order's `clientAlgoId` (`qs-`/`qt-`, qexec/clientids.py)."""
+    return clientids.protective(_PREFIX[kind], owner, generation)
 
 
 def level_problems(
@@ -320,7 +315,7 @@ def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
     )
     if action != "close":
         return "alerted"
-    cid = emergency_client_id(tracked.position_id)
+    cid = clientids.emergency_close(tracked.position_id)
     venue = ctx.venue
     with contextlib.suppress(OrderNotFound):
         venue.get_order(tracked.symbol, client_order_id=cid)
@@ -412,6 +407,7 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
         if ticket.intent_id not in tracked.intent_ids:
             tracked.intent_ids.append(ticket.intent_id)
         tracked.entry_price, tracked.quantity = entry, abs(venue_position.positionAmt)
+        tracked.as_of_ms = venue_position.updateTime or tracked.as_of_ms
         tracked.stop_loss, tracked.take_profit = sl, tp
         trailing = intent.trailing_stop_pct or ctx.settings.trailing_stop_pct or None
         tracked.trailing_stop_pct = trailing

@@ -436,11 +436,18 @@ class Venue:
         answer = self._call(self._client.futures_cancel_order, mutating=True, symbol=symbol, orderId=order_id)
         return OrderState.model_validate(answer)
 
-    def user_trades(self, symbol: str, *, start_ms: int | None = None) -> list[Trade]:
-        """The account's fills of a symbol (userTrades), from `start_ms` on when given."""
+    def user_trades(
+        self, symbol: str, *, start_ms: int | None = None, end_ms: int | None = None, order_id: int | None = None
+    ) -> list[Trade]:
+        """The account's fills of a symbol (userTrades): of one order, or between `start_ms` and `end_ms` (the venue
+        allows at most 7 days between them, and keeps only recent months)."""
         params: dict[str, Any] = {"symbol": symbol, "limit": 1000}
+        if order_id is not None:
+            params["orderId"] = order_id
         if start_ms is not None:
             params["startTime"] = start_ms
+        if end_ms is not None:
+            params["endTime"] = end_ms
         return [Trade.model_validate(t) for t in self._call(self._client.futures_account_trades, **params)]
 
     # -- algo (conditional) orders --------------------------------------------------------------------

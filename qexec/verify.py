@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import redis
 
-from qexec import constants, streams
+from qexec import clientids, constants, streams
 from qexec.config import Mode, Settings
 from qexec.errors import OrderNotFound, VenueError, VenueUnavailable
 from qexec.models import OrderStatus, OrderType, ResultStatus, Side, utcnow
@@ -382,7 +382,7 @@ def close_leftovers(venue: Venue, symbols: list[str], run: str) -> tuple[list[di
                     side=side,
                     order_type=OrderType.MARKET,
                     quantity=abs(amount),
-                    client_order_id=f"qv-{run}-{n}",
+                    client_order_id=clientids.verify_close(run, n),
                     reduce_only=not dual,
                     position_side=str(raw.get("positionSide")) if dual else None,
                 )

@@ -19,6 +19,7 @@ from test_pipeline import venue_orders
 from qexec import constants, killswitch, monitor, positions
 from qexec.execution import Context, new_ticket
 from qexec.models import ExecutionResult, Ticket, client_order_id
+from qexec.rules import plain
 
 pytestmark = pytest.mark.slow
 
@@ -173,6 +174,35 @@ def test_an_opposite_intent_reverses_the_position_when_the_policy_says_reverse(s
         assert {(a["orderType"], a["side"]) for a in algos} == {("STOP_MARKET", "BUY"), ("TAKE_PROFIT_MARKET", "BUY")}
         assert event["status"] == "placed"
     finally:
+        flatten(ctx, symbol)
+
+
+def test_a_reverse_whose_entry_is_refused_says_the_position_was_closed(stack: Stack) -> None:
+    """reverse closes the long, then the venue refuses the short (margin): the one result says both, and the exit
+    monitor reports the long's exit."""
+    ctx = policy_context(stack, opposite_side_policy="reverse")
+    symbol = "SUIUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "3.000000")
+    try:
+        opened = unique_id("long")
+        run(ctx, intent(opened, symbol, "BUY", 60, stop_loss=2.8, take_profit=3.3))
+        held = position_amt(ctx, symbol)
+        rev = unique_id("revno")
+        stack.paper.add_fault(
+            kind="reject", client_order_id=client_order_id(rev), code=-2019, msg="Margin is insufficient.", count=1
+        )
+        result, _event = run(ctx, intent(rev, symbol, "SELL", 70, stop_loss=3.2, take_profit=2.7))
+        assert (result.status.value, result.code) == ("rejected", -2019)
+        reason = result.reason or ""
+        assert reason.startswith(f"reverse: closed the LONG position of {plain(held)} {symbol} first"), reason
+        assert reason.endswith("then the entry was refused: venue rejected the order: Margin is insufficient."), reason
+        assert position_amt(ctx, symbol) == 0
+        monitor.watch(ctx, symbols={symbol})
+        [exit_event] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]
+        assert (exit_event["side"], exit_event["reason"], exit_event["quantity"]) == ("LONG", "signal", float(held))
+    finally:
+        stack.paper.admin("DELETE", "/paper/v1/faults")
         flatten(ctx, symbol)
 
 
@@ -335,7 +365,7 @@ def test_a_hedge_mode_account_gets_position_sides_and_a_mode_change_is_noticed(
     assert other.status.value == "rejected"
     exchange.set_price(symbol, "3.300000")  # through the short's stop
     monitor.watch(ctx, symbols={symbol})
-    [exit_event] = exits(ctx, symbol)
+    [exit_event] = [e for e in exits(ctx, symbol) if iid in e["intent_ids"]]  # the stream is shared with other tests
     assert (exit_event["reason"], exit_event["position_side"]) == ("stop_loss", "SHORT")
     assert exit_event["realized_pnl"] < 0
     assert open_algos(ctx, symbol) == []

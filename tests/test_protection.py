@@ -12,7 +12,7 @@ from position_helpers import context, exits, flatten, intent, open_algos, positi
 from stack_fixtures import Stack, unique_id, wait_for_line
 from test_pipeline import seed_intent
 
-from qexec import constants, monitor, protection
+from qexec import constants, killswitch, monitor, protection
 from qexec.execution import new_ticket, place_entry, publish
 from qexec.models import ExecutionResult, ResultStatus, client_order_id
 
@@ -372,5 +372,49 @@ def test_a_rival_close_position_stop_is_replaced_not_answered_with_a_market_clos
         assert position_amt(ctx, symbol) > 0
         stops = [a for a in open_algos(ctx, symbol) if a["orderType"] == "STOP_MARKET"]
         assert [a["clientAlgoId"] for a in stops] == [event["sl_client_algo_id"]]
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_stop_out_then_an_opposite_entry_reports_the_stop_and_only_the_longs_fills(stack: Stack) -> None:
+    """A long stopped out, and a SELL entry on the symbol a moment later: the long's exit says stop_loss, with the
+    long's quantity and the stop's own order - not the new short's fill (attribution by order, not by time)."""
+    ctx = context(stack.settings)
+    symbol = "ADAUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "0.90000")
+    try:
+        opened = unique_id("slx")
+        long_result, long_event = run(ctx, intent(opened, symbol, "BUY", 100, stop_loss=0.85, take_profit=1))
+        stack.paper.set_price(symbol, "0.84000")  # through the stop
+        short_result, _ = run(ctx, intent(unique_id("after"), symbol, "SELL", 100, stop_loss=0.9, take_profit=0.8))
+        assert short_result.status.value == "filled"
+        monitor.watch(ctx, symbols={symbol})
+        [long_exit] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]
+        stop = ctx.venue.get_algo_order(client_algo_id=long_event["sl_client_algo_id"])
+        assert long_exit["reason"] == "stop_loss"
+        assert long_exit["quantity"] == pytest.approx(long_result.quantity)
+        assert long_exit["order_ids"] == [stop.actualOrderId]
+        assert short_result.order_id not in long_exit["order_ids"]
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_position_closed_by_halt_flatten_exits_with_reason_halt(stack: Stack) -> None:
+    """`qexec halt --flatten` closes a tracked long: its exit says `halt`, not `signal`."""
+    ctx = context(stack.settings)
+    symbol = "ETCUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "17.000")
+    try:
+        opened = unique_id("halted")
+        result, _event = run(ctx, intent(opened, symbol, "BUY", 100, stop_loss=16, take_profit=18))
+        for position in ctx.venue.positions(symbol):
+            if Decimal(position["positionAmt"]):
+                killswitch._close(ctx.venue, position)  # what `halt --flatten` does, on this symbol alone
+        monitor.watch(ctx, symbols={symbol})
+        [exit_event] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]
+        assert exit_event["reason"] == "halt"
+        assert exit_event["quantity"] == pytest.approx(result.quantity)
     finally:
         flatten(ctx, symbol)
