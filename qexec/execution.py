@@ -475,13 +475,28 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
                 order = venue.get_order(ticket.intent.symbol, order_id=order.orderId)
                 if not order.settled and now >= deadline:
                     order = _cancel_rest(ticket, ctx, order)
-            except (TemporaryVenueError, UnknownOutcome, OrderNotFound) as exc:
-                if isinstance(exc, RateLimited):  # the order stands either way: wait for the venue to answer again
-                    raise Pending(exc.retry_after_s, f"confirming: {exc}") from exc
+                    ticket = ticket.model_copy(update={"canceled_at_deadline": True})
+            except OrderNotFound as exc:
                 if now >= deadline + timedelta(seconds=ctx.settings.fill_timeout_s):
-                    reason = f"could not confirm order {order.orderId} before the deadline: {exc}"
+                    # The venue says it has no such order: it cannot fill any more, whatever it did before.
+                    reason = f"the venue no longer knows order {order.orderId}: {exc}"
                     logs.proof(logs.ORDER_ERROR, level=logging.ERROR, reason=reason, **_ids(ticket, ctx, order))
                     return ticket.decide(ResultStatus.FAILED, reason, exc.code)
+                raise Pending(poll_delay_s(ctx.settings, attempt), f"confirming: {exc}") from exc
+            except (TemporaryVenueError, UnknownOutcome) as exc:
+                if isinstance(exc, RateLimited):  # the order stands either way: wait for the venue to answer again
+                    raise Pending(exc.retry_after_s, f"confirming: {exc}") from exc
+                if now >= deadline:
+                    # The order may still be live (a failed cancel leaves it resting, and it can fill later): no
+                    # terminal result goes out until the venue says it is final. The intent stays in flight.
+                    logs.proof(
+                        logs.ORDER_ERROR,
+                        level=logging.ERROR if attempt % STREAM_VERIFY_EVERY == 0 else logging.WARNING,
+                        reason="past the fill deadline and the venue cannot say the order is final: trying again",
+                        error=exc,
+                        attempt=attempt,
+                        **_ids(ticket, ctx, order),
+                    )
                 raise Pending(poll_delay_s(ctx.settings, attempt), f"confirming: {exc}") from exc
             if not order.settled:
                 logs.proof(
@@ -549,6 +564,10 @@ _TERMINAL_STATUS = {
 }
 
 
+def _deadline_note(ctx: Context) -> str:
+    return f"; qexec canceled it at the fill deadline (QEXEC_FILL_TIMEOUT_S={ctx.settings.fill_timeout_s:g})"
+
+
 def build_result(ticket: Ticket, ctx: Context) -> ExecutionResult:
     """The execution result for a finished ticket: the venue's own price and quantity for any fill."""
     intent, order, verdict = ticket.intent, ticket.order, ticket.verdict
@@ -583,6 +602,7 @@ def build_result(ticket: Ticket, ctx: Context) -> ExecutionResult:
         if not complete:
             fields["reason"] = (
                 f"{plain(fill.quantity)} of {plain(order.origQty)} executed; order ended {order.status.value}"
+                + (_deadline_note(ctx) if ticket.canceled_at_deadline else "")
             )
         elif ticket.closed_first:
             fields["reason"] = ticket.closed_first
@@ -591,9 +611,10 @@ def build_result(ticket: Ticket, ctx: Context) -> ExecutionResult:
     elif verdict is not None:
         fields.update(status=verdict.status, reason=verdict.reason, code=verdict.code)
     elif order is not None and order.status in _TERMINAL_STATUS:
-        fields.update(
-            status=_TERMINAL_STATUS[order.status], reason=f"order ended {order.status.value} with nothing executed"
-        )
+        ended = f"order ended {order.status.value} with nothing executed"
+        if ticket.canceled_at_deadline and order.status is OrderStatus.CANCELED:
+            ended = "nothing executed" + _deadline_note(ctx)
+        fields.update(status=_TERMINAL_STATUS[order.status], reason=ended)
     else:
         state = order.status.value if order is not None else "no order"
         fields.update(status=ResultStatus.FAILED, reason=f"execution ended without a terminal order ({state})")

@@ -323,6 +323,7 @@ class Ticket(BaseModel):
     quantity: Decimal | None = None
     leverage: int | None = None  # the leverage the venue applied to the symbol for this entry
     closed_first: str | None = None  # what a `reverse` closed before this entry went out, for the result's reason
+    canceled_at_deadline: bool = False  # qexec canceled the order's rest at the fill deadline
     order: OrderState | None = None
     placed_at: datetime | None = None
     verdict: Verdict | None = None

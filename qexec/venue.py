@@ -70,15 +70,19 @@ VENUE_ERRORS: dict[int, str] = {
     -2019: Kind.REJECTED,  # MARGIN_NOT_SUFFICIENT
     -2021: Kind.REJECTED,  # ORDER_WOULD_IMMEDIATELY_TRIGGER
     -2022: Kind.REJECTED,  # REDUCE_ONLY_REJECT
+    -2027: Kind.REJECTED,  # MAX_LEVERAGE_RATIO: the open position is above the new leverage's maximum
+    -2028: Kind.REJECTED,  # MIN_LEVERAGE_RATIO: "Leverage is smaller than permitted: insufficient margin balance"
     -4003: Kind.REJECTED,  # QTY_LESS_THAN_ZERO
     -4004: Kind.REJECTED,  # QTY_LESS_THAN_MIN_QTY
     -4005: Kind.REJECTED,  # QTY_GREATER_THAN_MAX_QTY
     -4014: Kind.REJECTED,  # PRICE_NOT_INCREASED_BY_TICK_SIZE
     -4015: Kind.REJECTED,  # INVALID_CL_ORD_ID_LEN
     -4023: Kind.REJECTED,  # QTY_NOT_INCREASED_BY_STEP_SIZE
+    -4028: Kind.REJECTED,  # INVALID_LEVERAGE: outside 1..the symbol's maximum
     -4061: Kind.REJECTED,  # POSITION_SIDE_NOT_MATCH
     -4116: Kind.UNKNOWN,  # DUPLICATED_CLIENT_ORDER_ID: an open order already has our id - go and look
     -4120: Kind.REJECTED,  # STOP_ORDER_SWITCH_ALGO: conditional types belong to /fapi/v1/algoOrder
+    -4130: Kind.REJECTED,  # an open closePosition order of that type and side exists (protection repairs it)
     -4131: Kind.REJECTED,  # MARKET_ORDER_REJECT: PERCENT_PRICE
     -4164: Kind.REJECTED,  # MIN_NOTIONAL
     -5021: Kind.REJECTED,  # FOK_ORDER_REJECT
