@@ -234,13 +234,30 @@ def entry_plan(
     # itself can tell whether there is a position.
     opposite_may_be = (intent.symbol, other) in positions or other in on_the_way.directions
     same_may_be = (intent.symbol, wanted) in positions or wanted in on_the_way.directions
+    resting: dict[str, list[str]] = {}
     if opposite_may_be or (same_may_be and s.same_side_policy != "add"):
         # The position decides whether an order goes out, or how big it is: confirm it with the venue itself
-        # (with `add`, a position on the intent's own side changes neither).
+        # (with `add`, a position on the intent's own side changes neither). An entry order resting at the venue (a
+        # LIMIT not filled yet) is exposure too: it is counted like a position.
         positions = open_positions(ctx, intent.symbol, rest=True)
+        resting = resting_entries(ctx, intent.symbol, dual=dual, own=ticket.client_order_id)
     same = positions.get((intent.symbol, wanted))
     opposite = positions.get((intent.symbol, other))
     ids: dict[str, Any] = {"intent_id": ticket.intent_id, "symbol": intent.symbol, "side": intent.side.value}
+    if same is None and opposite is None and resting.get(other):
+        reason = (
+            f"{', '.join(resting[other])} resting at the venue would open a {other} position, and this intent is on "
+            "the other side: refused while it rests (cancel it first)"
+        )
+        logs.proof(POSITION_POLICY, decision="reject", existing=f"resting {other}", **ids)
+        return ticket.decide(ResultStatus.REJECTED, reason), quantity
+    if same is None and resting.get(wanted) and s.same_side_policy != "add":
+        held = f"{', '.join(resting[wanted])} resting at the venue will open a {wanted} position"
+        logs.proof(POSITION_POLICY, decision=s.same_side_policy, existing=f"resting {wanted}", **ids)
+        if s.same_side_policy == "skip":
+            return ticket.decide(ResultStatus.SKIPPED, f"{held} (QEXEC_SAME_SIDE_POLICY=skip)"), quantity
+        reason = f"{held}; its own intent protects it when it fills (QEXEC_SAME_SIDE_POLICY=update_protection)"
+        return ticket.decide(ResultStatus.REJECTED, reason), quantity
     if same is not None:
         same_policy = s.same_side_policy
         held = f"a {wanted} position of {abs(same.positionAmt)} {intent.symbol} is already open"
@@ -276,6 +293,25 @@ def entry_plan(
         )
         return ticket.model_copy(update={"closed_first": note}), quantity
     return ticket, quantity
+
+
+def resting_entries(ctx: Context, symbol: str, *, dual: bool, own: str) -> dict[str, list[str]]:
+    """The symbol's open orders that would open (or add to) a position when they fill, by direction, described
+    (`BUY LIMIT 0.5 (order 123)`); reduce-only and closing orders, and the intent's own order `own`, left out."""
+    found: dict[str, list[str]] = {}
+    for raw in ctx.venue.open_orders(symbol):
+        if raw.get("clientOrderId") == own or str(raw.get("reduceOnly")).lower() == "true" or raw.get("closePosition"):
+            continue
+        side, position_side = Side(str(raw["side"])), str(raw.get("positionSide") or "BOTH")
+        if dual and position_side in (LONG, SHORT):
+            if closing_side(position_side) is side:
+                continue  # a hedge-mode order on the closing side of its position side
+            direction = position_side
+        else:
+            direction = direction_of(side)
+        left = Decimal(str(raw.get("origQty") or 0)) - Decimal(str(raw.get("executedQty") or 0))
+        found.setdefault(direction, []).append(f"{side.value} {raw.get('type')} {plain(left)} (order {raw['orderId']})")
+    return found
 
 
 def _record_policy(ctx: Context, ticket: Ticket, policy: str) -> None:

@@ -77,9 +77,10 @@ def exits(ctx: Context, symbol: str) -> list[dict[str, Any]]:
 
 
 def flatten(ctx: Context, symbol: str) -> None:
-    """Cancel the symbol's algo orders, close its positions and forget qexec's records of them."""
+    """Cancel the symbol's open and algo orders, close its positions and forget qexec's records of them."""
     client = ctx.venue._client
     client.futures_cancel_all_open_orders(symbol=symbol, conditional=True)
+    client.futures_cancel_all_open_orders(symbol=symbol)  # resting LIMIT entries are exposure too
     for raw in ctx.venue.positions(symbol):
         amt = Decimal(raw["positionAmt"])
         if amt == 0:

@@ -9,8 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from position_helpers import context, flatten
+from position_helpers import context, flatten, intent, run
 from stack_fixtures import Stack, unique_id
+
+from qexec.models import client_order_id
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +65,52 @@ def test_a_limit_canceled_at_the_deadline_says_qexec_canceled_it(stack: Stack) -
     result = stack.wait_result(body["intent_id"], timeout_s=30)
     assert result["status"] == "canceled", result
     assert "qexec canceled it at the fill deadline (QEXEC_FILL_TIMEOUT_S=4)" in result["reason"], result["reason"]
+
+
+def wait_resting(stack: Stack, symbol: str, client_order_id: str, timeout_s: float = 10) -> None:
+    """Wait until the intent's LIMIT order rests at the venue."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(
+            o["clientOrderId"] == client_order_id for o in stack.paper.client().futures_get_open_orders(symbol=symbol)
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError(
+        f"{client_order_id} is not resting on {symbol}: {stack.paper.orders(clientOrderId=client_order_id)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("resting", "policy", "status", "words"),
+    [
+        (("BUY", 85.0), "update_protection", "rejected", "will open a LONG position"),
+        (("BUY", 85.0), "skip", "skipped", "will open a LONG position"),
+        (
+            ("SELL", 95.0),
+            "update_protection",
+            "rejected",
+            "would open a SHORT position, and this intent is on the other",
+        ),
+    ],
+)
+def test_a_resting_limit_entry_counts_as_exposure_for_the_next_intent(
+    stack: Stack, resting: tuple[str, float], policy: str, status: str, words: str
+) -> None:
+    """A LIMIT entry resting at the venue, then a MARKET BUY on the symbol: the policy sees the resting order as it
+    would see a position (no doubled long, no short that later fills against the long); no second order goes out."""
+    symbol = "BNBUSDT"
+    ctx = context(stack.settings, same_side_policy=policy, opposite_side_policy="reject")
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "90.000")
+    first = limit_intent(symbol, resting[0], resting[1], 100)
+    try:
+        stack.inject(first)  # through the stack's worker: it rests until its fill deadline
+        wait_resting(stack, symbol, client_order_id(first["intent_id"]))
+        later = intent(unique_id("after"), symbol, "BUY", 100)
+        result, _event = run(ctx, later)
+        assert result.status.value == status, result
+        assert words in (result.reason or ""), result.reason
+        assert stack.paper.orders(clientOrderId=client_order_id(later.id)) == []
+    finally:
+        flatten(ctx, symbol)
