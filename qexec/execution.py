@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from qexec import constants, logs, metrics, positions, risk, streams
+from qexec import constants, logs, metrics, positions, protection, risk, streams
 from qexec.config import Settings
 from qexec.errors import (
     OrderNotFound,
@@ -461,6 +461,7 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
         if streamed is not None and streamed.settled:
             order = streamed
         elif streamed is not None and now < deadline and attempt % STREAM_VERIFY_EVERY != STREAM_VERIFY_EVERY - 1:
+            _protect_early(ticket, ctx, streamed)
             if attempt == 0:
                 logs.proof(
                     logs.FILL_PENDING,
@@ -499,6 +500,7 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
                     )
                 raise Pending(poll_delay_s(ctx.settings, attempt), f"confirming: {exc}") from exc
             if not order.settled:
+                _protect_early(ticket, ctx, order)
                 logs.proof(
                     logs.FILL_PENDING,
                     status=order.status.value,
@@ -510,6 +512,28 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
         ticket = ticket.model_copy(update={"order": order})
     _log_fill(ticket, ctx, order)
     return ticket
+
+
+def _protect_early(ticket: Ticket, ctx: Context, order: OrderState) -> None:
+    """Protect what an order still working has executed already (a partly filled LIMIT), once: the stop-loss and
+    take-profit are closePosition orders, so they cover the position as later fills grow it."""
+    published = constants.PROTECTION_PUBLISHED_KEY.format(intent_id=ticket.intent_id)
+    if order.executedQty <= 0 or ctx.redis.exists(published):
+        return
+    partial = build_result(ticket.model_copy(update={"order": order}), ctx)
+    logs.proof(
+        logs.FILL_PENDING,
+        status=order.status.value,
+        executed_qty=order.executedQty,
+        action="protecting what executed",
+        **_ids(ticket, ctx, order),
+    )
+    try:
+        protection.protect_step(partial.model_dump(mode="json"), ticket.model_dump(mode="json"), ctx)
+    except positions.PositionBusy:
+        log.info("position of intent %s busy: its executed part is protected on a later attempt", ticket.intent_id)
+    except Exception:  # the chain's own protection step still runs after the result: never fail the confirmation
+        log.exception("protecting the executed part of intent %s failed; tried again later", ticket.intent_id)
 
 
 def _log_fill(ticket: Ticket, ctx: Context, order: OrderState) -> None:

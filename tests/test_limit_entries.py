@@ -114,3 +114,29 @@ def test_a_resting_limit_entry_counts_as_exposure_for_the_next_intent(
         assert stack.paper.orders(clientOrderId=client_order_id(later.id)) == []
     finally:
         flatten(ctx, symbol)
+
+
+def test_a_partly_filled_limit_is_protected_at_once_not_at_the_deadline(stack: Stack) -> None:
+    """Half of a LIMIT fills at once and the rest rests: its stop-loss and take-profit are at the venue within a
+    moment (not after the fill deadline's cancel), and the protection event names the entry."""
+    symbol = "LINKUSDT"
+    ctx = context(stack.settings)
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "14.000")
+    body = limit_intent(symbol, "BUY", 14.0, 200, stop_loss=13.0, take_profit=15.5)
+    stack.paper.add_fault(kind="partial_fill", ratio=0.5, client_order_id=client_order_id(body["intent_id"]), count=1)
+    try:
+        stack.inject(body)
+        deadline = time.monotonic() + stack.settings.fill_timeout_s - 1  # before the deadline's cancel
+        algos: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(algos) < 2:
+            algos = stack.paper.client().futures_get_open_orders(symbol=symbol, conditional=True)
+            time.sleep(0.1)
+        assert sorted(a["orderType"] for a in algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"], algos
+        assert stack.results(body["intent_id"]) == [], "the order is still working"
+        result = stack.wait_result(body["intent_id"], timeout_s=30)
+        assert result["status"] == "partially_filled", result
+        [event] = stack.protection_events(body["intent_id"])
+        assert event["entry_order_id"] == result["order_id"] and event["status"] == "placed"
+    finally:
+        flatten(ctx, symbol)
