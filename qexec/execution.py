@@ -246,13 +246,18 @@ def _check_and_submit(
         if rules is None:
             return _reject(ticket, ctx, f"unknown symbol {intent.symbol}: the venue does not list it")
         market = intent.order_type is OrderType.MARKET
+        mark = venue.mark_price(intent.symbol)
         if market:
-            price = venue.mark_price(intent.symbol)
-            limit_price = None
+            price, limit_price = mark, None
         else:
             assert intent.entry_price is not None
             limit_price = rules.round_price(Decimal(str(intent.entry_price)), down=intent.side is Side.BUY)
-            price = limit_price
+            band = rules.limit_price_problem(intent.side is Side.BUY, limit_price, mark)
+            if band:
+                return _reject(ticket, ctx, band)
+            # Sized from what the order will really cost, so it never fills at more than position_size_usd: a BUY
+            # never fills above its limit; a SELL below the mark (marketable) fills near the mark, not at its limit.
+            price = limit_price if intent.side is Side.BUY else max(limit_price, mark)
         quantity = rules.quantity_for(Decimal(str(intent.position_size_usd)), price, market=market)
         problem = rules.problem(quantity, price, market=market, reduce_only=intent.reduce_only)
         if problem:
@@ -314,6 +319,7 @@ def _check_and_submit(
             price=limit_price,
             reduce_only=intent.reduce_only,
             position_side=position_side,
+            time_in_force=intent.time_in_force.value,
             spent=spent,
         )
     except OrderRejected as exc:

@@ -43,6 +43,15 @@ class OrderType(StrEnum):
     LIMIT = "LIMIT"
 
 
+class TimeInForce(StrEnum):
+    """How long a LIMIT entry works: GTC rests, IOC/FOK take what they can at once, GTX is post-only (maker only)."""
+
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+    GTX = "GTX"
+
+
 class OrderStatus(StrEnum):
     """Binance order statuses (reference §2)."""
 
@@ -106,6 +115,7 @@ class Intent(BaseModel):
     confidence: float | None = None
     timestamp: datetime | None = None
     order_type: OrderType = OrderType.MARKET
+    time_in_force: TimeInForce = TimeInForce.GTC  # LIMIT entries only
     reduce_only: bool = False
     client_tag: str | None = Field(default=None, max_length=64)
     trailing_stop_pct: float | None = Field(default=None, gt=0, le=50)
@@ -123,7 +133,7 @@ class Intent(BaseModel):
             return _SIDE_ALIASES[value.strip().upper()]
         return value
 
-    @field_validator("order_type", mode="before")
+    @field_validator("order_type", "time_in_force", mode="before")
     @classmethod
     def _upper_order_type(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
@@ -196,6 +206,8 @@ class Intent(BaseModel):
     def _limit_needs_price(self) -> Self:
         if self.order_type is OrderType.LIMIT and self.entry_price is None:
             raise ValueError("a LIMIT intent needs entry_price")
+        if self.order_type is OrderType.MARKET and self.time_in_force is not TimeInForce.GTC:
+            raise ValueError("time_in_force applies to LIMIT intents only")
         return self
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Exchange rules from `exchangeInfo`: tick and step sizes, quantity limits, minimum notional."""
+"""Exchange rules from `exchangeInfo`: tick and step sizes, quantity limits, minimum notional, price band."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ class SymbolRules:
     market_min_qty: Decimal
     market_max_qty: Decimal
     min_notional: Decimal
+    # PERCENT_PRICE: a BUY limit at most mark x up, a SELL limit at least mark x down (0: no band).
+    multiplier_up: Decimal = Decimal(0)
+    multiplier_down: Decimal = Decimal(0)
 
     @classmethod
     def from_exchange_info(cls, entry: Mapping[str, Any]) -> SymbolRules:
@@ -49,6 +52,7 @@ class SymbolRules:
         lot = filters.get("LOT_SIZE", {})
         market = filters.get("MARKET_LOT_SIZE", lot)
         notional = filters.get("MIN_NOTIONAL", {})
+        band = filters.get("PERCENT_PRICE", {})
         return cls(
             symbol=entry["symbol"],
             status=entry.get("status", "TRADING"),
@@ -60,6 +64,8 @@ class SymbolRules:
             market_min_qty=Decimal(market.get("minQty", lot.get("minQty", "0"))),
             market_max_qty=Decimal(market.get("maxQty", lot.get("maxQty", "0"))),
             min_notional=Decimal(notional.get("notional", notional.get("minNotional", "0"))),
+            multiplier_up=Decimal(band.get("multiplierUp", "0")),
+            multiplier_down=Decimal(band.get("multiplierDown", "0")),
         )
 
     def quantity_for(self, notional_usd: Decimal, price: Decimal, *, market: bool) -> Decimal:
@@ -71,6 +77,21 @@ class SymbolRules:
         """A price on the tick grid, rounded down (or up) so a limit never crosses further than asked."""
         rounded = _floor_to(price, self.tick_size) if down else _ceil_to(price, self.tick_size)
         return rounded.normalize()
+
+    def limit_price_problem(self, buy: bool, price: Decimal, mark: Decimal) -> str | None:
+        """Why the venue would refuse this LIMIT price against the mark (PERCENT_PRICE: -4016, -4024), or None."""
+        if buy and self.multiplier_up > 0 and price > mark * self.multiplier_up:
+            return (
+                f"limit price {plain(price)} is above {self.symbol}'s band: at most {plain(mark * self.multiplier_up)} "
+                f"(mark {plain(mark)} x PERCENT_PRICE multiplierUp {plain(self.multiplier_up)})"
+            )
+        if not buy and self.multiplier_down > 0 and price < mark * self.multiplier_down:
+            return (
+                f"limit price {plain(price)} is below {self.symbol}'s band: at least "
+                f"{plain(mark * self.multiplier_down)} (mark {plain(mark)} x PERCENT_PRICE multiplierDown "
+                f"{plain(self.multiplier_down)})"
+            )
+        return None
 
     def problem(self, quantity: Decimal, price: Decimal, *, market: bool, reduce_only: bool = False) -> str | None:
         """Why the venue would refuse this quantity at this price, or None when it fits (MIN_NOTIONAL does not apply

@@ -398,6 +398,7 @@ class Venue:
         price: Decimal | None = None,
         reduce_only: bool = False,
         position_side: str | None = None,
+        time_in_force: str = "GTC",
         spent: Any = None,
     ) -> OrderState:
         """Submit an order with `newOrderRespType=RESULT`; raises `UnknownOutcome` when it may have executed.
@@ -416,7 +417,7 @@ class Venue:
             if price is None:
                 raise ValueError("a LIMIT order needs a price")
             params["price"] = plain(price)
-            params["timeInForce"] = "GTC"
+            params["timeInForce"] = time_in_force
         if position_side:
             params["positionSide"] = position_side
         elif reduce_only:

@@ -38,6 +38,8 @@ def wait_dead_letter(stack: Stack, intent_id: str, timeout_s: float = 15) -> dic
         ("stop_loss", True, "not a boolean"),
         ("reduce_only", "yes", "reduce_only must be true or false"),
         ("reduce_only", 1, "reduce_only must be true or false"),
+        ("time_in_force", "IOC", "time_in_force applies to LIMIT intents only"),
+        ("time_in_force", "DAY", "time_in_force"),
     ],
 )
 def test_a_boolean_for_a_number_or_a_loose_flag_is_dead_lettered_not_traded(

@@ -140,3 +140,55 @@ def test_a_partly_filled_limit_is_protected_at_once_not_at_the_deadline(stack: S
         assert event["entry_order_id"] == result["order_id"] and event["status"] == "placed"
     finally:
         flatten(ctx, symbol)
+
+
+def test_a_marketable_sell_limit_is_sized_from_the_mark_not_from_its_limit(stack: Stack) -> None:
+    """A SELL LIMIT under the mark fills near the mark: its quantity comes from the mark, so the fill's notional is
+    at most `position_size_usd` (sized from the limit it was ~5 % more; at half the mark, twice as much)."""
+    symbol = "BCHUSDT"
+    ctx = context(stack.settings)
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "450.00")
+    body = limit_intent(symbol, "SELL", 430.0, 200)
+    try:
+        stack.inject(body)
+        result = stack.wait_result(body["intent_id"])
+        assert result["status"] == "filled", result
+        assert result["position_size_usd"] <= 200.0, result
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_a_limit_outside_the_percent_price_band_is_rejected_before_any_order(stack: Stack) -> None:
+    """A SELL LIMIT at half the mark is outside PERCENT_PRICE: `rejected` with the band, no order at the venue."""
+    symbol = "BCHUSDT"
+    stack.paper.set_price(symbol, "450.00")
+    body = limit_intent(symbol, "SELL", 225.0, 100)
+    stack.inject(body)
+    result = stack.wait_result(body["intent_id"])
+    assert result["status"] == "rejected", result
+    assert "is below BCHUSDT's band" in result["reason"] and "multiplierDown" in result["reason"]
+    assert stack.paper.orders(clientOrderId=client_order_id(body["intent_id"])) == []
+
+
+def test_a_post_only_limit_that_would_take_is_refused_by_the_venue(stack: Stack) -> None:
+    """`time_in_force: GTX` (post-only) on a BUY above the mark would take liquidity: the venue refuses it (-5022),
+    the result says so, and no position opens."""
+    symbol = "BCHUSDT"
+    ctx = context(stack.settings)
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "450.00")
+    body = limit_intent(symbol, "BUY", 460.0, 100, time_in_force="GTX")
+    try:
+        stack.inject(body)
+        result = stack.wait_result(body["intent_id"])
+        assert result["status"] in ("rejected", "expired"), result
+        assert result["quantity"] is None
+        assert position_amount(ctx, symbol) == 0
+    finally:
+        flatten(ctx, symbol)
+
+
+def position_amount(ctx: Any, symbol: str) -> Decimal:
+    """The symbol's position amount at the venue."""
+    return sum((Decimal(p["positionAmt"]) for p in ctx.venue.positions(symbol)), Decimal(0))
