@@ -66,11 +66,20 @@ def dead_letter(
         "error": error[:2000],
         "source": source,
         "entry_id": entry_id or "",
-        "original": json.dumps({str(k): str(v)[:4096] for k, v in fields.items()})[:20000],
+        # The values as given (a number stays a number), long text cut: the entry must be fixable and re-sendable.
+        "original": json.dumps({str(k): _bounded(v) for k, v in fields.items()}, default=str)[:20000],
     }
     dlq_id = str(r.xadd(settings.dlq_stream, dict(entry), maxlen=settings.dlq_maxlen, approximate=True))
     metrics.intent_dead_lettered(r)
     return dlq_id
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        value = value.decode(errors="backslashreplace")
+    if isinstance(value, str):
+        return value[:4096]
+    return value if isinstance(value, int | float | bool | list | dict | None) else str(value)[:4096]
 
 
 def publish_once_at(

@@ -207,19 +207,33 @@ def venue_heartbeat() -> dict[str, Any]:
     return housekeeping.venue_heartbeat(context())
 
 
-@app.task(name="qexec.submit_intent", bind=True)
-def submit_intent(self: Task, **fields: Any) -> dict[str, Any]:
-    """Validate one intent given as keyword arguments and start its chain (`celery call` entry point)."""
+def _submitted(args: tuple[Any, ...], fields: dict[str, Any], *, default_id: str, max_bytes: int) -> Intent:
+    if args:
+        raise IntentError(
+            "qexec.submit_intent takes the intent's fields as keyword arguments (celery call -k/--kwargs "
+            f"'{{...}}'), not {len(args)} positional one(s) (-a/--args)"
+        )
+    return Intent.from_fields(fields, default_id=default_id, max_bytes=max_bytes)
+
+
+@app.task(name="qexec.submit_intent", bind=True, throws=(IntentError,))
+def submit_intent(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
+    """Validate one intent given as keyword arguments and start its chain (`celery call` entry point).
+
+    A refused intent is dead-lettered with its values as given, logged at ERROR with the task id, and the task
+    fails with the reason (its state in Flower, or for a caller that waits on it).
+    """
     settings = get_settings()
     r = qexec_redis()
     task_id = str(self.request.id)
     try:
-        intent = Intent.from_fields(fields, default_id=task_id, max_bytes=settings.max_intent_bytes)
+        intent = _submitted(args, fields, default_id=task_id, max_bytes=settings.max_intent_bytes)
     except IntentError as exc:
+        given = dict(fields, args=list(args)) if args else fields
         dlq_id = streams.dead_letter(
-            r, settings, error=str(exc), fields=fields, entry_id=None, source=f"task:{task_id}"
+            r, settings, error=str(exc), fields=given, entry_id=None, source=f"task:{task_id}"
         )
         logs.proof(logs.INTENT_DEAD_LETTER, level=logging.ERROR, error=str(exc), task_id=task_id, dlq_id=dlq_id)
-        return {"status": "dead_lettered", "error": str(exc), "dlq_id": dlq_id}
+        raise IntentError(f"{exc} (dead-lettered as {dlq_id})") from None
     dispatched = execution.admit(intent, entry_id=None, owner=task_id, r=r, settings=settings, dispatch=start_chain)
     return {"status": "dispatched" if dispatched else "duplicate", "intent_id": intent.id}
