@@ -70,6 +70,7 @@ STACK_ENV = {
     "QEXEC_VISIBILITY_TIMEOUT_S": "1",
     "QEXEC_VISIBILITY_MARGIN_S": "3",
     "QEXEC_RETRY_COUNTDOWN_MAX_S": "2",
+    "QEXEC_BROKER_WAIT_S": "8",  # a step waits this long for Redis to come back before leaving it to the sweep
     # Every intent is an entry: each symbol keeps one side, and entries add to the open position.
     "QEXEC_SAME_SIDE_POLICY": "add",
 }

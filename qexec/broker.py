@@ -4,19 +4,68 @@ celery 5.7 handles a lost broker connection by `collect()`-ing the connection, w
 client, and then closing it. Anything that later touches the old channel - the close pushing unacknowledged
 messages back, or a task that ran through the outage acknowledging or rejecting its message - needs that client,
 and kombu 5.7.0 raises AttributeError there, which stops the worker with "Unrecoverable error". Skipping that
-work is safe: the messages stay in the broker's unacked hash and the visibility-timeout sweep queues them again
-(every task is idempotent, so one that already ran may run once more).
+work is safe: the messages stay in the broker's unacked hash. They are not left to the visibility-timeout sweep
+(minutes, with production settings): the process remembers which ones it held, and the first channel of its next
+connection queues those again and removes the ones it acknowledged meanwhile - seconds after Redis is back. Every
+task is idempotent, so one that was still running then may run once more.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 log = logging.getLogger(__name__)
+
+
+class _Orphans:
+    """Delivery tags of the messages this process held when its broker connection broke: `held` go back to their
+    queue, `done` (acknowledged or rejected during the outage) leave the unacked hash, once a connection is back."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: set[str] = set()
+        self.done: set[str] = set()
+
+    def keep(self, tags: Any) -> None:
+        with self.lock:
+            self.held.update(tags)
+
+    def finish(self, tag: str) -> None:
+        with self.lock:
+            self.held.discard(tag)
+            self.done.add(tag)
+
+    def settle(self, qos: kombu_redis.QoS) -> None:
+        """Queue the held messages again and drop the finished ones, through a live channel's QoS."""
+        with self.lock:
+            held, done = set(self.held), set(self.done)
+        if not held and not done:
+            return
+        try:
+            for tag in done:
+                qos._remove_from_indices(tag).execute()  # type: ignore[no-untyped-call]
+            for tag in held:
+                qos.restore_by_tag(tag, leftmost=True)  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            log.warning("broker back but not ready (%s): held messages are queued again on the next connection", exc)
+            return
+        with self.lock:
+            self.held -= held
+            self.done -= done
+        log.warning(
+            "broker connection back: %d message(s) this worker held queued again, %d finished meanwhile acknowledged",
+            len(held),
+            len(done),
+        )
+
+
+_orphans = _Orphans()
 
 
 class RedisQoS(kombu_redis.QoS):
@@ -30,9 +79,10 @@ class RedisQoS(kombu_redis.QoS):
         """Push this channel's unacknowledged messages back, unless the connection is gone."""
         if client is None and self._torn_down():
             log.warning(
-                "broker connection closed: %d unacknowledged message(s) return with the visibility timeout",
+                "broker connection closed: %d unacknowledged message(s) are queued again once it is back",
                 len(self._delivered),
             )
+            _orphans.keep(self._delivered)
             self._delivered.clear()
             return
         super().restore_unacked(client)  # type: ignore[no-untyped-call]
@@ -40,7 +90,10 @@ class RedisQoS(kombu_redis.QoS):
     def ack(self, delivery_tag: Any) -> None:
         """Acknowledge a message, unless its connection is gone (then it returns with the visibility timeout)."""
         if self._torn_down():
-            log.warning("broker connection closed before message %s was acknowledged; it will run again", delivery_tag)
+            log.warning(
+                "broker connection closed before message %s was acknowledged: done once it is back", delivery_tag
+            )
+            _orphans.finish(delivery_tag)
             virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
             return
         super().ack(delivery_tag)  # type: ignore[no-untyped-call]
@@ -48,7 +101,11 @@ class RedisQoS(kombu_redis.QoS):
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         """Reject a message, unless its connection is gone (then it returns with the visibility timeout)."""
         if self._torn_down():
-            log.warning("broker connection closed before message %s was rejected; it will run again", delivery_tag)
+            log.warning("broker connection closed before message %s was rejected: done once it is back", delivery_tag)
+            if requeue:
+                _orphans.keep([delivery_tag])
+            else:
+                _orphans.finish(delivery_tag)
             virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
             return
         super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
@@ -59,6 +116,10 @@ class RedisChannel(kombu_redis.Channel):
 
     QoS = RedisQoS
     _sync_client: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # kombu pings Redis: it is up
+        _orphans.settle(self.qos)
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         """kombu builds a new redis-py client (cheap to use, dear to build) for every publish and ack; reuse one.

@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     # Every task retry waits at most this long (a longer wait, such as a Retry-After, is served in several steps),
     # so that the longest countdown, and with it the visibility timeout, stays short.
     retry_countdown_max_s: float = Field(default=10.0, gt=0)
+    # How long a step whose retry cannot be sent (the broker away, e.g. Redis restarting) waits for it, in place;
+    # counted in the visibility timeout.
+    broker_wait_s: float = Field(default=30.0, ge=0)
     # kombu's sweep for such messages runs every interval x throttle seconds (kombu's defaults: 10 x 10).
     unacked_restore_interval_s: int = Field(default=1, ge=1)
     unacked_restore_throttle: int = Field(default=1, ge=1)
@@ -374,7 +377,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # A step makes a few venue calls, each bounded by the request timeout and by a wait for the shared rate budget;
     # place_order may first wait for an earlier entry on its symbol.
     longest_task_s = (
-        (settings.request_timeout_s + settings.limit_max_wait_s) * 4 + settings.unknown_lookup_s + settings.entry_wait_s
+        (settings.request_timeout_s + settings.limit_max_wait_s) * 4
+        + settings.unknown_lookup_s
+        + settings.entry_wait_s
+        + settings.broker_wait_s
     )
     visibility_s = max(
         settings.visibility_timeout_s, math.ceil(longest_task_s + longest_countdown_s + settings.visibility_margin_s)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from celery import Task, chain
+from celery.exceptions import Reject, Retry
 
 from qexec import execution, housekeeping, logs, positions, protection, streams
 from qexec.config import get_settings
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 # Unexpected exceptions (bugs, a Redis blip) are retried this many times before the intent fails.
 UNEXPECTED_RETRIES = 3
+BROKER_WAIT_STEP_S = 0.5  # how often a step whose retry could not be sent tries again
 # The chain's steps retry on their own terms (never give up on their own); their results print short.
 STEP_OPTIONS: dict[str, Any] = {"bind": True, "max_retries": None, "resultrepr_maxsize": REPR_MAXSIZE}
 
@@ -50,6 +53,23 @@ def context() -> Context:
 Step = Callable[[Ticket, Context, int], Ticket | ExecutionResult]
 
 
+def again(task: Task, countdown_s: float, errors: int) -> Retry:
+    """The task's retry, sent to the broker; while the broker is away (a Redis restart), wait here for it rather than
+    let the message wait out the visibility timeout (minutes) - or be dropped: Celery rejects a task whose retry it
+    cannot send. Returns the `Retry` to raise."""
+    deadline = time.monotonic() + get_settings().broker_wait_s
+    while True:
+        try:
+            sent: Retry = task.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors}, throw=False)
+        except Reject as exc:
+            if time.monotonic() >= deadline:
+                raise  # still away: the broker redelivers the unacked message after its visibility timeout
+            log.warning("%s: the broker is unavailable (%s); waiting to send the retry", task.name, exc.reason)
+            time.sleep(BROKER_WAIT_STEP_S)
+            continue
+        return sent
+
+
 def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> Ticket | ExecutionResult:
     ticket = Ticket.model_validate(ticket_data)
     try:
@@ -57,11 +77,11 @@ def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> Ti
     except Pending as pending:
         # Capped: a countdown longer than the visibility timeout allows would be redelivered while still held.
         countdown_s = min(pending.countdown_s, get_settings().retry_countdown_max_s)
-        raise task.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors}) from None
+        raise again(task, countdown_s, errors) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis away is waited out, never counted as a failure: giving up could report a placed order as failed.
         log.warning("%s for intent %s: Redis unavailable (%s); retrying", task.name, ticket.intent_id, exc)
-        raise task.retry(countdown=min(1.0, get_settings().retry_countdown_max_s), kwargs={"errors": errors}) from exc
+        raise again(task, min(1.0, get_settings().retry_countdown_max_s), errors) from exc
     except Exception as exc:
         log.exception("%s failed for intent %s", task.name, ticket.intent_id)
         logs.proof(
@@ -75,7 +95,7 @@ def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> Ti
         )
         if errors < UNEXPECTED_RETRIES:
             countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
-            raise task.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors + 1}) from exc
+            raise again(task, countdown_s, errors + 1) from exc
         out = ticket.decide(ResultStatus.FAILED, f"{task.name} failed: {exc!r}")
     return out
 
@@ -87,7 +107,7 @@ def _publish(task: Task, ticket: Ticket, errors: int) -> dict[str, Any]:
     except Exception as exc:
         log.exception("publishing failed for intent %s", ticket.intent_id)
         countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
-        raise task.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors + 1}) from exc
+        raise again(task, countdown_s, errors + 1) from exc
     return dict(result.model_dump(mode="json"))
 
 
@@ -174,13 +194,13 @@ def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any],
     try:
         return protection.protect_step(result, ticket, context())
     except positions.PositionBusy:
-        raise self.retry(countdown=0.5, max_retries=None, kwargs={"errors": errors}) from None
+        raise again(self, 0.5, errors) from None
     except Exception as exc:
         log.exception("protecting the position of intent %s failed", result.get("intent_id"))
         if errors >= UNEXPECTED_RETRIES:
             raise  # the exit monitor adopts and protects what is still unprotected
         countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
-        raise self.retry(countdown=countdown_s, max_retries=None, kwargs={"errors": errors + 1}) from exc
+        raise again(self, countdown_s, errors + 1) from exc
 
 
 @app.task(name="qexec.watch_positions", ignore_result=True)
@@ -230,9 +250,7 @@ def submit_intent(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         intent = _submitted(args, fields, default_id=task_id, max_bytes=settings.max_intent_bytes)
     except IntentError as exc:
         given = dict(fields, args=list(args)) if args else fields
-        dlq_id = streams.dead_letter(
-            r, settings, error=str(exc), fields=given, entry_id=None, source=f"task:{task_id}"
-        )
+        dlq_id = streams.dead_letter(r, settings, error=str(exc), fields=given, entry_id=None, source=f"task:{task_id}")
         logs.proof(logs.INTENT_DEAD_LETTER, level=logging.ERROR, error=str(exc), task_id=task_id, dlq_id=dlq_id)
         raise IntentError(f"{exc} (dead-lettered as {dlq_id})") from None
     dispatched = execution.admit(intent, entry_id=None, owner=task_id, r=r, settings=settings, dispatch=start_chain)

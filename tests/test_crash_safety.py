@@ -2,8 +2,8 @@
 
 Each test builds its own stack (its own Redis with AOF, paper exchange, worker and bridge processes), so its
 kills never touch the session's `stack` fixture. Recovery rides on the settings tuned for it: a visibility timeout
-of ceil((request_timeout + limit_max_wait) * 4 + unknown_lookup + entry_wait + retry_countdown_max +
-visibility_margin) = 12 s and kombu's unacked-restore sweep every second.
+of ceil((request_timeout + limit_max_wait) * 4 + unknown_lookup + entry_wait + broker_wait + retry_countdown_max +
+visibility_margin) = 20 s and kombu's unacked-restore sweep every second.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ CRASH_ENV = {
     "QEXEC_LIMIT_MAX_WAIT_S": "0.25",
     "QEXEC_ENTRY_WAIT_S": "0.5",
     "QEXEC_BRIDGE_BATCH": "16",
+    "QEXEC_BROKER_WAIT_S": "8",  # a step waits this long for Redis to come back before leaving it to the sweep
 }
-RECOVERY_S = 60  # visibility (12 s) + the place lock a dead worker left (13 s) + worker start-up, with room
+RECOVERY_S = 60  # visibility (20 s) + the place lock a dead worker left (13 s) + worker start-up, with room
 
 
 class CrashStack(Stack):
@@ -111,7 +112,8 @@ def test_the_visibility_timeout_is_tuned_from_the_settings() -> None:
     """The visibility timeout covers the longest task and countdown plus the margin, and restores sweep every second."""
     settings = Settings(**{k.removeprefix("QEXEC_").lower(): v for k, v in CRASH_ENV.items()})
     transport = celery_config(settings)["broker_transport_options"]
-    assert transport["visibility_timeout"] == 12  # (1 + 0.25) * 4 + 2 lookups + 0.5 entry wait + 2 countdown + 2 margin
+    # (1 + 0.25) * 4 + 2 lookups + 0.5 entry wait + 8 broker wait + 2 countdown + 2 margin
+    assert transport["visibility_timeout"] == 20
     assert (transport["unacked_restore_interval"], transport["unacked_restore_throttle"]) == (1, 1)
     assert celery_config(Settings())["broker_transport_options"]["visibility_timeout"] == 120
 
@@ -240,6 +242,33 @@ def test_redis_restarting_under_the_stack_loses_nothing_and_every_process_reconn
     for iid in before + in_flight + after:
         assert_one_order_and_one_fill(stack, iid, timeout_s=90)
     assert all(proc.poll() is None for proc in stack.processes.values())
+
+
+def test_a_redis_restart_mid_confirmation_is_waited_out_in_seconds_not_after_the_visibility_timeout(
+    crash_stack: CrashStack,
+) -> None:
+    """With the production visibility timeout (120 s), Redis down for 6 s while fills are delayed: the messages the
+    worker held when its connection broke are queued again as soon as it is back, so every result is out seconds
+    after, not after the visibility timeout hands them to the sweep (the old path took ~2 minutes)."""
+    stack = crash_stack
+    stack.env = dict(stack.env, QEXEC_VISIBILITY_TIMEOUT_S="120")
+    stack.start_worker("worker", concurrency=4)
+    stack.start_bridge()
+    in_flight = [unique_id("blip") for _ in range(3)]
+    for iid in in_flight:
+        stack.paper.add_fault(kind="fill_delay", delay_ms=4000, client_order_id=client_order_id(iid))
+        stack.inject(market_intent(iid, symbol="ETHUSDT", size_usd=100))
+    for iid in in_flight:
+        wait_for_line(stack.logs_dir / "worker.log", fill_pending(iid), stack.processes["worker"], 20)
+    stack.server.stop()
+    time.sleep(6)
+    stack.server.start()
+    back = time.monotonic()
+    for iid in in_flight:
+        assert_one_order_and_one_fill(stack, iid, timeout_s=60)
+    recovered_s = time.monotonic() - back
+    assert recovered_s < 30, f"results {recovered_s:.0f} s after Redis came back: the visibility sweep, not a wait"
+    assert "broker connection back: 3 message(s) this worker held queued again" in stack.log("worker")
 
 
 def test_an_outage_of_qexecs_own_redis_during_place_order_is_waited_out_not_failed(
