@@ -152,12 +152,12 @@ def server_version(url: str, timeout_s: float = 1.0) -> tuple[int, ...]:
     return _version_tuple(server_info(url, timeout_s)["redis_version"])
 
 
-def describe_server(info: Mapping[str, str]) -> str:
-    """One line naming a server from its `INFO server`: "Valkey 9.1.2 (redis_version 7.2.4) at <executable>"."""
+def describe_server(info: Mapping[str, str], *, executable: bool = True) -> str:
+    """A server named from its `INFO server`: "Valkey 9.1.2 (redis_version 7.2.4) at <executable>"."""
     name = info.get("server_name", "redis")
     own = info.get(f"{name}_version") or info.get("redis_version", "?")
     compat = f" (redis_version {info['redis_version']})" if name != "redis" and "redis_version" in info else ""
-    where = f" at {info['executable']}" if info.get("executable") else ""
+    where = f" at {info['executable']}" if executable and info.get("executable") else ""
     return f"{name.capitalize()} {own}{compat}{where}"
 
 

@@ -34,6 +34,7 @@ from qexec.redisserver import (
     LocalRedis,
     RedisServerError,
     RedisServerNotFound,
+    describe_server,
     redacted,
     require_server,
 )
@@ -49,7 +50,9 @@ RESTART_MAX_S = 30.0  # ...up to this
 LOGS_DIR = "logs"  # in the data dir: one file per process, written afresh by each `qexec up`
 STEADY_S = 60.0  # a process that ran this long before it crashed starts again from RESTART_FIRST_S
 EXIT_USAGE = 2  # click's usage errors, and the dashboard's refusal of an unsafe Flower (qexec/worker.py)
-INVALID_SETTINGS = "invalid QEXEC_* settings"  # what the worker (exit 1) and the bridge (click, exit 1) say then
+# What a process with invalid settings says before it exits 1: FATAL_INVALID_SETTINGS (celery -A qexec, on stderr)
+# or click's "Error: invalid QEXEC_* settings" (qexec bridge, paper).
+INVALID_SETTINGS = ("FATAL_INVALID_SETTINGS", "invalid QEXEC_* settings")
 CLEAN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # someone asked the process to stop
 # Celery's lines for each task: the worker's "received", "succeeded in" and "retry:", beat's "Sending due task".
 # Beat's housekeeping sends a task every few seconds; `qexec up` keeps them in the log files, off the terminal.
@@ -76,8 +79,8 @@ def exit_cause(returncode: int, last_lines: Sequence[str] = ()) -> tuple[bool, s
         return False, "a usage error or a refused setting (exit 2)"
     if returncode == EXIT_VENUE_UNAVAILABLE:
         return False, "the venue failed the start-up self-test (exit 3, FATAL_VENUE_UNAVAILABLE)"
-    if returncode == 1 and any(INVALID_SETTINGS in line for line in last_lines):
-        return False, f"{INVALID_SETTINGS} (exit 1)"
+    if returncode == 1 and any(marker in line for line in last_lines for marker in INVALID_SETTINGS):
+        return False, "invalid QEXEC_* settings (exit 1)"
     return True, f"exit code {returncode}"
 
 
@@ -374,7 +377,7 @@ def describe(stack: Stack, *, local_redis: LocalRedis | None) -> list[str]:
     """The lines `qexec up` prints before anything starts: what runs where, and how to stop it."""
     settings = stack.settings
     if local_redis is not None:
-        server = local_redis.description.split(" at ")[0]
+        server = describe_server(local_redis.info, executable=False)
         where = f"started here, pid {local_redis.pid}, {server}, data in {local_redis.data_dir}"
     else:
         where = "the one QEXEC_REDIS_URL or --redis-url names; not started here"

@@ -111,7 +111,9 @@ def test_up_demo_fills_every_demo_intent_and_ctrl_c_stops_everything(tmp_path: P
         up.wait_until(lambda: SUMMARY.search(up.output()))
         descendants = psutil.Process(up.proc.pid).children(recursive=True)
 
-        # Then every demo intent has a filled result with a price and a quantity
+        # Then the banner names the Redis it started, and every demo intent has a filled result with a price and
+        # a quantity
+        assert re.search(r"\(started here, pid \d+, (Redis|Valkey) [\d.]+", up.output()), up.output()
         summary = next(found for line in lines if (found := SUMMARY.search(line)))
         assert summary.groups() == (str(len(DEMO_ORDERS)), str(len(DEMO_ORDERS))), "".join(lines)
         rows = [line.split("| ", 1)[1].split() for line in lines if "| demo-" in line]
