@@ -29,6 +29,10 @@ def test_the_short_chaos_run_loses_nothing_duplicates_nothing_and_fakes_no_fill(
             "1",
             "--bridge-kills",
             "1",
+            "--redis-drop",
+            "restart",  # a real restart, down 5 s, with beat running: every process must wait it out
+            "--redis-down-s",
+            "5",
             "--json",
             str(report_path),
         ],
