@@ -110,7 +110,7 @@ def checked_url(variable: str, url: str, schemes: tuple[str, ...]) -> str:
 
 # What an intent does to an open position on its symbol (README "Positions and protection").
 SameSidePolicy = Literal["update_protection", "add", "skip"]
-OppositeSidePolicy = Literal["reverse", "close", "reject"]
+OppositeSidePolicy = Literal["reverse", "close", "reject", "hedge"]
 ProtectionFailureAction = Literal["close", "alert"]
 
 

@@ -244,6 +244,11 @@ def entry_plan(
     same = positions.get((intent.symbol, wanted))
     opposite = positions.get((intent.symbol, other))
     ids: dict[str, Any] = {"intent_id": ticket.intent_id, "symbol": intent.symbol, "side": intent.side.value}
+    if s.opposite_side_policy == "hedge" and dual and (opposite is not None or resting.get(other)):
+        # Hedge mode holds a long and a short at once: the other side does not stand in this intent's way.
+        logs.proof(POSITION_POLICY, decision="hedge", existing=other, intent_id=ticket.intent_id, symbol=intent.symbol)
+        opposite = None
+        resting.pop(other, None)
     if same is None and opposite is None and resting.get(other):
         reason = (
             f"{', '.join(resting[other])} resting at the venue would open a {other} position, and this intent is on "
@@ -281,6 +286,12 @@ def entry_plan(
         logs.proof(POSITION_POLICY, decision=policy, existing=other, existing_qty=abs(opposite.positionAmt), **ids)
         if policy == "reject":
             reason = f"{held} and this intent is on the other side (QEXEC_OPPOSITE_SIDE_POLICY=reject)"
+            return ticket.decide(ResultStatus.REJECTED, reason), quantity
+        if policy == "hedge":  # here only on a one-way account: it cannot hold both sides
+            reason = (
+                f"{held} and this intent is on the other side: QEXEC_OPPOSITE_SIDE_POLICY=hedge holds both only on a "
+                "hedge-mode account, and this one is one-way"
+            )
             return ticket.decide(ResultStatus.REJECTED, reason), quantity
         if policy == "close":
             # The entry order itself closes the position: reduce-only (one-way) / positionSide of the old side.

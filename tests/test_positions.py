@@ -460,3 +460,38 @@ def test_beat_runs_the_exit_monitor_that_repairs_protection(stack: Stack) -> Non
         if "beat-positions" in stack.processes:
             stop_process(stack.processes.pop("beat-positions"))
         flatten(ctx, symbol)
+
+
+def test_the_hedge_policy_holds_a_long_and_a_short_on_a_hedge_mode_account(
+    stack: Stack, start_paper_server: Callable[..., PaperExchange]
+) -> None:
+    """QEXEC_OPPOSITE_SIDE_POLICY=hedge on a hedge-mode account: a BUY opens LONG, the SELL after it opens SHORT
+    beside it, each with its own stop-loss and take-profit on its position side."""
+    exchange = start_paper_server("--tick-ms", "0")
+    exchange.client().futures_change_position_mode(dualSidePosition="true")
+    settings = stack.settings.model_copy(update={"exchange_url": exchange.url})
+    ctx = context(settings, opposite_side_policy="hedge")
+    symbol = "DOTUSDT"
+    exchange.set_price(symbol, "4.000")
+    long_result, _ = run(ctx, intent(unique_id("hl"), symbol, "BUY", 60, stop_loss=3.8, take_profit=4.4))
+    short_result, event = run(ctx, intent(unique_id("hs"), symbol, "SELL", 60, stop_loss=4.2, take_profit=3.6))
+    assert (long_result.status.value, short_result.status.value) == ("filled", "filled"), short_result
+    assert position_amt(ctx, symbol, "LONG") > 0 > position_amt(ctx, symbol, "SHORT")
+    assert event["position_side"] == "SHORT"
+    sides = {(a["orderType"], a["positionSide"]) for a in open_algos(ctx, symbol)}
+    assert sides == {(t, s) for t in ("STOP_MARKET", "TAKE_PROFIT_MARKET") for s in ("LONG", "SHORT")}
+
+
+def test_the_hedge_policy_on_a_one_way_account_rejects_and_says_why(stack: Stack) -> None:
+    """A one-way account cannot hold both sides: under `hedge` an opposite intent is rejected with the reason."""
+    ctx = policy_context(stack, opposite_side_policy="hedge")
+    symbol = "TRXUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "0.25000")
+    try:
+        run(ctx, intent(unique_id("ow"), symbol, "BUY", 60, stop_loss=0.24, take_profit=0.27))
+        result, _ = run(ctx, intent(unique_id("ow2"), symbol, "SELL", 60))
+        assert result.status.value == "rejected"
+        assert "hedge-mode account, and this one is one-way" in (result.reason or "")
+    finally:
+        flatten(ctx, symbol)
