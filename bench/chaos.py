@@ -303,7 +303,7 @@ def drop_redis(chaos: Chaos) -> None:
         server.stop()
         time.sleep(chaos.args.redis_down_s)
         server.start()
-        chaos.note("restarted Redis (AOF) after 2 s away")
+        chaos.note(f"restarted Redis (AOF) after {chaos.args.redis_down_s:g} s away")
     else:
         client = redis.Redis.from_url(server.url)
         killed = client.client_kill_filter(_type="normal", skipme=True)
