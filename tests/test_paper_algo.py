@@ -181,3 +181,21 @@ def test_duplicate_client_algo_id_is_rejected_while_open(paper: PaperExchange) -
     with pytest.raises(BinanceAPIException) as caught:
         client.futures_create_order(**stop, clientAlgoId="sl-dup")
     assert caught.value.code == -4116
+
+
+@pytest.mark.parametrize(("rate", "accepted"), [("20", True), ("20.1", False), ("0.05", False)])
+def test_a_trailing_stop_callback_rate_may_go_up_to_twenty_percent(
+    paper: PaperExchange, rate: str, accepted: bool
+) -> None:
+    """Binance raised the maximum `callbackRate` from 10 to 20 % (change log of 2026-10-23); outside 0.1-20: refused."""
+    open_long(paper, "LINKUSDT", "14.000", "10")
+    client = paper.client()
+    params = dict(symbol="LINKUSDT", side="SELL", type="TRAILING_STOP_MARKET", quantity="10", reduceOnly="true")
+    if accepted:
+        algo = client.futures_create_order(**params, callbackRate=rate)
+        assert algo["callbackRate"] == rate
+        client.futures_cancel_algo_order(algoId=algo["algoId"])
+    else:
+        with pytest.raises(BinanceAPIException) as refused:
+            client.futures_create_order(**params, callbackRate=rate)
+        assert "callbackRate" in refused.value.message

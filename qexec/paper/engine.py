@@ -24,6 +24,7 @@ from qexec.paper.prices import PriceBook
 CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "GTX", "GTD"})
 WORKING_TYPES = frozenset({"MARK_PRICE", "CONTRACT_PRICE"})
+MIN_CALLBACK_RATE, MAX_CALLBACK_RATE = Decimal("0.1"), Decimal(20)  # TRAILING_STOP_MARKET callbackRate, in %
 FIRST_ORDER_ID = 4_000_000_001
 FIRST_ALGO_ID = 3_000_000_001
 FIRST_TRADE_ID = 500_000_001
@@ -360,7 +361,8 @@ class Engine:
             raise errors.BAD_TIME_IN_FORCE
         if order_type == "TRAILING_STOP_MARKET":
             rate = p.decimal("callbackRate")
-            if not Decimal("0.1") <= rate <= Decimal(10):
+            # 0.1 to 20 % (Binance's change log, 2026-10-23: the maximum went from 10 to 20).
+            if not MIN_CALLBACK_RATE <= rate <= MAX_CALLBACK_RATE:
                 raise errors.invalid("callbackRate")
             activate = p.optional_decimal("activatePrice")
             if activate is not None:
