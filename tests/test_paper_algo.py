@@ -199,3 +199,20 @@ def test_a_trailing_stop_callback_rate_may_go_up_to_twenty_percent(
         with pytest.raises(BinanceAPIException) as refused:
             client.futures_create_order(**params, callbackRate=rate)
         assert "callbackRate" in refused.value.message
+
+
+def test_a_second_close_position_order_of_a_type_and_side_is_refused_with_4130(paper: PaperExchange) -> None:
+    """Binance holds one closePosition order per type and side: a second STOP_MARKET gets -4130, a TAKE_PROFIT_MARKET
+    beside it is fine, and once the first is canceled the second goes through."""
+    open_long(paper, "LINKUSDT", "14.000", "10")
+    client = paper.client()
+    stop = dict(symbol="LINKUSDT", side="SELL", type="STOP_MARKET", closePosition="true")
+    first = client.futures_create_order(**stop, stopPrice="13.000")
+    with pytest.raises(BinanceAPIException) as refused:
+        client.futures_create_order(**stop, stopPrice="12.500")
+    assert refused.value.code == -4130
+    client.futures_create_order(
+        symbol="LINKUSDT", side="SELL", type="TAKE_PROFIT_MARKET", closePosition="true", stopPrice="15"
+    )
+    client.futures_cancel_algo_order(algoId=first["algoId"])
+    assert client.futures_create_order(**stop, stopPrice="12.500")["algoStatus"] == "NEW"

@@ -66,6 +66,9 @@ POSITION_SIDE_MISMATCH = VenueError(-4061, "Order's position side does not match
 DUAL_WITH_OPEN_ORDERS = VenueError(-4067, "Position side cannot be changed if there exists open orders.")
 DUAL_WITH_POSITION = VenueError(-4068, "Position side cannot be changed if there exists position.")
 DUPLICATE_CLIENT_ID = VenueError(-4116, "ClientOrderId is duplicated.")
+CLOSE_POSITION_EXISTS = VenueError(
+    -4130, "An open stop or take profit order with GTE and closePosition in the direction is existing."
+)
 USE_ALGO_API = VenueError(
     -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
 )
