@@ -141,3 +141,23 @@ def test_a_reduce_only_intent_under_the_minimum_notional_closes_the_leftover(sta
         assert left["quantity"] == pytest.approx(0.001)
     finally:
         flatten(ctx, symbol)
+
+
+def test_a_leverage_change_the_venue_refuses_rejects_the_intent_with_its_code(stack: Stack) -> None:
+    """A big long at 20x, then an intent asking 1x on the symbol: the venue refuses the change (-2028, margin
+    short), the intent is `rejected` with that code and places no order, and the position keeps its 20x."""
+    symbol = "ETHUSDT"
+    ctx = context(stack.settings)
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "3300.00")
+    try:
+        opened = execute(stack, entry(symbol, size_usd=16000, leverage=20))
+        assert opened["status"] == "filled", opened
+        orders = stack.paper.stats()["orders_placed"]
+        refused = execute(stack, entry(symbol, size_usd=100, leverage=1))
+        assert (refused["status"], refused["code"]) == ("rejected", -2028), refused
+        assert "venue refused the set-up" in refused["reason"]
+        assert stack.paper.stats()["orders_placed"] == orders
+        assert venue_leverage(stack, symbol) == 20
+    finally:
+        flatten(ctx, symbol)

@@ -150,3 +150,16 @@ def test_leverage_bracket_describes_the_symbol(paper: PaperExchange) -> None:
     bracket = paper.client().futures_leverage_bracket(symbol="BTCUSDT")
     assert bracket["symbol"] == "BTCUSDT"
     assert bracket["brackets"][0]["initialLeverage"] == 125
+
+
+def test_lowering_the_leverage_of_an_open_position_beyond_the_margin_gets_2028(paper: PaperExchange) -> None:
+    """5 ETH open at 20x; 1x would need more margin than is available: -2028, and the leverage stays 20."""
+    client = paper.client()
+    paper.set_price("ETHUSDT", "3300.00")
+    client.futures_change_leverage(symbol="ETHUSDT", leverage=20)
+    client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="5")
+    with pytest.raises(BinanceAPIException) as caught:
+        client.futures_change_leverage(symbol="ETHUSDT", leverage=1)
+    assert caught.value.code == -2028
+    assert client.futures_position_information(symbol="ETHUSDT", version=2)[0]["leverage"] == "20"
+    assert client.futures_change_leverage(symbol="ETHUSDT", leverage=10)["leverage"] == 10  # margin enough for 10x

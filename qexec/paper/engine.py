@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from qexec.paper import errors, events
-from qexec.paper.account import Account, Position
+from qexec.paper.account import Account, Position, max_notional
 from qexec.paper.catalogue import Symbol
 from qexec.paper.decimals import ZERO, floor_to, places_of, round_to
 from qexec.paper.orders import CONDITIONAL_TYPES, AlgoOrder, Fill, Order
@@ -487,10 +487,19 @@ class Engine:
     # ---- account -------------------------------------------------------------------------------
 
     def change_leverage(self, name: str, leverage: int) -> int:
-        """Set the symbol's leverage (-4028 outside 1..max)."""
+        """Set the symbol's leverage: -4028 outside 1..max; with an open position, -2027 when the position is above
+        the new leverage's notional cap and -2028 when the margin it would need is more than is available."""
         symbol = self.symbol(name)
         if not 1 <= leverage <= symbol.max_leverage:
             raise errors.INVALID_LEVERAGE
+        held = [p for p in self.account.open_positions() if p.symbol == name]
+        if held:
+            notional = sum((abs(p.amt) for p in held), ZERO) * self.now_mark(name)
+            if notional > Decimal(max_notional(leverage)):
+                raise errors.MAX_LEVERAGE_RATIO
+            extra = notional / leverage - notional / self.account.leverage_of(name)
+            if extra > 0 and extra > self.totals()["available"]:
+                raise errors.MIN_LEVERAGE_RATIO
         self.account.leverage[name] = leverage
         self.dirty.account = True
         if self.publish is not None:
