@@ -28,7 +28,7 @@ from honcho.printer import Message, Printer
 from pydantic import ValidationError
 
 from qexec import constants
-from qexec.config import Mode, Settings, get_settings
+from qexec.config import REDIS_SCHEMES, Mode, Settings, checked_url, get_settings
 from qexec.demo import run_demo
 from qexec.redisserver import (
     LocalRedis,
@@ -511,6 +511,11 @@ def up_command(
         raise click.ClickException(f"the QEXEC_* settings are invalid:\n{exc}") from exc
     if demo and settings.mode is not Mode.PAPER:
         raise click.UsageError(f"--demo trades on the paper exchange only, and QEXEC_MODE is {settings.mode}")
+    if redis_url is not None:
+        try:
+            checked_url("--redis-url", redis_url, REDIS_SCHEMES)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--redis-url") from None
     # A demo starts from a fresh paper account every time (positions left by an earlier run would turn the demo's
     # entries into protection updates), unless a data dir is named.
     scratch = Path(tempfile.mkdtemp(prefix="qexec-demo-")) if demo and data_dir is None else None

@@ -207,6 +207,14 @@ def test_every_command_stops_on_a_malformed_redis_url_with_one_masked_line(args:
     assert PASSWORD not in done.stdout
 
 
+def test_qexec_up_refuses_a_malformed_redis_url_option_with_the_password_masked() -> None:
+    """`qexec up --redis-url rediss//:PASSWORD@…`: a usage error naming the option, no traceback, no password."""
+    done = qexec("up", "--only", "bridge", "--redis-url", broken_redis_url())
+    assert done.returncode == 2, done.stdout
+    assert "Invalid value for --redis-url: --redis-url=rediss//:***@127.0.0.1:" in done.stdout
+    assert "Traceback" not in done.stdout and PASSWORD not in done.stdout
+
+
 @pytest.mark.parametrize(
     "args", [["worker", "--pool", "threads", "-c", "1"], ["beat"], ["flower", "--port", "0"]], ids=lambda a: a[0]
 )
