@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from position_helpers import context, flatten
+from private_stack import private_stack
 from stack_fixtures import Stack, unique_id
 
 pytestmark = pytest.mark.slow
@@ -161,3 +163,23 @@ def test_a_leverage_change_the_venue_refuses_rejects_the_intent_with_its_code(st
         assert venue_leverage(stack, symbol) == 20
     finally:
         flatten(ctx, symbol)
+
+
+def test_two_workers_never_open_a_position_at_the_other_ones_leverage(stack: Stack, tmp_path: Path) -> None:
+    """Two workers (two machines in a deployment) take 5x, 10x, 5x, 10x intents in turn on one symbol: after each,
+    the position is at the leverage that intent asked for and its result says so - neither worker trusts a value
+    the other one changed."""
+    symbol = "XRPUSDT"
+    with private_stack(stack.paper, tmp_path, {}, worker=False) as own:
+        own.start_worker("worker-1", concurrency=2)
+        own.start_worker("worker-2", concurrency=2)
+        flatten(context(own.settings), symbol)
+        try:
+            for leverage in (5, 10, 5, 10, 5):
+                body = entry(symbol, size_usd=30, leverage=leverage)
+                own.inject(body)
+                result = own.wait_result(body["intent_id"])
+                assert (result["status"], result["leverage"]) == ("filled", leverage), result
+                assert venue_leverage(stack, symbol) == leverage
+        finally:
+            flatten(context(own.settings), symbol)
