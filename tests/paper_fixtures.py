@@ -170,6 +170,18 @@ def start_paper(*args: str, state: str = ":memory:", seed: int = 7, port: int | 
     raise RuntimeError(f"qexec paper did not answer on {exchange.url} within {START_TIMEOUT_S} s")
 
 
+def pointed_at(client_class: Any, paper: PaperExchange) -> Any:
+    """A ccxt client (``ccxt.binanceusdm`` or ``ccxt.pro.binanceusdm``) whose REST bases all point at the paper
+    exchange, so nothing can reach a real Binance host; only its URLs are changed."""
+    # No currencies: with a key ccxt would read them from spot's /sapi, which the paper exchange does not serve.
+    config = {"apiKey": paper.api_key, "secret": paper.api_secret, "options": {"fetchCurrencies": False}}
+    exchange = client_class(config)
+    for name, url in list(exchange.urls["api"].items()):
+        if isinstance(url, str):
+            exchange.urls["api"][name] = paper.url + "/" + url.split("/", 3)[3]
+    return exchange
+
+
 @pytest.fixture(scope="session")
 def paper_exchange() -> Iterator[PaperExchange]:
     """One paper exchange for the whole session (in memory, seed 7, prices frozen unless a test moves them)."""

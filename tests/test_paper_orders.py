@@ -307,3 +307,21 @@ def test_one_way_position_flips_through_zero(paper: PaperExchange) -> None:
     (position,) = client.futures_position_information(symbol="SOLUSDT")
     assert position["positionAmt"] == "-3"
     assert Decimal(position["entryPrice"]) == Decimal(sell["avgPrice"])
+
+
+def test_user_trades_are_found_by_order_and_the_time_window_is_at_most_seven_days(paper: PaperExchange) -> None:
+    """`userTrades?orderId=` gives that order's fills; a startTime..endTime span over 7 days gets -1127; a startTime
+    alone covers the 7 days after it (a fill 8 days after an old start is not in it)."""
+    client = paper.client()
+    paper.set_price("ETHUSDT", "3300.00")
+    first = client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.010")
+    client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.020")
+    [fill] = client.futures_account_trades(symbol="ETHUSDT", orderId=first["orderId"])
+    assert (fill["orderId"], fill["qty"]) == (first["orderId"], "0.010")
+    now = int(time.time() * 1000)
+    day = 24 * 3600 * 1000
+    with pytest.raises(BinanceAPIException) as wide:
+        client.futures_account_trades(symbol="ETHUSDT", startTime=now - 8 * day, endTime=now)
+    assert wide.value.code == -1127
+    assert client.futures_account_trades(symbol="ETHUSDT", startTime=now - 8 * day) == []
+    assert len(client.futures_account_trades(symbol="ETHUSDT", startTime=now - day)) == 2

@@ -12,7 +12,7 @@ from typing import Any
 
 import ccxt.pro
 import pytest
-from paper_fixtures import PaperExchange, receive, receive_until
+from paper_fixtures import PaperExchange, pointed_at, receive, receive_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -207,12 +207,7 @@ def test_the_legacy_market_url_without_streams_is_still_refused_with_a_reason(pa
 
 def ccxt_client(paper: PaperExchange) -> Any:
     """A ccxt.pro ``binanceusdm`` whose REST and websocket bases all point at the paper exchange."""
-    # No currencies: with a key ccxt would read them from spot's /sapi, which the paper exchange does not serve.
-    options = {"fetchCurrencies": False}
-    exchange = ccxt.pro.binanceusdm({"apiKey": paper.api_key, "secret": paper.api_secret, "options": options})
-    for name, url in list(exchange.urls["api"].items()):
-        if isinstance(url, str):  # every REST base, so nothing can reach a real Binance host
-            exchange.urls["api"][name] = paper.url + "/" + url.split("/", 3)[3]
+    exchange = pointed_at(ccxt.pro.binanceusdm, paper)
     # ccxt rewrites ".../ws" to ".../market/ws" and ".../private/ws" (Binance's routed URLs).
     exchange.urls["api"]["ws"]["linear"] = paper.ws_url + "/ws"
     return exchange

@@ -88,6 +88,42 @@ async def ticker_price(ex: Exchange, p: Params, plan: FillPlan) -> Any:
     return _each_symbol(ex, p, render)
 
 
+async def ticker_24hr(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+    """``GET /fapi/v1/ticker/24hr``: the last 24 hours of the price history (weight 1 with a symbol, 40 without)."""
+    prices, now = ex.engine.prices, now_ms()
+
+    def render(name: str) -> Any:
+        symbol, last = ex.engine.symbols[name], prices.mark(name)
+        candles = prices.day(name, now) or []
+        first = candles[0].open if candles else last
+        high = max([c.high for c in candles] + [last])
+        low = min([c.low for c in candles] + [last])
+        volume = sum((c.volume for c in candles), ZERO)
+        quote = sum((c.quote_volume for c in candles), ZERO)
+        change = last - first
+        places = symbol.price_places
+        return {
+            "symbol": name,
+            "priceChange": fmt(change, places),
+            "priceChangePercent": fmt(change / first * 100 if first else ZERO, 3),
+            "weightedAvgPrice": fmt(quote / volume if volume else last, places),
+            "lastPrice": fmt(last, places),
+            "lastQty": fmt(ZERO, symbol.qty_places),
+            "openPrice": fmt(first, places),
+            "highPrice": fmt(high, places),
+            "lowPrice": fmt(low, places),
+            "volume": fmt(volume, symbol.qty_places),
+            "quoteVolume": fmt(quote, 2),
+            "openTime": candles[0].open_ms if candles else now,
+            "closeTime": now,
+            "firstId": 0,
+            "lastId": max(sum(c.trades for c in candles) - 1, 0),
+            "count": sum(c.trades for c in candles),
+        }
+
+    return _each_symbol(ex, p, render)
+
+
 async def book_ticker(ex: Exchange, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/ticker/bookTicker``: best bid and ask one tick either side of the mark."""
     now = now_ms()
@@ -471,6 +507,7 @@ ENDPOINTS: list[Endpoint] = [
     _ep("GET", "/fapi/v1/ticker/price", "NONE", by_symbol(1, 2), ticker_price),
     _ep("GET", "/fapi/v2/ticker/price", "NONE", by_symbol(1, 2), ticker_price),
     _ep("GET", "/fapi/v1/ticker/bookTicker", "NONE", by_symbol(2, 5), book_ticker),
+    _ep("GET", "/fapi/v1/ticker/24hr", "NONE", by_symbol(1, 40), ticker_24hr),
     _ep("GET", "/fapi/v1/premiumIndex", "NONE", by_symbol(1, 10), premium_index),
     _ep("GET", "/fapi/v1/depth", "NONE", _depth_weight, depth),
     _ep("GET", "/fapi/v1/klines", "NONE", _klines_weight, klines),

@@ -24,6 +24,8 @@ from qexec.paper.prices import PriceBook
 CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "GTX", "GTD"})
 WORKING_TYPES = frozenset({"MARK_PRICE", "CONTRACT_PRICE"})
+TRADE_WINDOW_MS = 7 * 24 * 3600 * 1000  # userTrades: the longest startTime..endTime span
+TRADE_RETENTION_MS = 180 * 24 * 3600 * 1000  # userTrades: how far back fills are kept (about 6 months)
 MIN_CALLBACK_RATE, MAX_CALLBACK_RATE = Decimal("0.1"), Decimal(20)  # TRAILING_STOP_MARKET callbackRate, in %
 FIRST_ORDER_ID = 4_000_000_001
 FIRST_ALGO_ID = 3_000_000_001
@@ -95,6 +97,8 @@ class Engine:
     def reset(self, balance: Decimal, dual_side: bool) -> None:
         """Forget the account, its orders and fills (ids keep growing)."""
         self.account = Account(balance, dual_side)
+        # Funded now: clients skip an asset whose updateTime is 0 (never initialised), ccxt's fetch_balance among them.
+        self.account.update_time_ms = now_ms() if balance > 0 else 0
         self.orders: dict[int, Order] = {}
         self.orders_by_symbol: dict[str, list[int]] = {}
         self.live_orders: dict[str, dict[int, Order]] = {}
@@ -317,10 +321,23 @@ class Engine:
         limit = min(max(p.integer("limit", 500), 1), 1000)
         start, end = p.optional_integer("startTime"), p.optional_integer("endTime")
         from_id, order_id = p.optional_integer("fromId"), p.optional_integer("orderId")
+        # Binance: at most 7 days between startTime and endTime; one of them alone means 7 days from (or up to) it;
+        # neither (without orderId or fromId) the last 7 days; and only the last TRADE_RETENTION_MS are kept.
+        now = now_ms()
+        if start is not None and end is not None and end - start > TRADE_WINDOW_MS:
+            raise errors.LOOKUP_INTERVAL_TOO_BIG
+        if start is not None and end is None:
+            end = start + TRADE_WINDOW_MS
+        elif end is not None and start is None:
+            start = end - TRADE_WINDOW_MS
+        elif start is None and order_id is None and from_id is None:
+            start = now - TRADE_WINDOW_MS
+        oldest = now - TRADE_RETENTION_MS
         fills = [
             f
             for f in self.fills.get(symbol, [])
-            if (order_id is None or f.order_id == order_id)
+            if f.time_ms >= oldest
+            and (order_id is None or f.order_id == order_id)
             and (from_id is None or f.trade_id >= from_id)
             and (start is None or f.time_ms >= start)
             and (end is None or f.time_ms <= end)

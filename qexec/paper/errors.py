@@ -40,6 +40,7 @@ RECV_WINDOW_MSG = "Timestamp for this request is outside of the recvWindow."
 AHEAD_MSG = "Timestamp for this request was 1000ms ahead of the server's time."
 
 BAD_SYMBOL = VenueError(-1121, "Invalid symbol.")
+LOOKUP_INTERVAL_TOO_BIG = VenueError(-1127, "More than 168 hours between startTime and endTime.")
 BAD_SIDE = VenueError(-1117, "Invalid side.")
 BAD_ORDER_TYPE = VenueError(-1116, "Invalid orderType.")
 BAD_TIME_IN_FORCE = VenueError(-1115, "Invalid timeInForce.")

@@ -143,6 +143,11 @@ class PriceBook:
         candle.quote_volume += qty * price
         candle.trades += 1
 
+    def day(self, name: str, now_ms: int) -> list[Candle]:
+        """The minute candles of the last 24 hours, oldest first."""
+        since = now_ms - 24 * 60 * MINUTE_MS
+        return [c for c in self.history[name] if c.open_ms + MINUTE_MS > since]
+
     def klines(
         self, name: str, interval_ms: int, start_ms: int | None, end_ms: int | None, limit: int
     ) -> list[list[object]]:

@@ -48,7 +48,7 @@ class Store:
         engine.reset(Decimal(account["wallet"]), bool(account["dual_side"]))
         engine.account.leverage = {k: int(v) for k, v in account["leverage"].items()}
         engine.account.margin_type = dict(account["margin_type"])
-        engine.account.update_time_ms = int(account["update_time"])
+        engine.account.update_time_ms = int(account["update_time"]) or engine.account.update_time_ms
         engine.listen_key = account.get("listen_key")
         engine.listen_key_expires_ms = int(account.get("listen_key_expires_ms") or 0)
         engine.ids = Sequences(**account["ids"])
