@@ -1,12 +1,20 @@
 """The bridge: reads intents from the stream with a consumer group and starts one Celery chain per intent.
 
 Delivery is at-least-once: an entry is acknowledged only after its chain is enqueued (or it is
-dead-lettered), and entries a dead bridge left pending are reclaimed with XAUTOCLAIM.
+dead-lettered), and entries a dead bridge left pending are reclaimed with XAUTOCLAIM. A bridge acts on an entry
+only while it still owns it (its consumer name's lease, and the group's pending list, checked atomically with the
+dispatch claim), so one that froze while another reclaimed its entries does nothing with them when it wakes.
+
+Consumer names are stable: `QEXEC_CONSUMER_NAME` (or `--consumer`) as given, else `<host>-<slot>` with the lowest
+free slot on this host. Either way the name is held by a lease in Redis (constants.CONSUMER_LEASE_KEY) that the
+loop refreshes, so two bridges never share a name; a restarted bridge takes its name back at once when the
+previous holder is a dead process of this host, and reads its own pending entries before new ones.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,59 +31,147 @@ log = logging.getLogger(__name__)
 
 Dispatch = Callable[[Ticket], None]
 
+NAME_SLOTS = 64  # default names per host: <host>-1 … <host>-64
+NAME_WAIT_POLL_S = 0.5
+
+
+class ConsumerNameTaken(RuntimeError):
+    """Raised when the bridge's consumer name stays held by another live bridge (or every slot of this host is)."""
+
+
+class _LeaseLost(Exception):
+    """Raised when another bridge took this bridge's consumer name while it could not refresh it (it was frozen)."""
+
 
 class Bridge:
-    """One consumer of the intent stream's group (run several side by side with distinct names)."""
+    """One consumer of the intent stream's group (run several side by side: each holds a name of its own)."""
 
     def __init__(self, settings: Settings, r: redis.Redis, dispatch: Dispatch, consumer: str | None = None) -> None:
         self.settings = settings
         self.redis = r
         self.dispatch = dispatch
-        self.consumer = consumer or settings.consumer_name
+        explicit = "consumer_name" in settings.model_fields_set
+        self._fixed_name = consumer or (settings.consumer_name if explicit else None)
+        self.consumer = self._fixed_name or f"{socket.gethostname()}-<slot>"
         self.stream = settings.intent_stream
         self.group = settings.consumer_group
+        self.lease: streams.Lease | None = None
+        self._token = streams.lease_token()
         self._next_claim_at = 0.0
+        self._next_sweep_at = 0.0
+        self._next_refresh_at = 0.0
         self.handled = 0
 
-    def start(self) -> None:
-        """Create the group if needed, then take back this consumer's own unacknowledged entries."""
-        streams.ensure_group(self.redis, self.stream, self.group)
+    # -- the consumer name ------------------------------------------------------------------------------------
+
+    def take_name(self, wait: bool = True) -> bool:
+        """Take this bridge's consumer name (the fixed one, else the lowest free slot of this host); with `wait`, a
+        fixed name held by another bridge is waited for up to one lease TTL, then ConsumerNameTaken. False when
+        not taken without waiting."""
+        ttl_s = self.settings.consumer_name_ttl_s
+        host = socket.gethostname()
+        names = [self._fixed_name] if self._fixed_name else [f"{host}-{n}" for n in range(1, NAME_SLOTS + 1)]
+        deadline = time.monotonic() + (ttl_s + 1 if wait and self._fixed_name else 0)
         while True:
-            replies: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=100)
+            held: dict[str, str] = {}
+            for name in names:
+                lease = streams.Lease(self.stream, self.group, name, self._token)
+                holder = streams.take_lease(self.redis, lease, ttl_s)
+                if holder and streams.holder_is_gone(holder):
+                    log.warning("consumer name %s was held by %s, a process that is gone: taking it", name, holder)
+                    holder = streams.take_lease(self.redis, lease, ttl_s, replace=holder)
+                if not holder:
+                    self.lease, self.consumer = lease, name
+                    self._next_refresh_at = time.monotonic() + ttl_s / 3
+                    log.info("BRIDGE_CONSUMER name=%s stream=%s group=%s", name, self.stream, self.group)
+                    return True
+                held[name] = holder
+            if time.monotonic() >= deadline:
+                if not wait:
+                    return False
+                taken = ", ".join(f"{name} by {holder}" for name, holder in held.items())
+                raise ConsumerNameTaken(
+                    f"consumer name held by another live bridge ({taken}); give this bridge another name "
+                    "(QEXEC_CONSUMER_NAME or --consumer) or stop the other one"
+                )
+            log.warning("consumer name %s is held by %s; waiting up to %.0fs for it", names[0], held[names[0]], ttl_s)
+            time.sleep(NAME_WAIT_POLL_S)
+
+    def _refresh_name(self) -> None:
+        if self.lease is None or time.monotonic() < self._next_refresh_at:
+            return
+        holder = streams.take_lease(self.redis, self.lease, self.settings.consumer_name_ttl_s)
+        if holder:
+            log.warning("BRIDGE_CONSUMER_LOST name=%s now held by %s: taking a name again", self.consumer, holder)
+            self.lease = None
+            raise _LeaseLost(holder)
+        self._next_refresh_at = time.monotonic() + self.settings.consumer_name_ttl_s / 3
+
+    def release(self) -> None:
+        """Give the consumer name back, so that a bridge started next takes it (and its pending entries) at once."""
+        if self.lease is not None:
+            streams.release_lease(self.redis, self.lease)
+            self.lease = None
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take a consumer name, create the group if needed, then take back this consumer's own pending entries."""
+        if self.lease is None:
+            self.take_name()
+        streams.ensure_group(self.redis, self.stream, self.group)
+        cursor = "0"
+        while True:
+            replies: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: cursor}, count=100)
             entries = replies[0][1] if replies else []
             if not entries:
                 break
             for entry_id, fields in entries:
-                self.handle(entry_id, fields)
+                self.handle(entry_id, fields or {})
+            cursor = entries[-1][0]  # entries left pending (another bridge is starting them) are not read again
 
     def run(self, stop: threading.Event) -> None:
         """Read, validate and dispatch until `stop` is set; Redis outages are waited out, not fatal."""
         backoff_s = 0.5
         started = False
-        while not stop.is_set():
+        try:
+            while not stop.is_set():
+                try:
+                    if not started:
+                        self.start()
+                        started = True
+                    self.step()
+                    backoff_s = 0.5
+                except ConsumerNameTaken:
+                    raise
+                except _LeaseLost:
+                    started = False
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff_s)
+                    stop.wait(backoff_s)
+                    backoff_s = min(backoff_s * 2, 10.0)
+                except Exception:
+                    # The broker refused the chain, or a bug: the entry stays pending and is reclaimed later
+                    # (and dead-lettered after `max_deliveries`), so nothing is lost by carrying on.
+                    log.exception("bridge cycle failed; retrying in %.1fs", backoff_s)
+                    stop.wait(backoff_s)
+                    backoff_s = min(backoff_s * 2, 10.0)
+        finally:
             try:
-                if not started:
-                    self.start()
-                    started = True
-                self.step()
-                backoff_s = 0.5
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff_s)
-                stop.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, 10.0)
-            except Exception:
-                # The broker refused the chain, or a bug: the entry stays pending and is reclaimed later
-                # (and dead-lettered after `max_deliveries`), so nothing is lost by carrying on.
-                log.exception("bridge cycle failed; retrying in %.1fs", backoff_s)
-                stop.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, 10.0)
+                self.release()
+            except redis.RedisError as exc:  # it lapses on its own after consumer_name_ttl_s
+                log.warning("could not release consumer name %s: %s", self.consumer, exc)
 
     def step(self) -> int:
-        """One cycle: reclaim stale entries when due, then read and handle a batch; returns entries handled."""
+        """One cycle: keep the name, reclaim and sweep when due, then read and handle a batch; entries handled."""
+        self._refresh_name()
         handled = 0
         if time.monotonic() >= self._next_claim_at:
             handled += self.reclaim()
             self._next_claim_at = time.monotonic() + self.settings.claim_idle_ms / 2000
+        if time.monotonic() >= self._next_sweep_at:
+            self.sweep()
+            self._next_sweep_at = time.monotonic() + self.settings.bridge_sweep_every_s
         replies: Any = self.redis.xreadgroup(
             self.group,
             self.consumer,
@@ -88,6 +184,26 @@ class Bridge:
                 self.handle(entry_id, fields)
                 handled += 1
         return handled
+
+    def sweep(self) -> dict[str, Any]:
+        """Trim the intent stream (never past a pending or undelivered entry) and the dead letters to their
+        retention, and delete consumers idle for `consumer_delete_idle_s` with nothing pending."""
+        s = self.settings
+        done: dict[str, Any] = {
+            "intents_trimmed": streams.trim_intents(self.redis, s),
+            "dead_letters_trimmed": streams.trim_dead_letters(self.redis, s),
+            "consumers_deleted": streams.forget_idle_consumers(
+                self.redis, self.stream, self.group, s.consumer_delete_idle_s, keep=self.consumer
+            ),
+        }
+        if any(done.values()):
+            log.info(
+                "BRIDGE_SWEEP intents_trimmed=%d dead_letters_trimmed=%d consumers_deleted=%s",
+                done["intents_trimmed"],
+                done["dead_letters_trimmed"],
+                ",".join(done["consumers_deleted"]) or "-",
+            )
+        return done
 
     def reclaim(self) -> int:
         """Take over entries another consumer left unacknowledged for longer than `claim_idle_ms`."""
@@ -105,12 +221,7 @@ class Bridge:
             for entry_id, fields in entries:
                 deliveries = self._deliveries(entry_id)
                 log.warning("reclaimed intent entry %s (delivery %d)", entry_id, deliveries)
-                if deliveries > self.settings.max_deliveries:
-                    self._dead_letter(
-                        entry_id, fields or {}, f"delivered {deliveries} times without being acknowledged"
-                    )
-                else:
-                    self.handle(entry_id, fields or {})
+                self.handle(entry_id, fields or {}, final=deliveries > self.settings.max_deliveries)
                 handled += 1
             if cursor in ("0-0", b"0-0"):
                 return handled
@@ -119,14 +230,26 @@ class Bridge:
         pending: Any = self.redis.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
         return int(pending[0]["times_delivered"]) if pending else 1
 
-    def handle(self, entry_id: str, fields: dict[str, Any]) -> None:
-        """Validate one entry and dispatch it (or dead-letter it); acknowledge only after that."""
+    # -- one entry --------------------------------------------------------------------------------------------
+
+    def handle(self, entry_id: str, fields: dict[str, Any], final: bool = False) -> None:
+        """Validate one entry and dispatch it (or dead-letter it); acknowledge only after that. `final`: delivered
+        more than `max_deliveries` times, it is dead-lettered unless its chain was started already."""
         received_at = utcnow()
         try:
             intent = Intent.from_fields(fields, default_id=entry_id, max_bytes=self.settings.max_intent_bytes)
         except IntentError as exc:
             self._dead_letter(entry_id, fields, str(exc))
             return
+        if final:
+            self._last_delivery(intent, entry_id, fields)
+            return
+        acked: list[str] = []
+
+        def settle(pipe: redis.client.Pipeline) -> None:
+            pipe.xack(self.stream, self.group, entry_id)
+            acked.append(entry_id)
+
         execution.admit(
             intent,
             entry_id=entry_id,
@@ -135,13 +258,35 @@ class Bridge:
             settings=self.settings,
             dispatch=self.dispatch,
             received_at=received_at,
+            lease=self.lease,
+            settle=settle,
         )
-        self.redis.xack(self.stream, self.group, entry_id)
-        self.handled += 1
+        self.handled += len(acked)
 
-    def _dead_letter(self, entry_id: str, fields: dict[str, Any], error: str) -> None:
-        dlq_id = streams.dead_letter(
-            self.redis, self.settings, error=error, fields=fields, entry_id=entry_id, source=f"stream:{self.stream}"
+    def _last_delivery(self, intent: Intent, entry_id: str, fields: dict[str, Any]) -> None:
+        claim, _holder = streams.claim_dispatch(
+            self.redis, self.settings, intent.id, entry_id, lease=self.lease, entry_id=entry_id, may_dispatch=False
         )
+        if claim in (streams.Claim.STARTED, streams.Claim.DUPLICATE):
+            self.redis.xack(self.stream, self.group, entry_id)
+        elif claim in (streams.Claim.UNCLAIMED, streams.Claim.CLAIMED):
+            error = f"delivered more than {self.settings.max_deliveries} times without being acknowledged"
+            self._dead_letter(entry_id, fields, error, count_received=claim is streams.Claim.UNCLAIMED)
+
+    def _dead_letter(self, entry_id: str, fields: dict[str, Any], error: str, count_received: bool = True) -> None:
+        dlq_id = streams.dead_letter(
+            self.redis,
+            self.settings,
+            error=error,
+            fields=fields,
+            entry_id=entry_id,
+            source=f"stream:{self.stream}",
+            lease=self.lease,
+            count_received=count_received,
+        )
+        if dlq_id is None:
+            logs.proof(execution.INTENT_NOT_OWNED, entry_id=entry_id, consumer=self.consumer)
+            return
         logs.proof(logs.INTENT_DEAD_LETTER, level=logging.ERROR, entry_id=entry_id, error=error, dlq_id=dlq_id)
         self.redis.xack(self.stream, self.group, entry_id)
+        self.handled += 1

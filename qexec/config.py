@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     result_maxlen: int = Field(default=1_000_000, gt=0)
     protection_maxlen: int = Field(default=1_000_000, gt=0)
     dlq_maxlen: int = Field(default=100_000, gt=0)
+    # The bridge trims acknowledged intent entries older than this (never one still pending or undelivered), and
+    # dead letters older than `dlq_retention_s` (the DLQ is also capped at `dlq_maxlen`).
+    intent_retention_s: int = Field(default=24 * 3600, gt=0)
+    dlq_retention_s: int = Field(default=7 * 24 * 3600, gt=0)
     intent_state_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 
     # Bridge.
@@ -173,6 +177,11 @@ class Settings(BaseSettings):
     bridge_batch: int = Field(default=64, gt=0)
     claim_idle_ms: int = Field(default=30_000, gt=0)
     max_deliveries: int = Field(default=5, gt=0)
+    # How often each bridge trims the streams and deletes consumers idle for `consumer_delete_idle_s` with nothing
+    # pending; its hold on its consumer name lapses `consumer_name_ttl_s` after its last refresh.
+    bridge_sweep_every_s: float = Field(default=60.0, gt=0)
+    consumer_delete_idle_s: float = Field(default=3600.0, gt=0)
+    consumer_name_ttl_s: float = Field(default=30.0, gt=0)
     # The bridge's Prometheus endpoint (`/metrics`); port 0 turns it off.
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"

@@ -12,6 +12,10 @@ DISPATCH_KEY = "qexec:intent:{intent_id}:dispatch"  # stream entry / task id tha
 ORDER_KEY = "qexec:intent:{intent_id}:order"  # hash: the entry order's state machine
 PLACE_LOCK_KEY = "qexec:intent:{intent_id}:place-lock"  # one place_order execution at a time
 PUBLISHED_KEY = "qexec:intent:{intent_id}:published"  # the result entry id, once published
+DUPLICATE_KEY = "qexec:intent:{intent_id}:duplicate:{owner}"  # a duplicate entry (or task), counted once
+DEAD_LETTER_KEY = "qexec:dead-letter:{owner}"  # the DLQ entry id of a stream entry (or task), once written
+# The bridge holding a consumer name of a stream's group (its token), with a TTL the bridge refreshes.
+CONSUMER_LEASE_KEY = "qexec:consumer:{stream}:{group}:{consumer}"
 HEARTBEAT_KEY = "qexec:heartbeat"  # hash: the last venue heartbeat (at, ok, error, dead_letters)
 REDBEAT_PREFIX = "qexec:beat:"  # celery-redbeat's schedule and its lock
 INFLIGHT_KEY = "qexec:inflight"  # sorted set: intents with an order placed and no result yet, by placed-at time

@@ -720,20 +720,11 @@ def _published(ctx: Context, entry_id: str) -> ExecutionResult | None:
 # -- admission (bridge and submit_intent) ---------------------------------------------------------------
 
 
-def claim_dispatch(r: redis.Redis, settings: Settings, intent_id: str, owner: str) -> bool:
-    """Count an admitted intent and claim the right to start its chain; the same owner (entry or task id) may claim
-    again. One round trip: SET NX, then whoever holds the claim (the count rides along)."""
-    key = constants.DISPATCH_KEY.format(intent_id=intent_id)
-    pipe = r.pipeline(transaction=False)
-    pipe.set(key, owner, nx=True, ex=settings.intent_state_ttl_s)
-    pipe.get(key)
-    metrics.queue_received(pipe)
-    claimed, holder, *counted = pipe.execute(raise_on_error=False)
-    for reply in (claimed, holder):
-        if isinstance(reply, Exception):
-            raise reply
-    metrics.dropped(counted)  # a failed count is no reason to stop
-    return bool(holder == owner)
+# Proof-log names of admissions that take nothing in: a redelivery, and a delivery that is not this consumer's to end.
+INTENT_REDELIVERED = "INTENT_REDELIVERED"
+INTENT_NOT_OWNED = "INTENT_NOT_OWNED"
+
+Settle = Callable[[redis.client.Pipeline], None]
 
 
 def admit(
@@ -745,18 +736,44 @@ def admit(
     settings: Settings,
     dispatch: Callable[[Ticket], None],
     received_at: datetime | None = None,
+    lease: streams.Lease | None = None,
+    settle: Settle | None = None,
 ) -> bool:
-    """Start the chain for a valid intent unless another entry already did; True when dispatched."""
+    """Start the chain for a valid intent unless another entry holds its id or this entry's chain was started;
+    True when dispatched. `settle` queues what ends the delivery (the bridge's XACK): with the started mark after a
+    dispatch, alone when there is nothing to start, never when the delivery is not the caller's to end (`lease` lost
+    the entry to another consumer, or another live bridge is starting its chain)."""
     ids: dict[str, Any] = {"intent_id": intent.id, "entry_id": entry_id, "symbol": intent.symbol, "owner": owner}
-    logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
-    if not claim_dispatch(r, settings, intent.id, owner):
+    claim, holder = streams.claim_dispatch(r, settings, intent.id, owner, lease=lease, entry_id=entry_id)
+    if claim in (streams.Claim.LOST, streams.Claim.BUSY):
+        reason = "another consumer owns the entry now" if claim is streams.Claim.LOST else f"{holder} is starting it"
+        logs.proof(INTENT_NOT_OWNED, reason=reason, consumer=lease.consumer if lease else None, **ids)
+        return False
+    if claim is streams.Claim.NEW:
+        logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
+    elif claim is streams.Claim.DUPLICATE:
+        logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
         logs.proof(
             logs.INTENT_DUPLICATE,
             level=logging.WARNING,
-            reason="this intent id was already dispatched by another entry",
+            reason=f"this intent id was already dispatched by another entry ({holder})",
             **ids,
         )
-        metrics.intent_duplicate(r)
-        return False
-    dispatch(new_ticket(intent, entry_id=entry_id, received_at=received_at))
-    return True
+    else:
+        started = claim is streams.Claim.STARTED
+        logs.proof(
+            INTENT_REDELIVERED,
+            level=logging.INFO if started else logging.WARNING,
+            action="none: its chain was started" if started else "start its chain again: it was never started",
+            **ids,
+        )
+    pipe = r.pipeline(transaction=False)
+    dispatched = claim in (streams.Claim.NEW, streams.Claim.AGAIN)
+    if dispatched:
+        dispatch(new_ticket(intent, entry_id=entry_id, received_at=received_at))
+        streams.mark_started(pipe, intent.id, owner)
+    if settle is not None:
+        settle(pipe)
+    if len(pipe):
+        pipe.execute()
+    return dispatched

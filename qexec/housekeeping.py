@@ -22,8 +22,14 @@ RECONCILE_GRACE_S = 30.0
 def reclaim_intents(ctx: Context, dispatch: Dispatch) -> int:
     """Take over intent entries that a dead bridge left pending; returns how many were handled."""
     reclaimer = Bridge(ctx.settings, ctx.redis, dispatch, consumer="beat-reclaimer")
-    reclaimer.start()
-    return reclaimer.reclaim()
+    if not reclaimer.take_name(wait=False):  # another reclaim is running (a slow one overlaps the next)
+        log.info("RECLAIM_SKIPPED reason=another reclaim holds the consumer name %s", reclaimer.consumer)
+        return 0
+    try:
+        reclaimer.start()
+        return reclaimer.reclaim()
+    finally:
+        reclaimer.release()
 
 
 def reconcile_orders(ctx: Context, limit: int = 100) -> list[str]:

@@ -64,11 +64,22 @@ class HistogramFamily:
         return constants.METRICS_KEY.format(family=self.key)
 
 
+# Each stream entry (or `submit_intent` task) is counted once, when first taken in, and then ends in exactly one of:
+# a result, in flight, a dead letter, a duplicate. So received = results + in flight + dead letters + duplicates,
+# and a redelivery (a reclaimed entry, a re-read PEL, a task run again) counts as a redelivery only.
+# The counts are made by the scripts that claim and dead-letter (qexec/streams.py), atomically with them.
 INTENTS_RECEIVED = Family(
-    "intents_received", "qexec_intents_received_total", "Valid intents admitted (bridge or task)."
+    "intents_received",
+    "qexec_intents_received_total",
+    "Intents taken in (stream entries or submit_intent tasks, valid or not), once each.",
 )
 INTENTS_DUPLICATE = Family(
     "intents_duplicate", "qexec_intents_duplicate_total", "Intents dropped because their id was already dispatched."
+)
+INTENTS_REDELIVERED = Family(
+    "intents_redelivered",
+    "qexec_intents_redelivered_total",
+    "Deliveries of an entry (or task) already taken in: reclaimed, re-read or run again; not counted as received.",
 )
 INTENTS_REJECTED = Family(
     "intents_rejected", "qexec_intents_rejected_total", "Intents rejected without an order, by reason.", "reason_kind"
@@ -84,6 +95,7 @@ RESULTS_PUBLISHED = Family(
 COUNTERS = (
     INTENTS_RECEIVED,
     INTENTS_DUPLICATE,
+    INTENTS_REDELIVERED,
     INTENTS_REJECTED,
     INTENTS_DEAD_LETTERED,
     ORDERS_PLACED,
@@ -167,24 +179,9 @@ def _seconds(start: datetime | None, end: datetime) -> list[float]:
     return [] if start is None else [(end - start).total_seconds()]
 
 
-def queue_received(pipe: redis.client.Pipeline) -> None:
-    """Count a valid intent admitted by the bridge or `submit_intent`, in the caller's pipeline (see `dropped`)."""
-    _queue(pipe, [(INTENTS_RECEIVED, UNLABELLED)], [])
-
-
-def intent_duplicate(r: redis.Redis) -> None:
-    """Count an intent dropped because its id was already dispatched."""
-    _write(r, [(INTENTS_DUPLICATE, UNLABELLED)], [])
-
-
 def intent_rejected(r: redis.Redis, reason: str) -> None:
     """Count an intent rejected without an order, by the kind of its reason."""
     _write(r, [(INTENTS_REJECTED, reason_kind(reason))], [])
-
-
-def intent_dead_lettered(r: redis.Redis) -> None:
-    """Count an entry written to the dead-letter stream."""
-    _write(r, [(INTENTS_DEAD_LETTERED, UNLABELLED)], [])
 
 
 def queue_placed(pipe: redis.client.Pipeline) -> None:

@@ -29,6 +29,7 @@ FAMILIES = {
     "qexec_redis_up": "gauge",
     "qexec_intents_received": "counter",
     "qexec_intents_duplicate": "counter",
+    "qexec_intents_redelivered": "counter",
     "qexec_intents_rejected": "counter",
     "qexec_intents_dead_lettered": "counter",
     "qexec_orders_placed": "counter",
