@@ -146,7 +146,7 @@ def test_post_only_limit_that_would_take_is_rejected(paper: PaperExchange) -> No
         type="LIMIT",
         timeInForce="GTX",
         quantity="5",
-        price="12.000",
+        price="12.500",  # through the mark, inside the PERCENT_PRICE band (12.13 and up)
     )
     assert (error.code, error.status_code) == (-5022, 400)
 
@@ -325,3 +325,21 @@ def test_user_trades_are_found_by_order_and_the_time_window_is_at_most_seven_day
     assert wide.value.code == -1127
     assert client.futures_account_trades(symbol="ETHUSDT", startTime=now - 8 * day) == []
     assert len(client.futures_account_trades(symbol="ETHUSDT", startTime=now - day)) == 2
+
+
+@pytest.mark.parametrize(
+    ("side", "price", "code"), [("BUY", "3500.00", -4016), ("SELL", "3100.00", -4024)], ids=["buy", "sell"]
+)
+def test_a_limit_outside_the_percent_price_band_is_refused(
+    paper: PaperExchange, side: str, price: str, code: int
+) -> None:
+    """PERCENT_PRICE (mark x 1.05 up, x 0.95 down): a BUY above the band gets -4016, a SELL below it -4024; a BUY
+    far below the mark (or a SELL far above it) rests, as on Binance."""
+    client = paper.client()
+    paper.set_price("ETHUSDT", "3300.00")
+    limit = dict(symbol="ETHUSDT", type="LIMIT", timeInForce="GTC", quantity="0.020")
+    with pytest.raises(BinanceAPIException) as refused:
+        client.futures_create_order(side=side, price=price, **limit)
+    assert refused.value.code == code
+    resting = client.futures_create_order(side=side, price="1650.00" if side == "BUY" else "6600.00", **limit)
+    assert resting["status"] == "NEW"

@@ -12,6 +12,7 @@ ONBOARD_MS = 1569398400000
 PERPETUAL_DELIVERY_MS = 4133404800000
 ORDER_TYPES = ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"]
 TIME_IN_FORCE = ["GTC", "IOC", "FOK", "GTX", "GTD"]
+PERCENT_PRICE_UP, PERCENT_PRICE_DOWN = Decimal("1.05"), Decimal("0.95")  # every symbol's PERCENT_PRICE band
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,8 @@ class Symbol:
                 {"filterType": "MIN_NOTIONAL", "notional": str(self.min_notional)},
                 {
                     "filterType": "PERCENT_PRICE",
-                    "multiplierUp": "1.0500",
-                    "multiplierDown": "0.9500",
+                    "multiplierUp": f"{PERCENT_PRICE_UP:.4f}",
+                    "multiplierDown": f"{PERCENT_PRICE_DOWN:.4f}",
                     "multiplierDecimal": "4",
                 },
             ],

@@ -15,8 +15,8 @@ from typing import Any
 
 from qexec.paper import errors, events
 from qexec.paper.account import Account, Position, max_notional
-from qexec.paper.catalogue import Symbol
-from qexec.paper.decimals import ZERO, floor_to, places_of, round_to
+from qexec.paper.catalogue import PERCENT_PRICE_DOWN, PERCENT_PRICE_UP, Symbol
+from qexec.paper.decimals import ZERO, floor_to, fmt, places_of, round_to
 from qexec.paper.orders import CONDITIONAL_TYPES, AlgoOrder, Fill, Order
 from qexec.paper.params import Params
 from qexec.paper.prices import PriceBook
@@ -219,6 +219,11 @@ class Engine:
                 raise errors.BAD_TIME_IN_FORCE
             price = p.decimal("price")
             self._check_price(symbol, price)
+            # PERCENT_PRICE: a BUY at most mark x multiplierUp, a SELL at least mark x multiplierDown.
+            if side == "BUY" and price > mark * PERCENT_PRICE_UP:
+                raise errors.limit_above(fmt(mark * PERCENT_PRICE_UP, symbol.price_places))
+            if side == "SELL" and price < mark * PERCENT_PRICE_DOWN:
+                raise errors.limit_below(fmt(mark * PERCENT_PRICE_DOWN, symbol.price_places))
         closing = reduce_only or self._closes(side, position_side)
         reducible = self.account.reducible(symbol.name, side, position_side)
         if closing and reducible <= 0:

@@ -93,6 +93,16 @@ BAD_SIGNATURE = VenueError(-1022, "Signature for this request is not valid.")
 BAD_RECV_WINDOW = VenueError(-1131, "recvWindow must be less than 60000")
 
 
+def limit_above(highest: str) -> VenueError:
+    """-4016 for a BUY LIMIT above the PERCENT_PRICE band."""
+    return VenueError(-4016, f"Limit price can't be higher than {highest}.")
+
+
+def limit_below(lowest: str) -> VenueError:
+    """-4024 for a SELL LIMIT below the PERCENT_PRICE band."""
+    return VenueError(-4024, f"Limit price can't be lower than {lowest}.")
+
+
 def min_notional(notional: str) -> VenueError:
     """-4164 for an order under the symbol's MIN_NOTIONAL."""
     return VenueError(-4164, f"Order's notional must be no smaller than {notional} (unless you choose reduce only).")
