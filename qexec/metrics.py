@@ -234,6 +234,16 @@ def queue_result(
 # -- reading (at scrape time) --------------------------------------------------------------------------------
 
 
+def without_result(r: redis.Redis) -> int:
+    """Intents taken in that have no result yet and are neither dead letters nor duplicates: received - results -
+    dead letters - duplicates (deployment-wide, since the counters began). Submits still in flight count too."""
+    pipe = r.pipeline(transaction=False)
+    for family in (INTENTS_RECEIVED, RESULTS_PUBLISHED, INTENTS_DEAD_LETTERED, INTENTS_DUPLICATE):
+        pipe.hgetall(family.redis_key)
+    received, results, dead, duplicates = (sum(_number(v) for v in counts.values()) for counts in pipe.execute())
+    return max(int(received - results - dead - duplicates), 0)
+
+
 def _number(text: Any) -> float:
     try:
         return float(text)

@@ -12,7 +12,7 @@ import click
 import redis
 from pydantic import ValidationError
 
-from qexec import constants, streams
+from qexec import constants, metrics, streams
 from qexec.config import Settings, get_settings
 from qexec.errors import VenueError
 from qexec.models import utcnow
@@ -61,7 +61,7 @@ def redis_report(settings: Settings, r: redis.Redis, now: datetime, last_dead_le
             ],
         },
         "heartbeat": _heartbeat(heartbeat, now),
-        "inflight": {"count": inflight, "oldest_age_s": oldest_age_s},
+        "inflight": {"count": metrics.without_result(r), "placed": inflight, "oldest_age_s": oldest_age_s},
     }
 
 
@@ -245,7 +245,8 @@ def _redis_lines(report: Report) -> list[str]:
         lines += _table(guards, ["intent_id", "symbol", "status", "entry_order_id", "sl_order_id", "tp_order_id"], "  ")
     inflight = report["inflight"]
     oldest = f", oldest placed {inflight['oldest_age_s']}s ago" if inflight["oldest_age_s"] is not None else ""
-    lines.append(f"in flight: {inflight['count']}{oldest}")
+    placed = f"{inflight['placed']} with an order placed{oldest}"
+    lines.append(f"in flight: {inflight['count']} without a result yet ({placed})")
     return lines
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -13,12 +14,13 @@ from typing import Any
 
 import pytest
 from paper_fixtures import free_port
-from stack_fixtures import ROOT, Stack, unique_id
+from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 from test_pipeline import seed_intent
 
 from qexec import housekeeping
 from qexec.cli import main
 from qexec.execution import Context
+from qexec.models import client_order_id
 from qexec.status import EXIT_REDIS_UNAVAILABLE, EXIT_VENUE_UNAVAILABLE
 from qexec.venue import Venue
 
@@ -201,3 +203,20 @@ def test_status_names_the_protection_of_the_newest_entries(stack: Stack, filled:
     assert (row["sl_order_id"], row["tp_order_id"]) == (event["sl_order_id"], event["tp_order_id"])
     assert row["sl_order_id"] is not None and row["tp_order_id"] is not None
     assert f"{filled['intent_id']}  DOTUSDT  placed" in run_status(stack).stdout
+
+
+def test_status_counts_an_intent_whose_submit_is_still_on_its_way_as_in_flight(stack: Stack) -> None:
+    """An intent whose order submit has not been answered yet (the venue is slow) has no result and no placed
+    order: `in flight` counts it all the same (it used to say 0 for every intent in its `submitting` phase)."""
+    _code, before = status_json(stack)
+    iid = unique_id("slowsub")
+    body = seed_intent(iid, symbol="DOTUSDT", position_size_usd=60.0)
+    stack.paper.add_fault(kind="slow", delay_ms=4000, client_order_id=client_order_id(iid), count=1)
+    stack.inject(body)
+    submitted = re.compile(rf"ORDER_SUBMIT .*intent_id={iid} ")
+    wait_for_line(stack.logs_dir / "worker.log", submitted, stack.processes["worker"], 15)
+    _code, during = status_json(stack)
+    assert during["inflight"]["count"] == before["inflight"]["count"] + 1, (before["inflight"], during["inflight"])
+    assert stack.wait_result(iid)["status"] == "filled"
+    _code, after = status_json(stack)
+    assert after["inflight"]["count"] == before["inflight"]["count"]

@@ -404,8 +404,9 @@ class Engine:
         if existing is not None and self.algos[existing].live:
             raise errors.DUPLICATE_CLIENT_ID
         if close_position and any(
-            a.live and a.close_position and (a.symbol, a.order_type, a.side, a.position_side)
-            == (symbol.name, order_type, side, position_side)
+            a.live
+            and a.close_position
+            and (a.symbol, a.order_type, a.side, a.position_side) == (symbol.name, order_type, side, position_side)
             for a in self.algos.values()
         ):
             raise errors.CLOSE_POSITION_EXISTS  # one closePosition order per type and side
