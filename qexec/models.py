@@ -323,6 +323,12 @@ class Verdict(BaseModel):
     code: int | None = None
 
 
+def stream_position(entry_id: str | None) -> tuple[int, int] | None:
+    """A stream entry id (`<ms>-<seq>`) as a sortable pair; None for an id of another kind."""
+    head, _, seq = (entry_id or "").partition("-")
+    return (int(head), int(seq)) if head.isdigit() and seq.isdigit() else None
+
+
 class Ticket(BaseModel):
     """An intent travelling through the chain, with what each step learned about it."""
 
@@ -344,6 +350,11 @@ class Ticket(BaseModel):
     def intent_id(self) -> str:
         """The intent's idempotency key."""
         return self.intent.id
+
+    @property
+    def arrival(self) -> tuple[int, int]:
+        """Where the intent stands in the order intents arrived: its stream entry id, else when it was received."""
+        return stream_position(self.entry_id) or (int(self.received_at.timestamp() * 1000), 0)
 
     def decide(self, status: ResultStatus, reason: str, code: int | None = None) -> Ticket:
         """This ticket with a terminal verdict."""

@@ -124,6 +124,9 @@ class Tracked(BaseModel):
     opened_ms: int
     adopted: bool = False
     as_of_ms: int | None = None  # the venue time of the position change `quantity` reflects (its updateTime)
+    # The arrival (`Ticket.arrival`) of the intent whose levels the position holds: an older intent protecting late
+    # (a redelivery, a busy position) never overwrites a newer one's.
+    levels_arrival: tuple[int, int] | None = None
 
     @property
     def key(self) -> str:

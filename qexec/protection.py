@@ -403,12 +403,18 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
                 quantity=abs(venue_position.positionAmt),
                 opened_ms=int(ticket.received_at.timestamp() * 1000),
             )
-        tracked.owner = ticket.intent_id
         if ticket.intent_id not in tracked.intent_ids:
             tracked.intent_ids.append(ticket.intent_id)
         tracked.entry_price, tracked.quantity = entry, abs(venue_position.positionAmt)
         tracked.as_of_ms = venue_position.updateTime or tracked.as_of_ms
-        tracked.stop_loss, tracked.take_profit = sl, tp
+        newer = tracked.levels_arrival
+        if newer is not None and tuple(newer) > ticket.arrival and tracked.stop_loss is not None:
+            # A later intent already set this position's levels: this one (redelivered, or protecting late) keeps them.
+            notes.append(f"a later intent's levels ({tracked.stop_loss}, {tracked.take_profit}) are kept")
+        else:
+            tracked.owner = ticket.intent_id
+            tracked.stop_loss, tracked.take_profit = sl, tp
+            tracked.levels_arrival = ticket.arrival
         trailing = intent.trailing_stop_pct or ctx.settings.trailing_stop_pct or None
         tracked.trailing_stop_pct = trailing
         tracked.best_price = tracked.best_price or entry

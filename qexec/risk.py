@@ -14,7 +14,7 @@ import redis
 
 from qexec import constants
 from qexec.config import Settings
-from qexec.models import Intent
+from qexec.models import Intent, stream_position
 
 if TYPE_CHECKING:
     from qexec.venue import Venue
@@ -76,10 +76,8 @@ def halt_record(raw: Any) -> dict[str, Any] | None:
 
 def written_at(entry_id: str | None) -> datetime | None:
     """When a stream entry was written, from its id (`<ms>-<seq>`); None for an id of another kind."""
-    head, _, seq = (entry_id or "").partition("-")
-    if not (head.isdigit() and seq.isdigit()):
-        return None
-    return datetime.fromtimestamp(int(head) / 1000, tz=UTC)
+    position = stream_position(entry_id)
+    return datetime.fromtimestamp(position[0] / 1000, tz=UTC) if position else None
 
 
 def _intent_breach(intent: Intent, s: Settings, now: datetime, written: datetime | None) -> str | None:

@@ -36,9 +36,10 @@ def intent(intent_id: str, symbol: str, side: str, size_usd: float, **fields: An
     return Intent.from_fields(body | fields)
 
 
-def run(ctx: Context, the_intent: Intent) -> tuple[ExecutionResult, dict[str, Any]]:
-    """place → confirm → publish → protect in this process, as the chain does; the result and the event."""
-    ticket = new_ticket(the_intent, entry_id=None)
+def run(ctx: Context, the_intent: Intent, ticket: Ticket | None = None) -> tuple[ExecutionResult, dict[str, Any]]:
+    """place → confirm → publish → protect in this process, as the chain does (with `ticket`, or a fresh one); the
+    result and the event."""
+    ticket = ticket or new_ticket(the_intent, entry_id=None)
     step: Ticket | ExecutionResult = ticket
     for attempt in range(50):
         try:

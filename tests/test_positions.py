@@ -16,7 +16,7 @@ from position_helpers import context, exits, flatten, intent, open_algos, positi
 from stack_fixtures import Stack, stop_process, unique_id
 from test_pipeline import venue_orders
 
-from qexec import constants, killswitch, monitor, positions
+from qexec import constants, killswitch, monitor, positions, protection
 from qexec.execution import Context, new_ticket
 from qexec.models import ExecutionResult, Ticket, client_order_id
 from qexec.rules import plain
@@ -493,5 +493,25 @@ def test_the_hedge_policy_on_a_one_way_account_rejects_and_says_why(stack: Stack
         result, _ = run(ctx, intent(unique_id("ow2"), symbol, "SELL", 60))
         assert result.status.value == "rejected"
         assert "hedge-mode account, and this one is one-way" in (result.reason or "")
+    finally:
+        flatten(ctx, symbol)
+
+
+def test_an_older_intents_late_protection_never_rolls_back_a_newer_ones_levels(stack: Stack) -> None:
+    """X opens a long (SL 430 / TP 480), Y updates its protection (440 / 470); X's protection step then runs again
+    (a redelivery, or a frozen bridge's re-dispatch): the venue keeps Y's levels, X's older ones do not come back."""
+    ctx = policy_context(stack)
+    symbol = "BCHUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "450.00")
+    x = intent(unique_id("older"), symbol, "BUY", 100, stop_loss=430, take_profit=480)
+    x_ticket = new_ticket(x, entry_id=None)
+    try:
+        x_result, _ = run(ctx, x, ticket=x_ticket)
+        updated, _ = run(ctx, intent(unique_id("newer"), symbol, "BUY", 100, stop_loss=440, take_profit=470))
+        assert updated.status.value == "protection_updated"
+        protection.protect_step(x_result.model_dump(mode="json"), x_ticket.model_dump(mode="json"), ctx)
+        triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
+        assert triggers == {"STOP_MARKET": Decimal(440), "TAKE_PROFIT_MARKET": Decimal(470)}
     finally:
         flatten(ctx, symbol)
