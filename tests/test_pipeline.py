@@ -512,3 +512,23 @@ def test_with_streams_turned_off_a_late_fill_is_confirmed_by_asking_the_venue(
         assert order_queries(paper) >= 1
         assert_result_matches_venue(stack, result)
         assert "FEED_LIVE" not in stack.log("worker")
+
+
+def test_an_order_answer_without_avg_price_is_priced_from_the_stream_with_no_order_look_up(stack: Stack) -> None:
+    """Binance's 2026 SDK spec drops `avgPrice`/`cumQuote` from the order answer: with the paper exchange answering
+    so, the result's price comes from the user-data stream's ORDER_TRADE_UPDATE (`ap`, `z`) - and no
+    `GET /fapi/v1/order` is made while the stream is up - and it equals the venue's own average price."""
+    stack.paper.admin("POST", "/paper/v1/config", {"order_answer_without_price": True})
+    try:
+        time.sleep(1.5)  # the worker's stream vouches for orders placed a second after it came up: long since true
+        look_ups = order_queries(stack.paper)
+        iid = unique_id("noavg")
+        stack.inject(seed_intent(iid, symbol="LINKUSDT", position_size_usd=60.0))
+        result = stack.wait_result(iid)
+        assert result["status"] == "filled", result
+        assert order_queries(stack.paper) == look_ups
+    finally:
+        stack.paper.admin("POST", "/paper/v1/config", {"order_answer_without_price": False})
+    order = stack.paper.client().futures_get_order(symbol="LINKUSDT", orderId=result["order_id"])
+    assert Decimal(str(result["entry_price"])) == Decimal(order["avgPrice"]) > 0
+    assert Decimal(str(result["quantity"])) == Decimal(order["executedQty"])

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
+TRADE_RETENTION_S = 180 * 24 * 3600.0  # Binance: userTrades "only support querying trade in the past 6 months"
+
 
 @dataclass
 class Config:
@@ -25,6 +27,10 @@ class Config:
     ban_s: float = 120.0
     listen_key_ttl_s: float = 3600.0  # a listen key lives this long after its POST or last PUT
     ws_queue_limit: int = 10_000  # frames a websocket may have unsent before it is cut
+    trade_retention_s: float = TRADE_RETENTION_S  # userTrades returns no fill older than this
+    # Answer new orders without `avgPrice` and `cumQuote`, as Binance's own SDK spec of 2026 describes the response
+    # (not confirmed on the live venue): a client must then learn the fill's price elsewhere (the user-data stream).
+    order_answer_without_price: bool = False
     chaos: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

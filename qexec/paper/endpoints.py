@@ -196,10 +196,14 @@ async def new_order(ex: Exchange, p: Params, plan: FillPlan) -> Any:
             avgPrice="0.00000",
             updateTime=order.time_ms,
         )
-        return body
-    ex.commit()
-    await ex.wait_final(order.order_id)
-    return _order(ex, order)
+    else:
+        ex.commit()
+        await ex.wait_final(order.order_id)
+        body = _order(ex, order)
+    if ex.config.order_answer_without_price:
+        body.pop("avgPrice", None)
+        body.pop("cumQuote", None)
+    return body
 
 
 async def get_order(ex: Exchange, p: Params, plan: FillPlan) -> Any:
