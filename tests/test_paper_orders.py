@@ -343,3 +343,93 @@ def test_a_limit_outside_the_percent_price_band_is_refused(
     assert refused.value.code == code
     resting = client.futures_create_order(side=side, price="1650.00" if side == "BUY" else "6600.00", **limit)
     assert resting["status"] == "NEW"
+
+
+def test_user_trades_forget_fills_older_than_the_retention_knob(paper: PaperExchange) -> None:
+    """`trade_retention_s` (6 months by default) bounds what userTrades returns, by orderId too."""
+    client = paper.client()
+    paper.set_price("ETHUSDT", "3300.00")
+    old = client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.010")
+    paper.admin("POST", "/paper/v1/config", {"trade_retention_s": 0.5})
+    time.sleep(0.7)
+    new = client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.020")
+    assert [t["orderId"] for t in client.futures_account_trades(symbol="ETHUSDT")] == [new["orderId"]]
+    assert client.futures_account_trades(symbol="ETHUSDT", orderId=old["orderId"]) == []
+    assert paper.admin("GET", "/paper/v1/config")["trade_retention_s"] == 0.5
+
+
+def test_a_limit_price_above_the_price_filter_maximum_gets_4002(paper: PaperExchange) -> None:
+    """PRICE_FILTER's maxPrice is Binance's -4002 "Price greater than max price." (-4016 is the PERCENT_PRICE cap)."""
+    error = api_error(
+        paper.client().futures_create_order,
+        symbol="BTCUSDT",
+        side="BUY",
+        type="LIMIT",
+        timeInForce="GTC",
+        quantity="0.002",
+        price="10000000.10",
+    )
+    assert (error.code, error.message) == (-4002, "Price greater than max price.")
+
+
+@pytest.mark.parametrize("tif", ["IOC", "FOK"])
+def test_an_ioc_or_fok_limit_through_the_mark_fills_at_once(paper: PaperExchange, tif: str) -> None:
+    """A marketable IOC or FOK LIMIT fills in full at once and leaves nothing on the book."""
+    paper.set_price("AVAXUSDT", "12.770")
+    client = paper.client()
+    limit = dict(symbol="AVAXUSDT", side="BUY", type="LIMIT", quantity="5", price="13.000")
+    order = client.futures_create_order(timeInForce=tif, newOrderRespType="RESULT", **limit)
+    assert (order["status"], order["executedQty"], order["timeInForce"]) == ("FILLED", "5", tif)
+    assert client.futures_get_open_orders(symbol="AVAXUSDT") == []
+
+
+def test_an_ioc_limit_that_fills_in_part_expires_the_rest(paper: PaperExchange) -> None:
+    """IOC with a partial_fill fault: the executed part stays, the rest expires (nothing rests on the book)."""
+    paper.set_price("AVAXUSDT", "12.770")
+    paper.add_fault(kind="partial_fill", ratio=0.4)
+    client = paper.client()
+    order = client.futures_create_order(
+        symbol="AVAXUSDT",
+        side="BUY",
+        type="LIMIT",
+        timeInForce="IOC",
+        quantity="10",
+        price="13.000",
+        newOrderRespType="RESULT",
+    )
+    assert (order["status"], order["executedQty"]) == ("EXPIRED", "4")
+    assert client.futures_get_open_orders(symbol="AVAXUSDT") == []
+
+
+def test_a_fok_limit_that_could_fill_only_in_part_is_rejected_and_not_recorded(paper: PaperExchange) -> None:
+    """FOK is all or nothing: with a partial_fill fault it gets -5021, and no fill, position or order remains."""
+    paper.set_price("AVAXUSDT", "12.770")
+    paper.add_fault(kind="partial_fill", ratio=0.4)
+    client = paper.client()
+    error = api_error(
+        client.futures_create_order,
+        symbol="AVAXUSDT",
+        side="BUY",
+        type="LIMIT",
+        timeInForce="FOK",
+        quantity="10",
+        price="13.000",
+    )
+    assert error.code == -5021
+    assert client.futures_account_trades(symbol="AVAXUSDT") == []
+    assert client.futures_position_information(symbol="AVAXUSDT") == []
+    assert paper.orders(symbol="AVAXUSDT") == []
+
+
+def test_a_post_only_limit_away_from_the_mark_rests_and_fills_as_maker(paper: PaperExchange) -> None:
+    """A GTX LIMIT that would not take rests as NEW and, once the mark reaches it, fills at its price as maker."""
+    paper.set_price("AVAXUSDT", "12.770")
+    client = paper.client()
+    order = client.futures_create_order(
+        symbol="AVAXUSDT", side="BUY", type="LIMIT", timeInForce="GTX", quantity="5", price="12.500"
+    )
+    assert (order["status"], order["timeInForce"]) == ("NEW", "GTX")
+    paper.set_price("AVAXUSDT", "12.400")
+    assert client.futures_get_order(symbol="AVAXUSDT", orderId=order["orderId"])["status"] == "FILLED"
+    (trade,) = client.futures_account_trades(symbol="AVAXUSDT")
+    assert (trade["maker"], trade["price"]) == (True, "12.500")

@@ -13,7 +13,7 @@ import uvicorn
 from qexec.constants import PAPER_API_KEY, PAPER_API_SECRET, PAPER_PORT
 from qexec.paper import catalogue
 from qexec.paper.auth import Auth
-from qexec.paper.config import Config
+from qexec.paper.config import TRADE_RETENTION_S, Config
 from qexec.paper.exchange import Exchange
 from qexec.paper.server import create_app
 from qexec.paper.store import Store
@@ -64,6 +64,9 @@ def default_state_path() -> Path:
 @click.option("--ban-after", default=10, type=int, help="429s in one window before the IP is banned (418).")
 @click.option("--ban-s", default=120.0, type=float, help="Length of a 418 ban in seconds.")
 @click.option(
+    "--trade-retention-s", default=TRADE_RETENTION_S, type=float, help="userTrades returns no fill older than this."
+)
+@click.option(
     "--log-level",
     default="warning",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
@@ -92,6 +95,7 @@ def paper_command(
     orders_per_10s: int,
     ban_after: int,
     ban_s: float,
+    trade_retention_s: float,
     log_level: str,
 ) -> None:
     """Run a local exchange that speaks the Binance USD-M Futures REST protocol."""
@@ -110,6 +114,7 @@ def paper_command(
         orders_per_10s=orders_per_10s,
         ban_after=ban_after,
         ban_s=ban_s,
+        trade_retention_s=trade_retention_s,
     )
     state_path = None if state == MEMORY else Path(state) if state else default_state_path()
     store = Store(state_path) if state_path is not None else None

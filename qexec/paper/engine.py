@@ -16,6 +16,7 @@ from typing import Any
 from qexec.paper import errors, events
 from qexec.paper.account import Account, Position, max_notional
 from qexec.paper.catalogue import PERCENT_PRICE_DOWN, PERCENT_PRICE_UP, Symbol
+from qexec.paper.config import TRADE_RETENTION_S
 from qexec.paper.decimals import ZERO, floor_to, fmt, places_of, round_to
 from qexec.paper.orders import CONDITIONAL_TYPES, AlgoOrder, Fill, Order
 from qexec.paper.params import Params
@@ -25,7 +26,6 @@ CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "GTX", "GTD"})
 WORKING_TYPES = frozenset({"MARK_PRICE", "CONTRACT_PRICE"})
 TRADE_WINDOW_MS = 7 * 24 * 3600 * 1000  # userTrades: the longest startTime..endTime span
-TRADE_RETENTION_MS = 180 * 24 * 3600 * 1000  # userTrades: how far back fills are kept (about 6 months)
 MIN_CALLBACK_RATE, MAX_CALLBACK_RATE = Decimal("0.1"), Decimal(20)  # TRAILING_STOP_MARKET callbackRate, in %
 FIRST_ORDER_ID = 4_000_000_001
 FIRST_ALGO_ID = 3_000_000_001
@@ -40,11 +40,12 @@ EXPIRED_MARKET = "9"
 
 @dataclass
 class Settings:
-    """The engine's knobs: slippage of taker fills and the two fee rates."""
+    """The engine's knobs: slippage of taker fills, the two fee rates and how long userTrades keeps a fill."""
 
     slippage_bps: Decimal = Decimal(1)
     taker_fee_rate: Decimal = Decimal("0.0005")
     maker_fee_rate: Decimal = Decimal("0.0002")
+    trade_retention_ms: int = int(TRADE_RETENTION_S * 1000)
 
 
 @dataclass
@@ -238,7 +239,8 @@ class Engine:
         crosses = not market and self._crosses(side, price, mark)
         if not market and tif == "GTX" and crosses:
             raise errors.GTX_REJECT
-        if not market and tif == "FOK" and not crosses:
+        # FOK is all or nothing: one that would not fill at once, or only in part (a partial_fill fault), is refused.
+        if not market and tif == "FOK" and (not crosses or plan.partial_ratio is not None):
             raise errors.FOK_REJECT
         now = now_ms()
         order = Order(
@@ -327,7 +329,7 @@ class Engine:
         start, end = p.optional_integer("startTime"), p.optional_integer("endTime")
         from_id, order_id = p.optional_integer("fromId"), p.optional_integer("orderId")
         # Binance: at most 7 days between startTime and endTime; one of them alone means 7 days from (or up to) it;
-        # neither (without orderId or fromId) the last 7 days; and only the last TRADE_RETENTION_MS are kept.
+        # neither (without orderId or fromId) the last 7 days; and only fills younger than the retention are kept.
         now = now_ms()
         if start is not None and end is not None and end - start > TRADE_WINDOW_MS:
             raise errors.LOOKUP_INTERVAL_TOO_BIG
@@ -337,7 +339,7 @@ class Engine:
             start = end - TRADE_WINDOW_MS
         elif start is None and order_id is None and from_id is None:
             start = now - TRADE_WINDOW_MS
-        oldest = now - TRADE_RETENTION_MS
+        oldest = now - self.settings.trade_retention_ms
         fills = [
             f
             for f in self.fills.get(symbol, [])

@@ -120,9 +120,9 @@ class Exchange:
     # ---- state ---------------------------------------------------------------------------------
 
     def apply_config(self) -> None:
-        """Push fee and slippage settings into the engine."""
+        """Push fee, slippage and userTrades retention settings into the engine."""
         slippage, taker, maker = self.config.fee_decimals()
-        self.engine.settings = Settings(slippage, taker, maker)
+        self.engine.settings = Settings(slippage, taker, maker, int(self.config.trade_retention_s * 1000))
 
     def commit(self) -> None:
         """Write what changed to the state file (write-through: before the response leaves)."""
