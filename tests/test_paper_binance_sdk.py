@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from binance_common.configuration import ConfigurationRestAPI, ConfigurationWebSocketStreams
-from binance_common.errors import BadRequestError, NotFoundError
+from binance_common.errors import BadRequestError
 from binance_sdk_derivatives_trading_usds_futures import DerivativesTradingUsdsFutures
 from binance_sdk_derivatives_trading_usds_futures.rest_api import DerivativesTradingUsdsFuturesRestAPI
 from binance_sdk_derivatives_trading_usds_futures.rest_api.models import (
@@ -75,15 +75,15 @@ def test_price_ticker_is_the_mark_the_admin_set(
     assert Decimal(ticker.price) == Decimal("91500.1")
 
 
-def test_24hr_ticker_parses_when_the_endpoint_is_served(rest: DerivativesTradingUsdsFuturesRestAPI) -> None:
+def test_24hr_ticker_parses_into_the_sdks_model(
+    paper: PaperExchange, rest: DerivativesTradingUsdsFuturesRestAPI
+) -> None:
     """``ticker24hr_price_change_statistics`` (``/fapi/v1/ticker/24hr``) parses the paper exchange's answer."""
-    try:
-        ticker = rest.ticker24hr_price_change_statistics(symbol=BTC).data().actual_instance
-    except NotFoundError as missing:
-        # Another change adds /fapi/v1/ticker/24hr; until then the paper exchange answers -5000 (no such path).
-        assert missing.status_code == -5000
-        pytest.skip("the paper exchange does not serve /fapi/v1/ticker/24hr yet")
+    paper.set_price(BTC, "91500.1")
+    ticker = rest.ticker24hr_price_change_statistics(symbol=BTC).data().actual_instance
     assert ticker is not None and ticker.symbol == BTC
+    assert Decimal(ticker.last_price or "0") == Decimal("91500.1")
+    assert ticker.count is not None and ticker.open_time is not None
 
 
 def test_balance_and_account_show_the_paper_wallet(rest: DerivativesTradingUsdsFuturesRestAPI) -> None:

@@ -121,3 +121,46 @@ def test_prices_walk_when_ticking(start_paper_server: Callable[..., PaperExchang
     before = server.admin("GET", "/paper/v1/prices")
     time.sleep(0.4)
     assert server.admin("GET", "/paper/v1/prices") != before
+
+
+def used_weight(response: requests.Response) -> int:
+    """The ``X-MBX-USED-WEIGHT-1M`` a response reports."""
+    return int(response.headers["X-MBX-USED-WEIGHT-1M"])
+
+
+def test_24hr_ticker_has_binances_fields_and_types_and_weighs_1_or_40(paper: PaperExchange) -> None:
+    """`/fapi/v1/ticker/24hr`: Binance's sixteen fields, decimals as strings and times, ids and count as integers,
+    the last price the mark and the range around it; weight 1 for a symbol, 40 for all of them."""
+    paper.set_price("ETHUSDT", "3300.00")
+    url = f"{paper.url}/fapi/v1/ticker/24hr"
+    one = requests.get(url, params={"symbol": "ETHUSDT"}, timeout=5)
+    every = requests.get(url, timeout=5)
+    assert one.status_code == every.status_code == 200
+    again = requests.get(url, params={"symbol": "BTCUSDT"}, timeout=5)
+    assert (used_weight(every) - used_weight(one), used_weight(again) - used_weight(every)) == (40, 1)
+    ticker = one.json()
+    decimals = "priceChange priceChangePercent weightedAvgPrice lastPrice lastQty openPrice highPrice lowPrice"
+    decimals += " volume quoteVolume"
+    integers = "openTime closeTime firstId lastId count"
+    assert set(ticker) == {"symbol", *decimals.split(), *integers.split()}
+    assert all(isinstance(ticker[k], str) and Decimal(ticker[k]) == Decimal(ticker[k]) for k in decimals.split())
+    assert all(isinstance(ticker[k], int) for k in integers.split())
+    assert (ticker["symbol"], ticker["lastPrice"]) == ("ETHUSDT", "3300.00")
+    assert Decimal(ticker["lowPrice"]) <= Decimal("3300.00") <= Decimal(ticker["highPrice"])
+    assert Decimal(ticker["priceChange"]) == Decimal("3300.00") - Decimal(ticker["openPrice"])
+    assert ticker["closeTime"] - ticker["openTime"] <= 24 * 3600 * 1000
+    assert len(every.json()) == len(paper.client().futures_exchange_info()["symbols"])
+
+
+def test_price_and_book_tickers_answer_one_symbol_or_all(paper: PaperExchange) -> None:
+    """`/fapi/v1/ticker/price` and `/fapi/v1/ticker/bookTicker` give an object for a symbol and a list without one;
+    the book brackets the mark."""
+    paper.set_price("LINKUSDT", "14.000")
+    price = requests.get(f"{paper.url}/fapi/v1/ticker/price", params={"symbol": "LINKUSDT"}, timeout=5).json()
+    assert (price["symbol"], price["price"], type(price["time"])) == ("LINKUSDT", "14.000", int)
+    book = requests.get(f"{paper.url}/fapi/v1/ticker/bookTicker", params={"symbol": "LINKUSDT"}, timeout=5).json()
+    assert {"symbol", "bidPrice", "bidQty", "askPrice", "askQty", "time", "lastUpdateId"} <= set(book)
+    assert Decimal(book["bidPrice"]) < Decimal("14.000") < Decimal(book["askPrice"])
+    for path in ("/fapi/v1/ticker/price", "/fapi/v1/ticker/bookTicker"):
+        every = requests.get(paper.url + path, timeout=5).json()
+        assert isinstance(every, list) and "LINKUSDT" in {t["symbol"] for t in every}
