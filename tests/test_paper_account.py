@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -163,3 +164,44 @@ def test_lowering_the_leverage_of_an_open_position_beyond_the_margin_gets_2028(p
     assert caught.value.code == -2028
     assert client.futures_position_information(symbol="ETHUSDT", version=2)[0]["leverage"] == "20"
     assert client.futures_change_leverage(symbol="ETHUSDT", leverage=10)["leverage"] == 10  # margin enough for 10x
+
+
+def test_a_funded_asset_and_a_traded_position_carry_the_time_they_last_changed(paper: PaperExchange) -> None:
+    """USDT's updateTime (account v2/v3 assets, balance v2/v3) is the funding time, then the last fill's; a
+    position's is its last fill's; a symbol never traded keeps 0, as on Binance."""
+    client = paper.client()
+    before = int(time.time() * 1000)
+    paper.admin("POST", "/paper/v1/reset")
+    funded = {
+        "account v2": client.futures_account(version=2)["assets"][0]["updateTime"],
+        "account v3": client.futures_account(version=3)["assets"][0]["updateTime"],
+        "balance v2": client.futures_account_balance(version=2)[0]["updateTime"],
+        "balance v3": client.futures_account_balance(version=3)[0]["updateTime"],
+    }
+    assert len(set(funded.values())) == 1 and before <= funded["balance v3"] <= int(time.time() * 1000), funded
+    time.sleep(0.01)
+    client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.010")
+    (fill,) = client.futures_account_trades(symbol="ETHUSDT")
+    assert client.futures_account_balance()[0]["updateTime"] == fill["time"] > funded["balance v3"]
+    assert client.futures_account(version=3)["assets"][0]["updateTime"] == fill["time"]
+    (position,) = client.futures_position_information(symbol="ETHUSDT")
+    assert position["updateTime"] == fill["time"]
+    positions = {p["symbol"]: p for p in client.futures_account(version=2)["positions"]}
+    assert (positions["ETHUSDT"]["updateTime"], positions["SOLUSDT"]["updateTime"]) == (fill["time"], 0)
+
+
+def test_raising_the_leverage_past_the_open_positions_bracket_gets_2027(paper: PaperExchange) -> None:
+    """30 BTC (2.85M USDT) open at 20x; 125x caps a position at 2M: -2027 and the leverage stays; 50x (5M) is fine."""
+    paper.admin("POST", "/paper/v1/reset", {"balance": 1_000_000})
+    paper.set_price("BTCUSDT", "95000.00")
+    client = paper.client()
+    client.futures_change_leverage(symbol="BTCUSDT", leverage=20)
+    client.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="30")
+    with pytest.raises(BinanceAPIException) as caught:
+        client.futures_change_leverage(symbol="BTCUSDT", leverage=125)
+    assert (caught.value.code, caught.value.message) == (
+        -2027,
+        "Exceeded the maximum allowable position at current leverage.",
+    )
+    assert client.futures_position_information(symbol="BTCUSDT", version=2)[0]["leverage"] == "20"
+    assert client.futures_change_leverage(symbol="BTCUSDT", leverage=50)["maxNotionalValue"] == "5000000"
