@@ -360,6 +360,21 @@ def test_leverage_change_streams_account_config_update(paper: PaperExchange) -> 
     assert (event["e"], event["ac"]) == ("ACCOUNT_CONFIG_UPDATE", {"s": "ETHUSDT", "l": 7})
 
 
+def test_a_leverage_change_from_another_client_streams_and_a_refused_one_streams_nothing(paper: PaperExchange) -> None:
+    """A signed POST /fapi/v1/leverage by another client (as the Binance UI would) streams ACCOUNT_CONFIG_UPDATE in
+    Binance's shape; one the venue refuses (-2028) streams nothing."""
+    client = paper.client()
+    paper.set_price("ETHUSDT", "3300.00")
+    client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="5")
+    with user_stream(paper, client) as ws:
+        refused = paper.signed("POST", "/fapi/v1/leverage", {"symbol": "ETHUSDT", "leverage": 1})
+        assert refused.json()["code"] == -2028
+        assert paper.signed("POST", "/fapi/v1/leverage", {"symbol": "ETHUSDT", "leverage": 25}).status_code == 200
+        event = receive(ws)
+    assert set(event) == {"e", "E", "T", "ac"} and isinstance(event["E"], int) and isinstance(event["T"], int)
+    assert (event["e"], event["ac"]) == ("ACCOUNT_CONFIG_UPDATE", {"s": "ETHUSDT", "l": 25})
+
+
 def test_margin_type_change_streams_an_account_update_with_the_new_margin_type(paper: PaperExchange) -> None:
     """POST /fapi/v1/marginType streams ACCOUNT_UPDATE (reason MARGIN_TYPE_CHANGE) with the flat position."""
     client = paper.client()
