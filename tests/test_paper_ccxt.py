@@ -46,10 +46,15 @@ def test_ccxt_fetch_ticker_reads_the_24h_ticker(exchange: Any, paper: PaperExcha
 
 
 def test_ccxt_fetch_balance_shows_the_funded_usdt(exchange: Any) -> None:
-    """The funded USDT asset carries the time it last changed (ccxt skips an asset whose `updateTime` is 0)."""
+    """The funded USDT asset carries the time it last changed (ccxt skips an asset whose `updateTime` is 0); an
+    open position holds its margin out of `free`."""
     balance = exchange.fetch_balance()
     assert balance["USDT"]["total"] == pytest.approx(10_000.0)
     assert balance["USDT"]["free"] == pytest.approx(10_000.0)
+    exchange.create_order(SYMBOL, "market", "buy", 0.05)  # 165 USDT at 20x: 8.25 of margin held
+    after = exchange.fetch_balance()["USDT"]
+    assert after["total"] == pytest.approx(10_000.0, abs=0.2)  # less the taker fee and the slippage
+    assert after["free"] == pytest.approx(after["total"] - 8.25, abs=0.05)
 
 
 def test_ccxt_trades_market_limit_and_reduce_only_and_sees_the_position(exchange: Any) -> None:
@@ -66,18 +71,37 @@ def test_ccxt_trades_market_limit_and_reduce_only_and_sees_the_position(exchange
     assert [p for p in exchange.fetch_positions([SYMBOL]) if p["contracts"]] == []
 
 
-def test_ccxt_stop_loss_and_take_profit_orders(exchange: Any, paper: PaperExchange) -> None:
-    """ccxt's stop-loss and take-profit orders reach the venue (algo orders since 2025-12); the paper exchange holds
-    them as such, or answers with Binance's own code if ccxt sends them to the old path."""
+def test_ccxt_stop_loss_and_take_profit_go_to_the_algo_service(exchange: Any, paper: PaperExchange) -> None:
+    """ccxt 4.5 sends a contract order with `stopLossPrice`/`takeProfitPrice` to `POST /fapi/v1/algoOrder`
+    (conditional orders left /fapi/v1/order in 2025-12): they are listed, fetched and canceled as trigger orders,
+    a second closePosition stop gets -4130, and the take-profit closes the position when the mark reaches it."""
     exchange.create_order(SYMBOL, "market", "buy", 0.05)
-    try:
-        stop = exchange.create_order(SYMBOL, "STOP_MARKET", "sell", 0.05, None, {"stopPrice": 3000, "reduceOnly": True})
-    except ccxt.BaseError as exc:
-        assert "-4120" in str(exc)  # conditional types belong to /fapi/v1/algoOrder
-    else:
-        assert stop["id"]
-        algos = paper.client().futures_get_open_orders(symbol="ETHUSDT", conditional=True)
-        assert [a["orderType"] for a in algos] == ["STOP_MARKET"]
+    stop = exchange.create_order(SYMBOL, "market", "sell", 0.05, None, {"stopLossPrice": 3000, "reduceOnly": True})
+    take = exchange.create_order(SYMBOL, "market", "sell", 0.05, None, {"takeProfitPrice": 3600, "reduceOnly": True})
+    held = {a["algoId"]: a["orderType"] for a in paper.admin("GET", "/paper/v1/algoOrders?symbol=ETHUSDT")}
+    assert held == {int(stop["id"]): "STOP_MARKET", int(take["id"]): "TAKE_PROFIT_MARKET"}
+    trigger = {"trigger": True}
+    waiting = exchange.fetch_open_orders(SYMBOL, params=trigger)
+    assert sorted(o["id"] for o in waiting) == sorted([stop["id"], take["id"]])
+    assert exchange.fetch_order(take["id"], SYMBOL, trigger)["triggerPrice"] == pytest.approx(3600)
+    exchange.cancel_order(stop["id"], SYMBOL, trigger)
+    assert [o["id"] for o in exchange.fetch_open_orders(SYMBOL, params=trigger)] == [take["id"]]
+    close_all = {"stopLossPrice": 3000, "closePosition": True}
+    exchange.create_order(SYMBOL, "market", "sell", None, None, close_all)
+    with pytest.raises(ccxt.BaseError) as second:
+        exchange.create_order(SYMBOL, "market", "sell", None, None, {**close_all, "stopLossPrice": 2900})
+    assert "-4130" in str(second.value)
+    paper.set_price("ETHUSDT", "3650.00")
+    assert [p for p in exchange.fetch_positions([SYMBOL]) if p["contracts"]] == []
+
+
+def test_ccxt_reads_the_book_and_last_price_tickers(exchange: Any) -> None:
+    """`fetch_bids_asks` reads `/fapi/v1/ticker/bookTicker` and `fetch_last_prices` `/fapi/v2/ticker/price`;
+    `fetch_tickers()` reads every symbol's 24h ticker."""
+    book = exchange.fetch_bids_asks([SYMBOL])[SYMBOL]
+    assert book["bid"] < 3300 < book["ask"]
+    assert exchange.fetch_last_prices([SYMBOL])[SYMBOL]["price"] == pytest.approx(3300.0)
+    assert SYMBOL in exchange.fetch_tickers()
 
 
 def test_ccxt_sees_the_venues_error_codes(exchange: Any) -> None:
