@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -433,3 +434,13 @@ def test_a_post_only_limit_away_from_the_mark_rests_and_fills_as_maker(paper: Pa
     assert client.futures_get_order(symbol="AVAXUSDT", orderId=order["orderId"])["status"] == "FILLED"
     (trade,) = client.futures_account_trades(symbol="AVAXUSDT")
     assert (trade["maker"], trade["price"]) == (True, "12.500")
+
+
+def test_the_retention_is_set_from_the_command_line(start_paper_server: Callable[..., PaperExchange]) -> None:
+    """`qexec paper --trade-retention-s 0.3`: a fill is in userTrades at once and gone after 0.3 s."""
+    paper = start_paper_server("--tick-ms", "0", "--trade-retention-s", "0.3")
+    client = paper.client()
+    client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.010")
+    assert len(client.futures_account_trades(symbol="ETHUSDT")) == 1
+    time.sleep(0.5)
+    assert client.futures_account_trades(symbol="ETHUSDT") == []
