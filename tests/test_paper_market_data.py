@@ -130,7 +130,7 @@ def used_weight(response: requests.Response) -> int:
 
 def test_24hr_ticker_has_binances_fields_and_types_and_weighs_1_or_40(paper: PaperExchange) -> None:
     """`/fapi/v1/ticker/24hr`: Binance's sixteen fields, decimals as strings and times, ids and count as integers,
-    the last price the mark and the range around it; weight 1 for a symbol, 40 for all of them."""
+    the last price the mark and the range around it, lastQty the last fill's; weight 1 for a symbol, 40 for all."""
     paper.set_price("ETHUSDT", "3300.00")
     url = f"{paper.url}/fapi/v1/ticker/24hr"
     one = requests.get(url, params={"symbol": "ETHUSDT"}, timeout=5)
@@ -150,6 +150,8 @@ def test_24hr_ticker_has_binances_fields_and_types_and_weighs_1_or_40(paper: Pap
     assert Decimal(ticker["priceChange"]) == Decimal("3300.00") - Decimal(ticker["openPrice"])
     assert ticker["closeTime"] - ticker["openTime"] <= 24 * 3600 * 1000
     assert len(every.json()) == len(paper.client().futures_exchange_info()["symbols"])
+    paper.client().futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.020")
+    assert requests.get(url, params={"symbol": "ETHUSDT"}, timeout=5).json()["lastQty"] == "0.020"
 
 
 def test_price_and_book_tickers_answer_one_symbol_or_all(paper: PaperExchange) -> None:

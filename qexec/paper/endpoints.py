@@ -95,6 +95,8 @@ async def ticker_24hr(ex: Exchange, p: Params, plan: FillPlan) -> Any:
     def render(name: str) -> Any:
         symbol, last = ex.engine.symbols[name], prices.mark(name)
         candles = prices.day(name, now) or []
+        fills = ex.engine.fills.get(name)  # the paper account's own fills are the market's only trades
+        last_qty = fills[-1].qty if fills and candles and fills[-1].time_ms >= candles[0].open_ms else ZERO
         first = candles[0].open if candles else last
         high = max([c.high for c in candles] + [last])
         low = min([c.low for c in candles] + [last])
@@ -108,7 +110,7 @@ async def ticker_24hr(ex: Exchange, p: Params, plan: FillPlan) -> Any:
             "priceChangePercent": fmt(change / first * 100 if first else ZERO, 3),
             "weightedAvgPrice": fmt(quote / volume if volume else last, places),
             "lastPrice": fmt(last, places),
-            "lastQty": fmt(ZERO, symbol.qty_places),
+            "lastQty": fmt(last_qty, symbol.qty_places),
             "openPrice": fmt(first, places),
             "highPrice": fmt(high, places),
             "lowPrice": fmt(low, places),
@@ -361,7 +363,7 @@ def _account(ex: Exchange, version: int) -> dict[str, Any]:
         "canDeposit": True,
         "canWithdraw": True,
         "feeBurn": False,
-        "updateTime": 0,
+        "updateTime": 0,  # Binance: "reserved property, please ignore" (the assets' and positions' carry the time)
         "multiAssetsMargin": False,
         "tradeGroupId": -1,
         "totalInitialMargin": f8(initial),
