@@ -118,7 +118,7 @@ INTENT_TO_RESULT = HistogramFamily(
 HISTOGRAMS = (FILL_LATENCY, INTENT_TO_RESULT)
 
 # Bounded label values: a rejection's reason text is classified, never used as a label.
-REASON_KINDS = ("stale", "unknown_symbol", "min_size", "risk", "venue", "other")
+REASON_KINDS = ("stale", "unknown_symbol", "min_size", "price_band", "risk", "halted", "venue", "other")
 
 
 def reason_kind(reason: str) -> str:
@@ -130,6 +130,8 @@ def reason_kind(reason: str) -> str:
         return "stale"
     if text.startswith("unknown symbol") or "is not trading" in text:
         return "unknown_symbol"
+    if "percent_price" in text:
+        return "price_band"
     if "is below" in text:
         return "min_size"
     if text.startswith("halted"):
@@ -236,12 +238,15 @@ def queue_result(
 
 def without_result(r: redis.Redis) -> int:
     """Intents taken in that have no result yet and are neither dead letters nor duplicates: received - results -
-    dead letters - duplicates (deployment-wide, since the counters began). Submits still in flight count too."""
+    dead letters - duplicates (deployment-wide, since the counters began). Submits still in flight count too.
+
+    Only results of intents taken in by a bridge or `submit_intent` keep it exact: steps run by hand (tests, tools)
+    publish results nothing took in, and can push it below zero."""
     pipe = r.pipeline(transaction=False)
     for family in (INTENTS_RECEIVED, RESULTS_PUBLISHED, INTENTS_DEAD_LETTERED, INTENTS_DUPLICATE):
         pipe.hgetall(family.redis_key)
     received, results, dead, duplicates = (sum(_number(v) for v in counts.values()) for counts in pipe.execute())
-    return max(int(received - results - dead - duplicates), 0)
+    return int(received - results - dead - duplicates)
 
 
 def _number(text: Any) -> float:

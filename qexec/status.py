@@ -246,7 +246,7 @@ def _redis_lines(report: Report) -> list[str]:
     inflight = report["inflight"]
     oldest = f", oldest placed {inflight['oldest_age_s']}s ago" if inflight["oldest_age_s"] is not None else ""
     placed = f"{inflight['placed']} with an order placed{oldest}"
-    lines.append(f"in flight: {inflight['count']} without a result yet ({placed})")
+    lines.append(f"in flight: {max(inflight['count'], 0)} without a result yet ({placed})")
     return lines
 
 

@@ -285,3 +285,6 @@ def test_rejection_reasons_map_to_a_bounded_set_of_kinds() -> None:
     assert metrics.reason_kind("BTCUSDT is not trading (status BREAK)") == "unknown_symbol"
     assert metrics.reason_kind("quantity 9 is above BTCUSDT's maximum 1") == "other"
     assert metrics.reason_kind("something new") == "other"
+    assert metrics.reason_kind("halted: exchange incident") == "halted"
+    band = "limit price 225 is below BCHUSDT's band: at least 427.5 (mark 450 x PERCENT_PRICE multiplierDown 0.95)"
+    assert metrics.reason_kind(band) == "price_band"
