@@ -189,8 +189,13 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack_paper() -> Iterator[PaperExchange]:
     """The session stack's own paper exchange: its worker keeps streams open there and calls it on its own, so the
-    paper exchange's own tests (which count connections and requests) get another one (`paper_exchange`)."""
-    exchange = start_paper("--tick-ms", "0")
+    paper exchange's own tests (which count connections and requests) get another one (`paper_exchange`).
+
+    Its weight budget is ten accounts': the tests also call it directly, back to back and unpaced (in-process steps,
+    `flatten`, look-ups), on top of the worker, whose own limiter keeps it within the usual 2400. The venue's limits
+    and bans are tested on exchanges of their own (tests/test_limiter.py, tests/test_paper_limits.py).
+    """
+    exchange = start_paper("--tick-ms", "0", "--weight-limit", "24000")
     try:
         yield exchange
     finally:
