@@ -484,19 +484,27 @@ def _event(
         position_side=position_side,
         status=status,
         entry_order_id=ticket.order.orderId if ticket.order is not None else entry_order_id,
-        stop_loss=float(tracked.sl.trigger) if tracked and tracked.sl else None,
-        take_profit=float(tracked.tp.trigger) if tracked and tracked.tp else None,
-        sl_order_id=tracked.sl.algo_id if tracked and tracked.sl else None,
-        tp_order_id=tracked.tp.algo_id if tracked and tracked.tp else None,
-        sl_client_algo_id=tracked.sl.client_algo_id if tracked and tracked.sl else None,
-        tp_client_algo_id=tracked.tp.client_algo_id if tracked and tracked.tp else None,
-        trailing_stop_pct=tracked.trailing_stop_pct if tracked else None,
         reason=reason,
         action=action,
         mode=ctx.venue.mode,
         venue=ctx.venue.host,
         published_at=utcnow(),
+        **(_guards_of(tracked) if tracked is not None else {}),
     )
+
+
+def _guards_of(tracked: Tracked) -> dict[str, Any]:
+    """A protection event's fields for the tracked position's stop-loss and take-profit."""
+    sl, tp = tracked.sl, tracked.tp
+    return {
+        "stop_loss": float(sl.trigger) if sl else None,
+        "take_profit": float(tp.trigger) if tp else None,
+        "sl_order_id": sl.algo_id if sl else None,
+        "tp_order_id": tp.algo_id if tp else None,
+        "sl_client_algo_id": sl.client_algo_id if sl else None,
+        "tp_client_algo_id": tp.client_algo_id if tp else None,
+        "trailing_stop_pct": tracked.trailing_stop_pct,
+    }
 
 
 def publish_failure(ctx: Context, tracked: Tracked, reason: str, action: str) -> None:
@@ -515,18 +523,12 @@ def tracked_event(
         symbol=tracked.symbol,
         position_side=tracked.position_side,
         status=status,
-        stop_loss=float(tracked.sl.trigger) if tracked.sl else None,
-        take_profit=float(tracked.tp.trigger) if tracked.tp else None,
-        sl_order_id=tracked.sl.algo_id if tracked.sl else None,
-        tp_order_id=tracked.tp.algo_id if tracked.tp else None,
-        sl_client_algo_id=tracked.sl.client_algo_id if tracked.sl else None,
-        tp_client_algo_id=tracked.tp.client_algo_id if tracked.tp else None,
-        trailing_stop_pct=tracked.trailing_stop_pct,
         reason=reason,
         action=action,
         mode=ctx.venue.mode,
         venue=ctx.venue.host,
         published_at=utcnow(),
+        **_guards_of(tracked),
     )
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from position_helpers import context, flatten, intent, run
+from position_helpers import context, flatten, intent, position_amt, run
 from stack_fixtures import Stack, unique_id
 
 from qexec.models import client_order_id
@@ -184,11 +184,6 @@ def test_a_post_only_limit_that_would_take_is_refused_by_the_venue(stack: Stack)
         result = stack.wait_result(body["intent_id"])
         assert result["status"] in ("rejected", "expired"), result
         assert result["quantity"] is None
-        assert position_amount(ctx, symbol) == 0
+        assert position_amt(ctx, symbol) == 0
     finally:
         flatten(ctx, symbol)
-
-
-def position_amount(ctx: Any, symbol: str) -> Decimal:
-    """The symbol's position amount at the venue."""
-    return sum((Decimal(p["positionAmt"]) for p in ctx.venue.positions(symbol)), Decimal(0))

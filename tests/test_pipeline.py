@@ -317,25 +317,6 @@ def test_malformed_entries_are_dead_lettered_and_the_bridge_keeps_going(stack: S
     assert pending["pending"] == 0
 
 
-def test_celery_call_submit_intent_leads_to_a_result(stack: Stack) -> None:
-    """`celery -A qexec call qexec.submit_intent --kwargs …` validates the intent and starts the chain."""
-    iid = unique_id("call")
-    kwargs = json.dumps(seed_intent(iid, symbol="LINKUSDT"))
-    out = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "qexec", "call", "qexec.submit_intent", "--kwargs", kwargs],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert out.stdout.strip()
-    result = stack.wait_result(iid)
-    assert result["status"] == "filled", result
-    assert result["entry_id"] is None
-
-
 def celery_call(stack: Stack, *options: str) -> str:
     """`celery -A qexec call qexec.submit_intent OPTIONS`: the task id it prints."""
     out = subprocess.run(
@@ -348,6 +329,15 @@ def celery_call(stack: Stack, *options: str) -> str:
         check=True,
     )
     return out.stdout.strip()
+
+
+def test_celery_call_submit_intent_leads_to_a_result(stack: Stack) -> None:
+    """`celery -A qexec call qexec.submit_intent --kwargs …` validates the intent and starts the chain."""
+    iid = unique_id("call")
+    assert celery_call(stack, "--kwargs", json.dumps(seed_intent(iid, symbol="LINKUSDT")))
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled", result
+    assert result["entry_id"] is None
 
 
 def dead_letter_of(stack: Stack, task_id: str, timeout_s: float = 15) -> dict[str, str]:
