@@ -45,6 +45,11 @@ PIPELINE_ENV = {
 }
 
 
+# The session stack's weight budget (its paper exchange's, and its worker's limiter set to match): the tests call
+# that exchange directly too, back to back (`qexec status` alone spends ~85 weight), beside the worker and the monitor.
+STACK_WEIGHT_PER_MIN = 24_000
+
+
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
     """The test process's environment without any QEXEC_* of the developer's, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QEXEC_")}
@@ -191,11 +196,11 @@ def stack_paper() -> Iterator[PaperExchange]:
     """The session stack's own paper exchange: its worker keeps streams open there and calls it on its own, so the
     paper exchange's own tests (which count connections and requests) get another one (`paper_exchange`).
 
-    Its weight budget is ten accounts': the tests also call it directly, back to back and unpaced (in-process steps,
-    `flatten`, look-ups), on top of the worker, whose own limiter keeps it within the usual 2400. The venue's limits
-    and bans are tested on exchanges of their own (tests/test_limiter.py, tests/test_paper_limits.py).
+    Its weight budget is ten accounts' (`STACK_WEIGHT_PER_MIN`): the tests also call it directly, back to back and
+    unpaced (in-process steps, `flatten`, look-ups, `qexec status`). The venue's limits and bans, and qexec's limiter
+    at the usual 2400, are tested on exchanges of their own (tests/test_limiter.py, tests/test_paper_limits.py).
     """
-    exchange = start_paper("--tick-ms", "0", "--weight-limit", "24000")
+    exchange = start_paper("--tick-ms", "0", "--weight-limit", str(STACK_WEIGHT_PER_MIN))
     try:
         yield exchange
     finally:
@@ -211,7 +216,11 @@ def stack(
     url = f"redis://127.0.0.1:{redis_server.port}/0"
     metrics_port = free_port()
     extra = dict(
-        PIPELINE_ENV, QEXEC_REDIS_URL=url, QEXEC_EXCHANGE_URL=paper_exchange.url, QEXEC_METRICS_PORT=str(metrics_port)
+        PIPELINE_ENV,
+        QEXEC_REDIS_URL=url,
+        QEXEC_EXCHANGE_URL=paper_exchange.url,
+        QEXEC_METRICS_PORT=str(metrics_port),
+        QEXEC_WEIGHT_PER_MIN=str(STACK_WEIGHT_PER_MIN),  # the budget its paper exchange grants, as in production
     )
     env = clean_env(extra)
     settings = Settings(**{k.removeprefix("QEXEC_").lower(): v for k, v in extra.items()})
