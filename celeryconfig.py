@@ -4,5 +4,5 @@ from qexec.config import celery_config, settings_or_exit
 
 globals().update(celery_config(settings_or_exit()))
 
-# celery-redbeat's scheduler, kept alive through a Redis restart (qexec/beat.py); the settings above are redbeat's.
-beat_scheduler = "qexec.beat:ResilientRedBeatScheduler"
+# celery-redbeat's scheduler, kept alive through a Redis restart (qexec/worker/beat.py); the settings above are its.
+beat_scheduler = "qexec.worker.beat:ResilientRedBeatScheduler"

@@ -31,7 +31,7 @@ import psutil
 import redis
 import requests
 
-from qexec.redisserver import LocalRedis, free_port
+from qexec.ops.redisserver import LocalRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

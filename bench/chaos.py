@@ -33,7 +33,7 @@ import redis
 import requests
 
 from qexec.models import client_order_id, utcnow
-from qexec.redisserver import LocalRedis, free_port
+from qexec.ops.redisserver import LocalRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 INTENT_STREAM = "quantum:stream:trade.intent"

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from qexec.constants import PAPER_API_KEY, PAPER_API_SECRET
-from qexec.redisserver import free_port
+from qexec.ops.redisserver import free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -125,7 +125,7 @@ def _report(
 
 def hop_cost() -> None:
     """A Redis GET and a signed MARKET order, back to back and after 50 ms idle: the price of a cold hop here."""
-    from qexec.redisserver import LocalRedis  # noqa: PLC0415 - only this mode needs it
+    from qexec.ops.redisserver import LocalRedis  # noqa: PLC0415 - only this mode needs it
 
     def timed(call: object, gap_s: float, count: int = 100) -> float:
         laps = []

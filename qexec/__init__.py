@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
         from qexec.config import settings_or_exit
 
         settings_or_exit()
-        from qexec.worker import app
+        from qexec.worker.app import app
 
         return app
     raise AttributeError(name)

@@ -12,12 +12,12 @@ from typing import Any
 
 import click
 
-from qexec.killswitch import halt_command, resume_command
+from qexec.ops.halt import halt_command, resume_command
+from qexec.ops.selftest import selftest_command, settings_or_fail, venue_or_exit
+from qexec.ops.stack import up_command, wait_command
+from qexec.ops.status import status_command
+from qexec.ops.verify import verify_command
 from qexec.paper.command import paper_command
-from qexec.selftest import selftest_command, settings_or_fail, venue_or_exit
-from qexec.stack import up_command, wait_command
-from qexec.status import status_command
-from qexec.verify import verify_command
 
 log = logging.getLogger("qexec.cli")
 
@@ -60,13 +60,13 @@ main.add_command(resume_command, "resume")
 @click.option("--log-level", default="INFO", show_default=True)
 def bridge(consumer: str | None, log_level: str) -> None:
     """Read intents from the stream and start one Celery chain per intent."""
-    from qexec import logs, metrics, streams
-    from qexec.bridge import Bridge
-    from qexec.tasks import start_chain
+    from qexec import logs, metrics, redis_streams
+    from qexec.pipeline.bridge import Bridge
+    from qexec.worker.tasks import start_chain
 
     settings = settings_or_fail()
     logs.configure(log_level, secrets=list(settings.credentials()) if settings.api_key else [])
-    venue_or_exit(settings, streams.connect(settings.redis_url))
+    venue_or_exit(settings, redis_streams.connect(settings.redis_url))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -75,8 +75,10 @@ def bridge(consumer: str | None, log_level: str) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    metrics.serve(settings, streams.connect(settings.redis_url))  # deployment-wide figures from Redis, at /metrics
-    worker = Bridge(settings, streams.connect(settings.redis_url), start_chain, consumer=consumer)
+    metrics.serve(
+        settings, redis_streams.connect(settings.redis_url)
+    )  # deployment-wide figures from Redis, at /metrics
+    worker = Bridge(settings, redis_streams.connect(settings.redis_url), start_chain, consumer=consumer)
     log.info("bridge %s reading %s as group %s", worker.consumer, settings.intent_stream, settings.consumer_group)
     worker.run(stop)
     log.info("bridge %s stopped after %d entries", worker.consumer, worker.handled)
@@ -121,10 +123,10 @@ def inject(
     wait_s: float,
 ) -> None:
     """Write one intent (from flags) or many (from a JSON-lines file) to the intent stream."""
-    from qexec import streams
+    from qexec import redis_streams
 
     settings = settings_or_fail()
-    r = streams.connect(settings.redis_url)
+    r = redis_streams.connect(settings.redis_url)
     if path is not None:
         intents = []
         for number, line in enumerate(path.read_text().splitlines(), 1):

@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qexec import constants
-from qexec.identity import HostKind, VenueIdentity, derived_stream_url, url_host_kind, venue_identity
+from qexec.venue.identity import HostKind, VenueIdentity, derived_stream_url, url_host_kind, venue_identity
 
 
 class Mode(StrEnum):
@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     # How long a submit whose outcome is unknown is looked up before it is declared "not placed".
     unknown_lookup_s: float = Field(default=10.0, gt=0)
 
-    # The venue's websocket streams (qexec/feed.py): order updates, positions and marks without REST calls.
+    # The venue's websocket streams (qexec/venue/feed.py): order updates, positions and marks without REST calls.
     use_streams: bool = True
     stream_url: str | None = None  # the websocket base; default: the mode's (paper: the exchange's own port)
     stream_poll_s: float = Field(default=0.05, gt=0)  # confirm_fill's first countdown while the stream vouches
@@ -232,14 +232,14 @@ class Settings(BaseSettings):
     halt_allows_reduce_only: bool = True
 
     # Rate limits and risk.
-    # The account's venue budget, shared by every worker through Redis (qexec/limiter.py); `limit_margin` is the
+    # The account's venue budget, shared by every worker through Redis (qexec/venue/limiter.py); `limit_margin` is the
     # share of each limit qexec spends, and one call waits at most `limit_max_wait_s` before its task retries later.
     weight_per_min: int = Field(default=2400, gt=0)
     orders_per_10s: int = Field(default=300, gt=0)
     orders_per_min: int = Field(default=1200, gt=0)
     limit_margin: float = Field(default=0.95, gt=0, le=1)
     limit_max_wait_s: float = Field(default=2.0, gt=0)
-    # Risk limits beyond the two above (qexec/risk.py); unset means no limit. Symbols are comma-separated.
+    # Risk limits beyond the two above (qexec/pipeline/risk.py); unset means no limit. Symbols are comma-separated.
     symbol_allow: str = ""
     symbol_deny: str = ""
     max_total_notional_usd: float | None = Field(default=None, gt=0)
@@ -309,7 +309,7 @@ class Settings(BaseSettings):
 
     @property
     def venue(self) -> VenueIdentity:
-        """Which venue the orders go to (qexec/identity.py): every label, and every real-money guard, reads this."""
+        """Which venue the orders go to (venue/identity.py): every label and every real-money guard reads this."""
         overridden = self.venue_url != VENUE_URLS[self.mode]
         return venue_identity(self.mode.value, self.venue_url, overridden=overridden)
 
@@ -397,8 +397,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport: dict[str, Any] = {}
     transport_class = None
     if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
-        # kombu's Redis transport, made to survive Redis going away under a worker (see qexec/broker.py).
-        transport_class = "qexec.broker:RedisTransport"
+        # kombu's Redis transport, made to survive Redis going away under a worker (see qexec/worker/broker.py).
+        transport_class = "qexec.worker.broker:RedisTransport"
         transport = {
             "visibility_timeout": visibility_s,
             "unacked_restore_interval": settings.unacked_restore_interval_s,
@@ -429,7 +429,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Confirmation polls get their own queue so they are not stuck behind a backlog of new intents.
         "task_routes": {"qexec.confirm_fill": {"queue": "qexec.confirm"}},
         "worker_timer_precision": 0.05,
-        "worker_disable_rate_limits": True,  # qexec paces venue calls itself (qexec/limiter.py), not Celery
+        "worker_disable_rate_limits": True,  # qexec paces venue calls itself (qexec/venue/limiter.py), not Celery
         # Task events cost a broker publish per task state (the largest single item, about a fifth of the samples,
         # in a py-spy profile of the worker): off unless someone watches. Flower switches them on in every worker.
         "worker_send_task_events": False,

@@ -35,7 +35,7 @@ UNPROTECTED_KEY = "qexec:positions:unprotected"
 # The event (repaired, or failed) that ends a position's (SYMBOL:DIRECTION) unprotected spell begun at that epoch ms.
 PROTECTION_SPELL_KEY = "qexec:position:{key}:repaired:{since_ms}"
 
-# Deployment-wide controls (qexec/limiter.py, qexec/killswitch.py).
+# Deployment-wide controls (qexec/venue/limiter.py, qexec/ops/halt.py).
 LIMIT_COUNTER_KEY = "qexec:limits:{window}"  # hash: bucket number -> venue budget spent in it (weight or orders)
 LIMIT_PAUSE_KEY = "qexec:limits:pause"  # set with the venue's Retry-After as TTL: no venue call until it expires
 HALT_KEY = "qexec:halt"  # JSON {at, reason, flatten}: while set, every new intent is rejected with reason `halted`

@@ -67,7 +67,7 @@ class HistogramFamily:
 # Each stream entry (or `submit_intent` task) is counted once, when first taken in, and then ends in exactly one of:
 # a result, in flight, a dead letter, a duplicate. So received = results + in flight + dead letters + duplicates,
 # and a redelivery (a reclaimed entry, a re-read PEL, a task run again) counts as a redelivery only.
-# The counts are made by the scripts that claim and dead-letter (qexec/streams.py), atomically with them.
+# The counts are made by the scripts that claim and dead-letter (qexec/redis_streams.py), atomically with them.
 INTENTS_RECEIVED = Family(
     "intents_received",
     "qexec_intents_received_total",

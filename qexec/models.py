@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from qexec import clientids
+from qexec import ids
 from qexec.errors import IntentError
 
 
@@ -256,7 +256,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-client_order_id = clientids.entry  # the entry order's `newClientOrderId` (qexec/clientids.py)
+client_order_id = ids.entry  # the entry order's `newClientOrderId` (qexec/ids.py)
 
 
 class OrderState(BaseModel):

@@ -10,17 +10,17 @@ import sys
 import time
 from decimal import Decimal
 
-from qexec import streams
+from qexec import redis_streams
 from qexec.config import Settings
 from qexec.errors import RateLimited
 from qexec.models import OrderType, Side
-from qexec.venue import Venue
+from qexec.venue.binance import Venue
 
 
 def main(orders: int, weight_calls: int) -> None:
     """Alternate BUY/SELL market orders with 5-weight balance reads until both counts are done."""
     settings = Settings()
-    venue = Venue(settings, streams.connect(settings.redis_url))
+    venue = Venue(settings, redis_streams.connect(settings.redis_url))
     started = time.monotonic()
     done_orders = done_reads = 0
     tag = f"{time.time_ns() % 10**12:x}"

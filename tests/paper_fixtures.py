@@ -21,7 +21,7 @@ import requests
 from websockets.sync.client import ClientConnection
 
 from qexec.constants import PAPER_API_KEY, PAPER_API_SECRET
-from qexec.redisserver import free_port
+from qexec.ops.redisserver import free_port
 
 with warnings.catch_warnings():
     # python-binance 1.0.37 imports a deprecated websockets name at import time; nothing we can change here.

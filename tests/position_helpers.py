@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from qexec import constants, protection, streams
+from qexec import constants, redis_streams
 from qexec.config import Settings
-from qexec.execution import Context, Pending, confirm, new_ticket, place_entry, publish
 from qexec.models import ExecutionResult, Intent, Ticket
-from qexec.venue import Venue
+from qexec.pipeline.execution import Context, Pending, confirm, new_ticket, place_entry, publish
+from qexec.positions import protection
+from qexec.venue.binance import Venue
 
 
 def context(settings: Settings, **change: Any) -> Context:
@@ -20,7 +21,7 @@ def context(settings: Settings, **change: Any) -> Context:
     changed = settings.model_copy(update={"adopt_grace_s": 0.0, **change})
     venue = Venue(changed)
     venue.forget_position_mode()  # tests switch accounts between modes; never trust another test's cache
-    return Context(changed, streams.connect(changed.redis_url), venue)
+    return Context(changed, redis_streams.connect(changed.redis_url), venue)
 
 
 def intent(intent_id: str, symbol: str, side: str, size_usd: float, **fields: Any) -> Intent:

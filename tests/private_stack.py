@@ -13,7 +13,7 @@ from paper_fixtures import free_port
 from stack_fixtures import PIPELINE_ENV, Stack, clean_env, stop_process
 
 from qexec.config import Settings
-from qexec.redisserver import LocalRedis
+from qexec.ops.redisserver import LocalRedis
 
 
 @contextlib.contextmanager

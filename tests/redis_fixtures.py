@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from qexec.redisserver import EMBEDDED_ENV, LocalRedis, RedisServerNotFound, describe_server, embedded_mode
+from qexec.ops.redisserver import EMBEDDED_ENV, LocalRedis, RedisServerNotFound, describe_server, embedded_mode
 
 # Database 0 is left alone; tests take 1..15 in turn, so a straggler from one test lands elsewhere.
 _databases = itertools.cycle(range(1, 16))

@@ -22,8 +22,8 @@ from paper_fixtures import PaperExchange, free_port, start_paper
 
 from qexec.config import Settings
 from qexec.models import ExecutionResult
-from qexec.redisserver import LocalRedis
-from qexec.worker import app, configure
+from qexec.ops.redisserver import LocalRedis
+from qexec.worker.app import app, configure
 
 ROOT = Path(__file__).resolve().parent.parent
 

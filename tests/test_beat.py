@@ -14,7 +14,7 @@ import redis
 from stack_fixtures import clean_env, stop_process, wait_for_line
 
 from qexec import constants
-from qexec.redisserver import LocalRedis, free_port
+from qexec.ops.redisserver import LocalRedis, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from prometheus_client import generate_latest
 from stack_fixtures import Stack, stop_process, unique_id, wait_for_line
 from test_metrics import figure, parse
 
-from qexec import metrics, streams
+from qexec import metrics, redis_streams
 from qexec.models import utcnow
 
 pytestmark = pytest.mark.slow
@@ -123,7 +123,7 @@ def burst_after_a_freeze(paper: PaperExchange, tmp_path: Path) -> Iterator[tuple
     SIGCONTed; every intent has its result."""
     with private_stack(paper, tmp_path, BURST_ENV, bridge=False) as stack:
         # Given a bridge that is working through a burst of 200 intents, sent before it started (so it reads batches)
-        streams.ensure_group(stack.redis, stack.settings.intent_stream, stack.settings.consumer_group)
+        redis_streams.ensure_group(stack.redis, stack.settings.intent_stream, stack.settings.consumer_group)
         ids = [unique_id("burst") for _ in range(200)]
         for n, iid in enumerate(ids):
             stack.inject(intent(iid, SYMBOLS[n % len(SYMBOLS)]))
@@ -195,7 +195,7 @@ def test_the_intent_stream_and_the_dead_letters_are_trimmed_but_never_past_a_pen
     with private_stack(paper, tmp_path, extra, bridge=False) as stack:
         s = stack.settings
         # Given a 1 MB entry (dead-lettered) and three intents handled by a bridge that then stopped
-        streams.ensure_group(stack.redis, s.intent_stream, s.consumer_group)
+        redis_streams.ensure_group(stack.redis, s.intent_stream, s.consumer_group)
         huge = stack.redis.xadd(s.intent_stream, {"payload": "x" * 1_000_000})
         done = [unique_id("trim-done") for _ in range(3)]
         for iid in done:
@@ -271,7 +271,7 @@ def test_a_bridge_deletes_consumers_idle_with_nothing_pending_and_keeps_one_with
     with private_stack(paper, tmp_path, extra, worker=False, bridge=False) as stack:
         # Given a consumer left by an old bridge with nothing pending, and one holding an entry
         s = stack.settings
-        streams.ensure_group(stack.redis, s.intent_stream, s.consumer_group)
+        redis_streams.ensure_group(stack.redis, s.intent_stream, s.consumer_group)
         stack.redis.xgroup_createconsumer(s.intent_stream, s.consumer_group, "oldhost-4242")
         stack.inject(intent(unique_id("held")))
         stack.redis.xreadgroup(s.consumer_group, "oldhost-4343", {s.intent_stream: ">"}, count=1)

@@ -19,8 +19,8 @@ from stack_fixtures import ROOT, clean_env
 
 from qexec import constants
 from qexec.config import MAINNET_ARMING_PHRASE, Settings, masked_url
-from qexec.redisserver import find_server_binary
-from qexec.venue import Venue
+from qexec.ops.redisserver import find_server_binary
+from qexec.venue.binance import Venue
 
 RUN_TIMEOUT_S = 60
 READY_TIMEOUT_S = 60

@@ -23,7 +23,7 @@ from stack_fixtures import PIPELINE_ENV, Stack, clean_env, stop_process, unique_
 
 from qexec.config import Settings, celery_config
 from qexec.models import client_order_id, utcnow
-from qexec.redisserver import LocalRedis, free_port
+from qexec.ops.redisserver import LocalRedis, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import requests
 from stack_fixtures import ROOT, clean_env, stop_process, wait_for_line
 
 from qexec.config import Settings
-from qexec.dashboard import check
-from qexec.redisserver import LocalRedis, free_port
+from qexec.ops.flower_auth import check
+from qexec.ops.redisserver import LocalRedis, free_port
 
 
 @pytest.mark.parametrize(

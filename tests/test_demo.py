@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from qexec.config import Settings
-from qexec.demo import DEMO_ORDERS, HEADER, Demo, demo_intent, result_row, run_demo
 from qexec.models import ExecutionResult, Intent, ResultStatus, Side, utcnow
+from qexec.ops.demo import DEMO_ORDERS, HEADER, Demo, demo_intent, result_row, run_demo
 
 SEED_KEYS = {
     "symbol",

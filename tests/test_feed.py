@@ -17,11 +17,12 @@ from paper_fixtures import PaperExchange
 from position_helpers import context, exits, flatten, intent, open_algos, run
 from stack_fixtures import Stack, unique_id
 
-from qexec import constants, feed, monitor, positions, protection
+from qexec import constants
 from qexec.config import Settings
-from qexec.execution import new_ticket, place_entry
 from qexec.models import ExecutionResult, OrderStatus
-from qexec.venue import Venue, thread_venue
+from qexec.pipeline.execution import new_ticket, place_entry
+from qexec.positions import monitor, protection, store
+from qexec.venue.binance import Venue, feed, thread_venue
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 5.0) -> Any:
@@ -286,7 +287,7 @@ def test_a_position_only_the_stream_reports_does_not_hold_an_order_back(stack: S
     flatten(ctx, symbol)
     try:
         stack_feed._on_account({"P": [{"s": symbol, "pa": "10", "ep": "5.0", "ps": "BOTH"}]}, now_ms())
-        assert (symbol, "LONG") in positions.open_positions(ctx, symbol), "the stream's view (wrong on purpose)"
+        assert (symbol, "LONG") in store.open_positions(ctx, symbol), "the stream's view (wrong on purpose)"
         result, _event = run(ctx, intent(unique_id("ghost"), symbol, "BUY", 60))
         assert result.status.value == "filled", result
     finally:
@@ -306,12 +307,12 @@ def test_a_close_only_the_stream_reports_publishes_no_exit_and_keeps_the_protect
         assert result.status.value == "filled" and event["status"] == "placed"
         earlier_exits = exits(ctx, symbol)  # other tests' positions on the symbol, in this session's stack
         stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
-        assert positions.open_positions(ctx, symbol) == {}, "the stream's view (wrong on purpose)"
+        assert store.open_positions(ctx, symbol) == {}, "the stream's view (wrong on purpose)"
         report = monitor.watch(ctx, {symbol})
         assert report["closed"] == []
         assert exits(ctx, symbol) == earlier_exits
         assert len(open_algos(ctx, symbol)) == 2
-        assert positions.load(ctx.redis, symbol, "LONG") is not None
+        assert store.load(ctx.redis, symbol, "LONG") is not None
     finally:
         flatten(ctx, symbol)
 
@@ -329,13 +330,13 @@ def test_an_entry_filled_before_the_stream_says_so_is_seen_over_rest_by_the_next
         filled = place_entry(first, ctx)
         assert isinstance(filled, ExecutionResult) and filled.status.value == "filled", filled
         stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
-        assert positions.open_positions(ctx, symbol) == {}, "the stream's view (behind the venue on purpose)"
+        assert store.open_positions(ctx, symbol) == {}, "the stream's view (behind the venue on purpose)"
 
         second, _event = run(ctx, intent(unique_id("second"), symbol, "SELL", 60))
 
         assert second.status.value == "rejected", second
         assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (second.reason or "")
-        assert (symbol, "LONG") in positions.open_positions(ctx, symbol, rest=True), "the first entry's LONG stands"
+        assert (symbol, "LONG") in store.open_positions(ctx, symbol, rest=True), "the first entry's LONG stands"
         protection.protect_step(filled.model_dump(mode="json"), first.model_dump(mode="json"), ctx)
         entries = constants.ENTRIES_KEY.format(symbol=symbol, direction="LONG")
         assert ctx.redis.zscore(entries, first.intent_id) is None, "protected: no longer on its way"

@@ -13,11 +13,12 @@ from decimal import Decimal
 import pytest
 from stack_fixtures import Stack, stop_process, unique_id
 
-from qexec import constants, housekeeping, streams
+from qexec import constants, redis_streams
 from qexec.config import Settings
-from qexec.execution import Context, new_ticket, place_entry
 from qexec.models import Intent, Ticket, utcnow
-from qexec.venue import Venue
+from qexec.pipeline import housekeeping
+from qexec.pipeline.execution import Context, new_ticket, place_entry
+from qexec.venue.binance import Venue
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,9 @@ def test_beat_reconcile_finishes_an_order_that_no_chain_is_watching(stack: Stack
     """An order placed by a chain that then died is found by beat, cancelled at its deadline and published."""
     # Given an order placed a minute ago whose chain never got to confirm or publish
     minute_ago = utcnow() - timedelta(seconds=60)
-    ctx = Context(stack.settings, streams.connect(stack.settings.redis_url), Venue(stack.settings), lambda: minute_ago)
+    ctx = Context(
+        stack.settings, redis_streams.connect(stack.settings.redis_url), Venue(stack.settings), lambda: minute_ago
+    )
     mark = Decimal(stack.paper.client().futures_mark_price(symbol="ETHUSDT")["markPrice"])
     iid = unique_id("orphan")
     intent = Intent.from_fields(
@@ -93,7 +96,7 @@ def test_heartbeat_records_the_venue_state_and_says_when_it_fails(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A passing heartbeat is recorded with ok=1; a dead venue gives ok=0, the reason, and an error log line."""
-    r = streams.connect(stack.settings.redis_url)
+    r = redis_streams.connect(stack.settings.redis_url)
     record = housekeeping.venue_heartbeat(Context(stack.settings, r, Venue(stack.settings)))
     assert record["ok"] == 1
     assert r.hget(constants.HEARTBEAT_KEY, "ok") == "1"
@@ -110,8 +113,8 @@ def test_heartbeat_records_the_venue_state_and_says_when_it_fails(
 def test_beat_reclaims_an_entry_a_dead_bridge_left_pending(stack: Stack) -> None:
     """An entry read but never acknowledged by a vanished consumer is re-dispatched and acknowledged."""
     settings = stack.settings.model_copy(update={"intent_stream": f"test:intents:{unique_id()}", "claim_idle_ms": 100})
-    r = streams.connect(settings.redis_url)
-    streams.ensure_group(r, settings.intent_stream, settings.consumer_group)
+    r = redis_streams.connect(settings.redis_url)
+    redis_streams.ensure_group(r, settings.intent_stream, settings.consumer_group)
     entry_id = r.xadd(
         settings.intent_stream, {"payload": json.dumps({"symbol": "BTCUSDT", "side": "BUY", "position_size_usd": 150})}
     )

@@ -15,7 +15,7 @@ from position_helpers import context, flatten
 from private_stack import private_stack
 from stack_fixtures import Stack, unique_id
 
-from qexec import killswitch
+from qexec.ops import halt
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ def test_a_halt_stops_new_exposure_but_lets_a_reduction_through(stack: Stack) ->
     opened = unique_id("pre")
     stack.inject({"intent_id": opened, "symbol": symbol, "side": "BUY", "position_size_usd": 100, "leverage": 2})
     assert stack.wait_result(opened)["status"] == "filled"
-    killswitch.halt(stack.redis, reason="drill")
+    halt.halt(stack.redis, reason="drill")
     try:
         more, less = unique_id("more"), unique_id("less")
         stack.inject({"intent_id": more, "symbol": symbol, "side": "BUY", "position_size_usd": 50})
@@ -119,5 +119,5 @@ def test_a_halt_stops_new_exposure_but_lets_a_reduction_through(stack: Stack) ->
         assert stack.wait_result(more)["reason"] == "halted: drill"
         assert stack.wait_result(less)["status"] == "filled"
     finally:
-        killswitch.resume(stack.redis)
+        halt.resume(stack.redis)
         flatten(ctx, symbol)

@@ -16,12 +16,12 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qexec import execution
-from qexec.bridge import Bridge
 from qexec.config import Settings
 from qexec.errors import IntentError
-from qexec.execution import Context
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
+from qexec.pipeline import execution
+from qexec.pipeline.bridge import Bridge
+from qexec.pipeline.execution import Context
 
 MAX_BYTES = 16384
 
@@ -161,9 +161,9 @@ class NoVenue:
 def fuzz_bridge(redis_url: str) -> tuple[Bridge, Recorder, redis.Redis, redis.Redis]:
     """A real bridge on a real Redis with a recording dispatch, plus a raw (bytes) client for writing garbage."""
     conf = Settings(redis_url=redis_url, intent_stream="fuzz:intents", bridge_block_ms=10, claim_idle_ms=60_000)
-    from qexec import streams  # noqa: PLC0415 - the bridge's own client, as `qexec bridge` makes it
+    from qexec import redis_streams  # noqa: PLC0415 - the bridge's own client, as `qexec bridge` makes it
 
-    text = streams.connect(redis_url)
+    text = redis_streams.connect(redis_url)
     recorder = Recorder()
     bridge = Bridge(conf, text, recorder, consumer="fuzzer")
     bridge.start()

@@ -17,11 +17,11 @@ import pytest
 import redis
 from stack_fixtures import ROOT, Stack, clean_env, unique_id
 
-from qexec import constants, limiter
+from qexec import constants
 from qexec.config import Settings
 from qexec.errors import RateLimited
-from qexec.limiter import Cost, Limiter
-from qexec.venue import Venue
+from qexec.venue.binance import Venue, limiter
+from qexec.venue.limiter import Cost, Limiter
 
 
 def settings_for(**change: Any) -> Settings:

@@ -17,11 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from stack_fixtures import Stack, unique_id
 from test_pipeline import add_fault, seed_intent
 
-from qexec import constants, execution, housekeeping, metrics
+from qexec import constants, metrics
 from qexec.config import Settings
-from qexec.execution import Context
 from qexec.models import Intent, ResultStatus, client_order_id, utcnow
-from qexec.venue import Venue
+from qexec.pipeline import execution, housekeeping
+from qexec.pipeline.execution import Context
+from qexec.venue.binance import Venue
 
 Figures = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -21,10 +21,12 @@ from position_helpers import context
 from private_stack import private_stack
 from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 
-from qexec import constants, execution, feed, streams
-from qexec.bridge import Bridge
+from qexec import constants, redis_streams
 from qexec.models import ExecutionResult, Intent, Ticket, client_order_id
-from qexec.tasks import start_chain
+from qexec.pipeline import execution
+from qexec.pipeline.bridge import Bridge
+from qexec.venue import feed
+from qexec.worker.tasks import start_chain
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +141,7 @@ def test_a_bridge_killed_after_enqueue_and_before_ack_loses_nothing_and_duplicat
     settings = stack.settings.model_copy(
         update={"intent_stream": f"test:intents:{unique_id()}", "claim_idle_ms": 300, "bridge_block_ms": 100}
     )
-    r = streams.connect(stack.settings.redis_url)
+    r = redis_streams.connect(stack.settings.redis_url)
     iid = unique_id("crash")
 
     def dispatch_then_die(ticket: Ticket) -> None:
@@ -417,7 +419,8 @@ def test_several_bridges_side_by_side_share_the_stream_without_duplicates(stack:
     settings = stack.settings
     stop = threading.Event()
     extra = [
-        Bridge(settings, streams.connect(settings.redis_url), start_chain, consumer=f"extra-{n}") for n in range(2)
+        Bridge(settings, redis_streams.connect(settings.redis_url), start_chain, consumer=f"extra-{n}")
+        for n in range(2)
     ]
     threads = [threading.Thread(target=b.run, args=(stop,), daemon=True) for b in extra]
     for thread in threads:

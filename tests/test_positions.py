@@ -16,10 +16,12 @@ from position_helpers import context, exits, flatten, intent, open_algos, positi
 from stack_fixtures import Stack, stop_process, unique_id
 from test_pipeline import venue_orders
 
-from qexec import constants, killswitch, monitor, positions, protection
-from qexec.execution import Context, new_ticket
+from qexec import constants
 from qexec.models import ExecutionResult, Ticket, client_order_id
-from qexec.rules import plain
+from qexec.ops import halt
+from qexec.pipeline.execution import Context, new_ticket
+from qexec.positions import monitor, protection, store
+from qexec.venue.rules import plain
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +108,7 @@ def test_a_same_side_intent_scales_in_when_the_policy_says_add(stack: Stack) -> 
         assert sorted(a["orderType"] for a in algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
         assert all(a["closePosition"] for a in algos)
         assert {Decimal(a["triggerPrice"]) for a in algos} == {Decimal("2.35"), Decimal("2.75")}
-        tracked = positions.load(ctx.redis, symbol, "LONG")
+        tracked = store.load(ctx.redis, symbol, "LONG")
         assert tracked is not None and len(tracked.intent_ids) == 2
         assert event["status"] == "placed"
     finally:
@@ -206,13 +208,13 @@ def test_a_reverse_whose_entry_is_refused_says_the_position_was_closed(stack: St
         flatten(ctx, symbol)
 
 
-def register(ctx: Context, ticket: Ticket, *, deciding: bool = False) -> positions.OnTheWay:
+def register(ctx: Context, ticket: Ticket, *, deciding: bool = False) -> store.OnTheWay:
     """Register an entry on its symbol as place_order's first round trip does (`deciding`: holding its place lock,
     nothing submitted yet); the others it sees."""
     lock = constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id)
     if deciding:
         ctx.redis.set(lock, "token", px=5000)
-    on_the_way = positions.register_entry(ctx, ticket, "token" if deciding else "")
+    on_the_way = store.register_entry(ctx, ticket, "token" if deciding else "")
     ctx.redis.delete(lock)
     return on_the_way
 
@@ -230,14 +232,14 @@ def test_of_two_entries_on_a_symbol_the_second_sees_the_first_and_a_rerun_keeps_
         seen_by_first = register(ctx, first)
         seen_by_second = register(ctx, second)
         seen_again_by_first = register(ctx, first)
-        assert seen_by_first == positions.OnTheWay(frozenset(), ())
-        assert seen_by_second == positions.OnTheWay(frozenset({"LONG"}), (("LONG", first.intent_id),))
-        assert seen_again_by_first == positions.OnTheWay(frozenset({"SHORT"}), ()), "the second is not earlier"
-        positions.done_entering(ctx, first)
-        assert register(ctx, second) == positions.OnTheWay(frozenset(), ()), "the first is protected: not on its way"
+        assert seen_by_first == store.OnTheWay(frozenset(), ())
+        assert seen_by_second == store.OnTheWay(frozenset({"LONG"}), (("LONG", first.intent_id),))
+        assert seen_again_by_first == store.OnTheWay(frozenset({"SHORT"}), ()), "the second is not earlier"
+        store.done_entering(ctx, first)
+        assert register(ctx, second) == store.OnTheWay(frozenset(), ()), "the first is protected: not on its way"
     finally:
-        positions.done_entering(ctx, first)
-        positions.done_entering(ctx, second)
+        store.done_entering(ctx, first)
+        store.done_entering(ctx, second)
 
 
 def test_an_entry_that_retries_before_submitting_goes_behind_those_that_went_ahead_meanwhile(stack: Stack) -> None:
@@ -251,15 +253,15 @@ def test_an_entry_that_retries_before_submitting_goes_behind_those_that_went_ahe
         assert register(ctx, second, deciding=True).earlier == (("LONG", first.intent_id),)
         assert register(ctx, first, deciding=True).earlier == (("SHORT", second.intent_id),)
     finally:
-        positions.done_entering(ctx, first)
-        positions.done_entering(ctx, second)
+        store.done_entering(ctx, first)
+        store.done_entering(ctx, second)
 
 
 def test_an_entry_sees_the_nearest_earlier_entries_when_there_are_many(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With more entries than are read, the ones read are those registered just before, not the oldest."""
-    monkeypatch.setattr(positions, "EARLIER_READ", 2)
+    monkeypatch.setattr(store, "EARLIER_READ", 2)
     ctx = policy_context(stack)
     symbol = f"REG{uuid.uuid4().hex[:8].upper()}USDT"
     longs = [entry_ticket(symbol, "BUY", f"many{n}") for n in range(4)]
@@ -271,7 +273,7 @@ def test_an_entry_sees_the_nearest_earlier_entries_when_there_are_many(
         assert seen.earlier == (("LONG", longs[3].intent_id), ("LONG", longs[2].intent_id))
     finally:
         for ticket in [*longs, short]:
-            positions.done_entering(ctx, ticket)
+            store.done_entering(ctx, ticket)
 
 
 @contextlib.contextmanager
@@ -326,13 +328,13 @@ def test_a_halt_set_while_an_entry_waits_stops_it(stack: Stack) -> None:
     symbol = "NEARUSDT"
     with first_entry_at_the_venue(stack, symbol) as (ctx, _first, _results):
         second = unique_id("halted")
-        timer = threading.Timer(0.2, killswitch.halt, args=(ctx.redis,), kwargs={"reason": "test: halt mid-wait"})
+        timer = threading.Timer(0.2, halt.halt, args=(ctx.redis,), kwargs={"reason": "test: halt mid-wait"})
         timer.start()
         try:
             result, _event = run(ctx, intent(second, symbol, "SELL", 60))
         finally:
             timer.join()
-            killswitch.resume(ctx.redis)
+            halt.resume(ctx.redis)
         assert result.status.value == "rejected", result
         assert (result.reason or "").startswith("halted"), result.reason
         assert stack.paper.orders(clientOrderId=client_order_id(second)) == []
@@ -411,7 +413,7 @@ def test_a_restart_with_positions_and_orders_at_the_venue_duplicates_nothing(sta
         assert report["adopted"] == [f"{symbol}:LONG"]
         assert sorted(a["algoId"] for a in open_algos(ctx, symbol)) == ids
         assert stack.paper.stats()["algo_orders_placed"] == placed
-        tracked = positions.load(fresh.redis, symbol, "LONG")
+        tracked = store.load(fresh.redis, symbol, "LONG")
         assert tracked is not None and tracked.stop_loss == Decimal("11.5") and tracked.take_profit == Decimal("13")
     finally:
         flatten(ctx, symbol)
@@ -432,7 +434,7 @@ def test_a_position_closed_by_hand_is_closed_in_qexecs_records_with_an_exit_even
         [exit_event] = exits(ctx, symbol)
         assert (exit_event["reason"], exit_event["intent_ids"]) == ("manual_or_liquidation", [iid])
         assert open_algos(ctx, symbol) == []
-        assert positions.load(ctx.redis, symbol, "SHORT") is None
+        assert store.load(ctx.redis, symbol, "SHORT") is None
     finally:
         flatten(ctx, symbol)
 

@@ -12,9 +12,11 @@ from position_helpers import context, exits, flatten, intent, open_algos, positi
 from stack_fixtures import Stack, unique_id, wait_for_line
 from test_pipeline import seed_intent
 
-from qexec import constants, killswitch, monitor, positions, protection
-from qexec.execution import new_ticket, place_entry, publish
+from qexec import constants
 from qexec.models import ExecutionResult, ResultStatus, client_order_id
+from qexec.ops import halt
+from qexec.pipeline.execution import new_ticket, place_entry, publish
+from qexec.positions import monitor, protection, store
 
 pytestmark = pytest.mark.slow
 
@@ -411,7 +413,7 @@ def test_a_position_closed_by_halt_flatten_exits_with_reason_halt(stack: Stack) 
         result, _event = run(ctx, intent(opened, symbol, "BUY", 100, stop_loss=16, take_profit=18))
         for position in ctx.venue.positions(symbol):
             if Decimal(position["positionAmt"]):
-                killswitch._close(ctx.venue, position)  # what `halt --flatten` does, on this symbol alone
+                halt._close(ctx.venue, position)  # what `halt --flatten` does, on this symbol alone
         monitor.watch(ctx, symbols={symbol})
         [exit_event] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]
         assert exit_event["reason"] == "halt"
@@ -430,11 +432,11 @@ def test_a_position_held_longer_than_seven_days_still_gets_its_exit_price(stack:
     iid = unique_id("old")
     try:
         result, _event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=0.3, take_profit=0.35))
-        tracked = positions.load(ctx.redis, symbol, "LONG")
+        tracked = store.load(ctx.redis, symbol, "LONG")
         assert tracked is not None
         tracked.opened_ms -= 8 * 24 * 3600 * 1000
         tracked.as_of_ms = None  # a record from before qexec kept the state's time: walked from the open
-        positions.save(ctx.redis, tracked)
+        store.save(ctx.redis, tracked)
         closed = stack.paper.client().futures_create_order(
             symbol=symbol,
             side="SELL",

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import redis
 
-from qexec.redisserver import (
+from qexec.ops.redisserver import (
     EMBEDDED_ENV,
     MIN_REDIS_VERSION,
     LocalRedis,

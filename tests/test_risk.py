@@ -1,4 +1,4 @@
-"""Risk limits and the kill switch (qexec/risk.py, qexec/killswitch.py) through a real worker and bridge.
+"""Risk limits and the kill switch (qexec/pipeline/risk.py, qexec/ops/halt.py) through a real worker and bridge.
 
 The pipeline here has its own Redis and paper exchange, started with symbol lists, a total-notional limit and an
 open-positions limit that the session's `stack` does not have.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from qexec.rules import SymbolRules
+from qexec.venue.rules import SymbolRules
 
 BTC = {
     "symbol": "BTCUSDT",

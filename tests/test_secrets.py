@@ -30,7 +30,7 @@ from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 from qexec import logs
 from qexec.config import Settings
 from qexec.models import client_order_id
-from qexec.venue import Venue
+from qexec.venue.binance import Venue
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from stack_fixtures import ROOT, clean_env
 
 from qexec.config import MAINNET_ARMING_PHRASE, Mode, Settings
 from qexec.errors import VenueUnavailable
-from qexec.venue import Venue
+from qexec.venue.binance import Venue
 
 RUN_TIMEOUT_S = 60
 UNREACHABLE_REDIS = "redis://127.0.0.1:9/0"  # a closed port: nothing here may reach any Redis

@@ -26,8 +26,8 @@ from honcho.environ import parse_procfile
 from honcho.printer import Message, Printer
 
 from qexec.config import Mode, Settings
-from qexec.redisserver import LocalRedis, RedisServerError, free_port, redis_answers
-from qexec.stack import (
+from qexec.ops.redisserver import LocalRedis, RedisServerError, free_port, redis_answers
+from qexec.ops.stack import (
     PROCESS_NAMES,
     StackPrinter,
     Supervisor,
@@ -173,13 +173,13 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def start_up(tmp_path: Path, fake_bin: Path) -> Iterator[Callable[..., Up]]:
-    """Start `python -m qexec.stack up` on the fakes; whatever is left is killed at the end."""
+    """Start `python -m qexec.ops.stack up` on the fakes; whatever is left is killed at the end."""
     runs: list[Up] = []
 
     def start(*args: str, **environ: str) -> Up:
         records = tmp_path / "records"
         records.mkdir(exist_ok=True)
-        argv = [sys.executable, "-m", "qexec.stack", "up", "--bin-dir", str(fake_bin)]
+        argv = [sys.executable, "-m", "qexec.ops.stack", "up", "--bin-dir", str(fake_bin)]
         argv += ["--data-dir", str(tmp_path / "data"), "--paper-port", str(free_port())]
         argv += ["--flower-port", str(free_port()), *args]
         env = clean_environment(FAKE_RECORDS=str(records), **environ)

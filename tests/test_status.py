@@ -17,12 +17,12 @@ from paper_fixtures import free_port
 from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 from test_pipeline import seed_intent
 
-from qexec import housekeeping
 from qexec.cli import main
-from qexec.execution import Context
 from qexec.models import client_order_id
-from qexec.status import EXIT_REDIS_UNAVAILABLE, EXIT_VENUE_UNAVAILABLE
-from qexec.venue import Venue
+from qexec.ops.status import EXIT_REDIS_UNAVAILABLE, EXIT_VENUE_UNAVAILABLE
+from qexec.pipeline import housekeeping
+from qexec.pipeline.execution import Context
+from qexec.venue.binance import Venue
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def status_argv() -> list[str]:
     """`qexec status` once the command is registered on the CLI; the module's own command until then."""
     if "status" in main.commands:
         return [sys.executable, "-m", "qexec.cli", "status"]
-    return [sys.executable, "-m", "qexec.status"]
+    return [sys.executable, "-m", "qexec.ops.status"]
 
 
 def run_status(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

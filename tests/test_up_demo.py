@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from qexec import constants
-from qexec.demo import DEMO_ORDERS
-from qexec.redisserver import EMBEDDED_ENV, LocalRedis, free_port
+from qexec.ops.demo import DEMO_ORDERS
+from qexec.ops.redisserver import EMBEDDED_ENV, LocalRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"demo: (\d+) of (\d+) intents have results")
@@ -48,7 +48,7 @@ class Up:
         env = {key: value for key, value in os.environ.items() if not key.startswith("QEXEC_")}
         if EMBEDDED_ENV in os.environ:
             env[EMBEDDED_ENV] = os.environ[EMBEDDED_ENV]
-        argv = [sys.executable, "-m", "qexec.stack", "up", *args]
+        argv = [sys.executable, "-m", "qexec.ops.stack", "up", *args]
         argv += ["--paper-port", str(free_port()), "--flower-port", str(free_port())]
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, env={**env, **extra_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

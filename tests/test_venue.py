@@ -20,7 +20,7 @@ from qexec.errors import (
     VenueUnavailable,
 )
 from qexec.models import OrderStatus, OrderType, Side
-from qexec.venue import VENUE_ERRORS, Kind, Venue, _translate, classify
+from qexec.venue.binance import VENUE_ERRORS, Kind, Venue, _translate, classify
 
 
 def api_error(status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> BinanceAPIException:

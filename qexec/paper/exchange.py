@@ -27,7 +27,7 @@ from qexec.paper.params import Params
 from qexec.paper.prices import PriceBook
 from qexec.paper.stats import Stats
 from qexec.paper.store import Store
-from qexec.paper.streams import Streams
+from qexec.paper.websockets import Streams
 
 log = logging.getLogger("qexec.paper")
 

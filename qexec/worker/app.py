@@ -18,9 +18,11 @@ from celery.signals import (
 )
 from pydantic import ValidationError
 
-from qexec import dashboard, feed, logs, streams
+from qexec import logs, redis_streams
 from qexec.config import Settings, celery_config, get_settings
-from qexec.selftest import venue_or_exit
+from qexec.ops import flower_auth
+from qexec.ops.selftest import venue_or_exit
+from qexec.venue import feed
 
 EXIT_INVALID_SETTINGS = 1
 REPR_MAXSIZE = 160  # characters of a task's arguments (and, for qexec's steps, result) kept for logs and Flower
@@ -38,7 +40,7 @@ def settings_or_exit() -> Settings:
 def create_app() -> Celery:
     """Build the Celery app from `celeryconfig` (itself read from `QEXEC_*` settings, checked first)."""
     settings_or_exit()
-    celery_app = Celery("qexec", include=["qexec.tasks"])
+    celery_app = Celery("qexec", include=["qexec.worker.tasks"])
     celery_app.config_from_object("celeryconfig")
     # Every message carries a printable copy of its arguments (for logs and Flower); a ticket is ~1 KB of JSON, and
     # printing it whole on every send cost more CPU than the send itself. The head names the intent.
@@ -54,7 +56,7 @@ def configure(celery_app: Celery, settings: Settings) -> None:
 
 app = create_app()
 
-_refusal = dashboard.check(sys.argv, os.environ, get_settings())
+_refusal = flower_auth.check(sys.argv, os.environ, get_settings())
 if _refusal is not None:
     print(_refusal, file=sys.stderr)
     sys.exit(2)
@@ -74,7 +76,7 @@ def _check_venue_before_consuming(**_: Any) -> None:
     # set up and before the pool and the consumer start; a SystemExit raised here becomes the worker's exit code
     # (WorkController.start). worker_init and celeryd_init would exit too, but before logging exists.
     settings = get_settings()
-    venue_or_exit(settings, streams.connect(settings.redis_url))  # its calls spend from the shared venue budget
+    venue_or_exit(settings, redis_streams.connect(settings.redis_url))  # its calls spend from the shared venue budget
 
 
 @worker_ready.connect
@@ -82,8 +84,8 @@ def _check_venue_before_consuming(**_: Any) -> None:
 def _start_feed(**_: Any) -> None:
     # The process that runs the tasks keeps the venue's streams open (threads pool: the worker itself; prefork:
     # each child). Until the feed is live, and whenever it drops, the steps ask the venue over REST.
-    from qexec.tasks import qexec_redis  # noqa: PLC0415 - tasks import this module
-    from qexec.venue import thread_venue  # noqa: PLC0415 - python-binance loads with the tasks, not with beat
+    from qexec.venue.binance import thread_venue  # noqa: PLC0415 - python-binance loads with the tasks, not with beat
+    from qexec.worker.tasks import qexec_redis  # noqa: PLC0415 - tasks import this module
 
     settings = get_settings()
     feed.start(settings, lambda: thread_venue(settings, qexec_redis()))

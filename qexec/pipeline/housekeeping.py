@@ -7,11 +7,13 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from qexec import constants, execution, logs, monitor
-from qexec.bridge import Bridge, Dispatch
+from qexec import constants, logs
 from qexec.errors import VenueError
-from qexec.execution import Context, Pending
 from qexec.models import Ticket
+from qexec.pipeline import execution
+from qexec.pipeline.bridge import Bridge, Dispatch
+from qexec.pipeline.execution import Context, Pending
+from qexec.positions import monitor
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 import click
 import redis
 
-from qexec import clientids, constants, logs
+from qexec import constants, ids, logs
 from qexec.config import Settings
 from qexec.errors import OrderRejected, VenueError
 from qexec.models import OrderType, Side, utcnow
-from qexec.risk import halted
+from qexec.pipeline.risk import halted
 
 if TYPE_CHECKING:
-    from qexec.venue import Venue
+    from qexec.venue.binance import Venue
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _close(venue: Venue, position: dict[str, Any]) -> list[dict[str, str]]:
     left, closed = abs(amount), []
     while left > 0:
         quantity = min(left, largest)
-        cid = clientids.halt_close()
+        cid = ids.halt_close()
         try:
             order = venue.place_order(
                 symbol=symbol,
@@ -146,11 +146,11 @@ def _close(venue: Venue, position: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _redis_and_settings() -> tuple[redis.Redis, Settings]:
-    from qexec import streams  # noqa: PLC0415 - the CLI imports commands lazily
-    from qexec.selftest import settings_or_fail  # noqa: PLC0415
+    from qexec import redis_streams  # noqa: PLC0415 - the CLI imports commands lazily
+    from qexec.ops.selftest import settings_or_fail  # noqa: PLC0415
 
     settings = settings_or_fail()
-    return streams.connect(settings.redis_url), settings
+    return redis_streams.connect(settings.redis_url), settings
 
 
 @click.command("halt", context_settings={"help_option_names": ["-h", "--help"]})
@@ -170,7 +170,7 @@ def halt_command(reason: str, flatten_too: bool, wait_s: float) -> None:
     left = wait_for_placements(r, wait_s)
     if left:
         click.echo(f"warning: {left} placement(s) still in flight after {wait_s:g}s; flattening anyway", err=True)
-    from qexec.venue import Venue  # noqa: PLC0415 - python-binance only when the venue is needed
+    from qexec.venue.binance import Venue  # noqa: PLC0415 - python-binance only when the venue is needed
 
     try:
         done = flatten(Venue(settings, r))

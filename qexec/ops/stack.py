@@ -29,8 +29,8 @@ from pydantic import ValidationError
 
 from qexec import constants
 from qexec.config import REDIS_SCHEMES, Mode, Settings, checked_url, get_settings
-from qexec.demo import run_demo
-from qexec.redisserver import (
+from qexec.ops.demo import run_demo
+from qexec.ops.redisserver import (
     LocalRedis,
     RedisServerError,
     RedisServerNotFound,
@@ -38,7 +38,7 @@ from qexec.redisserver import (
     redacted,
     require_server,
 )
-from qexec.selftest import EXIT_VENUE_UNAVAILABLE
+from qexec.ops.selftest import EXIT_VENUE_UNAVAILABLE
 
 PROCESS_NAMES = ("paper", "worker", "bridge", "beat", "flower")  # the Procfile's names, in start order
 FLOWER_PORT = 5555
@@ -49,7 +49,7 @@ RESTART_FIRST_S = 1.0  # a crashed process is started again after this, doubling
 RESTART_MAX_S = 30.0  # ...up to this
 LOGS_DIR = "logs"  # in the data dir: one file per process, written afresh by each `qexec up`
 STEADY_S = 60.0  # a process that ran this long before it crashed starts again from RESTART_FIRST_S
-EXIT_USAGE = 2  # click's usage errors, and the dashboard's refusal of an unsafe Flower (qexec/worker.py)
+EXIT_USAGE = 2  # click's usage errors, and the dashboard's refusal of an unsafe Flower (qexec/worker/app.py)
 # What a process with invalid settings says before it exits 1: FATAL_INVALID_SETTINGS (celery -A qexec, on stderr)
 # or click's "Error: invalid QEXEC_* settings" (qexec bridge, paper).
 INVALID_SETTINGS = ("FATAL_INVALID_SETTINGS", "invalid QEXEC_* settings")
@@ -131,7 +131,7 @@ class ProcessSpec:
         line = "exec " + shlex.join(self.argv)
         if not self.waits_for_venue:
             return line
-        return shlex.join([python, "-m", "qexec.stack", "wait-for-venue"]) + " && " + line
+        return shlex.join([python, "-m", "qexec.ops.stack", "wait-for-venue"]) + " && " + line
 
 
 @dataclass(frozen=True)
@@ -557,7 +557,7 @@ def up_command(
 
 @click.group()
 def main() -> None:
-    """The stack's commands, runnable as `python -m qexec.stack` without the `qexec` entry point."""
+    """The stack's commands, runnable as `python -m qexec.ops.stack` without the `qexec` entry point."""
 
 
 main.add_command(up_command)

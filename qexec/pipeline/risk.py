@@ -17,7 +17,7 @@ from qexec.config import Settings
 from qexec.models import Intent, stream_position
 
 if TYPE_CHECKING:
-    from qexec.venue import Venue
+    from qexec.venue.binance import Venue
 
 HALTED = "halted"
 

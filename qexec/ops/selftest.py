@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from qexec.config import Settings, get_settings, settings_problem
 from qexec.errors import VenueError, VenueUnavailable
-from qexec.identity import VenueIdentity
+from qexec.venue.identity import VenueIdentity
 
 if TYPE_CHECKING:
     import redis
 
-    from qexec.venue import Venue
+    from qexec.venue.binance import Venue
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def report_line(report: dict[str, Any]) -> str:
 
 def venue_for(settings: Settings, r: redis.Redis | None = None) -> Venue:
     """A venue client of its own (python-binance is imported here: `qexec paper` reaches this module too)."""
-    from qexec.venue import Venue  # noqa: PLC0415 - importing binance costs 0.2 s that `qexec paper` need not pay
+    from qexec.venue.binance import Venue  # noqa: PLC0415 - importing binance costs 0.2 s that `qexec paper` need not pay
 
     return Venue(settings, r)
 

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from qexec import clientids, constants, logs, positions, protection, streams
+from qexec import constants, ids, logs, redis_streams
 from qexec.errors import OrderNotFound, OrderRejected, TemporaryVenueError, UnknownOutcome, VenueError
 from qexec.models import AlgoOrder, ExitEvent, ExitReason, PositionRisk, Trade, utcnow
-from qexec.positions import LONG, Guard, Tracked
+from qexec.positions import protection, store
+from qexec.positions.store import LONG, Guard, Tracked
 
 if TYPE_CHECKING:
-    from qexec.execution import Context
+    from qexec.pipeline.execution import Context
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,16 @@ TRAILING_STOP_MOVED = "TRAILING_STOP_MOVED"
 def watch(ctx: Context, symbols: Collection[str] | None = None) -> dict[str, list[str]]:
     """One pass over every tracked or venue position (of `symbols`, when given); what was done, by action."""
     report: dict[str, list[str]] = {"closed": [], "adopted": [], "repaired": [], "trailed": [], "busy": []}
-    venue_positions = positions.open_positions(ctx)
-    keys = positions.tracked_keys(ctx.redis) | set(venue_positions)
+    venue_positions = store.open_positions(ctx)
+    keys = store.tracked_keys(ctx.redis) | set(venue_positions)
     if symbols is not None:
         keys = {key for key in keys if key[0] in symbols}
     for symbol, direction in sorted(keys):
         name = f"{symbol}:{direction}"
         try:
-            with positions.locked(ctx.redis, symbol, direction):
+            with store.locked(ctx.redis, symbol, direction):
                 done = _watch_one(ctx, symbol, direction, venue_positions.get((symbol, direction)))
-        except positions.PositionBusy:
+        except store.PositionBusy:
             report["busy"].append(name)
             continue
         except VenueError as exc:
@@ -52,10 +53,10 @@ def watch(ctx: Context, symbols: Collection[str] | None = None) -> dict[str, lis
 
 
 def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk | None) -> list[str]:
-    tracked = positions.load(ctx.redis, symbol, direction)
+    tracked = store.load(ctx.redis, symbol, direction)
     if tracked is not None and position is None:
         # A close cancels the position's protection: the venue itself must say it is gone, not only the stream.
-        position = positions.open_positions(ctx, symbol, rest=True).get((symbol, direction))
+        position = store.open_positions(ctx, symbol, rest=True).get((symbol, direction))
     if tracked is not None and position is None:
         close_out(ctx, tracked)
         return ["closed"]
@@ -63,7 +64,7 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
         return []
     done = []
     if tracked is None:
-        if positions.entering(ctx, symbol):
+        if store.entering(ctx, symbol):
             return []  # our own entry, between its fill and its protection step
         age_s = time.time() - position.updateTime / 1000 if position.updateTime else 1e9
         if age_s < ctx.settings.adopt_grace_s:
@@ -85,11 +86,11 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
         if exc.code == protection.POSITION_SIDE_MISMATCH:
             ctx.venue.forget_position_mode()  # the account changed mode: the next pass sends the new side
             tracked.position_side = position.positionSide
-            positions.save(ctx.redis, tracked)
+            store.save(ctx.redis, tracked)
             return done
         repaired, failure = False, str(exc)
     except (TemporaryVenueError, UnknownOutcome) as exc:
-        if positions.unprotected_since_ms(ctx.redis, tracked) is None:
+        if store.unprotected_since_ms(ctx.redis, tracked) is None:
             raise  # nothing is known to be missing (maybe only the look-up failed): the next pass tries again
         # Known to lack protection, and the venue still cannot take it: wait out the grace, then the emergency.
         if protection.unprotected(ctx, tracked, str(exc)) < ctx.settings.protection_grace_s:
@@ -98,13 +99,13 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
         action = protection.emergency(ctx, tracked, reason)
         protection.publish_failure(ctx, tracked, reason, action)
         return done
-    positions.save(ctx.redis, tracked)
+    store.save(ctx.redis, tracked)
     if failure is not None:
         # A level the mark has already passed (-2021) or a refusal: the position cannot be protected as asked.
         reason = f"repairing protection failed: {failure}"
         action = protection.emergency(ctx, tracked, reason)
         protection.publish_failure(ctx, tracked, reason, action)
-    elif positions.unprotected_since_ms(ctx.redis, tracked) is not None:
+    elif store.unprotected_since_ms(ctx.redis, tracked) is not None:
         protection.protected_again(ctx, tracked)
         done.append("repaired")
     elif repaired and "trailed" not in done and "adopted" not in done:
@@ -114,7 +115,7 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
             symbol=symbol,
             direction=direction,
             position_id=tracked.position_id,
-            detail=positions.describe(tracked),
+            detail=store.describe(tracked),
         )
         done.append("repaired")
     return done
@@ -139,7 +140,7 @@ def adopt(ctx: Context, position: PositionRisk) -> Tracked:
         trailing_stop_pct=ctx.settings.trailing_stop_pct or None,
         best_price=entry,
     )
-    closing = positions.closing_side(direction)
+    closing = store.closing_side(direction)
     for raw in ctx.venue.open_algo_orders(position.symbol):
         algo = AlgoOrder.model_validate(raw)
         if algo.side is not closing or algo.positionSide != position.positionSide:
@@ -160,9 +161,9 @@ def adopt(ctx: Context, position: PositionRisk) -> Tracked:
         sl, tp = protection.default_levels(ctx, direction, mark)
     tracked.stop_loss = tracked.stop_loss or sl
     tracked.take_profit = tracked.take_profit or tp
-    positions.save(ctx.redis, tracked)
+    store.save(ctx.redis, tracked)
     logs.proof(
-        positions.POSITION_ADOPTED,
+        store.POSITION_ADOPTED,
         level=logging.WARNING,
         symbol=position.symbol,
         direction=direction,
@@ -263,7 +264,7 @@ def close_out(ctx: Context, tracked: Tracked) -> ExitEvent:
         mode=venue.mode,
         venue=venue.host,
     )
-    written, entry_id = streams.publish_once_at(
+    written, entry_id = redis_streams.publish_once_at(
         ctx.redis,
         constants.EXIT_PUBLISHED_KEY.format(position_id=tracked.position_id),
         ctx.settings.exit_stream,
@@ -271,7 +272,7 @@ def close_out(ctx: Context, tracked: Tracked) -> ExitEvent:
         ttl_s=ctx.settings.intent_state_ttl_s,
         maxlen=ctx.settings.exit_maxlen,
     )
-    positions.forget(ctx.redis, tracked)
+    store.forget(ctx.redis, tracked)
     logs.proof(
         POSITION_CLOSED,
         symbol=tracked.symbol,
@@ -312,16 +313,16 @@ def closing_fills(ctx: Context, tracked: Tracked, triggered: dict[int, str]) -> 
 
 
 def exit_reason_of(client_id: str, *, trailed: bool = False) -> ExitReason:
-    """Why a position closed, from the client order id of the order that closed it (qexec/clientids.py)."""
-    if client_id.startswith(clientids.STOP_LOSS):
+    """Why a position closed, from the client order id of the order that closed it (qexec/ids.py)."""
+    if client_id.startswith(ids.STOP_LOSS):
         return ExitReason.TRAILING_STOP if trailed else ExitReason.STOP_LOSS
-    if client_id.startswith(clientids.TAKE_PROFIT):
+    if client_id.startswith(ids.TAKE_PROFIT):
         return ExitReason.TAKE_PROFIT
-    if client_id.startswith(clientids.EMERGENCY_CLOSE):
+    if client_id.startswith(ids.EMERGENCY_CLOSE):
         return ExitReason.PROTECTION_FAILED
-    if client_id.startswith(clientids.HALT_CLOSE):  # before ENTRY: the same `qx-` start
+    if client_id.startswith(ids.HALT_CLOSE):  # before ENTRY: the same `qx-` start
         return ExitReason.HALT
-    if client_id.startswith((clientids.ENTRY, clientids.REVERSE_CLOSE)):
+    if client_id.startswith((ids.ENTRY, ids.REVERSE_CLOSE)):
         return ExitReason.SIGNAL
     return ExitReason.MANUAL_OR_LIQUIDATION
 
@@ -346,7 +347,7 @@ def _fills_since(ctx: Context, tracked: Tracked) -> list[Trade]:
 def _fills_to_flat(tracked: Tracked, trades: list[Trade]) -> list[Trade]:
     """Of `trades`, the closing ones (a crossing fill's closing part only) that take the position from the state
     qexec last saw (or from flat, without one) to flat."""
-    opening, closing = positions.opening_side(tracked.direction), positions.closing_side(tracked.direction)
+    opening, closing = store.opening_side(tracked.direction), store.closing_side(tracked.direction)
     held = tracked.quantity if tracked.as_of_ms else Decimal(0)
     closed: list[Trade] = []
     for trade in trades:

@@ -14,8 +14,6 @@ import requests
 from binance.client import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
-from qexec import feed as feeds
-from qexec import limiter
 from qexec.config import Settings
 from qexec.errors import (
     OrderNotFound,
@@ -27,7 +25,9 @@ from qexec.errors import (
     VenueUnavailable,
 )
 from qexec.models import AlgoOrder, OrderState, OrderType, Side, Trade
-from qexec.rules import ExchangeRules, plain
+from qexec.venue import feed as feeds
+from qexec.venue import limiter
+from qexec.venue.rules import ExchangeRules, plain
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Venue:
     def __init__(self, settings: Settings, redis: redis.Redis | None = None) -> None:
         key, secret = settings.credentials()
         self.settings = settings
-        self.identity = settings.venue  # which venue this is, from where the requests go (qexec/identity.py)
+        self.identity = settings.venue  # which venue this is, from where the requests go (qexec/venue/identity.py)
         self.mode = self.identity.name
         self.url = settings.venue_url
         self.host = self.identity.host
@@ -203,7 +203,7 @@ class Venue:
         self._shared = _shared_for(self.url)
         if self._shared.offset_ms is not None:
             self._client.timestamp_offset = self._shared.offset_ms
-        # With a Redis, every call spends from the deployment's shared venue budget first (qexec/limiter.py).
+        # With a Redis, every call spends from the deployment's shared venue budget first (qexec/venue/limiter.py).
         self.limiter = limiter.Limiter(redis, settings) if redis is not None else None
 
     @property
@@ -226,7 +226,7 @@ class Venue:
 
     @property
     def feed(self) -> feeds.Feed | None:
-        """This process's live view of the account from the venue's streams, when one runs (qexec/feed.py)."""
+        """This process's live view of the account from the venue's streams, when one runs (qexec/venue/feed.py)."""
         return feeds.running(self.url)
 
     # -- plumbing -------------------------------------------------------------------------------------

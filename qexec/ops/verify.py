@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 import click
 import redis
 
-from qexec import clientids, constants, streams
+from qexec import constants, ids, redis_streams
 from qexec.config import Mode, Settings
 from qexec.errors import OrderNotFound, VenueError, VenueUnavailable
 from qexec.models import OrderStatus, OrderType, ResultStatus, Side, utcnow
-from qexec.redisserver import redacted
-from qexec.rules import SymbolRules, plain
-from qexec.selftest import EXIT_VENUE_UNAVAILABLE, fatal_line, settings_or_fail, venue_for
+from qexec.ops.redisserver import redacted
+from qexec.ops.selftest import EXIT_VENUE_UNAVAILABLE, fatal_line, settings_or_fail, venue_for
+from qexec.venue.rules import SymbolRules, plain
 
 if TYPE_CHECKING:
-    from qexec.venue import Venue
+    from qexec.venue.binance import Venue
 
 EXIT_NOT_VERIFIED = 1
 CLIENT_TAG = "qexec-verify"
@@ -309,7 +309,7 @@ def verify_command(
     except VenueUnavailable as exc:
         _say(fatal_line(settings, exc))
         sys.exit(EXIT_VENUE_UNAVAILABLE)
-    r = streams.connect(settings.redis_url)
+    r = redis_streams.connect(settings.redis_url)
     try:
         if check_only is not None:
             results, problems = read_results(r, settings, refs_from(check_only))
@@ -382,7 +382,7 @@ def close_leftovers(venue: Venue, symbols: list[str], run: str) -> tuple[list[di
                     side=side,
                     order_type=OrderType.MARKET,
                     quantity=abs(amount),
-                    client_order_id=clientids.verify_close(run, n),
+                    client_order_id=ids.verify_close(run, n),
                     reduce_only=not dual,
                     position_side=str(raw.get("positionSide")) if dual else None,
                 )

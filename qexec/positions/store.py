@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from qexec import clientids, constants, logs
+from qexec import constants, ids, logs
 from qexec.errors import OrderNotFound
 from qexec.models import OrderState, OrderStatus, OrderType, PositionRisk, ResultStatus, Side, Ticket
-from qexec.rules import plain
+from qexec.venue.rules import plain
 
 if TYPE_CHECKING:
-    from qexec.execution import Context
+    from qexec.pipeline.execution import Context
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def open_positions(
 ) -> dict[tuple[str, str], PositionRisk]:
     """The venue's non-zero positions by (symbol, direction).
 
-    They come from the venue's stream when it can vouch for them (qexec/feed.py) - with `after_ms`, only once it
+    They come from the venue's stream when it can vouch for them (qexec/venue/feed.py) - with `after_ms`, only once it
     has reported `symbol` as of that venue time, waiting `stream_wait_s` at most - and over REST otherwise, or
     always with `rest`.
     """
@@ -461,7 +461,7 @@ def done_entering(ctx: Context, ticket: Ticket) -> None:
 
 def _update_problem(ticket: Ticket, ctx: Context, direction: str, position: PositionRisk) -> str | None:
     """Why the intent's levels cannot protect the open position (None when they can)."""
-    from qexec import protection  # noqa: PLC0415 - protection builds on this module
+    from qexec.positions import protection  # noqa: PLC0415 - protection builds on this module
 
     intent = ticket.intent
     if intent.stop_loss is None and intent.take_profit is None:
@@ -475,10 +475,10 @@ def _update_problem(ticket: Ticket, ctx: Context, direction: str, position: Posi
 
 def _close_first(ticket: Ticket, ctx: Context, opposite: PositionRisk, dual: bool) -> OrderState:
     """Reverse: close the opposite position with a closing market order (looked up first); the order, once ended."""
-    from qexec.execution import Pending  # noqa: PLC0415 - execution imports this module
+    from qexec.pipeline.execution import Pending  # noqa: PLC0415 - execution imports this module
 
     intent, venue = ticket.intent, ctx.venue
-    cid = clientids.reverse_close(ticket.intent_id)
+    cid = ids.reverse_close(ticket.intent_id)
     try:
         order = venue.get_order(intent.symbol, client_order_id=cid)
     except OrderNotFound:

@@ -12,13 +12,15 @@ import redis
 from celery import Task, chain
 from celery.exceptions import Reject, Retry
 
-from qexec import execution, housekeeping, logs, positions, protection, streams
+from qexec import logs, redis_streams
 from qexec.config import get_settings
 from qexec.errors import IntentError
-from qexec.execution import Context, Pending
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
-from qexec.venue import thread_venue
-from qexec.worker import REPR_MAXSIZE, app
+from qexec.pipeline import execution, housekeeping
+from qexec.pipeline.execution import Context, Pending
+from qexec.positions import protection, store
+from qexec.venue.binance import thread_venue
+from qexec.worker.app import REPR_MAXSIZE, app
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def qexec_redis() -> redis.Redis:
         return _redis
     with _redis_lock:
         if _redis is None:
-            _redis = streams.connect(get_settings().redis_url)
+            _redis = redis_streams.connect(get_settings().redis_url)
         return _redis
 
 
@@ -133,7 +135,7 @@ def _finish_here(task: Task, result: dict[str, Any], ticket: dict[str, Any]) -> 
     _skip_steps(task, _CONFIRM_AND_PUBLISH)
     try:
         protection.protect_step(result, ticket, context())
-    except positions.PositionBusy:
+    except store.PositionBusy:
         log.info("position of intent %s busy: protect_position protects it", result.get("intent_id"))
         return
     except Exception:
@@ -193,7 +195,7 @@ def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any],
     """Place the filled position's stop-loss and take-profit (algo orders), then publish a `protection` event."""
     try:
         return protection.protect_step(result, ticket, context())
-    except positions.PositionBusy:
+    except store.PositionBusy:
         raise again(self, 0.5, errors) from None
     except Exception as exc:
         log.exception("protecting the position of intent %s failed", result.get("intent_id"))
@@ -250,7 +252,9 @@ def submit_intent(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         intent = _submitted(args, fields, default_id=task_id, max_bytes=settings.max_intent_bytes)
     except IntentError as exc:
         given = dict(fields, args=list(args)) if args else fields
-        dlq_id = streams.dead_letter(r, settings, error=str(exc), fields=given, entry_id=None, source=f"task:{task_id}")
+        dlq_id = redis_streams.dead_letter(
+            r, settings, error=str(exc), fields=given, entry_id=None, source=f"task:{task_id}"
+        )
         logs.proof(logs.INTENT_DEAD_LETTER, level=logging.ERROR, error=str(exc), task_id=task_id, dlq_id=dlq_id)
         raise IntentError(f"{exc} (dead-lettered as {dlq_id})") from None
     dispatched = execution.admit(intent, entry_id=None, owner=task_id, r=r, settings=settings, dispatch=start_chain)

@@ -12,11 +12,11 @@ import click
 import redis
 from pydantic import ValidationError
 
-from qexec import constants, metrics, streams
+from qexec import constants, metrics, redis_streams
 from qexec.config import Settings, get_settings
 from qexec.errors import VenueError
 from qexec.models import utcnow
-from qexec.redisserver import redacted
+from qexec.ops.redisserver import redacted
 
 EXIT_REDIS_UNAVAILABLE = 1
 EXIT_VENUE_UNAVAILABLE = 3  # the code every qexec command uses for a venue that does not answer
@@ -108,7 +108,7 @@ def _heartbeat(record: dict[str, str], now: datetime) -> Report | None:
 
 def worker_report(timeout_s: float = PING_TIMEOUT_S) -> Report:
     """The Celery workers that answer a ping on the broker."""
-    from qexec.worker import app  # noqa: PLC0415 - `qexec paper` must not pay Celery's import cost
+    from qexec.worker.app import app  # noqa: PLC0415 - `qexec paper` must not pay Celery's import cost
 
     try:
         replies = app.control.ping(timeout=timeout_s) or []
@@ -157,9 +157,9 @@ def _algo_row(o: dict[str, Any]) -> Report:
 
 def venue_report(settings: Settings) -> Report:
     """Open positions, open orders and open algo orders at the venue, or why the venue did not answer."""
-    from qexec.venue import Venue  # noqa: PLC0415 - nor python-binance's
+    from qexec.venue.binance import Venue  # noqa: PLC0415 - nor python-binance's
 
-    venue = Venue(settings, streams.connect(settings.redis_url))  # ~85 weight: spent from the shared budget
+    venue = Venue(settings, redis_streams.connect(settings.redis_url))  # ~85 weight: spent from the shared budget
     report: Report = {"label": venue.label, "url": venue.url, "ok": False}
     try:
         positions = [p for p in venue.positions() if float(p.get("positionAmt") or 0) != 0]
@@ -294,7 +294,7 @@ def status_command(as_json: bool, last_dead_letters: int) -> None:
         settings = get_settings()
     except ValidationError as exc:
         raise click.ClickException(f"invalid QEXEC_* settings:\n{exc}") from exc
-    report = gather(settings, streams.connect(settings.redis_url), last_dead_letters=last_dead_letters)
+    report = gather(settings, redis_streams.connect(settings.redis_url), last_dead_letters=last_dead_letters)
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
     sys.exit(exit_code(report))
 

@@ -22,10 +22,11 @@ from typing import Any
 
 import redis
 
-from qexec import execution, logs, streams
+from qexec import logs, redis_streams
 from qexec.config import Settings
 from qexec.errors import IntentError
 from qexec.models import Intent, Ticket, utcnow
+from qexec.pipeline import execution
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class Bridge:
         self.consumer = self._fixed_name or f"{socket.gethostname()}-<slot>"
         self.stream = settings.intent_stream
         self.group = settings.consumer_group
-        self.lease: streams.Lease | None = None
-        self._token = streams.lease_token()
+        self.lease: redis_streams.Lease | None = None
+        self._token = redis_streams.lease_token()
         self._next_claim_at = 0.0
         self._next_sweep_at = 0.0
         self._next_refresh_at = 0.0
@@ -75,11 +76,11 @@ class Bridge:
         while True:
             held: dict[str, str] = {}
             for name in names:
-                lease = streams.Lease(self.stream, self.group, name, self._token)
-                holder = streams.take_lease(self.redis, lease, ttl_s)
-                if holder and streams.holder_is_gone(holder):
+                lease = redis_streams.Lease(self.stream, self.group, name, self._token)
+                holder = redis_streams.take_lease(self.redis, lease, ttl_s)
+                if holder and redis_streams.holder_is_gone(holder):
                     log.warning("consumer name %s was held by %s, a process that is gone: taking it", name, holder)
-                    holder = streams.take_lease(self.redis, lease, ttl_s, replace=holder)
+                    holder = redis_streams.take_lease(self.redis, lease, ttl_s, replace=holder)
                 if not holder:
                     self.lease, self.consumer = lease, name
                     self._next_refresh_at = time.monotonic() + ttl_s / 3
@@ -100,7 +101,7 @@ class Bridge:
     def _refresh_name(self) -> None:
         if self.lease is None or time.monotonic() < self._next_refresh_at:
             return
-        holder = streams.take_lease(self.redis, self.lease, self.settings.consumer_name_ttl_s)
+        holder = redis_streams.take_lease(self.redis, self.lease, self.settings.consumer_name_ttl_s)
         if holder:
             log.warning("BRIDGE_CONSUMER_LOST name=%s now held by %s: taking a name again", self.consumer, holder)
             self.lease = None
@@ -110,7 +111,7 @@ class Bridge:
     def release(self) -> None:
         """Give the consumer name back, so that a bridge started next takes it (and its pending entries) at once."""
         if self.lease is not None:
-            streams.release_lease(self.redis, self.lease)
+            redis_streams.release_lease(self.redis, self.lease)
             self.lease = None
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ class Bridge:
         """Take a consumer name, create the group if needed, then take back this consumer's own pending entries."""
         if self.lease is None:
             self.take_name()
-        streams.ensure_group(self.redis, self.stream, self.group)
+        redis_streams.ensure_group(self.redis, self.stream, self.group)
         cursor = "0"
         while True:
             replies: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: cursor}, count=100)
@@ -190,9 +191,9 @@ class Bridge:
         retention, and delete consumers idle for `consumer_delete_idle_s` with nothing pending."""
         s = self.settings
         done: dict[str, Any] = {
-            "intents_trimmed": streams.trim_intents(self.redis, s),
-            "dead_letters_trimmed": streams.trim_dead_letters(self.redis, s),
-            "consumers_deleted": streams.forget_idle_consumers(
+            "intents_trimmed": redis_streams.trim_intents(self.redis, s),
+            "dead_letters_trimmed": redis_streams.trim_dead_letters(self.redis, s),
+            "consumers_deleted": redis_streams.forget_idle_consumers(
                 self.redis, self.stream, self.group, s.consumer_delete_idle_s, keep=self.consumer
             ),
         }
@@ -264,17 +265,17 @@ class Bridge:
         self.handled += len(acked)
 
     def _last_delivery(self, intent: Intent, entry_id: str, fields: dict[str, Any]) -> None:
-        claim, _holder = streams.claim_dispatch(
+        claim, _holder = redis_streams.claim_dispatch(
             self.redis, self.settings, intent.id, entry_id, lease=self.lease, entry_id=entry_id, may_dispatch=False
         )
-        if claim in (streams.Claim.STARTED, streams.Claim.DUPLICATE):
+        if claim in (redis_streams.Claim.STARTED, redis_streams.Claim.DUPLICATE):
             self.redis.xack(self.stream, self.group, entry_id)
-        elif claim in (streams.Claim.UNCLAIMED, streams.Claim.CLAIMED):
+        elif claim in (redis_streams.Claim.UNCLAIMED, redis_streams.Claim.CLAIMED):
             error = f"delivered more than {self.settings.max_deliveries} times without being acknowledged"
-            self._dead_letter(entry_id, fields, error, count_received=claim is streams.Claim.UNCLAIMED)
+            self._dead_letter(entry_id, fields, error, count_received=claim is redis_streams.Claim.UNCLAIMED)
 
     def _dead_letter(self, entry_id: str, fields: dict[str, Any], error: str, count_received: bool = True) -> None:
-        dlq_id = streams.dead_letter(
+        dlq_id = redis_streams.dead_letter(
             self.redis,
             self.settings,
             error=error,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from qexec import clientids, constants, logs, positions, streams
+from qexec import constants, ids, logs, redis_streams
 from qexec.errors import OrderNotFound, OrderRejected, TemporaryVenueError, UnknownOutcome, VenueError
 from qexec.models import (
     AlgoOrder,
@@ -25,10 +25,11 @@ from qexec.models import (
     Ticket,
     utcnow,
 )
-from qexec.positions import LONG, Guard, Tracked
+from qexec.positions import store
+from qexec.positions.store import LONG, Guard, Tracked
 
 if TYPE_CHECKING:
-    from qexec.execution import Context
+    from qexec.pipeline.execution import Context
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,12 @@ CLOSE_POSITION_EXISTS = -4130  # "An open stop or take profit order with GTE and
 SL, TP = "sl", "tp"
 LOCK_WAIT_S = 1.0  # how long the chain's protection step waits for a busy position before retrying later
 _TYPES = {SL: "STOP_MARKET", TP: "TAKE_PROFIT_MARKET"}
-_PREFIX = {SL: clientids.STOP_LOSS, TP: clientids.TAKE_PROFIT}
+_PREFIX = {SL: ids.STOP_LOSS, TP: ids.TAKE_PROFIT}
 
 
 def client_algo_id(kind: str, owner: str, generation: int) -> str:
-    """A protective order's `clientAlgoId` (`qs-`/`qt-`, qexec/clientids.py)."""
-    return clientids.protective(_PREFIX[kind], owner, generation)
+    """A protective order's `clientAlgoId` (`qs-`/`qt-`, qexec/ids.py)."""
+    return ids.protective(_PREFIX[kind], owner, generation)
 
 
 def level_problems(
@@ -115,7 +116,7 @@ def _place(ctx: Context, tracked: Tracked, kind: str, guard: Guard) -> AlgoOrder
     def send() -> AlgoOrder:
         return ctx.venue.place_algo_order(
             symbol=tracked.symbol,
-            side=positions.closing_side(tracked.direction),
+            side=store.closing_side(tracked.direction),
             order_type=_TYPES[kind],
             trigger_price=guard.trigger,
             client_algo_id=guard.client_algo_id,
@@ -134,7 +135,7 @@ def _place(ctx: Context, tracked: Tracked, kind: str, guard: Guard) -> AlgoOrder
 
 
 def _cancel_rivals(ctx: Context, tracked: Tracked, kind: str, *, keep: str) -> None:
-    closing = positions.closing_side(tracked.direction)
+    closing = store.closing_side(tracked.direction)
     for raw in ctx.venue.open_algo_orders(tracked.symbol):
         algo = AlgoOrder.model_validate(raw)
         rival = algo.closePosition and algo.orderType == _TYPES[kind] and algo.side is closing
@@ -174,22 +175,22 @@ def ensure_guard(ctx: Context, tracked: Tracked, kind: str, level: Decimal, open
             if found is None:  # recorded but never placed (a crash between the two): place it now
                 found = _place(ctx, tracked, kind, guard)
                 setattr(tracked, kind, guard.model_copy(update={"algo_id": found.algoId}))
-                positions.save(ctx.redis, tracked)
+                store.save(ctx.redis, tracked)
                 return True
         if found.live:
             if guard.algo_id != found.algoId:
                 setattr(tracked, kind, guard.model_copy(update={"algo_id": found.algoId}))
-                positions.save(ctx.redis, tracked)
+                store.save(ctx.redis, tracked)
             return False
     generation = guard.generation + 1 if guard is not None else 1
     fresh = Guard(client_algo_id=client_algo_id(kind, tracked.owner, generation), trigger=level, generation=generation)
     setattr(tracked, kind, fresh)
-    positions.save(ctx.redis, tracked)  # before sending: a re-run looks this id up instead of sending again
+    store.save(ctx.redis, tracked)  # before sending: a re-run looks this id up instead of sending again
     if guard is not None and guard.client_algo_id in open_ids:
         cancel_quietly(ctx, guard.client_algo_id)
     placed = _place(ctx, tracked, kind, fresh)
     setattr(tracked, kind, fresh.model_copy(update={"algo_id": placed.algoId}))
-    positions.save(ctx.redis, tracked)
+    store.save(ctx.redis, tracked)
     return True
 
 
@@ -284,7 +285,7 @@ def unprotected(ctx: Context, tracked: Tracked, reason: str) -> float:
 
 def protected_again(ctx: Context, tracked: Tracked) -> None:
     """The position has its protective orders again: clear the record, log it, publish the protection event."""
-    since_ms = positions.unprotected_since_ms(ctx.redis, tracked)
+    since_ms = store.unprotected_since_ms(ctx.redis, tracked)
     if since_ms is None:
         return
     ctx.redis.zrem(constants.UNPROTECTED_KEY, tracked.key)
@@ -315,19 +316,19 @@ def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
     )
     if action != "close":
         return "alerted"
-    cid = clientids.emergency_close(tracked.position_id)
+    cid = ids.emergency_close(tracked.position_id)
     venue = ctx.venue
     with contextlib.suppress(OrderNotFound):
         venue.get_order(tracked.symbol, client_order_id=cid)
         return "closed"  # an earlier run already sent it
-    positions_now = positions.open_positions(ctx, tracked.symbol, rest=True)  # the close's size: the venue's own
+    positions_now = store.open_positions(ctx, tracked.symbol, rest=True)  # the close's size: the venue's own
     live = positions_now.get((tracked.symbol, tracked.direction))
     if live is None:
         return "already_flat"
     try:
         venue.place_order(
             symbol=tracked.symbol,
-            side=positions.closing_side(tracked.direction),
+            side=store.closing_side(tracked.direction),
             order_type=OrderType.MARKET,
             quantity=abs(live.positionAmt),
             client_order_id=cid,
@@ -346,30 +347,28 @@ def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
 def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> ProtectionEvent | None:
     """After an entry: track the position and place its stop-loss and take-profit; the event to publish.
 
-    Raises `positions.PositionBusy` when another step holds the position (the task retries).
+    Raises `store.PositionBusy` when another step holds the position (the task retries).
     """
     intent = ticket.intent
-    policy = positions.recorded_policy(ctx, ticket.intent_id)
+    policy = store.recorded_policy(ctx, ticket.intent_id)
     if result.status not in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED, ResultStatus.PROTECTION_UPDATED):
-        positions.done_entering(ctx, ticket)
+        store.done_entering(ctx, ticket)
         return None
-    direction = positions.direction_of(intent.side)
+    direction = store.direction_of(intent.side)
     if result.status.is_fill and (intent.reduce_only or policy == "close"):
-        positions.done_entering(ctx, ticket)
+        store.done_entering(ctx, ticket)
         why = "the intent reduced or closed a position: nothing to protect (the exit monitor reports the exit)"
         return _event(ctx, ticket, "BOTH", "not_needed", reason=why, entry_order_id=result.order_id)
     # Protection holds the lock for a few Redis round trips (or venue calls): worth waiting for rather than a retry.
-    with positions.locked(ctx.redis, intent.symbol, direction, wait_s=LOCK_WAIT_S):
+    with store.locked(ctx.redis, intent.symbol, direction, wait_s=LOCK_WAIT_S):
         # After a fill, the position as of that fill at least (the stream's, once it has reported the fill).
         filled_ms = int(result.filled_at.timestamp() * 1000) if result.filled_at else None
-        venue_position = positions.open_positions(ctx, intent.symbol, after_ms=filled_ms).get(
-            (intent.symbol, direction)
-        )
-        positions.done_entering(ctx, ticket)
+        venue_position = store.open_positions(ctx, intent.symbol, after_ms=filled_ms).get((intent.symbol, direction))
+        store.done_entering(ctx, ticket)
         if venue_position is None:
             why = f"no {direction} position is open any more"
             return _event(ctx, ticket, "BOTH", "not_needed", reason=why, entry_order_id=result.order_id)
-        tracked = positions.load(ctx.redis, intent.symbol, direction)
+        tracked = store.load(ctx.redis, intent.symbol, direction)
         dual = ctx.venue.dual_side()
         mark = ctx.venue.mark_price(intent.symbol)
         entry = venue_position.entryPrice if venue_position.entryPrice > 0 else mark
@@ -393,7 +392,7 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
                 mark=mark,
             )
         if tracked is None:
-            tracked = positions.Tracked(
+            tracked = store.Tracked(
                 position_id=f"{intent.symbol}-{direction}-{venue_position.updateTime or int(time.time() * 1000)}",
                 symbol=intent.symbol,
                 direction=direction,
@@ -418,9 +417,9 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
         trailing = intent.trailing_stop_pct or ctx.settings.trailing_stop_pct or None
         tracked.trailing_stop_pct = trailing
         tracked.best_price = tracked.best_price or entry
-        positions.save(ctx.redis, tracked)
+        store.save(ctx.redis, tracked)
         logs.proof(
-            positions.POSITION_TRACKED,
+            store.POSITION_TRACKED,
             intent_id=ticket.intent_id,
             symbol=intent.symbol,
             direction=direction,
@@ -510,7 +509,7 @@ def _guards_of(tracked: Tracked) -> dict[str, Any]:
 def publish_failure(ctx: Context, tracked: Tracked, reason: str, action: str) -> None:
     """Publish a `failed` protection event for a tracked position after its entry (once per unprotected spell)."""
     event = tracked_event(ctx, tracked, "failed", reason=reason, action=action)
-    since_ms = positions.unprotected_since_ms(ctx.redis, tracked) or int(time.time() * 1000)
+    since_ms = store.unprotected_since_ms(ctx.redis, tracked) or int(time.time() * 1000)
     publish_event(ctx, event, marker=constants.PROTECTION_SPELL_KEY.format(key=tracked.key, since_ms=since_ms))
 
 
@@ -536,7 +535,7 @@ def publish_event(ctx: Context, event: ProtectionEvent, *, marker: str | None = 
     """Publish a protection event on the protection stream once (per intent, or per `marker`); True when written
     now."""
     marker = marker or constants.PROTECTION_PUBLISHED_KEY.format(intent_id=event.intent_id)
-    written, entry_id = streams.publish_once_at(
+    written, entry_id = redis_streams.publish_once_at(
         ctx.redis,
         marker,
         ctx.settings.protection_stream,

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from qexec import constants, logs, metrics, positions, protection, risk, streams
+from qexec import constants, logs, metrics, redis_streams
 from qexec.config import Settings
 from qexec.errors import (
     OrderNotFound,
@@ -39,8 +39,10 @@ from qexec.models import (
     client_order_id,
     utcnow,
 )
-from qexec.rules import plain
-from qexec.venue import Venue
+from qexec.pipeline import risk
+from qexec.positions import protection, store
+from qexec.venue.binance import Venue
+from qexec.venue.rules import plain
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
     pipe.get(constants.PUBLISHED_KEY.format(intent_id=ticket.intent_id))
     pipe.get(constants.HALT_KEY)
     if not ticket.intent.reduce_only:
-        positions.queue_entry_registration(ctx, ticket, pipe, token)
+        store.queue_entry_registration(ctx, ticket, pipe, token)
     locked, state, published_id, halt, *entries = pipe.execute()
     if not locked:
         raise Pending(0.5, "another execution is placing this intent")
@@ -139,7 +141,7 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
             return ticket.decide(ResultStatus.REJECTED, state.get("reason") or "rejected", int(code) if code else None)
         if phase in ("submitting", "placed"):
             return _adopt(ticket, ctx, state, attempt, lock)
-        on_the_way = positions.on_the_way_from(entries[0], ticket) if entries else None
+        on_the_way = store.on_the_way_from(entries[0], ticket) if entries else None
         return _check_and_submit(ticket, ctx, attempt, lock, halt=risk.halt_record(halt), on_the_way=on_the_way)
     finally:
         if lock.held:
@@ -229,12 +231,12 @@ def _check_and_submit(
     lock: _PlaceLock,
     *,
     halt: risk.Halt = risk.UNREAD,
-    on_the_way: positions.OnTheWay | None = None,
+    on_the_way: store.OnTheWay | None = None,
 ) -> Ticket | ExecutionResult:
     intent, s, venue = ticket.intent, ctx.settings, ctx.venue
     if on_the_way is None and not intent.reduce_only:
-        on_the_way = positions.register_entry(ctx, ticket, lock.token)  # deciding again: a fresh place
-    if on_the_way is not None and positions.wait_for_earlier(ctx, ticket, on_the_way):
+        on_the_way = store.register_entry(ctx, ticket, lock.token)  # deciding again: a fresh place
+    if on_the_way is not None and store.wait_for_earlier(ctx, ticket, on_the_way):
         halt = risk.UNREAD  # waited for an earlier entry: the kill switch is read again, like everything below
     now = ctx.now()
     try:
@@ -264,8 +266,8 @@ def _check_and_submit(
             return _reject(ticket, ctx, problem)
         dual = venue.dual_side()
         # An open position on the symbol: the configured policy decides (skip, update protection, add, ...).
-        plan_with = on_the_way or positions.OnTheWay()  # reduce-only: nothing to plan around
-        ticket, quantity = positions.entry_plan(ticket, ctx, quantity=quantity, dual=dual, on_the_way=plan_with)
+        plan_with = on_the_way or store.OnTheWay()  # reduce-only: nothing to plan around
+        ticket, quantity = store.entry_plan(ticket, ctx, quantity=quantity, dual=dual, on_the_way=plan_with)
         if ticket.verdict is None and not ticket.intent.reduce_only:  # closing and reducing never touch leverage
             ticket = _with_leverage(ticket, ctx)
     except OrderRejected as exc:
@@ -286,7 +288,7 @@ def _check_and_submit(
     # sending again), and the order's rate budget is spent.
     pipe = ctx.redis.pipeline(transaction=False)
     if not intent.reduce_only:
-        positions.mark_entering(ctx, ticket, pipe)  # our own position-to-be: not a stranger's to adopt
+        store.mark_entering(ctx, ticket, pipe)  # our own position-to-be: not a stranger's to adopt
     key = _order_key(ticket)
     state = {"phase": "submitting", "submitted_at": now.timestamp(), "client_order_id": ticket.client_order_id}
     if ticket.leverage is not None:
@@ -453,7 +455,7 @@ def stream_delay_s(settings: Settings, attempt: int) -> float:
 def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
     """Wait (by `Pending`) until the order is terminal with a priced fill, cancelling it at the deadline.
 
-    While the venue's user-data stream vouches for the order (qexec/feed.py), its state comes from the stream and
+    While the venue's user-data stream vouches for the order (qexec/venue/feed.py), its state comes from the stream and
     the venue is asked over REST only every `STREAM_VERIFY_EVERY` attempts and at the deadline; otherwise every
     attempt asks the venue.
     """
@@ -536,7 +538,7 @@ def _protect_early(ticket: Ticket, ctx: Context, order: OrderState) -> None:
     )
     try:
         protection.protect_step(partial.model_dump(mode="json"), ticket.model_dump(mode="json"), ctx)
-    except positions.PositionBusy:
+    except store.PositionBusy:
         log.info("position of intent %s busy: its executed part is protected on a later attempt", ticket.intent_id)
     except Exception:  # the chain's own protection step still runs after the result: never fail the confirmation
         log.exception("protecting the executed part of intent %s failed; tried again later", ticket.intent_id)
@@ -666,7 +668,7 @@ def publish(
     released. `trail` logs the caller's proof lines once the result is out (before `EXECUTION_PUBLISHED`).
     """
     result = build_result(ticket, ctx)
-    written, entry_id = streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
+    written, entry_id = redis_streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
     if not written:
         # A re-run: what goes on down the chain (protection) is the result readers got, whatever this run concluded.
         result = _published(ctx, entry_id) or result
@@ -736,7 +738,7 @@ def admit(
     settings: Settings,
     dispatch: Callable[[Ticket], None],
     received_at: datetime | None = None,
-    lease: streams.Lease | None = None,
+    lease: redis_streams.Lease | None = None,
     settle: Settle | None = None,
 ) -> bool:
     """Start the chain for a valid intent unless another entry holds its id or this entry's chain was started;
@@ -744,14 +746,16 @@ def admit(
     dispatch, alone when there is nothing to start, never when the delivery is not the caller's to end (`lease` lost
     the entry to another consumer, or another live bridge is starting its chain)."""
     ids: dict[str, Any] = {"intent_id": intent.id, "entry_id": entry_id, "symbol": intent.symbol, "owner": owner}
-    claim, holder = streams.claim_dispatch(r, settings, intent.id, owner, lease=lease, entry_id=entry_id)
-    if claim in (streams.Claim.LOST, streams.Claim.BUSY):
-        reason = "another consumer owns the entry now" if claim is streams.Claim.LOST else f"{holder} is starting it"
+    claim, holder = redis_streams.claim_dispatch(r, settings, intent.id, owner, lease=lease, entry_id=entry_id)
+    if claim in (redis_streams.Claim.LOST, redis_streams.Claim.BUSY):
+        reason = (
+            "another consumer owns the entry now" if claim is redis_streams.Claim.LOST else f"{holder} is starting it"
+        )
         logs.proof(INTENT_NOT_OWNED, reason=reason, consumer=lease.consumer if lease else None, **ids)
         return False
-    if claim is streams.Claim.NEW:
+    if claim is redis_streams.Claim.NEW:
         logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
-    elif claim is streams.Claim.DUPLICATE:
+    elif claim is redis_streams.Claim.DUPLICATE:
         logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
         logs.proof(
             logs.INTENT_DUPLICATE,
@@ -760,7 +764,7 @@ def admit(
             **ids,
         )
     else:
-        started = claim is streams.Claim.STARTED
+        started = claim is redis_streams.Claim.STARTED
         logs.proof(
             INTENT_REDELIVERED,
             level=logging.INFO if started else logging.WARNING,
@@ -768,10 +772,10 @@ def admit(
             **ids,
         )
     pipe = r.pipeline(transaction=False)
-    dispatched = claim in (streams.Claim.NEW, streams.Claim.AGAIN)
+    dispatched = claim in (redis_streams.Claim.NEW, redis_streams.Claim.AGAIN)
     if dispatched:
         dispatch(new_ticket(intent, entry_id=entry_id, received_at=received_at))
-        streams.mark_started(pipe, intent.id, owner)
+        redis_streams.mark_started(pipe, intent.id, owner)
     if settle is not None:
         settle(pipe)
     if len(pipe):

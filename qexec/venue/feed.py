@@ -32,7 +32,7 @@ from qexec.errors import OrderNotFound, OrderRejected, VenueError
 from qexec.models import AlgoOrder, OrderState, OrderStatus, PositionRisk
 
 if TYPE_CHECKING:
-    from qexec.venue import Venue
+    from qexec.venue.binance import Venue
 
 log = logging.getLogger(__name__)
 
@@ -512,7 +512,7 @@ class Feed:
             close_timeout=1,
             max_size=2**22,
             compression=None,  # small frames: per-message deflate would cost CPU at both ends for nothing
-            logger=logging.getLogger("qexec.feed.ws"),
+            logger=logging.getLogger("qexec.venue.feed.ws"),
         )
 
 
