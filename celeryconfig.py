@@ -1,6 +1,7 @@
 """Celery settings for `celery -A qexec`, all derived from qexec's own settings (no literals here)."""
 
-from qexec.config import celery_config, settings_or_exit
+from qexec.config import settings_or_exit
+from qexec.worker.celeryconf import celery_config
 
 globals().update(celery_config(settings_or_exit()))
 

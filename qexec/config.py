@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import socket
 import sys
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
-from kombu import Queue  # type: ignore[attr-defined]
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -378,79 +376,3 @@ def settings_or_exit() -> Settings:
         sys.stderr.write(f"FATAL_INVALID_SETTINGS {settings_problem(exc)}\n")
         sys.stderr.flush()
         raise SystemExit(EXIT_INVALID_SETTINGS) from None
-
-
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings derived from qexec's (celeryconfig.py exposes these; see reference/celery-redis.md)."""
-    longest_countdown_s = max(settings.poll_max_s, settings.retry_countdown_max_s)
-    # A step makes a few venue calls, each bounded by the request timeout and by a wait for the shared rate budget;
-    # place_order may first wait for an earlier entry on its symbol.
-    longest_task_s = (
-        (settings.request_timeout_s + settings.limit_max_wait_s) * 4
-        + settings.unknown_lookup_s
-        + settings.entry_wait_s
-        + settings.broker_wait_s
-    )
-    visibility_s = max(
-        settings.visibility_timeout_s, math.ceil(longest_task_s + longest_countdown_s + settings.visibility_margin_s)
-    )
-    transport: dict[str, Any] = {}
-    transport_class = None
-    if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
-        # kombu's Redis transport, made to survive Redis going away under a worker (see qexec/worker/broker.py).
-        transport_class = "qexec.worker.broker:RedisTransport"
-        transport = {
-            "visibility_timeout": visibility_s,
-            "unacked_restore_interval": settings.unacked_restore_interval_s,
-            "unacked_restore_throttle": settings.unacked_restore_throttle,
-            "socket_timeout": 30,
-            "socket_connect_timeout": 5,
-            "socket_keepalive": True,
-            "health_check_interval": 10,
-        }
-    return {
-        "broker_url": settings.effective_broker_url,
-        "broker_transport": transport_class,
-        "broker_transport_options": transport,
-        "broker_connection_retry_on_startup": True,
-        "broker_connection_max_retries": None,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        "task_ignore_result": True,
-        "result_backend": None,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_default_queue": "qexec",
-        "task_queues": (Queue("qexec"), Queue("qexec.confirm")),  # type: ignore[no-untyped-call]
-        # Confirmation polls get their own queue so they are not stuck behind a backlog of new intents.
-        "task_routes": {"qexec.confirm_fill": {"queue": "qexec.confirm"}},
-        "worker_timer_precision": 0.05,
-        "worker_disable_rate_limits": True,  # qexec paces venue calls itself (qexec/venue/limiter.py), not Celery
-        # Task events cost a broker publish per task state (the largest single item, about a fifth of the samples,
-        # in a py-spy profile of the worker): off unless someone watches. Flower switches them on in every worker.
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
-        # celery-redbeat keeps the schedule in Redis behind a lock: a second beat started by mistake waits
-        # instead of sending every periodic task twice.
-        "beat_scheduler": "redbeat.RedBeatScheduler",
-        "redbeat_redis_url": settings.redis_url,
-        "redbeat_key_prefix": constants.REDBEAT_PREFIX,
-        "redbeat_lock_timeout": 30,
-        "beat_max_loop_interval": 5,
-        "beat_schedule": {
-            "reclaim-intents": {"task": "qexec.reclaim_intents", "schedule": settings.claim_idle_ms / 1000},
-            "reconcile-orders": {"task": "qexec.reconcile_orders", "schedule": settings.reconcile_every_s},
-            "venue-heartbeat": {"task": "qexec.venue_heartbeat", "schedule": settings.heartbeat_every_s},
-            "watch-positions": {
-                "task": "qexec.watch_positions",
-                "schedule": settings.exit_monitor_every_s,
-                "options": {"expires": settings.exit_monitor_every_s * 2},  # a late run is superseded by the next
-            },
-        },
-        "enable_utc": True,
-        "timezone": "UTC",
-    }

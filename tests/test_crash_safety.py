@@ -21,9 +21,10 @@ import redis
 from paper_fixtures import PaperExchange
 from stack_fixtures import PIPELINE_ENV, Stack, clean_env, stop_process, unique_id, wait_for_line
 
-from qexec.config import Settings, celery_config
+from qexec.config import Settings
 from qexec.models import client_order_id, utcnow
 from qexec.ops.redisserver import LocalRedis, free_port
+from qexec.worker.celeryconf import celery_config
 
 pytestmark = pytest.mark.slow
 

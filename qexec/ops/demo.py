@@ -14,7 +14,7 @@ from typing import Any, cast
 import redis
 import requests
 
-from qexec.config import Settings, celery_config
+from qexec.config import Settings
 from qexec.models import ResultStatus, Side, utcnow
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ class WorkerProbe:
 
     def __init__(self, settings: Settings) -> None:
         from celery import Celery  # noqa: PLC0415 - only --demo pays Celery's import cost
+
+        from qexec.worker.celeryconf import celery_config  # noqa: PLC0415 - it imports kombu, which only --demo needs
 
         self.app = Celery("qexec-demo", set_as_current=False)
         # One connection attempt per ping, so the readiness wait keeps its own deadline.

@@ -19,10 +19,11 @@ from celery.signals import (
 from pydantic import ValidationError
 
 from qexec import logs, redis_streams
-from qexec.config import Settings, celery_config, get_settings
+from qexec.config import Settings, get_settings
 from qexec.ops import flower_auth
 from qexec.ops.selftest import venue_or_exit
 from qexec.venue import feed
+from qexec.worker.celeryconf import celery_config
 
 EXIT_INVALID_SETTINGS = 1
 REPR_MAXSIZE = 160  # characters of a task's arguments (and, for qexec's steps, result) kept for logs and Flower
