@@ -32,6 +32,7 @@ import redis
 import requests
 
 from qexec.ops.redisserver import LocalRedis, free_port
+from qexec.worker.command import WITHOUT_PEERS, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -233,32 +234,13 @@ class Bench:
             if kind.startswith("qexec"):
                 # "qexec+events": the worker sends Celery's task events, as it does while Flower watches it.
                 events = ["--task-events"] if kind == "qexec+events" else []
-                procs.append(
-                    spawn(
-                        f"worker-{tag}",
-                        [
-                            str(BIN / "celery"),
-                            "-A",
-                            "qexec",
-                            "worker",
-                            "--pool",
-                            "threads",
-                            "-c",
-                            str(concurrency),
-                            "--loglevel",
-                            "INFO",
-                            "-n",
-                            f"bench-{tag}@%h",
-                            "--without-gossip",
-                            "--without-mingle",
-                            *events,
-                        ],
-                        env,
-                        self.logs,
-                        "ready.",
-                        90,
-                    )
+                argv = worker_argv(
+                    concurrency=concurrency,
+                    node_name=f"bench-{tag}@%h",
+                    extra=[*WITHOUT_PEERS, *events],
+                    program=[str(BIN / "celery")],
                 )
+                procs.append(spawn(f"worker-{tag}", argv, env, self.logs, "ready.", 90))
                 if env.get("QEXEC_USE_STREAMS", "true").lower() not in ("0", "false", "no", "off"):
                     # Measured from when the worker's venue streams are up and vouch for what follows.
                     worker = procs[-1]

@@ -34,6 +34,7 @@ import requests
 
 from qexec.models import client_order_id, utcnow
 from qexec.ops.redisserver import LocalRedis, free_port
+from qexec.worker.command import WITHOUT_PEERS, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 INTENT_STREAM = "quantum:stream:trade.intent"
@@ -187,8 +188,7 @@ START = time.monotonic()
 
 def worker(name: str) -> Child:
     """A `celery -A qexec worker` on the threads pool."""
-    argv = [sys.executable, "-m", "celery", "-A", "qexec", "worker", "--pool", "threads", "-c", "4"]
-    argv += ["--loglevel", "INFO", "-n", f"{name}-{os.urandom(3).hex()}@%h", "--without-gossip", "--without-mingle"]
+    argv = worker_argv(concurrency=4, node_name=f"{name}-{os.urandom(3).hex()}@%h", extra=WITHOUT_PEERS)
     return Child(name, argv, "ready.")
 
 

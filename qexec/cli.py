@@ -1,9 +1,10 @@
-"""The `qexec` command: paper exchange, bridge, inject, and the local stack."""
+"""The `qexec` command: paper exchange, worker, bridge, inject, and the local stack."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ from qexec.ops.stack import up_command, wait_command
 from qexec.ops.status import status_command
 from qexec.ops.verify import verify_command
 from qexec.paper.command import paper_command
+from qexec.worker.command import LOG_LEVEL, NODE_NAME, worker_argv
 
 log = logging.getLogger("qexec.cli")
 
@@ -82,6 +84,26 @@ def bridge(consumer: str | None, log_level: str) -> None:
     log.info("bridge %s reading %s as group %s", worker.consumer, settings.intent_stream, settings.consumer_group)
     worker.run(stop)
     log.info("bridge %s stopped after %d entries", worker.consumer, worker.handled)
+
+
+@main.command("worker", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker threads [default: QEXEC_WORKER_CONCURRENCY].",
+)
+@click.option("--name", "-n", "node_name", default=NODE_NAME, show_default=True, help="Celery's node name.")
+@click.option("--log-level", default=LOG_LEVEL, show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker_command(concurrency: int | None, node_name: str, log_level: str, celery_args: tuple[str, ...]) -> None:
+    """Run the Celery worker (`celery -A qexec worker` on the threads pool); other arguments go to Celery."""
+    argv = worker_argv(
+        settings_or_fail(), concurrency=concurrency, node_name=node_name, log_level=log_level, extra=celery_args
+    )
+    # exec, not a child: the process manager's signals (SIGTERM: warm shutdown) go straight to Celery.
+    os.execvp(argv[0], argv)  # noqa: S606 - our own argv (worker_argv), no shell in between
 
 
 def _intent_from_flags(**flags: Any) -> dict[str, Any]:

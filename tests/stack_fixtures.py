@@ -24,6 +24,7 @@ from qexec.config import Settings
 from qexec.models import ExecutionResult
 from qexec.ops.redisserver import LocalRedis
 from qexec.worker.app import app, configure
+from qexec.worker.command import WITHOUT_PEERS, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,28 +110,9 @@ class Stack:
 
     def start_worker(self, name: str = "worker", concurrency: int = 8) -> subprocess.Popen[bytes]:
         """A real `celery -A qexec worker` on the threads pool."""
-        return self.spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "qexec",
-                "worker",
-                "--pool",
-                "threads",
-                "-c",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"{name}-{uuid.uuid4().hex[:6]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            ready="ready.",
-        )
+        node_name = f"{name}-{uuid.uuid4().hex[:6]}@%h"
+        argv = worker_argv(concurrency=concurrency, node_name=node_name, extra=WITHOUT_PEERS)
+        return self.spawn(name, argv, ready="ready.")
 
     def start_bridge(self, name: str = "bridge") -> subprocess.Popen[bytes]:
         """A real `qexec bridge`."""

@@ -21,6 +21,7 @@ from qexec import constants
 from qexec.config import MAINNET_ARMING_PHRASE, Settings, masked_url
 from qexec.ops.redisserver import find_server_binary
 from qexec.venue.binance import Venue
+from qexec.worker.command import CELERY, WITHOUT_PEERS, worker_argv
 
 RUN_TIMEOUT_S = 60
 READY_TIMEOUT_S = 60
@@ -94,7 +95,7 @@ def test_the_worker_and_the_bridge_refuse_an_unarmed_mainnet_url_in_testnet_mode
     """The worker and the bridge guard mainnet by where the orders go, not by QEXEC_MODE alone."""
     env = {"QEXEC_MODE": "testnet", "QEXEC_EXCHANGE_URL": "https://fapi2.binance.com", **KEYS}
     if process == "worker":
-        done = celery("worker", "--pool", "threads", "-c", "1", "--without-gossip", "--without-mingle", **env)
+        done = run(worker_argv(concurrency=1, extra=WITHOUT_PEERS), **env)
         assert "FATAL_INVALID_SETTINGS" in done.stdout
     else:
         done = run([sys.executable, "-m", "qexec.cli", "bridge"], **env)
@@ -295,11 +296,11 @@ def password_redis() -> Iterator[str]:
         process.wait(10)
 
 
-def run_until(args: list[str], needle: str, log_path: Path, **env: str) -> str:
-    """Start `celery -A qexec <args>`, wait for `needle` in its output, stop it (SIGTERM), and return the output."""
+def run_until(argv: list[str], needle: str, log_path: Path, **env: str) -> str:
+    """Start `argv`, wait for `needle` in its output, stop it (SIGTERM), and return the output."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "qexec", *args],
+            argv,
             cwd=ROOT,
             env=clean_env(env),
             stdout=log,
@@ -327,21 +328,10 @@ def test_a_worker_and_beat_on_a_password_redis_never_print_the_password(
     """A worker (banner, venue check, ready) and beat (banner, schedule) on a Redis with a password never print it."""
     env: dict[str, Any] = {"QEXEC_REDIS_URL": password_redis, "QEXEC_EXCHANGE_URL": paper_exchange.url}
     name = f"config-{uuid.uuid4().hex[:6]}@%h"
-    worker_args = [
-        "worker",
-        "--pool",
-        "threads",
-        "-c",
-        "1",
-        "-n",
-        name,
-        "--without-gossip",
-        "--without-mingle",
-        "-l",
-        "INFO",
-    ]
+    worker_args = worker_argv(concurrency=1, node_name=name, extra=WITHOUT_PEERS)
     worker = run_until(worker_args, "ready.", tmp_path / "worker.log", **env)
-    beat = run_until(["beat", "--loglevel", "DEBUG"], "beat: Acquired lock", tmp_path / "beat.log", **env)
+    beat_args = [*CELERY, "-A", "qexec", "beat", "--loglevel", "DEBUG"]
+    beat = run_until(beat_args, "beat: Acquired lock", tmp_path / "beat.log", **env)
     for output in (worker, beat):
         assert PASSWORD not in output
         assert ":**@127.0.0.1:" in output  # Celery showed the URL, masked

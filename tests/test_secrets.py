@@ -31,6 +31,7 @@ from qexec import logs
 from qexec.config import Settings
 from qexec.models import client_order_id
 from qexec.venue.binance import Venue
+from qexec.worker.command import worker_argv
 
 pytestmark = pytest.mark.slow
 
@@ -108,8 +109,8 @@ def test_a_whole_run_leaves_the_api_key_and_secret_nowhere(
     outputs: list[bytes] = []
     with private_stack(paper, tmp_path, extra, worker=False, bridge=False) as stack:
         # Given a worker and a bridge logging everything, and Flower watching the tasks
-        worker_args = [sys.executable, "-m", "celery", "-A", "qexec", "worker", "--pool", "threads", "-c", "4"]
-        stack.spawn("worker", [*worker_args, "--loglevel", "DEBUG", "-n", "secrets@%h", "--without-gossip"], "ready.")
+        worker_args = worker_argv(concurrency=4, node_name="secrets@%h", log_level="DEBUG", extra=["--without-gossip"])
+        stack.spawn("worker", worker_args, "ready.")
         stack.spawn("bridge", [sys.executable, "-m", "qexec.cli", "bridge", "--log-level", "DEBUG"], "reading")
         flower_cmd = [sys.executable, "-m", "celery", "-A", "qexec", "flower", "--address=127.0.0.1"]
         stack.spawn("flower", [*flower_cmd, f"--port={flower_port}"], "Visit me at")

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 
 from paper_fixtures import PaperExchange, free_port
 from stack_fixtures import ROOT, Stack, clean_env
+
+from qexec.worker.command import WITHOUT_PEERS, worker_argv
 
 RUN_TIMEOUT_S = 60
 
 
 def worker(redis_url: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `celery -A qexec worker` (threads pool) on our own Redis until it exits by itself."""
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "qexec",
-        "worker",
-        "--pool",
-        "threads",
-        "-c",
-        "1",
-        "--loglevel",
-        "INFO",
-        "-n",
-        f"failfast-{uuid.uuid4().hex[:6]}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    args = worker_argv(concurrency=1, node_name=f"failfast-{uuid.uuid4().hex[:6]}@%h", extra=WITHOUT_PEERS)
     return subprocess.run(
         args,
         cwd=ROOT,

@@ -39,6 +39,7 @@ from qexec.ops.redisserver import (
     require_server,
 )
 from qexec.ops.selftest import EXIT_VENUE_UNAVAILABLE
+from qexec.worker.command import worker_argv
 
 PROCESS_NAMES = ("paper", "worker", "bridge", "beat", "flower")  # the Procfile's names, in start order
 FLOWER_PORT = 5555
@@ -333,10 +334,8 @@ def process_specs(
     if settings.mode is Mode.PAPER:
         state = str(data_dir / "paper.sqlite3")
         specs.append(ProcessSpec("paper", (qexec, "paper", "--port", str(paper_port), "--state", state)))
-    concurrency = str(settings.worker_concurrency)
-    worker = (celery, "-A", "qexec", "worker", "--pool", "threads", "--concurrency", concurrency)
     specs += [
-        ProcessSpec("worker", (*worker, "--loglevel", "INFO", "-n", "worker@%h"), waits_for_venue=True),
+        ProcessSpec("worker", tuple(worker_argv(settings, program=[celery])), waits_for_venue=True),
         ProcessSpec("bridge", (qexec, "bridge"), waits_for_venue=True),
         # celery-redbeat keeps the schedule in Redis (see celery_config), so beat writes no file.
         ProcessSpec("beat", (celery, "-A", "qexec", "beat", "--loglevel", "INFO")),
