@@ -504,26 +504,13 @@ def up_command(
     bin_dir: Path | None,
 ) -> None:
     """Run the whole stack on this machine (paper mode by default); Ctrl-C stops it."""
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"the QEXEC_* settings are invalid:\n{exc}") from exc
-    if demo and settings.mode is not Mode.PAPER:
-        raise click.UsageError(f"--demo trades on the paper exchange only, and QEXEC_MODE is {settings.mode}")
-    if redis_url is not None:
-        try:
-            checked_url("--redis-url", redis_url, REDIS_SCHEMES)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--redis-url") from None
+    settings = _up_settings(demo=demo, redis_url=redis_url)
     # A demo starts from a fresh paper account every time (positions left by an earlier run would turn the demo's
     # entries into protection updates), unless a data dir is named.
     scratch = Path(tempfile.mkdtemp(prefix="qexec-demo-")) if demo and data_dir is None else None
     data_dir = (scratch or data_dir or default_data_dir(os.environ)).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    selected = set(only or PROCESS_NAMES)
-    for name, port in (("paper", paper_port), ("flower", flower_port)):
-        if name in selected and (name != "paper" or settings.mode is Mode.PAPER) and not port_is_free(port):
-            raise click.ClickException(f"port {port} for {name} is taken; choose another with --{name}-port")
+    _check_ports(settings, only=only, paper_port=paper_port, flower_port=flower_port)
     # Until honcho's loop installs its own handlers, a SIGTERM must still unwind and stop our Redis.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -541,17 +528,46 @@ def up_command(
             bin_dir=bin_dir,
             only=only,
         )
-        if not stack.processes:
-            raise click.UsageError(f"nothing to run: --only {' '.join(only)} in {settings.mode} mode")
-        for line in describe(stack, local_redis=local_redis):
-            click.echo(line)
-        code = supervise(stack, demo=demo, verbose=verbose)
+        code = _run_stack(stack, local_redis=local_redis, only=only, demo=demo, verbose=verbose)
     finally:
         if local_redis is not None:
             local_redis.stop()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     ctx.exit(code)
+
+
+def _up_settings(*, demo: bool, redis_url: str | None) -> Settings:
+    """The settings `qexec up` runs with, checked against its --demo and --redis-url options."""
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"the QEXEC_* settings are invalid:\n{exc}") from exc
+    if demo and settings.mode is not Mode.PAPER:
+        raise click.UsageError(f"--demo trades on the paper exchange only, and QEXEC_MODE is {settings.mode}")
+    if redis_url is not None:
+        try:
+            checked_url("--redis-url", redis_url, REDIS_SCHEMES)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--redis-url") from None
+    return settings
+
+
+def _check_ports(settings: Settings, *, only: Sequence[str], paper_port: int, flower_port: int) -> None:
+    """Refuse to start when the port of a process that would listen (paper, flower) is taken."""
+    selected = set(only or PROCESS_NAMES)
+    for name, port in (("paper", paper_port), ("flower", flower_port)):
+        if name in selected and (name != "paper" or settings.mode is Mode.PAPER) and not port_is_free(port):
+            raise click.ClickException(f"port {port} for {name} is taken; choose another with --{name}-port")
+
+
+def _run_stack(stack: Stack, *, local_redis: LocalRedis | None, only: Sequence[str], demo: bool, verbose: bool) -> int:
+    """Say what runs where, then supervise the stack until it stops; the exit code."""
+    if not stack.processes:
+        raise click.UsageError(f"nothing to run: --only {' '.join(only)} in {stack.settings.mode} mode")
+    for line in describe(stack, local_redis=local_redis):
+        click.echo(line)
+    return supervise(stack, demo=demo, verbose=verbose)
 
 
 @click.group()

@@ -303,12 +303,7 @@ def verify_command(
     settings = settings_or_fail()
     if check_only is None and (settings.venue.real_money or settings.mode is Mode.MAINNET) and not allow_mainnet:
         raise click.UsageError("verify sends real orders on mainnet: add --allow-mainnet if that is what you want")
-    venue = venue_for(settings)  # a client of its own, apart from the worker's
-    try:
-        venue.check()
-    except VenueUnavailable as exc:
-        _say(fatal_line(settings, exc))
-        sys.exit(EXIT_VENUE_UNAVAILABLE)
+    venue = _checked_venue(settings)
     r = redis_streams.connect(settings.redis_url)
     try:
         if check_only is not None:
@@ -326,6 +321,38 @@ def verify_command(
             )
     except redis.RedisError as exc:
         raise click.ClickException(f"Redis at {redacted(settings.redis_url)}: {exc}") from None
+    verified = _verify_results(venue, results, problems)
+    closed: list[dict[str, Any]] = []
+    if check_only is None and not keep:
+        closed, left = close_leftovers(venue, [symbol.upper() for symbol in symbols], uuid.uuid4().hex[:12])
+        problems += left
+    for problem in problems:
+        named = " ".join(f"{key}={problem[key]}" for key in ("intent_id", "message_id") if problem[key])
+        _say(f"PROBLEM {named} {problem['problem']}")
+    proof = build_proof(settings, verified, problems)
+    if check_only is None:
+        proof["closed"] = closed
+    _write_proof(proof, out)
+    checked = len(verified) + len(problems)
+    where = f"proof in {out}" if out else "proof on standard output"
+    _say(f"verify: {len(verified)} of {checked} results match their orders at {settings.venue_url}; {where}")
+    if problems:
+        sys.exit(EXIT_NOT_VERIFIED)
+
+
+def _checked_venue(settings: Settings) -> Venue:
+    """A venue client of verify's own, apart from the worker's, that passed the start-up check (else exit 3)."""
+    venue = venue_for(settings)
+    try:
+        venue.check()
+    except VenueUnavailable as exc:
+        _say(fatal_line(settings, exc))
+        sys.exit(EXIT_VENUE_UNAVAILABLE)
+    return venue
+
+
+def _verify_results(venue: Venue, results: list[Published], problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Look each result's order up at the venue; the verified orders (what does not match goes into `problems`)."""
     verified: list[dict[str, Any]] = []
     for published in results:
         if not published.is_result:
@@ -342,26 +369,16 @@ def verify_command(
             _say("VERIFIED " + " ".join(f"{name}={order[name]}" for name in fields))
         if problem is not None:
             problems.append(problem)
-    closed: list[dict[str, Any]] = []
-    if check_only is None and not keep:
-        closed, left = close_leftovers(venue, [symbol.upper() for symbol in symbols], uuid.uuid4().hex[:12])
-        problems += left
-    for problem in problems:
-        named = " ".join(f"{key}={problem[key]}" for key in ("intent_id", "message_id") if problem[key])
-        _say(f"PROBLEM {named} {problem['problem']}")
-    proof = build_proof(settings, verified, problems)
-    if check_only is None:
-        proof["closed"] = closed
+    return verified
+
+
+def _write_proof(proof: dict[str, Any], out: Path | None) -> None:
+    """The proof as indented JSON: to `out`, else to standard output."""
     text = json.dumps(proof, indent=2)
     if out is None:
         click.echo(text)
     else:
         out.write_text(text + "\n")
-    checked = len(verified) + len(problems)
-    where = f"proof in {out}" if out else "proof on standard output"
-    _say(f"verify: {len(verified)} of {checked} results match their orders at {settings.venue_url}; {where}")
-    if problems:
-        sys.exit(EXIT_NOT_VERIFIED)
 
 
 def close_leftovers(venue: Venue, symbols: list[str], run: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
