@@ -296,67 +296,17 @@ def f8(value: Decimal) -> str:
 
 
 def _account(ex: Exchange, version: int) -> dict[str, Any]:
+    """The account answer: v2 lists every symbol's positions, v3 only the open ones."""
     engine = ex.engine
     account = engine.account
     totals = engine.totals()
     initial = totals["position_margin"] + totals["order_margin"]
     margin_balance = totals["wallet"] + totals["unrealized"]
     available = max(totals["available"], ZERO)
-    asset = {
-        "asset": "USDT",
-        "walletBalance": f8(totals["wallet"]),
-        "unrealizedProfit": f8(totals["unrealized"]),
-        "marginBalance": f8(margin_balance),
-        "maintMargin": f8(totals["maint"]),
-        "initialMargin": f8(initial),
-        "positionInitialMargin": f8(totals["position_margin"]),
-        "openOrderInitialMargin": f8(totals["order_margin"]),
-        "crossWalletBalance": f8(totals["wallet"]),
-        "crossUnPnl": f8(totals["unrealized"]),
-        "availableBalance": f8(available),
-        "maxWithdrawAmount": f8(min(available, totals["wallet"])),
-        "marginAvailable": True,
-        "updateTime": account.update_time_ms,
-    }
-    positions = []
     if version == 2:
         keys = [(name, side) for name in engine.symbols for side in account.position_sides()]
     else:
         keys = [(p.symbol, p.side) for p in account.open_positions()]
-    for name, side in keys:
-        pos = account.position(name, side) if (name, side) in account.positions else None
-        amt = pos.amt if pos else ZERO
-        mark = engine.now_mark(name)
-        leverage = account.leverage_of(name)
-        notional = amt * mark
-        margin = abs(notional) / leverage
-        entry: dict[str, Any] = {
-            "symbol": name,
-            "positionSide": side,
-            "positionAmt": fmt(amt, engine.symbols[name].qty_places),
-            "unrealizedProfit": f8(pos.unrealized(mark) if pos else ZERO),
-            "isolatedMargin": "0",
-            "notional": f8(notional),
-            "isolatedWallet": "0",
-            "initialMargin": f8(margin),
-            "maintMargin": f8(abs(notional) * MAINT_MARGIN_RATE),
-            "updateTime": pos.update_time_ms if pos else 0,
-        }
-        if version == 2:
-            entry.update(
-                {
-                    "positionInitialMargin": f8(margin),
-                    "openOrderInitialMargin": "0",
-                    "leverage": str(leverage),
-                    "isolated": account.margin_type.get(name, "CROSSED") == "ISOLATED",
-                    "entryPrice": fmt(pos.entry if pos else ZERO, 8),
-                    "breakEvenPrice": fmt(pos.entry if pos else ZERO, 8),
-                    "maxNotional": max_notional(leverage),
-                    "bidNotional": "0",
-                    "askNotional": "0",
-                }
-            )
-        positions.append(entry)
     return {
         "feeTier": 0,
         "canTrade": True,
@@ -377,9 +327,69 @@ def _account(ex: Exchange, version: int) -> dict[str, Any]:
         "totalCrossUnPnl": f8(totals["unrealized"]),
         "availableBalance": f8(available),
         "maxWithdrawAmount": f8(min(available, totals["wallet"])),
-        "assets": [asset],
-        "positions": positions,
+        "assets": [_account_asset(ex, totals)],
+        "positions": [_account_position(ex, name, side, version) for name, side in keys],
     }
+
+
+def _account_asset(ex: Exchange, totals: dict[str, Decimal]) -> dict[str, Any]:
+    """The account's one asset entry, USDT, from the engine's totals."""
+    available = max(totals["available"], ZERO)
+    return {
+        "asset": "USDT",
+        "walletBalance": f8(totals["wallet"]),
+        "unrealizedProfit": f8(totals["unrealized"]),
+        "marginBalance": f8(totals["wallet"] + totals["unrealized"]),
+        "maintMargin": f8(totals["maint"]),
+        "initialMargin": f8(totals["position_margin"] + totals["order_margin"]),
+        "positionInitialMargin": f8(totals["position_margin"]),
+        "openOrderInitialMargin": f8(totals["order_margin"]),
+        "crossWalletBalance": f8(totals["wallet"]),
+        "crossUnPnl": f8(totals["unrealized"]),
+        "availableBalance": f8(available),
+        "maxWithdrawAmount": f8(min(available, totals["wallet"])),
+        "marginAvailable": True,
+        "updateTime": ex.engine.account.update_time_ms,
+    }
+
+
+def _account_position(ex: Exchange, name: str, side: str, version: int) -> dict[str, Any]:
+    """One position entry of the account; v2's carries leverage, margin type and entry price as well."""
+    engine = ex.engine
+    account = engine.account
+    pos = account.position(name, side) if (name, side) in account.positions else None
+    amt = pos.amt if pos else ZERO
+    mark = engine.now_mark(name)
+    leverage = account.leverage_of(name)
+    notional = amt * mark
+    margin = abs(notional) / leverage
+    entry: dict[str, Any] = {
+        "symbol": name,
+        "positionSide": side,
+        "positionAmt": fmt(amt, engine.symbols[name].qty_places),
+        "unrealizedProfit": f8(pos.unrealized(mark) if pos else ZERO),
+        "isolatedMargin": "0",
+        "notional": f8(notional),
+        "isolatedWallet": "0",
+        "initialMargin": f8(margin),
+        "maintMargin": f8(abs(notional) * MAINT_MARGIN_RATE),
+        "updateTime": pos.update_time_ms if pos else 0,
+    }
+    if version == 2:
+        entry.update(
+            {
+                "positionInitialMargin": f8(margin),
+                "openOrderInitialMargin": "0",
+                "leverage": str(leverage),
+                "isolated": account.margin_type.get(name, "CROSSED") == "ISOLATED",
+                "entryPrice": fmt(pos.entry if pos else ZERO, 8),
+                "breakEvenPrice": fmt(pos.entry if pos else ZERO, 8),
+                "maxNotional": max_notional(leverage),
+                "bidNotional": "0",
+                "askNotional": "0",
+            }
+        )
+    return entry
 
 
 async def account_v2(ex: Exchange, p: Params, plan: FillPlan) -> Any:

@@ -197,45 +197,20 @@ class Engine:
         if order_type not in ("LIMIT", "MARKET"):
             raise errors.BAD_ORDER_TYPE
         position_side = self._position_side(p)
-        reduce_only = p.flag("reduceOnly")
-        if reduce_only and self.account.dual_side:
-            raise errors.not_required("reduceOnly")
+        reduce_only = self._reduce_only(p)
         if p.flag("closePosition"):
             raise errors.not_required("closePosition")
         market = order_type == "MARKET"
         qty = p.decimal("quantity")
         self._check_qty(symbol, qty, market)
         client_id = self._client_id(p.get("newClientOrderId"), symbol.name)
-        resp_type = p.get("newOrderRespType", "ACK")
-        if resp_type not in ("ACK", "RESULT"):
+        if p.get("newOrderRespType", "ACK") not in ("ACK", "RESULT"):
             raise errors.invalid("newOrderRespType")
         mark = self.now_mark(symbol.name)
-        if market:
-            if p.get("price"):
-                raise errors.not_required("price")
-            price, tif = ZERO, "GTC"
-        else:
-            tif = p.required("timeInForce")
-            if tif not in TIME_IN_FORCE:
-                raise errors.BAD_TIME_IN_FORCE
-            price = p.decimal("price")
-            self._check_price(symbol, price)
-            # PERCENT_PRICE: a BUY at most mark x multiplierUp, a SELL at least mark x multiplierDown.
-            if side == "BUY" and price > mark * PERCENT_PRICE_UP:
-                raise errors.limit_above(fmt(mark * PERCENT_PRICE_UP, symbol.price_places))
-            if side == "SELL" and price < mark * PERCENT_PRICE_DOWN:
-                raise errors.limit_below(fmt(mark * PERCENT_PRICE_DOWN, symbol.price_places))
-        closing = reduce_only or self._closes(side, position_side)
-        reducible = self.account.reducible(symbol.name, side, position_side)
-        if closing and reducible <= 0:
-            raise errors.REDUCE_ONLY_REJECT
-        if not reduce_only and qty * (price or mark) < symbol.min_notional:
-            raise errors.min_notional(str(symbol.min_notional))
-        opening = ZERO if closing else max(ZERO, qty - reducible)
-        if opening > 0:
-            need = opening * (price or mark) / self.account.leverage_of(symbol.name)
-            if need > self.totals()["available"]:
-                raise errors.MARGIN_INSUFFICIENT
+        price, tif = self._price_and_time_in_force(p, symbol, side, mark, market=market)
+        self._check_reduce_notional_and_margin(
+            symbol, side, position_side, qty, price=price or mark, reduce_only=reduce_only
+        )
         crosses = not market and self._crosses(side, price, mark)
         if not market and tif == "GTX" and crosses:
             raise errors.GTX_REJECT
@@ -259,22 +234,7 @@ class Engine:
             update_time_ms=now,
         )
         self._register(order)
-        if market:
-            if plan.delay_ms > 0:
-                self.pending[order.order_id] = plan
-            else:
-                self._fill_market(order, plan.partial_ratio)
-        elif crosses:
-            fill_price = (
-                min(price, self._slipped(symbol, side, mark))
-                if side == "BUY"
-                else max(price, self._slipped(symbol, side, mark))
-            )
-            self._fill_limit(order, fill_price, maker=False, ratio=plan.partial_ratio)
-            if order.live and tif in ("IOC", "FOK"):
-                self._finish(order, "EXPIRED", EXPIRED_IOC)
-        elif tif == "IOC":
-            self._finish(order, "EXPIRED", EXPIRED_IOC)
+        self._fill_on_arrival(order, plan, mark, crosses=crosses)
         return order
 
     def fill_pending(self, order_id: int) -> Order | None:
@@ -363,55 +323,19 @@ class Engine:
         if order_type not in CONDITIONAL_TYPES:
             raise errors.BAD_ORDER_TYPE
         position_side = self._position_side(p)
-        reduce_only = p.flag("reduceOnly")
-        if reduce_only and self.account.dual_side:
-            raise errors.not_required("reduceOnly")
+        reduce_only = self._reduce_only(p)
         close_position = p.flag("closePosition")
-        qty = ZERO
-        if close_position:
-            if order_type not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
-                raise errors.not_required("closePosition")
-            if p.get("quantity"):
-                raise errors.not_required("quantity")
-            if reduce_only:
-                raise errors.not_required("reduceOnly")
-        else:
-            qty = p.decimal("quantity")
-            self._check_qty(symbol, qty, market=order_type.endswith("MARKET"))
-        trigger, price, tif = ZERO, ZERO, p.get("timeInForce", "GTC")
-        activate: Decimal | None = None
-        rate: Decimal | None = None
+        qty = self._algo_quantity(p, symbol, order_type, close_position=close_position, reduce_only=reduce_only)
+        tif = p.get("timeInForce", "GTC")
         if tif not in TIME_IN_FORCE:
             raise errors.BAD_TIME_IN_FORCE
-        if order_type == "TRAILING_STOP_MARKET":
-            rate = p.decimal("callbackRate")
-            # 0.1 to 20 % (Binance's change log, 2026-10-23: the maximum went from 10 to 20).
-            if not MIN_CALLBACK_RATE <= rate <= MAX_CALLBACK_RATE:
-                raise errors.invalid("callbackRate")
-            activate = p.optional_decimal("activatePrice")
-            if activate is not None:
-                self._check_price(symbol, activate)
-        else:
-            trigger = p.decimal("triggerPrice")
-            self._check_price(symbol, trigger)
-        if order_type in ("STOP", "TAKE_PROFIT"):
-            price = p.decimal("price")
-            self._check_price(symbol, price)
+        trigger, price, activate, rate = self._algo_prices(p, symbol, order_type)
         working_type = p.get("workingType", "CONTRACT_PRICE")
         if working_type not in WORKING_TYPES:
             raise errors.invalid("workingType")
-        client_id = p.get("clientAlgoId") or f"paper{secrets.token_hex(8)}"
-        check_client_id(client_id)
-        existing = self.algo_client_ids.get(client_id)
-        if existing is not None and self.algos[existing].live:
-            raise errors.DUPLICATE_CLIENT_ID
-        if close_position and any(
-            a.live
-            and a.close_position
-            and (a.symbol, a.order_type, a.side, a.position_side) == (symbol.name, order_type, side, position_side)
-            for a in self.algos.values()
-        ):
-            raise errors.CLOSE_POSITION_EXISTS  # one closePosition order per type and side
+        client_id = self._algo_client_id(p.get("clientAlgoId"))
+        if close_position:
+            self._check_no_close_position_order(symbol.name, order_type, side, position_side)
         mark = self.now_mark(symbol.name)
         now = now_ms()
         algo = AlgoOrder(
@@ -438,13 +362,7 @@ class Engine:
             self._track_trailing(algo, mark)
         elif self._algo_fires(algo, mark):
             raise errors.WOULD_TRIGGER
-        self.ids.algo_id += 1
-        self.dirty.account = True
-        self.algos[algo.algo_id] = algo
-        self.live_algos.setdefault(algo.symbol, {})[algo.algo_id] = algo
-        self.algo_client_ids[client_id] = algo.algo_id
-        self.dirty.algos.add(algo.algo_id)
-        self._algo_event(algo)
+        self._register_algo(algo)
         return algo
 
     def cancel_algo(self, p: Params) -> AlgoOrder:
@@ -636,6 +554,135 @@ class Engine:
             raise errors.PRICE_ABOVE_MAX
         if (price - symbol.min_price) % symbol.tick_size != 0:
             raise errors.PRICE_TICK
+
+    def _reduce_only(self, p: Params) -> bool:
+        """The reduceOnly flag; -1106 in hedge mode, where the position side says what an order reduces."""
+        reduce_only = p.flag("reduceOnly")
+        if reduce_only and self.account.dual_side:
+            raise errors.not_required("reduceOnly")
+        return reduce_only
+
+    def _price_and_time_in_force(
+        self, p: Params, symbol: Symbol, side: str, mark: Decimal, *, market: bool
+    ) -> tuple[Decimal, str]:
+        """A MARKET order's zero price and GTC, or a LIMIT order's checked price and time in force."""
+        if market:
+            if p.get("price"):
+                raise errors.not_required("price")
+            return ZERO, "GTC"
+        tif = p.required("timeInForce")
+        if tif not in TIME_IN_FORCE:
+            raise errors.BAD_TIME_IN_FORCE
+        price = p.decimal("price")
+        self._check_price(symbol, price)
+        # PERCENT_PRICE: a BUY at most mark x multiplierUp, a SELL at least mark x multiplierDown.
+        if side == "BUY" and price > mark * PERCENT_PRICE_UP:
+            raise errors.limit_above(fmt(mark * PERCENT_PRICE_UP, symbol.price_places))
+        if side == "SELL" and price < mark * PERCENT_PRICE_DOWN:
+            raise errors.limit_below(fmt(mark * PERCENT_PRICE_DOWN, symbol.price_places))
+        return price, tif
+
+    def _check_reduce_notional_and_margin(
+        self, symbol: Symbol, side: str, position_side: str, qty: Decimal, *, price: Decimal, reduce_only: bool
+    ) -> None:
+        """-2022 for a closing order with nothing to close, -4164 below the minimum notional, -2019 without margin.
+
+        ``price`` is the limit price, or the mark for a MARKET order.
+        """
+        closing = reduce_only or self._closes(side, position_side)
+        reducible = self.account.reducible(symbol.name, side, position_side)
+        if closing and reducible <= 0:
+            raise errors.REDUCE_ONLY_REJECT
+        if not reduce_only and qty * price < symbol.min_notional:
+            raise errors.min_notional(str(symbol.min_notional))
+        opening = ZERO if closing else max(ZERO, qty - reducible)
+        if opening > 0:
+            need = opening * price / self.account.leverage_of(symbol.name)
+            if need > self.totals()["available"]:
+                raise errors.MARGIN_INSUFFICIENT
+
+    def _fill_on_arrival(self, order: Order, plan: FillPlan, mark: Decimal, *, crosses: bool) -> None:
+        """Fill a new order as far as it fills now: a MARKET order (or plan its delay), a LIMIT through the mark."""
+        if order.type == "MARKET":
+            if plan.delay_ms > 0:
+                self.pending[order.order_id] = plan
+            else:
+                self._fill_market(order, plan.partial_ratio)
+        elif crosses:
+            slipped = self._slipped(self.symbols[order.symbol], order.side, mark)
+            fill_price = min(order.price, slipped) if order.side == "BUY" else max(order.price, slipped)
+            self._fill_limit(order, fill_price, maker=False, ratio=plan.partial_ratio)
+            if order.live and order.time_in_force in ("IOC", "FOK"):
+                self._finish(order, "EXPIRED", EXPIRED_IOC)
+        elif order.time_in_force == "IOC":
+            self._finish(order, "EXPIRED", EXPIRED_IOC)
+
+    def _algo_quantity(
+        self, p: Params, symbol: Symbol, order_type: str, *, close_position: bool, reduce_only: bool
+    ) -> Decimal:
+        """The quantity a conditional order sends; zero for a closePosition order, which closes what is there."""
+        if not close_position:
+            qty = p.decimal("quantity")
+            self._check_qty(symbol, qty, market=order_type.endswith("MARKET"))
+            return qty
+        if order_type not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
+            raise errors.not_required("closePosition")
+        if p.get("quantity"):
+            raise errors.not_required("quantity")
+        if reduce_only:
+            raise errors.not_required("reduceOnly")
+        return ZERO
+
+    def _algo_prices(
+        self, p: Params, symbol: Symbol, order_type: str
+    ) -> tuple[Decimal, Decimal, Decimal | None, Decimal | None]:
+        """A conditional order's trigger, limit price, activation price and callback rate (zero or None if unused)."""
+        trigger, price = ZERO, ZERO
+        activate: Decimal | None = None
+        rate: Decimal | None = None
+        if order_type == "TRAILING_STOP_MARKET":
+            rate = p.decimal("callbackRate")
+            # 0.1 to 20 % (Binance's change log, 2026-10-23: the maximum went from 10 to 20).
+            if not MIN_CALLBACK_RATE <= rate <= MAX_CALLBACK_RATE:
+                raise errors.invalid("callbackRate")
+            activate = p.optional_decimal("activatePrice")
+            if activate is not None:
+                self._check_price(symbol, activate)
+        else:
+            trigger = p.decimal("triggerPrice")
+            self._check_price(symbol, trigger)
+        if order_type in ("STOP", "TAKE_PROFIT"):
+            price = p.decimal("price")
+            self._check_price(symbol, price)
+        return trigger, price, activate, rate
+
+    def _algo_client_id(self, given: str | None) -> str:
+        """The clientAlgoId sent (-4015 when malformed, -4116 while a waiting algo order holds it), or a new one."""
+        client_id = given or f"paper{secrets.token_hex(8)}"
+        check_client_id(client_id)
+        existing = self.algo_client_ids.get(client_id)
+        if existing is not None and self.algos[existing].live:
+            raise errors.DUPLICATE_CLIENT_ID
+        return client_id
+
+    def _check_no_close_position_order(self, symbol: str, order_type: str, side: str, position_side: str) -> None:
+        """-4130 when a closePosition order of this type and side already waits: one per type and side."""
+        key = (symbol, order_type, side, position_side)
+        if any(
+            a.live and a.close_position and (a.symbol, a.order_type, a.side, a.position_side) == key
+            for a in self.algos.values()
+        ):
+            raise errors.CLOSE_POSITION_EXISTS
+
+    def _register_algo(self, algo: AlgoOrder) -> None:
+        """Take its id from the sequence and hold the accepted algo order until its trigger."""
+        self.ids.algo_id += 1
+        self.dirty.account = True
+        self.algos[algo.algo_id] = algo
+        self.live_algos.setdefault(algo.symbol, {})[algo.algo_id] = algo
+        self.algo_client_ids[algo.client_algo_id] = algo.algo_id
+        self.dirty.algos.add(algo.algo_id)
+        self._algo_event(algo)
 
     def _client_id(self, given: str | None, symbol: str) -> str:
         if not given:
