@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ccxt.pro
 import pytest
@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 RECORDED = Path(__file__).parent / "data" / "binance_ws"
+Result = TypeVar("Result")
 
 
 def request(ws: ClientConnection, method: str, params: list[Any] | None = None, request_id: Any = 1) -> Any:
@@ -213,18 +214,23 @@ def ccxt_client(paper: PaperExchange) -> Any:
     return exchange
 
 
-def test_ccxt_pro_watch_mark_price_gets_the_mark_the_admin_set(paper: PaperExchange) -> None:
-    """ccxt.pro's ``watch_mark_price`` (a bare ``/market/ws/<n>`` and ``SUBSCRIBE``) returns the paper mark."""
-    paper.set_price("BTCUSDT", "91000.5")
+def with_ccxt_pro(paper: PaperExchange, act: Callable[[Any], Awaitable[Result]]) -> Result:
+    """What ``act(exchange)`` returns, run on a fresh ccxt.pro client that is closed afterwards."""
 
-    async def watch() -> Any:
+    async def run() -> Result:
         exchange = ccxt_client(paper)
         try:
-            return await asyncio.wait_for(exchange.watch_mark_price("BTC/USDT:USDT"), 10)
+            return await act(exchange)
         finally:
             await exchange.close()
 
-    ticker = asyncio.run(watch())
+    return asyncio.run(run())
+
+
+def test_ccxt_pro_watch_mark_price_gets_the_mark_the_admin_set(paper: PaperExchange) -> None:
+    """ccxt.pro's ``watch_mark_price`` (a bare ``/market/ws/<n>`` and ``SUBSCRIBE``) returns the paper mark."""
+    paper.set_price("BTCUSDT", "91000.5")
+    ticker = with_ccxt_pro(paper, lambda exchange: asyncio.wait_for(exchange.watch_mark_price("BTC/USDT:USDT"), 10))
     assert ticker["symbol"] == "BTC/USDT:USDT"
     assert (ticker["markPrice"], ticker["indexPrice"]) == (91000.5, 91000.5)
     assert ticker["info"]["e"] == "markPriceUpdate"
@@ -233,15 +239,7 @@ def test_ccxt_pro_watch_mark_price_gets_the_mark_the_admin_set(paper: PaperExcha
 def test_ccxt_pro_watch_mark_prices_gets_every_symbol_from_the_array_stream(paper: PaperExchange) -> None:
     """``watch_mark_prices()`` (``!markPrice@arr@1s``) returns a ticker for every listed symbol with its mark."""
     paper.set_price("ETHUSDT", "3300.25")
-
-    async def watch() -> Any:
-        exchange = ccxt_client(paper)
-        try:
-            return await asyncio.wait_for(exchange.watch_mark_prices(), 10)
-        finally:
-            await exchange.close()
-
-    tickers = asyncio.run(watch())
+    tickers = with_ccxt_pro(paper, lambda exchange: asyncio.wait_for(exchange.watch_mark_prices(), 10))
     assert len(tickers) == len(paper.admin("GET", "/paper/v1/prices"))
     assert tickers["ETH/USDT:USDT"]["markPrice"] == 3300.25
 
@@ -249,20 +247,16 @@ def test_ccxt_pro_watch_mark_prices_gets_every_symbol_from_the_array_stream(pape
 def test_ccxt_pro_watch_orders_sees_a_market_order_fill_on_the_user_stream(paper: PaperExchange) -> None:
     """``watch_orders`` (listen key, ``/private/ws?listenKey=``) reports the filled order ccxt placed over REST."""
 
-    async def trade_and_watch() -> tuple[Any, list[Any]]:
-        exchange = ccxt_client(paper)
-        try:
-            watching = asyncio.ensure_future(exchange.watch_orders("BTC/USDT:USDT"))
-            await asyncio.sleep(0.5)  # the listen key and the connection are up before the order
-            placed = await exchange.create_order("BTC/USDT:USDT", "market", "buy", 0.002)
-            orders: list[Any] = await asyncio.wait_for(watching, 10)
-            while orders[-1]["status"] != "closed":
-                orders = await asyncio.wait_for(exchange.watch_orders("BTC/USDT:USDT"), 10)
-            return placed, orders
-        finally:
-            await exchange.close()
+    async def trade_and_watch(exchange: Any) -> tuple[Any, list[Any]]:
+        watching = asyncio.ensure_future(exchange.watch_orders("BTC/USDT:USDT"))
+        await asyncio.sleep(0.5)  # the listen key and the connection are up before the order
+        placed = await exchange.create_order("BTC/USDT:USDT", "market", "buy", 0.002)
+        orders: list[Any] = await asyncio.wait_for(watching, 10)
+        while orders[-1]["status"] != "closed":
+            orders = await asyncio.wait_for(exchange.watch_orders("BTC/USDT:USDT"), 10)
+        return placed, orders
 
-    placed, orders = asyncio.run(trade_and_watch())
+    placed, orders = with_ccxt_pro(paper, trade_and_watch)
     last = orders[-1]
     assert (last["id"], last["status"], last["filled"]) == (placed["id"], "closed", 0.002)
     assert last["average"] == placed["average"] and last["average"] > 0
