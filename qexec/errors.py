@@ -64,6 +64,11 @@ class OrderRejected(VenueError):
     """Raised when the venue refused a request for good (filters, margin, bad parameters)."""
 
 
+class PositionModeChanged(OrderRejected):
+    """Raised when the venue refused an order for its position side (-4061): the account changed position mode since
+    qexec read it. Nothing executed; the venue seam has forgotten the mode it knew, so a resend reads it again."""
+
+
 class OrderNotFound(OrderRejected):
     """Raised when the venue knows no such order (-2013 on query, -2011 on cancel)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from enum import StrEnum
 
 ENTRY = "qx-"  # an intent's entry order
 HALT_CLOSE = "qx-halt-"  # a close sent by `qexec halt --flatten` (read before ENTRY: it starts the same way)
@@ -40,6 +41,16 @@ def protective(prefix: str, owner: str, generation: int) -> str:
     return f"{prefix}{short_hash(owner)}-{generation}"
 
 
+def stop_loss(owner: str, generation: int) -> str:
+    """The `clientAlgoId` of a position's stop-loss (`qs-`), of its owner (the position id) and generation."""
+    return protective(STOP_LOSS, owner, generation)
+
+
+def take_profit(owner: str, generation: int) -> str:
+    """The `clientAlgoId` of a position's take-profit (`qt-`)."""
+    return protective(TAKE_PROFIT, owner, generation)
+
+
 def halt_close() -> str:
     """A fresh id for one of `qexec halt --flatten`'s closes."""
     return HALT_CLOSE + uuid.uuid4().hex[:24]
@@ -48,3 +59,42 @@ def halt_close() -> str:
 def verify_close(run: str, n: int) -> str:
     """`qexec verify`'s close of the `n`-th symbol of run `run`."""
     return f"{VERIFY_CLOSE}{run}-{n}"
+
+
+# -- parsing: which step sent an order, read back from its id ---------------------------------------------
+
+
+class Sender(StrEnum):
+    """The step a client order id says sent it (`FOREIGN`: not an id qexec mints)."""
+
+    ENTRY = "entry"
+    HALT_CLOSE = "halt_close"
+    REVERSE_CLOSE = "reverse_close"
+    EMERGENCY_CLOSE = "emergency_close"
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    VERIFY_CLOSE = "verify_close"
+    FOREIGN = "foreign"
+
+
+# Longest prefix first: a halt close starts the way an entry does.
+_SENDERS = (
+    (HALT_CLOSE, Sender.HALT_CLOSE),
+    (ENTRY, Sender.ENTRY),
+    (REVERSE_CLOSE, Sender.REVERSE_CLOSE),
+    (EMERGENCY_CLOSE, Sender.EMERGENCY_CLOSE),
+    (STOP_LOSS, Sender.STOP_LOSS),
+    (TAKE_PROFIT, Sender.TAKE_PROFIT),
+    (VERIFY_CLOSE, Sender.VERIFY_CLOSE),
+)
+
+
+def sender_of(client_id: str) -> Sender:
+    """Which of qexec's steps sent the order with this client (algo) id."""
+    return next((sender for prefix, sender in _SENDERS if client_id.startswith(prefix)), Sender.FOREIGN)
+
+
+def generation_of(client_id: str) -> int:
+    """A protective order's generation (the number after its last `-`; 0 when it has none)."""
+    tail = client_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

@@ -122,7 +122,7 @@ REASON_KINDS = ("stale", "unknown_symbol", "min_size", "price_band", "risk", "ha
 
 
 def reason_kind(reason: str) -> str:
-    """The bounded kind of a rejection reason (as written by `execution`)."""
+    """The bounded kind of a rejection reason (as the place step and `pipeline/risk.py` word it)."""
     text = reason.lower()
     if text.startswith("venue "):
         return "venue"

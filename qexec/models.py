@@ -276,6 +276,8 @@ class OrderState(BaseModel):
     cumQuote: Decimal = Decimal(0)
     price: Decimal = Decimal(0)
     positionSide: str = "BOTH"
+    reduceOnly: bool = False
+    closePosition: bool = False
     updateTime: int = 0
 
     @property
@@ -459,6 +461,7 @@ class PositionRisk(BaseModel):
     entryPrice: Decimal = Decimal(0)
     markPrice: Decimal = Decimal(0)
     unRealizedProfit: Decimal = Decimal(0)
+    notional: Decimal | None = None
     updateTime: int = 0
 
     @property
@@ -467,6 +470,16 @@ class PositionRisk(BaseModel):
         if self.positionSide in ("LONG", "SHORT"):
             return self.positionSide
         return "LONG" if self.positionAmt > 0 else "SHORT"
+
+
+class Balance(BaseModel):
+    """One asset of the account (`balance`, Binance's own field names)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    asset: str
+    balance: Decimal = Decimal(0)
+    availableBalance: Decimal = Decimal(0)
 
 
 class Trade(BaseModel):

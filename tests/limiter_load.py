@@ -1,4 +1,4 @@
-"""One load process for the limiter tests: many venue calls through a `Venue` that spends the shared budget.
+"""One load process for the limiter tests: many venue calls through a `BinanceVenue` that spends the shared budget.
 
 Usage: python tests/limiter_load.py ORDERS WEIGHT_CALLS (settings from QEXEC_* in the environment). Prints
 `LOAD_DONE orders=… weight_calls=… waited_s=…` when every call has been answered.
@@ -14,13 +14,13 @@ from qexec import redis_streams
 from qexec.config import Settings
 from qexec.errors import RateLimited
 from qexec.models import OrderType, Side
-from qexec.venue.binance import Venue
+from qexec.venue.binance import BinanceVenue
 
 
 def main(orders: int, weight_calls: int) -> None:
     """Alternate BUY/SELL market orders with 5-weight balance reads until both counts are done."""
     settings = Settings()
-    venue = Venue(settings, redis_streams.connect(settings.redis_url))
+    venue = BinanceVenue(settings, redis_streams.connect(settings.redis_url))
     started = time.monotonic()
     done_orders = done_reads = 0
     tag = f"{time.time_ns() % 10**12:x}"

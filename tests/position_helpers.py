@@ -10,16 +10,20 @@ from typing import Any
 
 from qexec import constants, redis_streams
 from qexec.config import Settings
+from qexec.context import Context, Pending
 from qexec.models import ExecutionResult, Intent, Ticket
-from qexec.pipeline.execution import Context, Pending, confirm, new_ticket, place_entry, publish
+from qexec.pipeline.admission import new_ticket
+from qexec.pipeline.confirm import confirm
+from qexec.pipeline.place import place_entry
+from qexec.pipeline.publish import publish
 from qexec.positions import protection
-from qexec.venue.binance import Venue
+from qexec.venue.binance import BinanceVenue
 
 
 def context(settings: Settings, **change: Any) -> Context:
     """A step context on `settings` (changed by `change`), with a fresh venue client and Redis connection."""
     changed = settings.model_copy(update={"adopt_grace_s": 0.0, **change})
-    venue = Venue(changed)
+    venue = BinanceVenue(changed)
     venue.forget_position_mode()  # tests switch accounts between modes; never trust another test's cache
     return Context(changed, redis_streams.connect(changed.redis_url), venue)
 
@@ -57,15 +61,15 @@ def run(ctx: Context, the_intent: Intent, ticket: Ticket | None = None) -> tuple
 
 
 def open_algos(ctx: Context, symbol: str) -> list[dict[str, Any]]:
-    """The symbol's open algo orders at the venue."""
-    return ctx.venue.open_algo_orders(symbol)
+    """The symbol's open algo orders at the venue, as it sends them."""
+    return list(ctx.venue._client.futures_get_open_orders(symbol=symbol, conditional=True))
 
 
 def position_amt(ctx: Context, symbol: str, position_side: str | None = None) -> Decimal:
     """The symbol's position amount at the venue (0 when flat)."""
-    for raw in ctx.venue.positions(symbol):
-        if position_side in (None, raw["positionSide"]) and Decimal(raw["positionAmt"]) != 0:
-            return Decimal(raw["positionAmt"])
+    for position in ctx.venue.positions(symbol):
+        if position_side in (None, position.positionSide) and position.positionAmt != 0:
+            return position.positionAmt
     return Decimal(0)
 
 
@@ -83,16 +87,16 @@ def flatten(ctx: Context, symbol: str) -> None:
     client = ctx.venue._client
     client.futures_cancel_all_open_orders(symbol=symbol, conditional=True)
     client.futures_cancel_all_open_orders(symbol=symbol)  # resting LIMIT entries are exposure too
-    for raw in ctx.venue.positions(symbol):
-        amt = Decimal(raw["positionAmt"])
+    for position in ctx.venue.positions(symbol):
+        amt = position.positionAmt
         if amt == 0:
             continue
         params: dict[str, Any] = {"symbol": symbol, "type": "MARKET", "quantity": str(abs(amt))}
         params["side"] = "SELL" if amt > 0 else "BUY"
-        if raw["positionSide"] == "BOTH":
+        if position.positionSide == "BOTH":
             params["reduceOnly"] = "true"
         else:
-            params["positionSide"] = raw["positionSide"]
+            params["positionSide"] = position.positionSide
         client.futures_create_order(**params)
     for direction in ("LONG", "SHORT"):
         ctx.redis.delete(constants.POSITION_KEY.format(symbol=symbol, direction=direction))

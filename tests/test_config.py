@@ -20,7 +20,7 @@ from stack_fixtures import ROOT, clean_env
 from qexec import constants
 from qexec.config import MAINNET_ARMING_PHRASE, Settings, masked_url
 from qexec.ops.redisserver import find_server_binary
-from qexec.venue.binance import Venue
+from qexec.venue.binance import BinanceVenue
 from qexec.worker.command import CELERY, WITHOUT_PEERS, worker_argv
 
 RUN_TIMEOUT_S = 60
@@ -139,7 +139,7 @@ def test_results_and_logs_carry_the_same_label_as_selftest(paper_exchange: Paper
         api_secret=constants.PAPER_API_SECRET,
     )
     host = paper_exchange.url.removeprefix("http://")
-    venue = Venue(settings)
+    venue = BinanceVenue(settings)
     try:
         report = venue.check()
     finally:

@@ -20,9 +20,11 @@ from stack_fixtures import Stack, unique_id
 from qexec import constants
 from qexec.config import Settings
 from qexec.models import ExecutionResult, OrderStatus
-from qexec.pipeline.execution import new_ticket, place_entry
+from qexec.pipeline.admission import new_ticket
+from qexec.pipeline.place import place_entry
 from qexec.positions import monitor, protection, store
-from qexec.venue.binance import Venue, feed, thread_venue
+from qexec.venue import feed, view
+from qexec.venue.binance import BinanceVenue, thread_venue
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 5.0) -> Any:
@@ -170,14 +172,14 @@ def test_marks_come_from_the_stream_and_age_out(paper: PaperExchange, live_feed:
 
 
 def test_the_venue_takes_streamed_marks_instead_of_asking_over_rest(paper: PaperExchange, live_feed: feed.Feed) -> None:
-    """With a live feed in the process, `Venue.mark_price` sends no premiumIndex request."""
+    """With a live feed in the process, `view.mark_price` sends no premiumIndex request."""
     settings = live_feed.settings
     feed._feeds[settings.venue_url] = live_feed  # this process's feed for that venue, as the worker registers it
     try:
         paper.set_price("XRPUSDT", "0.6123")
         wait_for(lambda: live_feed.mark("XRPUSDT", 5) == Decimal("0.6123"))
         asked = paper.stats()["requests"].get("GET /fapi/v1/premiumIndex", 0)
-        assert Venue(settings).mark_price("XRPUSDT") == Decimal("0.6123")
+        assert view.mark_price(BinanceVenue(settings), "XRPUSDT") == Decimal("0.6123")
         assert paper.stats()["requests"].get("GET /fapi/v1/premiumIndex", 0) == asked
     finally:
         feed._feeds.pop(settings.venue_url, None)
@@ -185,7 +187,7 @@ def test_the_venue_takes_streamed_marks_instead_of_asking_over_rest(paper: Paper
 
 def test_streams_turned_off_start_no_feed() -> None:
     """QEXEC_USE_STREAMS=false: no feed, so every answer comes from the venue over REST."""
-    assert feed.start(Settings(use_streams=False), lambda: Venue(Settings())) is None
+    assert feed.start(Settings(use_streams=False), lambda: BinanceVenue(Settings())) is None
 
 
 @pytest.mark.parametrize(
@@ -287,7 +289,7 @@ def test_a_position_only_the_stream_reports_does_not_hold_an_order_back(stack: S
     flatten(ctx, symbol)
     try:
         stack_feed._on_account({"P": [{"s": symbol, "pa": "10", "ep": "5.0", "ps": "BOTH"}]}, now_ms())
-        assert (symbol, "LONG") in store.open_positions(ctx, symbol), "the stream's view (wrong on purpose)"
+        assert (symbol, "LONG") in view.open_positions(ctx.venue, symbol), "the stream's view (wrong on purpose)"
         result, _event = run(ctx, intent(unique_id("ghost"), symbol, "BUY", 60))
         assert result.status.value == "filled", result
     finally:
@@ -307,7 +309,7 @@ def test_a_close_only_the_stream_reports_publishes_no_exit_and_keeps_the_protect
         assert result.status.value == "filled" and event["status"] == "placed"
         earlier_exits = exits(ctx, symbol)  # other tests' positions on the symbol, in this session's stack
         stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
-        assert store.open_positions(ctx, symbol) == {}, "the stream's view (wrong on purpose)"
+        assert view.open_positions(ctx.venue, symbol) == {}, "the stream's view (wrong on purpose)"
         report = monitor.watch(ctx, {symbol})
         assert report["closed"] == []
         assert exits(ctx, symbol) == earlier_exits
@@ -330,13 +332,13 @@ def test_an_entry_filled_before_the_stream_says_so_is_seen_over_rest_by_the_next
         filled = place_entry(first, ctx)
         assert isinstance(filled, ExecutionResult) and filled.status.value == "filled", filled
         stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
-        assert store.open_positions(ctx, symbol) == {}, "the stream's view (behind the venue on purpose)"
+        assert view.open_positions(ctx.venue, symbol) == {}, "the stream's view (behind the venue on purpose)"
 
         second, _event = run(ctx, intent(unique_id("second"), symbol, "SELL", 60))
 
         assert second.status.value == "rejected", second
         assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (second.reason or "")
-        assert (symbol, "LONG") in store.open_positions(ctx, symbol, rest=True), "the first entry's LONG stands"
+        assert (symbol, "LONG") in view.open_positions(ctx.venue, symbol, rest=True), "the first entry's LONG stands"
         protection.protect_step(filled.model_dump(mode="json"), first.model_dump(mode="json"), ctx)
         entries = constants.ENTRIES_KEY.format(symbol=symbol, direction="LONG")
         assert ctx.redis.zscore(entries, first.intent_id) is None, "protected: no longer on its way"

@@ -15,10 +15,13 @@ from stack_fixtures import Stack, stop_process, unique_id
 
 from qexec import constants, redis_streams
 from qexec.config import Settings
+from qexec.context import Context
 from qexec.models import Intent, Ticket, utcnow
-from qexec.pipeline import housekeeping
-from qexec.pipeline.execution import Context, new_ticket, place_entry
-from qexec.venue.binance import Venue
+from qexec.ops import selftest
+from qexec.pipeline import bridge
+from qexec.pipeline.admission import new_ticket
+from qexec.pipeline.place import place_entry
+from qexec.venue.binance import BinanceVenue
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +41,10 @@ def test_beat_reconcile_finishes_an_order_that_no_chain_is_watching(stack: Stack
     # Given an order placed a minute ago whose chain never got to confirm or publish
     minute_ago = utcnow() - timedelta(seconds=60)
     ctx = Context(
-        stack.settings, redis_streams.connect(stack.settings.redis_url), Venue(stack.settings), lambda: minute_ago
+        stack.settings,
+        redis_streams.connect(stack.settings.redis_url),
+        BinanceVenue(stack.settings),
+        lambda: minute_ago,
     )
     mark = Decimal(stack.paper.client().futures_mark_price(symbol="ETHUSDT")["markPrice"])
     iid = unique_id("orphan")
@@ -97,13 +103,13 @@ def test_heartbeat_records_the_venue_state_and_says_when_it_fails(
 ) -> None:
     """A passing heartbeat is recorded with ok=1; a dead venue gives ok=0, the reason, and an error log line."""
     r = redis_streams.connect(stack.settings.redis_url)
-    record = housekeeping.venue_heartbeat(Context(stack.settings, r, Venue(stack.settings)))
+    record = selftest.venue_heartbeat(Context(stack.settings, r, BinanceVenue(stack.settings)))
     assert record["ok"] == 1
     assert r.hget(constants.HEARTBEAT_KEY, "ok") == "1"
 
     dead = Settings(redis_url=stack.settings.redis_url, exchange_url="http://127.0.0.1:9", request_timeout_s=1)
     with caplog.at_level(logging.ERROR):
-        record = housekeeping.venue_heartbeat(Context(dead, r, Venue(dead)))
+        record = selftest.venue_heartbeat(Context(dead, r, BinanceVenue(dead)))
     assert record["ok"] == 0
     assert "127.0.0.1:9" in record["error"]
     assert "VENUE_HEARTBEAT_FAILED" in caplog.text
@@ -121,7 +127,7 @@ def test_beat_reclaims_an_entry_a_dead_bridge_left_pending(stack: Stack) -> None
     r.xreadgroup(settings.consumer_group, "vanished", {settings.intent_stream: ">"}, count=1)
     time.sleep(0.2)
     dispatched: list[Ticket] = []
-    handled = housekeeping.reclaim_intents(Context(settings, r, Venue(settings)), dispatched.append)
+    handled = bridge.reclaim_intents(Context(settings, r, BinanceVenue(settings)), dispatched.append)
     assert handled == 1
     assert [t.entry_id for t in dispatched] == [entry_id]
     assert r.xpending(settings.intent_stream, settings.consumer_group)["pending"] == 0

@@ -78,7 +78,7 @@ def test_leverage_null_means_not_given(stack: Stack) -> None:
         stack.inject({"intent_id": iid, "symbol": symbol, "side": "BUY", "position_size_usd": 50, "leverage": None})
         result = stack.wait_result(iid)
         assert result["status"] == "filled", result["reason"]
-        assert result["leverage"] == int(ctx.venue.current_leverage(symbol))
+        assert result["leverage"] == int(ctx.venue.leverage(symbol))
     finally:
         flatten(ctx, symbol)
 

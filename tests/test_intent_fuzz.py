@@ -17,11 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qexec.config import Settings
+from qexec.context import Context
 from qexec.errors import IntentError
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
-from qexec.pipeline import execution
+from qexec.pipeline import publish
 from qexec.pipeline.bridge import Bridge
-from qexec.pipeline.execution import Context
+from qexec.venue import base
 
 MAX_BYTES = 16384
 
@@ -150,8 +151,8 @@ class Recorder:
         self.tickets.append(ticket)
 
 
-class NoVenue:
-    """What `build_result` reads from a venue: its mode and host."""
+class NoVenue(base.Venue):
+    """What `build_result` reads from a venue: its mode and host (every other call is refused)."""
 
     mode = "paper"
     host = "fuzz"
@@ -192,6 +193,6 @@ def test_the_bridge_dead_letters_or_dispatches_every_generated_entry(
     if dispatched:
         ticket = recorder.tickets[-1]
         check_valid(ticket.intent)
-        ctx = Context(settings=conf, redis=text, venue=NoVenue())  # type: ignore[arg-type]
-        result = execution.build_result(ticket.decide(ResultStatus.REJECTED, "fuzzed"), ctx)
+        ctx = Context(settings=conf, redis=text, venue=NoVenue())
+        result = publish.build_result(ticket.decide(ResultStatus.REJECTED, "fuzzed"), ctx)
         assert ExecutionResult.model_validate_json(result.stream_fields()["payload"]).status is ResultStatus.REJECTED

@@ -20,7 +20,8 @@ from stack_fixtures import ROOT, Stack, clean_env, unique_id
 from qexec import constants
 from qexec.config import Settings
 from qexec.errors import RateLimited
-from qexec.venue.binance import Venue, limiter
+from qexec.venue import limiter
+from qexec.venue.binance import BinanceVenue
 from qexec.venue.limiter import Cost, Limiter
 
 
@@ -164,7 +165,7 @@ def test_a_429_with_retry_after_pauses_the_other_workers(paper: Any, redis_url: 
     """One venue gets 429 (Retry-After 2): the pause key holds a second venue back until the ban is over."""
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     settings = Settings(exchange_url=paper.url, limit_max_wait_s=6)
-    first, second = Venue(settings, r), Venue(settings, r)
+    first, second = BinanceVenue(settings, r), BinanceVenue(settings, r)
     first.sync_clock()
     paper.add_fault(endpoint="*", kind="rate_limit", status=429, seconds=2)
     with pytest.raises(RateLimited) as caught:
@@ -182,7 +183,7 @@ def test_a_429_with_retry_after_pauses_the_other_workers(paper: Any, redis_url: 
 def test_weight_spent_by_a_client_outside_qexec_is_learnt_from_the_headers(paper: Any, redis_url: str) -> None:
     """Another client spends 80 of qexec's 150-weight budget; qexec's next call reads the header and counts it."""
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    venue = Venue(Settings(exchange_url=paper.url, weight_per_min=150), r)
+    venue = BinanceVenue(Settings(exchange_url=paper.url, weight_per_min=150), r)
     outsider = paper.client()
     outsider.futures_get_open_orders()  # 40 without a symbol
     outsider.futures_get_open_orders()

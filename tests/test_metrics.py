@@ -19,10 +19,11 @@ from test_pipeline import add_fault, seed_intent
 
 from qexec import constants, metrics
 from qexec.config import Settings
+from qexec.context import Context
 from qexec.models import Intent, ResultStatus, client_order_id, utcnow
-from qexec.pipeline import execution, housekeeping
-from qexec.pipeline.execution import Context
-from qexec.venue.binance import Venue
+from qexec.ops import selftest
+from qexec.pipeline import admission, publish
+from qexec.venue.binance import BinanceVenue
 
 Figures = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -188,12 +189,12 @@ def test_the_same_intent_twice_moves_the_duplicate_counter(stack: Stack) -> None
 @pytest.mark.slow
 def test_a_result_published_twice_is_counted_once(stack: Stack) -> None:
     """Publishing an intent's result again writes nothing, and counts nothing."""
-    ctx = Context(settings=stack.settings, redis=stack.redis, venue=Venue(stack.settings))
+    ctx = Context(settings=stack.settings, redis=stack.redis, venue=BinanceVenue(stack.settings))
     intent = Intent.from_fields(seed_intent(unique_id("metrics-once")), default_id="unused")
-    ticket = execution.new_ticket(intent, entry_id=None).decide(ResultStatus.SKIPPED, "counted once")
+    ticket = admission.new_ticket(intent, entry_id=None).decide(ResultStatus.SKIPPED, "counted once")
     before = scrape(stack)
-    execution.publish(ticket, ctx)
-    execution.publish(ticket, ctx)
+    publish.publish(ticket, ctx)
+    publish.publish(ticket, ctx)
     assert moved(before, scrape(stack), "qexec_results_published_total", status="skipped") == 1
 
 
@@ -216,8 +217,8 @@ def test_gauges_show_stream_lengths_pending_lag_and_in_flight_intents_live(stack
 @pytest.mark.slow
 def test_the_heartbeat_age_and_result_appear_once_beat_has_checked_the_venue(stack: Stack) -> None:
     """After beat's venue heartbeat, the scrape shows its age in seconds and that it passed."""
-    ctx = Context(settings=stack.settings, redis=stack.redis, venue=Venue(stack.settings))
-    housekeeping.venue_heartbeat(ctx)
+    ctx = Context(settings=stack.settings, redis=stack.redis, venue=BinanceVenue(stack.settings))
+    selftest.venue_heartbeat(ctx)
     figures = scrape(stack)
     assert 0 <= figure(figures, "qexec_venue_heartbeat_age_seconds") < 30
     assert figure(figures, "qexec_venue_heartbeat_ok") == 1.0

@@ -23,7 +23,7 @@ from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 
 from qexec import constants, redis_streams
 from qexec.models import ExecutionResult, Intent, Ticket, client_order_id
-from qexec.pipeline import execution
+from qexec.pipeline import admission, place
 from qexec.pipeline.bridge import Bridge
 from qexec.venue import feed
 from qexec.worker.tasks import start_chain
@@ -187,8 +187,8 @@ def test_a_rerun_after_the_result_went_out_places_nothing_even_when_the_venue_fo
     """The fill was published and the worker died before recording it (the intent still says `submitting`); the
     venue now answers -2013 for the order: the re-run returns the published fill and sends no order."""
     ctx = context(stack.settings)
-    ticket = execution.new_ticket(Intent.from_fields(seed_intent(unique_id("rerun"))), entry_id=None)
-    filled = execution.place_entry(ticket, ctx)
+    ticket = admission.new_ticket(Intent.from_fields(seed_intent(unique_id("rerun"))), entry_id=None)
+    filled = place.place_entry(ticket, ctx)
     assert isinstance(filled, ExecutionResult) and filled.status.value == "filled", filled
     long_ago = str((datetime.now(UTC) - timedelta(minutes=10)).timestamp())
     state = {"phase": "submitting", "submitted_at": long_ago}
@@ -196,7 +196,7 @@ def test_a_rerun_after_the_result_went_out_places_nothing_even_when_the_venue_fo
     add_fault(stack, endpoint="GET /fapi/v1/order", kind="reject", code=-2013, msg="Order does not exist.", count=0)
     submits = stack.paper.stats()["requests"].get("POST /fapi/v1/order", 0)
     try:
-        again = execution.place_entry(ticket, ctx)
+        again = place.place_entry(ticket, ctx)
     finally:
         stack.paper.admin("DELETE", "/paper/v1/faults")
     assert again == filled

@@ -17,10 +17,11 @@ from stack_fixtures import Stack, stop_process, unique_id
 from test_pipeline import venue_orders
 
 from qexec import constants
+from qexec.context import Context
 from qexec.models import ExecutionResult, Ticket, client_order_id
 from qexec.ops import halt
-from qexec.pipeline.execution import Context, new_ticket
-from qexec.positions import monitor, protection, store
+from qexec.pipeline.admission import new_ticket
+from qexec.positions import entries, monitor, protection, store
 from qexec.venue.rules import plain
 
 pytestmark = pytest.mark.slow
@@ -208,13 +209,13 @@ def test_a_reverse_whose_entry_is_refused_says_the_position_was_closed(stack: St
         flatten(ctx, symbol)
 
 
-def register(ctx: Context, ticket: Ticket, *, deciding: bool = False) -> store.OnTheWay:
+def register(ctx: Context, ticket: Ticket, *, deciding: bool = False) -> entries.OnTheWay:
     """Register an entry on its symbol as place_order's first round trip does (`deciding`: holding its place lock,
     nothing submitted yet); the others it sees."""
     lock = constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id)
     if deciding:
         ctx.redis.set(lock, "token", px=5000)
-    on_the_way = store.register_entry(ctx, ticket, "token" if deciding else "")
+    on_the_way = entries.register_entry(ctx, ticket, "token" if deciding else "")
     ctx.redis.delete(lock)
     return on_the_way
 
@@ -232,14 +233,14 @@ def test_of_two_entries_on_a_symbol_the_second_sees_the_first_and_a_rerun_keeps_
         seen_by_first = register(ctx, first)
         seen_by_second = register(ctx, second)
         seen_again_by_first = register(ctx, first)
-        assert seen_by_first == store.OnTheWay(frozenset(), ())
-        assert seen_by_second == store.OnTheWay(frozenset({"LONG"}), (("LONG", first.intent_id),))
-        assert seen_again_by_first == store.OnTheWay(frozenset({"SHORT"}), ()), "the second is not earlier"
-        store.done_entering(ctx, first)
-        assert register(ctx, second) == store.OnTheWay(frozenset(), ()), "the first is protected: not on its way"
+        assert seen_by_first == entries.OnTheWay(frozenset(), ())
+        assert seen_by_second == entries.OnTheWay(frozenset({"LONG"}), (("LONG", first.intent_id),))
+        assert seen_again_by_first == entries.OnTheWay(frozenset({"SHORT"}), ()), "the second is not earlier"
+        entries.done_entering(ctx, first)
+        assert register(ctx, second) == entries.OnTheWay(frozenset(), ()), "the first is protected: not on its way"
     finally:
-        store.done_entering(ctx, first)
-        store.done_entering(ctx, second)
+        entries.done_entering(ctx, first)
+        entries.done_entering(ctx, second)
 
 
 def test_an_entry_that_retries_before_submitting_goes_behind_those_that_went_ahead_meanwhile(stack: Stack) -> None:
@@ -253,15 +254,15 @@ def test_an_entry_that_retries_before_submitting_goes_behind_those_that_went_ahe
         assert register(ctx, second, deciding=True).earlier == (("LONG", first.intent_id),)
         assert register(ctx, first, deciding=True).earlier == (("SHORT", second.intent_id),)
     finally:
-        store.done_entering(ctx, first)
-        store.done_entering(ctx, second)
+        entries.done_entering(ctx, first)
+        entries.done_entering(ctx, second)
 
 
 def test_an_entry_sees_the_nearest_earlier_entries_when_there_are_many(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With more entries than are read, the ones read are those registered just before, not the oldest."""
-    monkeypatch.setattr(store, "EARLIER_READ", 2)
+    monkeypatch.setattr(entries, "EARLIER_READ", 2)
     ctx = policy_context(stack)
     symbol = f"REG{uuid.uuid4().hex[:8].upper()}USDT"
     longs = [entry_ticket(symbol, "BUY", f"many{n}") for n in range(4)]
@@ -273,7 +274,7 @@ def test_an_entry_sees_the_nearest_earlier_entries_when_there_are_many(
         assert seen.earlier == (("LONG", longs[3].intent_id), ("LONG", longs[2].intent_id))
     finally:
         for ticket in [*longs, short]:
-            store.done_entering(ctx, ticket)
+            entries.done_entering(ctx, ticket)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,9 @@ from test_pipeline import seed_intent
 from qexec import constants
 from qexec.models import ExecutionResult, ResultStatus, client_order_id
 from qexec.ops import halt
-from qexec.pipeline.execution import new_ticket, place_entry, publish
+from qexec.pipeline.admission import new_ticket
+from qexec.pipeline.place import place_entry
+from qexec.pipeline.publish import publish
 from qexec.positions import monitor, protection, store
 
 pytestmark = pytest.mark.slow
@@ -412,7 +414,7 @@ def test_a_position_closed_by_halt_flatten_exits_with_reason_halt(stack: Stack) 
         opened = unique_id("halted")
         result, _event = run(ctx, intent(opened, symbol, "BUY", 100, stop_loss=16, take_profit=18))
         for position in ctx.venue.positions(symbol):
-            if Decimal(position["positionAmt"]):
+            if position.positionAmt:
                 halt._close(ctx.venue, position)  # what `halt --flatten` does, on this symbol alone
         monitor.watch(ctx, symbols={symbol})
         [exit_event] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]

@@ -30,7 +30,7 @@ from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 from qexec import logs
 from qexec.config import Settings
 from qexec.models import client_order_id
-from qexec.venue.binance import Venue
+from qexec.venue.binance import BinanceVenue
 from qexec.worker.command import worker_argv
 
 pytestmark = pytest.mark.slow
@@ -190,9 +190,9 @@ def flower_views(port: int) -> dict[str, bytes]:
 
 
 def test_settings_venue_and_errors_never_show_the_secret_in_a_repr(paper_exchange: Any) -> None:
-    """repr/str of Settings, of a Venue and of a venue error carry no key or secret."""
+    """repr/str of Settings, of a BinanceVenue and of a venue error carry no key or secret."""
     settings = Settings(api_key=API_KEY, api_secret=API_SECRET, exchange_url=paper_exchange.url)
-    venue = Venue(settings)
+    venue = BinanceVenue(settings)
     with pytest.raises(Exception) as caught:
         venue.balances()  # the session's paper exchange knows another key: -2015
     shown = " ".join([repr(settings), str(settings), repr(venue), repr(caught.value), str(caught.value)])

@@ -14,7 +14,7 @@ from stack_fixtures import ROOT, clean_env
 
 from qexec.config import MAINNET_ARMING_PHRASE, Mode, Settings
 from qexec.errors import VenueUnavailable
-from qexec.venue.binance import Venue
+from qexec.venue.binance import BinanceVenue
 
 RUN_TIMEOUT_S = 60
 UNREACHABLE_REDIS = "redis://127.0.0.1:9/0"  # a closed port: nothing here may reach any Redis
@@ -74,10 +74,10 @@ def test_selftest_against_a_dead_venue_exits_non_zero_with_fatal_venue_unavailab
 
 
 def test_keys_the_paper_exchange_refuses_are_reported_as_refused_keys(paper_exchange: PaperExchange) -> None:
-    """Wrong keys make `Venue.check()` say the venue refused the keys, with mode, host and the likely cause."""
+    """Wrong keys make `BinanceVenue.check()` say the venue refused the keys, with mode, host and the likely cause."""
     settings = Settings(exchange_url=paper_exchange.url, api_key="wrong", api_secret="wrong-too")
     with pytest.raises(VenueUnavailable) as raised:
-        Venue(settings).check()
+        BinanceVenue(settings).check()
     reason = str(raised.value)
     host = paper_exchange.url.removeprefix("http://")
     assert raised.value.code == -2015

@@ -18,11 +18,11 @@ from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
 from test_pipeline import seed_intent
 
 from qexec.cli import main
+from qexec.context import Context
 from qexec.models import client_order_id
+from qexec.ops import selftest
 from qexec.ops.status import EXIT_REDIS_UNAVAILABLE, EXIT_VENUE_UNAVAILABLE
-from qexec.pipeline import housekeeping
-from qexec.pipeline.execution import Context
-from qexec.venue.binance import Venue
+from qexec.venue.binance import BinanceVenue
 
 pytestmark = pytest.mark.slow
 
@@ -158,7 +158,7 @@ def test_status_shows_the_dead_letter_count_and_the_last_errors(stack: Stack) ->
 
 def test_status_shows_beats_heartbeat_age_and_result(stack: Stack) -> None:
     """After beat's venue heartbeat, status shows how long ago it ran and that it passed."""
-    housekeeping.venue_heartbeat(Context(settings=stack.settings, redis=stack.redis, venue=Venue(stack.settings)))
+    selftest.venue_heartbeat(Context(settings=stack.settings, redis=stack.redis, venue=BinanceVenue(stack.settings)))
     code, report = status_json(stack)
     assert code == 0
     assert report["heartbeat"]["ok"] is True

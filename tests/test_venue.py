@@ -20,7 +20,8 @@ from qexec.errors import (
     VenueUnavailable,
 )
 from qexec.models import OrderStatus, OrderType, Side
-from qexec.venue.binance import VENUE_ERRORS, Kind, Venue, _translate, classify
+from qexec.venue.binance import BinanceVenue, classify, translate
+from qexec.venue.errors import VENUE_ERRORS, Kind
 
 
 def api_error(status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> BinanceAPIException:
@@ -106,19 +107,19 @@ def test_statuses_bodies_and_transport_failures_the_code_alone_does_not_decide(e
 )
 def test_each_kind_becomes_one_qexec_error(kind_error: BaseException, mutating: bool, raised: type) -> None:
     """Unknown outcomes matter only for requests that change something: a read is simply retried."""
-    assert type(_translate(kind_error, mutating=mutating)) is raised
+    assert type(translate(kind_error, mutating=mutating)) is raised
 
 
 def test_a_429_carries_its_retry_after_into_rate_limited() -> None:
     """The venue's Retry-After header becomes `retry_after_s`."""
-    error = _translate(api_error(429, {"code": -1003, "msg": "Too many"}, {"Retry-After": "7"}), mutating=True)
+    error = translate(api_error(429, {"code": -1003, "msg": "Too many"}, {"Retry-After": "7"}), mutating=True)
     assert isinstance(error, RateLimited)
     assert error.retry_after_s == 7
 
 
 def test_clock_drift_is_resynced_and_the_call_sent_again(paper: Any) -> None:
     """-1021 once: the venue resyncs its clock offset and the second attempt answers."""
-    venue = Venue(Settings(exchange_url=paper.url))
+    venue = BinanceVenue(Settings(exchange_url=paper.url))
     venue.sync_clock()
     paper.add_fault(endpoint="GET /fapi/v3/balance", kind="timestamp", count=1)
     assert venue.balances()
@@ -126,12 +127,12 @@ def test_clock_drift_is_resynced_and_the_call_sent_again(paper: Any) -> None:
 
 
 @pytest.fixture
-def venue(paper_exchange: Any) -> Venue:
-    """A Venue on the session's paper exchange."""
-    return Venue(Settings(exchange_url=paper_exchange.url))
+def venue(paper_exchange: Any) -> BinanceVenue:
+    """A BinanceVenue on the session's paper exchange."""
+    return BinanceVenue(Settings(exchange_url=paper_exchange.url))
 
 
-def test_self_test_reports_clock_offset_rules_and_balance(venue: Venue) -> None:
+def test_self_test_reports_clock_offset_rules_and_balance(venue: BinanceVenue) -> None:
     """`check` syncs the clock and reads exchange info and the USDT balance."""
     report = venue.check()
     assert report["mode"] == "paper"
@@ -142,12 +143,12 @@ def test_self_test_reports_clock_offset_rules_and_balance(venue: Venue) -> None:
 
 def test_self_test_against_a_dead_venue_raises_venue_unavailable() -> None:
     """No server on the port: VenueUnavailable naming the mode and host, never a silent fallback."""
-    dead = Venue(Settings(exchange_url="http://127.0.0.1:9", request_timeout_s=1))
+    dead = BinanceVenue(Settings(exchange_url="http://127.0.0.1:9", request_timeout_s=1))
     with pytest.raises(VenueUnavailable, match=r"paper@127\.0\.0\.1:9"):
         dead.check()
 
 
-def test_a_market_order_placed_with_result_comes_back_filled(venue: Venue) -> None:
+def test_a_market_order_placed_with_result_comes_back_filled(venue: BinanceVenue) -> None:
     """`newOrderRespType=RESULT` makes a MARKET order's answer its final FILLED state with a price."""
     order = venue.place_order(
         symbol="BTCUSDT",
@@ -163,13 +164,13 @@ def test_a_market_order_placed_with_result_comes_back_filled(venue: Venue) -> No
     assert again.orderId == order.orderId
 
 
-def test_an_unknown_client_order_id_is_order_not_found(venue: Venue) -> None:
+def test_an_unknown_client_order_id_is_order_not_found(venue: BinanceVenue) -> None:
     """-2013 from the venue becomes OrderNotFound."""
     with pytest.raises(OrderNotFound):
         venue.get_order("BTCUSDT", client_order_id="qx-never-sent")
 
 
-def test_a_filter_violation_is_a_rejection_with_the_venue_code(venue: Venue) -> None:
+def test_a_filter_violation_is_a_rejection_with_the_venue_code(venue: BinanceVenue) -> None:
     """An order under the minimum notional is OrderRejected carrying the venue's code (-4164)."""
     with pytest.raises(OrderRejected) as caught:
         venue.place_order(
@@ -184,7 +185,7 @@ def test_a_filter_violation_is_a_rejection_with_the_venue_code(venue: Venue) -> 
 
 def test_a_read_timeout_on_submit_is_an_unknown_outcome(paper_exchange: Any) -> None:
     """A submit whose answer never comes in time may have executed: UnknownOutcome, and the order exists."""
-    venue = Venue(Settings(exchange_url=paper_exchange.url, request_timeout_s=0.5))
+    venue = BinanceVenue(Settings(exchange_url=paper_exchange.url, request_timeout_s=0.5))
     paper_exchange.admin(
         "POST",
         "/paper/v1/faults",
@@ -198,5 +199,7 @@ def test_a_read_timeout_on_submit_is_an_unknown_outcome(paper_exchange: Any) -> 
             quantity=Decimal("0.05"),
             client_order_id="qx-venue-test-3",
         )
-    found = Venue(Settings(exchange_url=paper_exchange.url)).get_order("ETHUSDT", client_order_id="qx-venue-test-3")
+    found = BinanceVenue(Settings(exchange_url=paper_exchange.url)).get_order(
+        "ETHUSDT", client_order_id="qx-venue-test-3"
+    )
     assert found.status is OrderStatus.FILLED

@@ -1,1 +1,1 @@
-"""Operating a deployment: kill switch, self-test, status, verify, the local stack and its Redis, the demo, Flower's guard."""
+"""Operating a deployment: kill switch, self-test, status, verify, the local stack and its Redis, the demo, Flower."""

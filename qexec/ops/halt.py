@@ -6,7 +6,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,11 +14,12 @@ import redis
 from qexec import constants, ids, logs
 from qexec.config import Settings
 from qexec.errors import OrderRejected, VenueError
-from qexec.models import OrderType, Side, utcnow
+from qexec.models import OrderType, PositionRisk, Side, utcnow
 from qexec.pipeline.risk import halted
+from qexec.venue.rules import plain
 
 if TYPE_CHECKING:
-    from qexec.venue.binance import Venue
+    from qexec.venue.base import Venue
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def flatten(venue: Venue) -> Flattened:
     """Cancel every open (and algo) order and close every position with reduce-only MARKET orders, then re-check."""
     done = Flattened()
     for _round in range(FLATTEN_ROUNDS):
-        symbols = sorted({str(o["symbol"]) for o in [*venue.open_orders(), *venue.open_algo_orders()]})
+        symbols = sorted({o.symbol for o in venue.open_orders()} | {a.symbol for a in venue.open_algo_orders()})
         for symbol in symbols:
             try:
                 venue.cancel_all_orders(symbol)
@@ -86,29 +86,29 @@ def flatten(venue: Venue) -> Flattened:
                     done.canceled_symbols.append(symbol)
             except VenueError as exc:
                 done.errors.append(f"cancel {symbol}: {exc}")
-        open_positions = [p for p in venue.positions() if Decimal(str(p.get("positionAmt") or 0)) != 0]
+        open_positions = [p for p in venue.positions() if p.positionAmt != 0]
         if not open_positions and not symbols:
             break
         for position in open_positions:
             try:
                 done.closed.extend(_close(venue, position))
             except VenueError as exc:
-                done.errors.append(f"close {position.get('symbol')}: {exc}")
+                done.errors.append(f"close {position.symbol}: {exc}")
     done.positions_left = [
-        {"symbol": str(p["symbol"]), "positionSide": str(p.get("positionSide")), "positionAmt": str(p["positionAmt"])}
+        {"symbol": p.symbol, "positionSide": p.positionSide, "positionAmt": plain(p.positionAmt)}
         for p in venue.positions()
-        if Decimal(str(p.get("positionAmt") or 0)) != 0
+        if p.positionAmt != 0
     ]
     done.orders_left = len(venue.open_orders()) + len(venue.open_algo_orders())
     return done
 
 
-def _close(venue: Venue, position: dict[str, Any]) -> list[dict[str, str]]:
+def _close(venue: Venue, position: PositionRisk) -> list[dict[str, str]]:
     """Close one position with reduce-only MARKET orders (several when it exceeds the market lot size)."""
-    symbol = str(position["symbol"])
-    amount = Decimal(str(position["positionAmt"]))
+    symbol = position.symbol
+    amount = position.positionAmt
     side = Side.SELL if amount > 0 else Side.BUY
-    position_side = str(position.get("positionSide") or "BOTH")
+    position_side = position.positionSide
     hedge = position_side in ("LONG", "SHORT")
     rules = venue.rules().get(symbol)
     largest = rules.market_max_qty if rules is not None and rules.market_max_qty > 0 else abs(amount)
@@ -170,10 +170,10 @@ def halt_command(reason: str, flatten_too: bool, wait_s: float) -> None:
     left = wait_for_placements(r, wait_s)
     if left:
         click.echo(f"warning: {left} placement(s) still in flight after {wait_s:g}s; flattening anyway", err=True)
-    from qexec.venue.binance import Venue  # noqa: PLC0415 - python-binance only when the venue is needed
+    from qexec.venue.binance import BinanceVenue  # noqa: PLC0415 - python-binance only when the venue is needed
 
     try:
-        done = flatten(Venue(settings, r))
+        done = flatten(BinanceVenue(settings, r))
     except VenueError as exc:
         raise click.ClickException(f"flatten failed at the venue: {exc}") from exc
     for row in done.closed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from datetime import UTC, datetime
@@ -10,14 +11,16 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import ValidationError
 
+from qexec import constants
 from qexec.config import Settings, get_settings, settings_problem
+from qexec.context import Context
 from qexec.errors import VenueError, VenueUnavailable
 from qexec.venue.identity import VenueIdentity
 
 if TYPE_CHECKING:
     import redis
 
-    from qexec.venue.binance import Venue
+    from qexec.venue.binance import BinanceVenue
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +60,11 @@ def report_line(report: dict[str, Any]) -> str:
     return "VENUE_OK " + " ".join(f"{key}={value}" for key, value in report.items())
 
 
-def venue_for(settings: Settings, r: redis.Redis | None = None) -> Venue:
+def venue_for(settings: Settings, r: redis.Redis | None = None) -> BinanceVenue:
     """A venue client of its own (python-binance is imported here: `qexec paper` reaches this module too)."""
-    from qexec.venue.binance import Venue  # noqa: PLC0415 - importing binance costs 0.2 s that `qexec paper` need not pay
+    from qexec.venue.binance import BinanceVenue  # noqa: PLC0415 - importing binance costs 0.2 s that `qexec paper` need not pay
 
-    return Venue(settings, r)
+    return BinanceVenue(settings, r)
 
 
 def venue_or_exit(settings: Settings, r: redis.Redis | None = None) -> dict[str, Any]:
@@ -101,3 +104,23 @@ def selftest_command() -> None:
     click.echo(f"exchange info  {report['symbols']} symbols")
     click.echo(f"account        USDT balance {report['usdt_balance']}, available {report['usdt_available']}")
     click.echo(f"SELFTEST_OK mode={venue.mode} host={venue.host}")
+
+
+def venue_heartbeat(ctx: Context) -> dict[str, Any]:
+    """Run the venue self-test and record it (and the dead-letter count) under the heartbeat key."""
+    dead_letters = int(ctx.redis.xlen(ctx.settings.dlq_stream))
+    previous: Any = ctx.redis.hgetall(constants.HEARTBEAT_KEY)
+    record: dict[str, Any] = {"at": ctx.now().isoformat(), "dead_letters": dead_letters}
+    try:
+        report = ctx.venue.check()
+    except VenueError as exc:
+        record.update(ok=0, error=str(exc))
+        log.error("VENUE_HEARTBEAT_FAILED venue=%s error=%s", ctx.venue.label, exc)
+    else:
+        record.update(ok=1, error="", report=json.dumps(report))
+        log.info("VENUE_HEARTBEAT_OK venue=%s offset_ms=%s", ctx.venue.label, report["clock_offset_ms"])
+    grown = dead_letters - int(previous.get("dead_letters") or 0)
+    if previous and grown > 0:
+        log.warning("DEAD_LETTERS_GROWING stream=%s count=%d new=%d", ctx.settings.dlq_stream, dead_letters, grown)
+    ctx.redis.hset(constants.HEARTBEAT_KEY, mapping={k: str(v) for k, v in record.items()})
+    return record

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from qexec import constants, metrics, redis_streams
 from qexec.config import Settings, get_settings
 from qexec.errors import VenueError
-from qexec.models import utcnow
+from qexec.models import AlgoOrder, OrderState, PositionRisk, utcnow
 from qexec.ops.redisserver import redacted
+from qexec.venue.rules import plain
 
 EXIT_REDIS_UNAVAILABLE = 1
 EXIT_VENUE_UNAVAILABLE = 3  # the code every qexec command uses for a venue that does not answer
@@ -118,51 +119,53 @@ def worker_report(timeout_s: float = PING_TIMEOUT_S) -> Report:
     return {"ok": bool(names), "names": names, "error": None}
 
 
-def _position_row(p: dict[str, Any]) -> Report:
+def _position_row(p: PositionRisk) -> Report:
     return {
-        "symbol": p.get("symbol"),
-        "side": p.get("positionSide"),
-        "amount": p.get("positionAmt"),
-        "entry_price": p.get("entryPrice"),
-        "mark_price": p.get("markPrice"),
-        "unrealized_pnl": p.get("unRealizedProfit"),
+        "symbol": p.symbol,
+        "side": p.positionSide,
+        "amount": plain(p.positionAmt),
+        "entry_price": plain(p.entryPrice),
+        "mark_price": plain(p.markPrice),
+        "unrealized_pnl": plain(p.unRealizedProfit),
     }
 
 
-def _order_row(o: dict[str, Any]) -> Report:
+def _order_row(o: OrderState) -> Report:
     return {
-        "symbol": o.get("symbol"),
-        "id": o.get("orderId"),
-        "client_id": o.get("clientOrderId"),
-        "side": o.get("side"),
-        "type": o.get("type"),
-        "status": o.get("status"),
-        "quantity": o.get("origQty"),
-        "price": o.get("price"),
+        "symbol": o.symbol,
+        "id": o.orderId,
+        "client_id": o.clientOrderId,
+        "side": o.side.value,
+        "type": o.type,
+        "status": o.status.value,
+        "quantity": plain(o.origQty),
+        "price": plain(o.price),
     }
 
 
-def _algo_row(o: dict[str, Any]) -> Report:
+def _algo_row(o: AlgoOrder) -> Report:
     return {
-        "symbol": o.get("symbol"),
-        "id": o.get("algoId"),
-        "client_id": o.get("clientAlgoId"),
-        "side": o.get("side"),
-        "type": o.get("orderType"),
-        "status": o.get("algoStatus"),
-        "quantity": o.get("quantity"),
-        "trigger_price": o.get("triggerPrice"),
+        "symbol": o.symbol,
+        "id": o.algoId,
+        "client_id": o.clientAlgoId,
+        "side": o.side.value,
+        "type": o.orderType,
+        "status": o.algoStatus,
+        "quantity": plain(o.quantity),
+        "trigger_price": plain(o.triggerPrice),
     }
 
 
 def venue_report(settings: Settings) -> Report:
     """Open positions, open orders and open algo orders at the venue, or why the venue did not answer."""
-    from qexec.venue.binance import Venue  # noqa: PLC0415 - nor python-binance's
+    from qexec.venue.binance import BinanceVenue  # noqa: PLC0415 - nor python-binance's
 
-    venue = Venue(settings, redis_streams.connect(settings.redis_url))  # ~85 weight: spent from the shared budget
+    venue = BinanceVenue(
+        settings, redis_streams.connect(settings.redis_url)
+    )  # ~85 weight: spent from the shared budget
     report: Report = {"label": venue.label, "url": venue.url, "ok": False}
     try:
-        positions = [p for p in venue.positions() if float(p.get("positionAmt") or 0) != 0]
+        positions = [p for p in venue.positions() if p.positionAmt != 0]
         orders = venue.open_orders()
         algos = venue.open_algo_orders()
     except VenueError as exc:

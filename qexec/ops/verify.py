@@ -25,7 +25,7 @@ from qexec.ops.selftest import EXIT_VENUE_UNAVAILABLE, fatal_line, settings_or_f
 from qexec.venue.rules import SymbolRules, plain
 
 if TYPE_CHECKING:
-    from qexec.venue.binance import Venue
+    from qexec.venue.base import Venue
 
 EXIT_NOT_VERIFIED = 1
 CLIENT_TAG = "qexec-verify"
@@ -388,8 +388,8 @@ def close_leftovers(venue: Venue, symbols: list[str], run: str) -> tuple[list[di
     problems: list[dict[str, Any]] = []
     dual = venue.dual_side()
     for n, symbol in enumerate(dict.fromkeys(symbols)):
-        for raw in venue.positions(symbol):
-            amount = Decimal(str(raw.get("positionAmt") or 0))
+        for position in venue.positions(symbol):
+            amount = position.positionAmt
             if amount == 0:
                 continue
             side = Side.SELL if amount > 0 else Side.BUY
@@ -401,7 +401,7 @@ def close_leftovers(venue: Venue, symbols: list[str], run: str) -> tuple[list[di
                     quantity=abs(amount),
                     client_order_id=ids.verify_close(run, n),
                     reduce_only=not dual,
-                    position_side=str(raw.get("positionSide")) if dual else None,
+                    position_side=position.positionSide if dual else None,
                 )
             except VenueError as exc:
                 problems.append(_problem(symbol=symbol, problem=f"the test position of {amount} is left open: {exc}"))
@@ -430,7 +430,7 @@ def _send_and_wait(
     except VenueError as exc:
         _say(fatal_line(settings, exc))
         sys.exit(EXIT_VENUE_UNAVAILABLE)
-    held = [symbol for symbol in wanted if any(Decimal(str(p.get("positionAmt", 0))) for p in venue.positions(symbol))]
+    held = [symbol for symbol in wanted if any(p.positionAmt != 0 for p in venue.positions(symbol))]
     if held:
         raise click.UsageError(
             f"{', '.join(held)} already holds a position: verify opens and closes positions of its own and does not "

@@ -24,9 +24,10 @@ import redis
 
 from qexec import logs, redis_streams
 from qexec.config import Settings
+from qexec.context import Context
 from qexec.errors import IntentError
 from qexec.models import Intent, Ticket, utcnow
-from qexec.pipeline import execution
+from qexec.pipeline import admission
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class Bridge:
             pipe.xack(self.stream, self.group, entry_id)
             acked.append(entry_id)
 
-        execution.admit(
+        admission.admit(
             intent,
             entry_id=entry_id,
             owner=entry_id,
@@ -286,8 +287,21 @@ class Bridge:
             count_received=count_received,
         )
         if dlq_id is None:
-            logs.proof(execution.INTENT_NOT_OWNED, entry_id=entry_id, consumer=self.consumer)
+            logs.proof(admission.INTENT_NOT_OWNED, entry_id=entry_id, consumer=self.consumer)
             return
         logs.proof(logs.INTENT_DEAD_LETTER, level=logging.ERROR, entry_id=entry_id, error=error, dlq_id=dlq_id)
         self.redis.xack(self.stream, self.group, entry_id)
         self.handled += 1
+
+
+def reclaim_intents(ctx: Context, dispatch: Dispatch) -> int:
+    """Take over intent entries that a dead bridge left pending; returns how many were handled."""
+    reclaimer = Bridge(ctx.settings, ctx.redis, dispatch, consumer="beat-reclaimer")
+    if not reclaimer.take_name(wait=False):  # another reclaim is running (a slow one overlaps the next)
+        log.info("RECLAIM_SKIPPED reason=another reclaim holds the consumer name %s", reclaimer.consumer)
+        return 0
+    try:
+        reclaimer.start()
+        return reclaimer.reclaim()
+    finally:
+        reclaimer.release()

@@ -14,14 +14,14 @@ import redis
 
 from qexec import constants
 from qexec.config import Settings
-from qexec.models import Intent, stream_position
+from qexec.models import Intent, PositionRisk, stream_position
 
 if TYPE_CHECKING:
-    from qexec.venue.binance import Venue
+    from qexec.venue.base import Venue
 
 HALTED = "halted"
 
-_positions: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+_positions: dict[str, tuple[float, list[PositionRisk]]] = {}
 _positions_lock = threading.Lock()
 
 
@@ -107,7 +107,7 @@ def _intent_breach(intent: Intent, s: Settings, now: datetime, written: datetime
 def _exposure_breach(intent: Intent, s: Settings, venue: Venue) -> str | None:
     if s.max_total_notional_usd is None and s.max_open_positions is None:
         return None  # no venue call when neither limit is set
-    open_positions = [p for p in positions(venue, s.positions_cache_s) if _amount(p) != 0]
+    open_positions = [p for p in positions(venue, s.positions_cache_s) if p.positionAmt != 0]
     if s.max_total_notional_usd is not None:
         held = sum(_notional(p) for p in open_positions)
         total = held + Decimal(str(intent.position_size_usd))
@@ -117,7 +117,7 @@ def _exposure_breach(intent: Intent, s: Settings, venue: Venue) -> str | None:
                 f"{intent.position_size_usd:g}) is above the limit {s.max_total_notional_usd:g} USDT"
             )
     if s.max_open_positions is not None:
-        held_symbols = {str(p.get("symbol")) for p in open_positions}
+        held_symbols = {p.symbol for p in open_positions}
         if intent.symbol not in held_symbols and len(held_symbols) >= s.max_open_positions:
             return (
                 f"a new position in {intent.symbol} would be above the limit of {s.max_open_positions} open "
@@ -126,7 +126,7 @@ def _exposure_breach(intent: Intent, s: Settings, venue: Venue) -> str | None:
     return None
 
 
-def positions(venue: Venue, max_age_s: float) -> list[dict[str, Any]]:
+def positions(venue: Venue, max_age_s: float) -> list[PositionRisk]:
     """The venue's positions (positionRisk), shared by this process's threads for up to `max_age_s`."""
     with _positions_lock:
         cached = _positions.get(venue.url)
@@ -144,12 +144,7 @@ def symbols(text: str) -> frozenset[str]:
     return frozenset(part.strip().upper() for part in text.split(",") if part.strip())
 
 
-def _amount(position: dict[str, Any]) -> Decimal:
-    return Decimal(str(position.get("positionAmt") or 0))
-
-
-def _notional(position: dict[str, Any]) -> Decimal:
-    notional = position.get("notional")
-    if notional not in (None, ""):
-        return abs(Decimal(str(notional)))
-    return abs(_amount(position) * Decimal(str(position.get("markPrice") or 0)))
+def _notional(position: PositionRisk) -> Decimal:
+    if position.notional is not None:
+        return abs(position.notional)
+    return abs(position.positionAmt * position.markPrice)

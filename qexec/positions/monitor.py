@@ -14,13 +14,21 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from qexec import constants, ids, logs, redis_streams
-from qexec.errors import OrderNotFound, OrderRejected, TemporaryVenueError, UnknownOutcome, VenueError
-from qexec.models import AlgoOrder, ExitEvent, ExitReason, PositionRisk, Trade, utcnow
-from qexec.positions import protection, store
+from qexec.errors import (
+    OrderNotFound,
+    OrderRejected,
+    PositionModeChanged,
+    TemporaryVenueError,
+    UnknownOutcome,
+    VenueError,
+)
+from qexec.models import ExitEvent, ExitReason, PositionRisk, Trade, utcnow
+from qexec.positions import entries, levels, protection, store
 from qexec.positions.store import LONG, Guard, Tracked
+from qexec.venue import view
 
 if TYPE_CHECKING:
-    from qexec.pipeline.execution import Context
+    from qexec.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +40,7 @@ TRAILING_STOP_MOVED = "TRAILING_STOP_MOVED"
 def watch(ctx: Context, symbols: Collection[str] | None = None) -> dict[str, list[str]]:
     """One pass over every tracked or venue position (of `symbols`, when given); what was done, by action."""
     report: dict[str, list[str]] = {"closed": [], "adopted": [], "repaired": [], "trailed": [], "busy": []}
-    venue_positions = store.open_positions(ctx)
+    venue_positions = view.open_positions(ctx.venue)
     keys = store.tracked_keys(ctx.redis) | set(venue_positions)
     if symbols is not None:
         keys = {key for key in keys if key[0] in symbols}
@@ -56,7 +64,7 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
     tracked = store.load(ctx.redis, symbol, direction)
     if tracked is not None and position is None:
         # A close cancels the position's protection: the venue itself must say it is gone, not only the stream.
-        position = store.open_positions(ctx, symbol, rest=True).get((symbol, direction))
+        position = view.open_positions(ctx.venue, symbol, rest=True).get((symbol, direction))
     if tracked is not None and position is None:
         close_out(ctx, tracked)
         return ["closed"]
@@ -64,7 +72,7 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
         return []
     done = []
     if tracked is None:
-        if store.entering(ctx, symbol):
+        if entries.entering(ctx, symbol):
             return []  # our own entry, between its fill and its protection step
         age_s = time.time() - position.updateTime / 1000 if position.updateTime else 1e9
         if age_s < ctx.settings.adopt_grace_s:
@@ -76,15 +84,19 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
         tracked.as_of_ms = position.updateTime or tracked.as_of_ms
         if position.entryPrice > 0:
             tracked.entry_price = position.entryPrice
-    mark = position.markPrice if position.markPrice > 0 else ctx.venue.mark_price(symbol)
+    mark = position.markPrice if position.markPrice > 0 else view.mark_price(ctx.venue, symbol)
     if _trail(ctx, tracked, mark):
         done.append("trailed")
+    return _repair(ctx, tracked, position, done)
+
+
+def _repair(ctx: Context, tracked: Tracked, position: PositionRisk, done: list[str]) -> list[str]:
+    """Make the venue hold the tracked position's protection, or act on why it cannot; `done`, with what was."""
     failure = None
     try:
         repaired = protection.ensure(ctx, tracked, rest=True)  # the safety net asks the venue itself
     except OrderRejected as exc:
-        if exc.code == protection.POSITION_SIDE_MISMATCH:
-            ctx.venue.forget_position_mode()  # the account changed mode: the next pass sends the new side
+        if isinstance(exc, PositionModeChanged):  # the account changed mode: the next pass sends the new side
             tracked.position_side = position.positionSide
             store.save(ctx.redis, tracked)
             return done
@@ -112,8 +124,8 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
         logs.proof(
             PROTECTION_REPAIRED,
             level=logging.WARNING,
-            symbol=symbol,
-            direction=direction,
+            symbol=tracked.symbol,
+            direction=tracked.direction,
             position_id=tracked.position_id,
             detail=store.describe(tracked),
         )
@@ -124,7 +136,7 @@ def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk
 def adopt(ctx: Context, position: PositionRisk) -> Tracked:
     """Track a venue position qexec did not know, keeping protective orders it already has."""
     direction = position.direction
-    entry = position.entryPrice if position.entryPrice > 0 else ctx.venue.mark_price(position.symbol)
+    entry = position.entryPrice if position.entryPrice > 0 else view.mark_price(ctx.venue, position.symbol)
     owner = f"adopted-{position.symbol}-{direction}-{position.updateTime}"
     tracked = Tracked(
         position_id=owner,
@@ -141,24 +153,23 @@ def adopt(ctx: Context, position: PositionRisk) -> Tracked:
         best_price=entry,
     )
     closing = store.closing_side(direction)
-    for raw in ctx.venue.open_algo_orders(position.symbol):
-        algo = AlgoOrder.model_validate(raw)
+    for algo in ctx.venue.open_algo_orders(position.symbol):
         if algo.side is not closing or algo.positionSide != position.positionSide:
             continue
         kind = {"STOP_MARKET": protection.SL, "TAKE_PROFIT_MARKET": protection.TP}.get(algo.orderType)
         if kind is None or getattr(tracked, kind) is not None:
             continue
-        generation = _generation_of(algo.clientAlgoId)
+        generation = ids.generation_of(algo.clientAlgoId)
         guard = Guard(
             client_algo_id=algo.clientAlgoId, trigger=algo.triggerPrice, generation=generation, algo_id=algo.algoId
         )
         setattr(tracked, kind, guard)
         setattr(tracked, "stop_loss" if kind == protection.SL else "take_profit", algo.triggerPrice)
-    mark = position.markPrice if position.markPrice > 0 else ctx.venue.mark_price(position.symbol)
-    sl, tp = protection.default_levels(ctx, direction, entry)
+    mark = position.markPrice if position.markPrice > 0 else view.mark_price(ctx.venue, position.symbol)
+    sl, tp = levels.default_levels(ctx, direction, entry)
     # Defaults are taken from the entry; one the mark has already passed is taken from the mark instead.
-    if protection.level_problems(direction, sl, tp, reference=mark, what="the mark"):
-        sl, tp = protection.default_levels(ctx, direction, mark)
+    if levels.level_problems(direction, sl, tp, reference=mark, what="the mark"):
+        sl, tp = levels.default_levels(ctx, direction, mark)
     tracked.stop_loss = tracked.stop_loss or sl
     tracked.take_profit = tracked.take_profit or tp
     store.save(ctx.redis, tracked)
@@ -174,11 +185,6 @@ def adopt(ctx: Context, position: PositionRisk) -> Tracked:
         position_id=tracked.position_id,
     )
     return tracked
-
-
-def _generation_of(client_id: str) -> int:
-    tail = client_id.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
 
 
 def _trail(ctx: Context, tracked: Tracked, mark: Decimal) -> bool:
@@ -222,48 +228,9 @@ def _trail(ctx: Context, tracked: Tracked, mark: Decimal) -> bool:
 
 def close_out(ctx: Context, tracked: Tracked) -> ExitEvent:
     """A tracked position the venue no longer has: cancel its leftover orders, publish its exit, forget it."""
-    venue = ctx.venue
-    triggered: dict[int, str] = {}
-    for kind in (protection.SL, protection.TP):
-        guard: Guard | None = getattr(tracked, kind)
-        if guard is None:
-            continue
-        try:
-            algo = venue.get_algo_order(client_algo_id=guard.client_algo_id)
-        except OrderNotFound:
-            continue
-        if algo.live:
-            protection.cancel_quietly(ctx, guard.client_algo_id)  # the sibling left behind
-            logs.proof(
-                "PROTECTION_CANCELED",
-                symbol=tracked.symbol,
-                client_algo_id=guard.client_algo_id,
-                algo_id=algo.algoId,
-                reason="position closed",
-            )
-        elif algo.actualOrderId is not None:
-            triggered[algo.actualOrderId] = kind
+    triggered = _settle_guards(ctx, tracked)
     trades, reason = closing_fills(ctx, tracked, triggered)
-    quantity = sum((t.qty for t in trades), Decimal(0))
-    exit_price = sum((t.qty * t.price for t in trades), Decimal(0)) / quantity if quantity > 0 else None
-    event = ExitEvent(
-        position_id=tracked.position_id,
-        symbol=tracked.symbol,
-        side=tracked.direction,
-        position_side=tracked.position_side,
-        reason=reason,
-        entry_price=float(tracked.entry_price),
-        exit_price=float(exit_price) if exit_price is not None else None,
-        quantity=float(quantity) if quantity > 0 else float(tracked.quantity),
-        realized_pnl=float(sum((t.realizedPnl for t in trades), Decimal(0))),
-        commission=float(sum((t.commission for t in trades), Decimal(0))),
-        intent_ids=tracked.intent_ids,
-        order_ids=sorted({t.orderId for t in trades}),
-        opened_at=datetime.fromtimestamp(tracked.opened_ms / 1000, tz=UTC),
-        closed_at=datetime.fromtimestamp(trades[-1].time / 1000, tz=UTC) if trades else utcnow(),
-        mode=venue.mode,
-        venue=venue.host,
-    )
+    event = _exit_event(ctx, tracked, trades, reason)
     written, entry_id = redis_streams.publish_once_at(
         ctx.redis,
         constants.EXIT_PUBLISHED_KEY.format(position_id=tracked.position_id),
@@ -286,6 +253,57 @@ def close_out(ctx: Context, tracked: Tracked) -> ExitEvent:
         already=None if written else "true",
     )
     return event
+
+
+def _settle_guards(ctx: Context, tracked: Tracked) -> dict[int, str]:
+    """Cancel a closed position's protective orders still open; the triggered ones, by the order they sent."""
+    venue = ctx.venue
+    triggered: dict[int, str] = {}
+    for kind in (protection.SL, protection.TP):
+        guard: Guard | None = getattr(tracked, kind)
+        if guard is None:
+            continue
+        try:
+            algo = venue.get_algo_order(client_algo_id=guard.client_algo_id)
+        except OrderNotFound:
+            continue
+        if algo.live:
+            protection.cancel_quietly(ctx, guard.client_algo_id)  # the sibling left behind
+            logs.proof(
+                "PROTECTION_CANCELED",
+                symbol=tracked.symbol,
+                client_algo_id=guard.client_algo_id,
+                algo_id=algo.algoId,
+                reason="position closed",
+            )
+        elif algo.actualOrderId is not None:
+            triggered[algo.actualOrderId] = kind
+    return triggered
+
+
+def _exit_event(ctx: Context, tracked: Tracked, trades: list[Trade], reason: ExitReason) -> ExitEvent:
+    """The exit event of a closed position, from the fills that closed it."""
+    venue = ctx.venue
+    quantity = sum((t.qty for t in trades), Decimal(0))
+    exit_price = sum((t.qty * t.price for t in trades), Decimal(0)) / quantity if quantity > 0 else None
+    return ExitEvent(
+        position_id=tracked.position_id,
+        symbol=tracked.symbol,
+        side=tracked.direction,
+        position_side=tracked.position_side,
+        reason=reason,
+        entry_price=float(tracked.entry_price),
+        exit_price=float(exit_price) if exit_price is not None else None,
+        quantity=float(quantity) if quantity > 0 else float(tracked.quantity),
+        realized_pnl=float(sum((t.realizedPnl for t in trades), Decimal(0))),
+        commission=float(sum((t.commission for t in trades), Decimal(0))),
+        intent_ids=tracked.intent_ids,
+        order_ids=sorted({t.orderId for t in trades}),
+        opened_at=datetime.fromtimestamp(tracked.opened_ms / 1000, tz=UTC),
+        closed_at=datetime.fromtimestamp(trades[-1].time / 1000, tz=UTC) if trades else utcnow(),
+        mode=venue.mode,
+        venue=venue.host,
+    )
 
 
 def closing_fills(ctx: Context, tracked: Tracked, triggered: dict[int, str]) -> tuple[list[Trade], ExitReason]:
@@ -314,17 +332,20 @@ def closing_fills(ctx: Context, tracked: Tracked, triggered: dict[int, str]) -> 
 
 def exit_reason_of(client_id: str, *, trailed: bool = False) -> ExitReason:
     """Why a position closed, from the client order id of the order that closed it (qexec/ids.py)."""
-    if client_id.startswith(ids.STOP_LOSS):
-        return ExitReason.TRAILING_STOP if trailed else ExitReason.STOP_LOSS
-    if client_id.startswith(ids.TAKE_PROFIT):
-        return ExitReason.TAKE_PROFIT
-    if client_id.startswith(ids.EMERGENCY_CLOSE):
-        return ExitReason.PROTECTION_FAILED
-    if client_id.startswith(ids.HALT_CLOSE):  # before ENTRY: the same `qx-` start
-        return ExitReason.HALT
-    if client_id.startswith((ids.ENTRY, ids.REVERSE_CLOSE)):
-        return ExitReason.SIGNAL
-    return ExitReason.MANUAL_OR_LIQUIDATION
+    sender = ids.sender_of(client_id)
+    if sender is ids.Sender.STOP_LOSS and trailed:
+        return ExitReason.TRAILING_STOP
+    return _EXIT_REASONS.get(sender, ExitReason.MANUAL_OR_LIQUIDATION)
+
+
+_EXIT_REASONS = {
+    ids.Sender.STOP_LOSS: ExitReason.STOP_LOSS,
+    ids.Sender.TAKE_PROFIT: ExitReason.TAKE_PROFIT,
+    ids.Sender.EMERGENCY_CLOSE: ExitReason.PROTECTION_FAILED,
+    ids.Sender.HALT_CLOSE: ExitReason.HALT,
+    ids.Sender.ENTRY: ExitReason.SIGNAL,
+    ids.Sender.REVERSE_CLOSE: ExitReason.SIGNAL,
+}
 
 
 # The venue answers userTrades for at most 7 days between startTime and endTime.

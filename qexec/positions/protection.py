@@ -15,21 +15,30 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from qexec import constants, ids, logs, redis_streams
-from qexec.errors import OrderNotFound, OrderRejected, TemporaryVenueError, UnknownOutcome, VenueError
+from qexec.errors import (
+    OrderNotFound,
+    OrderRejected,
+    PositionModeChanged,
+    TemporaryVenueError,
+    UnknownOutcome,
+    VenueError,
+)
 from qexec.models import (
     AlgoOrder,
     ExecutionResult,
     OrderType,
+    PositionRisk,
     ProtectionEvent,
     ResultStatus,
     Ticket,
     utcnow,
 )
-from qexec.positions import store
+from qexec.positions import entries, levels, policy, store
 from qexec.positions.store import LONG, Guard, Tracked
+from qexec.venue import view
 
 if TYPE_CHECKING:
-    from qexec.pipeline.execution import Context
+    from qexec.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -38,69 +47,17 @@ PROTECTION_REFUSED = "PROTECTION_REFUSED"
 PROTECTION_FAILED = "PROTECTION_FAILED"
 POSITION_UNPROTECTED = "POSITION_UNPROTECTED"  # alert-grade: a position without its stop-loss or take-profit
 POSITION_PROTECTED = "POSITION_PROTECTED"  # ...and the moment it has them again
-POSITION_SIDE_MISMATCH = -4061
 CLOSE_POSITION_EXISTS = -4130  # "An open stop or take profit order with GTE and closePosition in the direction..."
 
 SL, TP = "sl", "tp"
 LOCK_WAIT_S = 1.0  # how long the chain's protection step waits for a busy position before retrying later
 _TYPES = {SL: "STOP_MARKET", TP: "TAKE_PROFIT_MARKET"}
-_PREFIX = {SL: ids.STOP_LOSS, TP: ids.TAKE_PROFIT}
+_MINT = {SL: ids.stop_loss, TP: ids.take_profit}
 
 
 def client_algo_id(kind: str, owner: str, generation: int) -> str:
     """A protective order's `clientAlgoId` (`qs-`/`qt-`, qexec/ids.py)."""
-    return ids.protective(_PREFIX[kind], owner, generation)
-
-
-def level_problems(
-    direction: str, stop_loss: Decimal | None, take_profit: Decimal | None, *, reference: Decimal, what: str
-) -> list[str]:
-    """Why levels cannot protect a position in `direction` against `reference` (empty when they can)."""
-    problems = []
-    long = direction == LONG
-    if stop_loss is not None and (stop_loss >= reference if long else stop_loss <= reference):
-        word = "below" if long else "above"
-        problems.append(f"stop_loss {stop_loss} is not {word} {what} {reference} for a {direction}")
-    if take_profit is not None and (take_profit <= reference if long else take_profit >= reference):
-        word = "above" if long else "below"
-        problems.append(f"take_profit {take_profit} is not {word} {what} {reference} for a {direction}")
-    return problems
-
-
-def default_levels(ctx: Context, direction: str, entry: Decimal) -> tuple[Decimal, Decimal]:
-    """The settings' stop-loss and take-profit distances from `entry`."""
-    sign = 1 if direction == LONG else -1
-    sl_pct = Decimal(str(ctx.settings.default_stop_loss_pct)) / 100
-    tp_pct = Decimal(str(ctx.settings.default_take_profit_pct)) / 100
-    return entry * (1 - sign * sl_pct), entry * (1 + sign * tp_pct)
-
-
-def choose_levels(
-    ctx: Context,
-    direction: str,
-    wanted: tuple[Decimal | None, Decimal | None],
-    *,
-    entry: Decimal,
-    mark: Decimal,
-) -> tuple[Decimal, Decimal, list[str]]:
-    """The levels to place: the wanted ones when valid against the entry and the mark, else the defaults."""
-    defaults = default_levels(ctx, direction, entry)
-    chosen: list[Decimal] = []
-    notes: list[str] = []
-    for index, (name, level) in enumerate((("stop_loss", wanted[0]), ("take_profit", wanted[1]))):
-        if level is None:
-            notes.append(f"no {name} given: the default {defaults[index]:.8g} is used")
-            chosen.append(defaults[index])
-            continue
-        pair: tuple[Decimal | None, Decimal | None] = (level, None) if index == 0 else (None, level)
-        problems = level_problems(direction, *pair, reference=entry, what="the entry")
-        problems += level_problems(direction, *pair, reference=mark, what="the mark")
-        if problems:
-            notes.append(f"{'; '.join(problems)}: refused, the default {defaults[index]:.8g} is used")
-            chosen.append(defaults[index])
-        else:
-            chosen.append(level)
-    return chosen[0], chosen[1], notes
+    return _MINT[kind](owner, generation)
 
 
 def _rounded(ctx: Context, tracked: Tracked, kind: str, level: Decimal) -> Decimal:
@@ -136,8 +93,7 @@ def _place(ctx: Context, tracked: Tracked, kind: str, guard: Guard) -> AlgoOrder
 
 def _cancel_rivals(ctx: Context, tracked: Tracked, kind: str, *, keep: str) -> None:
     closing = store.closing_side(tracked.direction)
-    for raw in ctx.venue.open_algo_orders(tracked.symbol):
-        algo = AlgoOrder.model_validate(raw)
+    for algo in ctx.venue.open_algo_orders(tracked.symbol):
         rival = algo.closePosition and algo.orderType == _TYPES[kind] and algo.side is closing
         if rival and algo.positionSide == tracked.position_side and algo.clientAlgoId != keep:
             log.warning(
@@ -200,16 +156,8 @@ def ensure(ctx: Context, tracked: Tracked, *, rest: bool = False) -> bool:
     Its protective orders are looked up in the venue's stream when it vouches for every one of them (it saw them
     placed, and everything since), else - or always, with `rest` - over REST (openAlgoOrders).
     """
-    open_ids: dict[str, AlgoOrder] = {}
     guards = [g.client_algo_id for g in (tracked.sl, tracked.tp) if g is not None]
-    if guards:  # a fresh position has no orders to look up or replace
-        live = None if rest else ctx.venue.feed
-        streamed = live.algo_orders(guards) if live is not None else None
-        if streamed is not None:
-            open_ids = {cid: algo for cid, algo in streamed.items() if algo.live}
-        else:
-            found = map(AlgoOrder.model_validate, ctx.venue.open_algo_orders(tracked.symbol))
-            open_ids = {a.clientAlgoId: a for a in found}
+    open_ids = view.live_algo_orders(ctx.venue, tracked.symbol, guards, rest=rest)  # a fresh position: none
     changed = False
     for kind, level in ((SL, tracked.stop_loss), (TP, tracked.take_profit)):
         if level is not None:
@@ -245,8 +193,8 @@ def ensure_with_retries(ctx: Context, tracked: Tracked, attempts: int) -> Failur
         try:
             ensure(ctx, tracked)
         except OrderRejected as exc:
-            if exc.code == POSITION_SIDE_MISMATCH and attempt < attempts:
-                ctx.venue.forget_position_mode()  # the account changed mode: ask again, resend with the new side
+            if isinstance(exc, PositionModeChanged) and attempt < attempts:
+                # The account changed mode (the venue seam forgot the old one): resend with the new side.
                 tracked.position_side = tracked.direction if ctx.venue.dual_side() else "BOTH"
                 continue
             return Failure(f"the venue refused a protective order: {exc}", temporary=False)
@@ -321,7 +269,7 @@ def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
     with contextlib.suppress(OrderNotFound):
         venue.get_order(tracked.symbol, client_order_id=cid)
         return "closed"  # an earlier run already sent it
-    positions_now = store.open_positions(ctx, tracked.symbol, rest=True)  # the close's size: the venue's own
+    positions_now = view.open_positions(ctx.venue, tracked.symbol, rest=True)  # the close's size: the venue's own
     live = positions_now.get((tracked.symbol, tracked.direction))
     if live is None:
         return "already_flat"
@@ -341,119 +289,159 @@ def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
     return "closed"
 
 
-# -- the chain's last step ----------------------------------------------------------------------------
-
-
 def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> ProtectionEvent | None:
     """After an entry: track the position and place its stop-loss and take-profit; the event to publish.
 
     Raises `store.PositionBusy` when another step holds the position (the task retries).
     """
     intent = ticket.intent
-    policy = store.recorded_policy(ctx, ticket.intent_id)
+    chosen = policy.recorded_policy(ctx, ticket.intent_id)
     if result.status not in (ResultStatus.FILLED, ResultStatus.PARTIALLY_FILLED, ResultStatus.PROTECTION_UPDATED):
-        store.done_entering(ctx, ticket)
+        entries.done_entering(ctx, ticket)
         return None
     direction = store.direction_of(intent.side)
-    if result.status.is_fill and (intent.reduce_only or policy == "close"):
-        store.done_entering(ctx, ticket)
+    if result.status.is_fill and (intent.reduce_only or chosen == "close"):
+        entries.done_entering(ctx, ticket)
         why = "the intent reduced or closed a position: nothing to protect (the exit monitor reports the exit)"
         return _event(ctx, ticket, "BOTH", "not_needed", reason=why, entry_order_id=result.order_id)
     # Protection holds the lock for a few Redis round trips (or venue calls): worth waiting for rather than a retry.
     with store.locked(ctx.redis, intent.symbol, direction, wait_s=LOCK_WAIT_S):
-        # After a fill, the position as of that fill at least (the stream's, once it has reported the fill).
-        filled_ms = int(result.filled_at.timestamp() * 1000) if result.filled_at else None
-        venue_position = store.open_positions(ctx, intent.symbol, after_ms=filled_ms).get((intent.symbol, direction))
-        store.done_entering(ctx, ticket)
-        if venue_position is None:
-            why = f"no {direction} position is open any more"
-            return _event(ctx, ticket, "BOTH", "not_needed", reason=why, entry_order_id=result.order_id)
-        tracked = store.load(ctx.redis, intent.symbol, direction)
-        dual = ctx.venue.dual_side()
-        mark = ctx.venue.mark_price(intent.symbol)
-        entry = venue_position.entryPrice if venue_position.entryPrice > 0 else mark
-        wanted = (
-            Decimal(str(intent.stop_loss)) if intent.stop_loss is not None else None,
-            Decimal(str(intent.take_profit)) if intent.take_profit is not None else None,
-        )
-        if result.status.is_fill:
-            assert result.entry_price is not None
-            fill_price = Decimal(str(result.entry_price))
-            sl, tp, notes = choose_levels(ctx, direction, wanted, entry=fill_price, mark=mark)
-        else:
-            sl, tp, notes = choose_levels(
-                ctx,
-                direction,
-                (
-                    wanted[0] or (tracked.stop_loss if tracked else None),
-                    wanted[1] or (tracked.take_profit if tracked else None),
-                ),
-                entry=mark,
-                mark=mark,
-            )
-        if tracked is None:
-            tracked = store.Tracked(
-                position_id=f"{intent.symbol}-{direction}-{venue_position.updateTime or int(time.time() * 1000)}",
-                symbol=intent.symbol,
-                direction=direction,
-                position_side=direction if dual else "BOTH",
-                owner=ticket.intent_id,
-                entry_price=entry,
-                quantity=abs(venue_position.positionAmt),
-                opened_ms=int(ticket.received_at.timestamp() * 1000),
-            )
-        if ticket.intent_id not in tracked.intent_ids:
-            tracked.intent_ids.append(ticket.intent_id)
-        tracked.entry_price, tracked.quantity = entry, abs(venue_position.positionAmt)
-        tracked.as_of_ms = venue_position.updateTime or tracked.as_of_ms
-        newer = tracked.levels_arrival
-        if newer is not None and tuple(newer) > ticket.arrival and tracked.stop_loss is not None:
-            # A later intent already set this position's levels: this one (redelivered, or protecting late) keeps them.
-            notes.append(f"a later intent's levels ({tracked.stop_loss}, {tracked.take_profit}) are kept")
-        else:
-            tracked.owner = ticket.intent_id
-            tracked.stop_loss, tracked.take_profit = sl, tp
-            tracked.levels_arrival = ticket.arrival
-        trailing = intent.trailing_stop_pct or ctx.settings.trailing_stop_pct or None
-        tracked.trailing_stop_pct = trailing
-        tracked.best_price = tracked.best_price or entry
-        store.save(ctx.redis, tracked)
-        logs.proof(
-            store.POSITION_TRACKED,
-            intent_id=ticket.intent_id,
+        return _protect_locked(result, ticket, ctx, direction)
+
+
+def _protect_locked(result: ExecutionResult, ticket: Ticket, ctx: Context, direction: str) -> ProtectionEvent:
+    """`protect_entry` under the position's lock: track the venue's position, then place its protection."""
+    intent = ticket.intent
+    # After a fill, the position as of that fill at least (the stream's, once it has reported the fill).
+    filled_ms = int(result.filled_at.timestamp() * 1000) if result.filled_at else None
+    venue_position = view.open_positions(ctx.venue, intent.symbol, after_ms=filled_ms).get((intent.symbol, direction))
+    entries.done_entering(ctx, ticket)
+    if venue_position is None:
+        why = f"no {direction} position is open any more"
+        return _event(ctx, ticket, "BOTH", "not_needed", reason=why, entry_order_id=result.order_id)
+    tracked = store.load(ctx.redis, intent.symbol, direction)
+    dual = ctx.venue.dual_side()
+    mark = view.mark_price(ctx.venue, intent.symbol)
+    entry = venue_position.entryPrice if venue_position.entryPrice > 0 else mark
+    sl, tp, notes = _entry_levels(result, ticket, ctx, direction, tracked, mark=mark)
+    tracked = _track(
+        ticket, ctx, direction, tracked, venue_position, entry=entry, dual=dual, chosen=(sl, tp), notes=notes
+    )
+    return _guard_entry(result, ticket, ctx, tracked, notes)
+
+
+def _entry_levels(
+    result: ExecutionResult, ticket: Ticket, ctx: Context, direction: str, tracked: Tracked | None, *, mark: Decimal
+) -> tuple[Decimal, Decimal, list[str]]:
+    """The levels an entry asks for, checked: against its fill, or (updating protection) the mark; with notes."""
+    intent = ticket.intent
+    wanted = (
+        Decimal(str(intent.stop_loss)) if intent.stop_loss is not None else None,
+        Decimal(str(intent.take_profit)) if intent.take_profit is not None else None,
+    )
+    if result.status.is_fill:
+        assert result.entry_price is not None
+        fill_price = Decimal(str(result.entry_price))
+        return levels.choose_levels(ctx, direction, wanted, entry=fill_price, mark=mark)
+    return levels.choose_levels(
+        ctx,
+        direction,
+        (
+            wanted[0] or (tracked.stop_loss if tracked else None),
+            wanted[1] or (tracked.take_profit if tracked else None),
+        ),
+        entry=mark,
+        mark=mark,
+    )
+
+
+def _track(
+    ticket: Ticket,
+    ctx: Context,
+    direction: str,
+    tracked: Tracked | None,
+    venue_position: PositionRisk,
+    *,
+    entry: Decimal,
+    dual: bool,
+    chosen: tuple[Decimal, Decimal],
+    notes: list[str],
+) -> Tracked:
+    """Track the entry's position (new, or the one it adds to), with its levels; saved, logged, and returned.
+
+    Appends to `notes` when a later intent's levels are kept.
+    """
+    intent = ticket.intent
+    if tracked is None:
+        tracked = store.Tracked(
+            position_id=f"{intent.symbol}-{direction}-{venue_position.updateTime or int(time.time() * 1000)}",
             symbol=intent.symbol,
             direction=direction,
-            position_id=tracked.position_id,
-            qty=tracked.quantity,
-            entry=tracked.entry_price,
+            position_side=direction if dual else "BOTH",
+            owner=ticket.intent_id,
+            entry_price=entry,
+            quantity=abs(venue_position.positionAmt),
+            opened_ms=int(ticket.received_at.timestamp() * 1000),
         )
-        for note in notes:
-            logs.proof(PROTECTION_REFUSED, level=logging.WARNING, intent_id=ticket.intent_id, reason=note)
-        failure = ensure_with_retries(ctx, tracked, ctx.settings.protection_retries)
-        status = "updated" if result.status is ResultStatus.PROTECTION_UPDATED else "placed"
-        action = None
-        if failure is not None and failure.temporary:
-            # The venue is unreachable or answering 503s: closing at market for a blip costs two taker fees and the
-            # spread. The exit monitor keeps trying; the emergency action waits for QEXEC_PROTECTION_GRACE_S.
-            unprotected(ctx, tracked, failure.reason)
-            status = "unprotected"
-            notes.append(failure.reason)
-        elif failure is not None:
-            action = emergency(ctx, tracked, failure.reason)
-            status = "failed"
-            notes.append(failure.reason)
-        else:
-            protected_again(ctx, tracked)  # an earlier run (or the monitor) had found it unprotected
-        return _event(
-            ctx,
-            ticket,
-            tracked.position_side,
-            status,
-            tracked=tracked,
-            reason="; ".join(notes) or None,
-            action=action,
-            entry_order_id=result.order_id,
-        )
+    if ticket.intent_id not in tracked.intent_ids:
+        tracked.intent_ids.append(ticket.intent_id)
+    tracked.entry_price, tracked.quantity = entry, abs(venue_position.positionAmt)
+    tracked.as_of_ms = venue_position.updateTime or tracked.as_of_ms
+    newer = tracked.levels_arrival
+    if newer is not None and tuple(newer) > ticket.arrival and tracked.stop_loss is not None:
+        # A later intent already set this position's levels: this one (redelivered, or protecting late) keeps them.
+        notes.append(f"a later intent's levels ({tracked.stop_loss}, {tracked.take_profit}) are kept")
+    else:
+        tracked.owner = ticket.intent_id
+        tracked.stop_loss, tracked.take_profit = chosen
+        tracked.levels_arrival = ticket.arrival
+    trailing = intent.trailing_stop_pct or ctx.settings.trailing_stop_pct or None
+    tracked.trailing_stop_pct = trailing
+    tracked.best_price = tracked.best_price or entry
+    store.save(ctx.redis, tracked)
+    logs.proof(
+        store.POSITION_TRACKED,
+        intent_id=ticket.intent_id,
+        symbol=intent.symbol,
+        direction=direction,
+        position_id=tracked.position_id,
+        qty=tracked.quantity,
+        entry=tracked.entry_price,
+    )
+    for note in notes:
+        logs.proof(PROTECTION_REFUSED, level=logging.WARNING, intent_id=ticket.intent_id, reason=note)
+    return tracked
+
+
+def _guard_entry(
+    result: ExecutionResult, ticket: Ticket, ctx: Context, tracked: Tracked, notes: list[str]
+) -> ProtectionEvent:
+    """Place the tracked position's protection (else record it unprotected, or run the emergency); the event."""
+    failure = ensure_with_retries(ctx, tracked, ctx.settings.protection_retries)
+    status = "updated" if result.status is ResultStatus.PROTECTION_UPDATED else "placed"
+    action = None
+    if failure is not None and failure.temporary:
+        # The venue is unreachable or answering 503s: closing at market for a blip costs two taker fees and the
+        # spread. The exit monitor keeps trying; the emergency action waits for QEXEC_PROTECTION_GRACE_S.
+        unprotected(ctx, tracked, failure.reason)
+        status = "unprotected"
+        notes.append(failure.reason)
+    elif failure is not None:
+        action = emergency(ctx, tracked, failure.reason)
+        status = "failed"
+        notes.append(failure.reason)
+    else:
+        protected_again(ctx, tracked)  # an earlier run (or the monitor) had found it unprotected
+    return _event(
+        ctx,
+        ticket,
+        tracked.position_side,
+        status,
+        tracked=tracked,
+        reason="; ".join(notes) or None,
+        action=action,
+        entry_order_id=result.order_id,
+    )
 
 
 def protect_step(result_data: dict[str, Any], ticket_data: dict[str, Any], ctx: Context) -> dict[str, Any]:

@@ -18,83 +18,25 @@ from qexec.config import Settings
 from qexec.errors import (
     OrderNotFound,
     OrderRejected,
+    PositionModeChanged,
     RateLimited,
     TemporaryVenueError,
     UnknownOutcome,
     VenueError,
     VenueUnavailable,
 )
-from qexec.models import AlgoOrder, OrderState, OrderType, Side, Trade
+from qexec.models import AlgoOrder, Balance, OrderState, OrderType, PositionRisk, Side, Trade
 from qexec.venue import feed as feeds
 from qexec.venue import limiter
+from qexec.venue.errors import KEY_REFUSED_CODES, POSITION_SIDE_MISMATCH, VENUE_503_TEXTS, VENUE_ERRORS, Kind
 from qexec.venue.rules import ExchangeRules, plain
 
 log = logging.getLogger(__name__)
 
+
 T = TypeVar("T")
 
 
-class Kind:
-    """How a failed call is to be treated."""
-
-    TEMPORARY = "temporary"  # surely not executed: retry with back-off
-    UNKNOWN = "unknown"  # may have executed: look the order up by client id before anything else
-    REJECTED = "rejected"  # terminal: a result with the venue's code and message
-    NOT_FOUND = "not_found"  # no such order (-2013 right after a submit is asked again before it counts)
-    RATE_LIMITED = "rate_limited"  # 429/418: nothing executed; every worker pauses for Retry-After
-
-
-# The error policy (reference §3.3-3.4, §7.3): venue code -> kind. Codes not listed are terminal rejections,
-# unless the HTTP status says more (429/418, 408, a 503 body, any other 5xx: see `classify`).
-VENUE_ERRORS: dict[int, str] = {
-    -1000: Kind.UNKNOWN,  # UNKNOWN: an unknown error while processing - it may have executed
-    -1001: Kind.TEMPORARY,  # DISCONNECTED: "unable to process your request. Please try again"
-    -1003: Kind.RATE_LIMITED,  # TOO_MANY_REQUESTS (429), or the IP is banned (418)
-    -1006: Kind.UNKNOWN,  # UNEXPECTED_RESP: "Execution status unknown"
-    -1007: Kind.UNKNOWN,  # TIMEOUT: "Send status unknown; execution status unknown"
-    -1008: Kind.TEMPORARY,  # throttled by system-level protection: a failure, retry with back-off
-    -1015: Kind.RATE_LIMITED,  # TOO_MANY_ORDERS: the order-count limit
-    -1021: Kind.TEMPORARY,  # INVALID_TIMESTAMP: Venue._call resyncs the clock and sends once more first
-    -1022: Kind.REJECTED,  # INVALID_SIGNATURE
-    -1102: Kind.REJECTED,  # MANDATORY_PARAM_EMPTY_OR_MALFORMED
-    -1106: Kind.REJECTED,  # PARAM_NOT_REQUIRED
-    -1111: Kind.REJECTED,  # BAD_PRECISION
-    -1121: Kind.REJECTED,  # BAD_SYMBOL
-    -1125: Kind.REJECTED,  # listenKey does not exist
-    -2008: Kind.REJECTED,  # invalid API-key id
-    -2010: Kind.REJECTED,  # NEW_ORDER_REJECTED
-    -2011: Kind.NOT_FOUND,  # CANCEL_REJECTED: "Unknown order sent" (filled or gone)
-    -2013: Kind.NOT_FOUND,  # NO_SUCH_ORDER
-    -2014: Kind.REJECTED,  # BAD_API_KEY_FMT
-    -2015: Kind.REJECTED,  # REJECTED_MBX_KEY: invalid key, IP or permissions
-    -2019: Kind.REJECTED,  # MARGIN_NOT_SUFFICIENT
-    -2021: Kind.REJECTED,  # ORDER_WOULD_IMMEDIATELY_TRIGGER
-    -2022: Kind.REJECTED,  # REDUCE_ONLY_REJECT
-    -2027: Kind.REJECTED,  # MAX_LEVERAGE_RATIO: the open position is above the new leverage's maximum
-    -2028: Kind.REJECTED,  # MIN_LEVERAGE_RATIO: "Leverage is smaller than permitted: insufficient margin balance"
-    -4003: Kind.REJECTED,  # QTY_LESS_THAN_ZERO
-    -4004: Kind.REJECTED,  # QTY_LESS_THAN_MIN_QTY
-    -4005: Kind.REJECTED,  # QTY_GREATER_THAN_MAX_QTY
-    -4014: Kind.REJECTED,  # PRICE_NOT_INCREASED_BY_TICK_SIZE
-    -4015: Kind.REJECTED,  # INVALID_CL_ORD_ID_LEN
-    -4023: Kind.REJECTED,  # QTY_NOT_INCREASED_BY_STEP_SIZE
-    -4028: Kind.REJECTED,  # INVALID_LEVERAGE: outside 1..the symbol's maximum
-    -4061: Kind.REJECTED,  # POSITION_SIDE_NOT_MATCH
-    -4116: Kind.UNKNOWN,  # DUPLICATED_CLIENT_ORDER_ID: an open order already has our id - go and look
-    -4120: Kind.REJECTED,  # STOP_ORDER_SWITCH_ALGO: conditional types belong to /fapi/v1/algoOrder
-    -4130: Kind.REJECTED,  # an open closePosition order of that type and side exists (protection repairs it)
-    -4131: Kind.REJECTED,  # MARKET_ORDER_REJECT: PERCENT_PRICE
-    -4164: Kind.REJECTED,  # MIN_NOTIONAL
-    -5021: Kind.REJECTED,  # FOK_ORDER_REJECT
-    -5022: Kind.REJECTED,  # GTX_ORDER_REJECT
-    -5028: Kind.TEMPORARY,  # ME_RECVWINDOW_REJECT: the matching engine refused it as too old - send again
-}
-# The three 503 bodies mean three things, whatever code comes with them (reference §3.3).
-VENUE_503_TEXTS: dict[str, str] = {
-    "unknown error": Kind.UNKNOWN,  # "Unknown error, please check your request or try again later."
-    "service unavailable": Kind.TEMPORARY,  # "Service Unavailable." - a 100 % failure
-    "internal error; unable to process": Kind.TEMPORARY,  # "Internal error; unable to process your request."
-}
 # Failures below HTTP, first match wins; a refused connection (nothing sent) is TEMPORARY too (see `classify`).
 TRANSPORT_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
     (requests.exceptions.ConnectTimeout, Kind.TEMPORARY),  # never connected: nothing was sent
@@ -104,13 +46,6 @@ TRANSPORT_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
     (BinanceRequestException, Kind.UNKNOWN),  # a 2xx that is not JSON: it may well have executed
     (requests.exceptions.RequestException, Kind.UNKNOWN),
 )
-
-UNKNOWN_OUTCOME_CODES = {code for code, kind in VENUE_ERRORS.items() if kind == Kind.UNKNOWN}
-TEMPORARY_CODES = {code for code, kind in VENUE_ERRORS.items() if kind == Kind.TEMPORARY}
-NOT_FOUND_CODES = {code for code, kind in VENUE_ERRORS.items() if kind == Kind.NOT_FOUND}
-# The venue refused the keys themselves (-2015 invalid key/IP/permissions, -2014 key format, -2008 key id):
-# on Binance this is what keys made for another environment (testnet vs demo vs mainnet) get (reference §5).
-KEY_REFUSED_CODES = {-2015, -2014, -2008}
 
 
 def classify(exc: BaseException) -> str:
@@ -146,7 +81,7 @@ def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
     return "NewConnectionError" in text or "Connection refused" in text
 
 
-def _translate(exc: BaseException, *, mutating: bool) -> VenueError:
+def translate(exc: BaseException, *, mutating: bool) -> VenueError:
     kind = classify(exc)
     code = getattr(exc, "code", None)
     status = getattr(exc, "status_code", None)
@@ -158,7 +93,8 @@ def _translate(exc: BaseException, *, mutating: bool) -> VenueError:
     if kind == Kind.NOT_FOUND:
         return OrderNotFound(message, code=code, http_status=status)
     if kind == Kind.REJECTED:
-        return OrderRejected(message, code=code, http_status=status)
+        rejected = PositionModeChanged if code == POSITION_SIDE_MISMATCH else OrderRejected
+        return rejected(message, code=code, http_status=status)
     if kind == Kind.UNKNOWN and mutating:
         return UnknownOutcome(f"{type(exc).__name__}: {message}", code=code, http_status=status)
     return TemporaryVenueError(f"{type(exc).__name__}: {message}", code=code, http_status=status)
@@ -176,6 +112,8 @@ class _Shared:
 
 
 _shared: dict[str, _Shared] = {}
+
+
 _shared_lock = threading.Lock()
 
 
@@ -184,7 +122,7 @@ def _shared_for(url: str) -> _Shared:
         return _shared.setdefault(url, _Shared())
 
 
-class Venue:
+class BinanceVenue:
     """A Binance USD-M Futures account reached through python-binance's `Client` (one per thread)."""
 
     def __init__(self, settings: Settings, redis: redis.Redis | None = None) -> None:
@@ -238,7 +176,7 @@ class Venue:
             self.sync_clock()
         for attempt in range(2):
             if self.limiter is not None:
-                # `spent`: the caller already tried to spend this call's budget (`spend_order_budget`).
+                # `spent`: the caller already tried to spend this call's budget (`Limiter.spend_in`).
                 self.limiter.acquire(
                     limiter.cost_of(getattr(fn, "__name__", ""), params), spent if attempt == 0 else None
                 )
@@ -251,7 +189,9 @@ class Venue:
                     log.warning("clock drift (-1021) from %s; resyncing", self.host)
                     self.sync_clock()
                     continue
-                error = _translate(exc, mutating=mutating)
+                error = translate(exc, mutating=mutating)
+                if isinstance(error, PositionModeChanged):
+                    self.forget_position_mode()  # the one recovery: whoever resends reads the account's mode again
                 if isinstance(error, RateLimited) and self.limiter is not None:
                     self.limiter.pause(error.retry_after_s, f"HTTP {error.http_status} from {self.host}")
                 raise error from exc
@@ -291,12 +231,7 @@ class Venue:
         return rules
 
     def mark_price(self, symbol: str) -> Decimal:
-        """The symbol's current mark price: the stream's when fresh (`mark_max_age_s`), else asked over REST."""
-        live = self.feed
-        if live is not None:
-            streamed = live.mark(symbol, self.settings.mark_max_age_s)
-            if streamed is not None:
-                return streamed
+        """The symbol's mark price over REST (venue/view.py reads the stream's first)."""
         return Decimal(str(self._call(self._client.futures_mark_price, signed=False, symbol=symbol)["markPrice"]))
 
     def clock_offset_ms(self) -> int:
@@ -307,24 +242,26 @@ class Venue:
 
     # -- account --------------------------------------------------------------------------------------
 
-    def balances(self) -> list[dict[str, Any]]:
+    def balances(self) -> list[Balance]:
         """The account's asset balances."""
-        return list(self._call(self._client.futures_account_balance))
+        return [Balance.model_validate(raw) for raw in self._call(self._client.futures_account_balance)]
 
-    def positions(self, symbol: str | None = None) -> list[dict[str, Any]]:
-        """Open positions (positionRisk), optionally for one symbol."""
+    def positions(self, symbol: str | None = None) -> list[PositionRisk]:
+        """Positions (positionRisk), optionally for one symbol."""
         params: dict[str, Any] = {"symbol": symbol} if symbol else {}
-        return list(self._call(self._client.futures_position_information, **params))
+        rows = self._call(self._client.futures_position_information, **params)
+        return [PositionRisk.model_validate(raw) for raw in rows]
 
-    def open_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+    def open_orders(self, symbol: str | None = None) -> list[OrderState]:
         """Open regular orders (openOrders), optionally for one symbol."""
         params: dict[str, Any] = {"symbol": symbol} if symbol else {}
-        return list(self._call(self._client.futures_get_open_orders, **params))
+        return [OrderState.model_validate(raw) for raw in self._call(self._client.futures_get_open_orders, **params)]
 
-    def open_algo_orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+    def open_algo_orders(self, symbol: str | None = None) -> list[AlgoOrder]:
         """Open algo (conditional: stop-loss, take-profit) orders (openAlgoOrders), optionally for one symbol."""
         params: dict[str, Any] = {"symbol": symbol} if symbol else {}
-        return list(self._call(self._client.futures_get_open_orders, conditional=True, **params))
+        rows = self._call(self._client.futures_get_open_orders, conditional=True, **params)
+        return [AlgoOrder.model_validate(raw) for raw in rows]
 
     def new_listen_key(self) -> str:
         """A listen key for the user-data stream (POST creates one, or extends the account's active one)."""
@@ -346,46 +283,19 @@ class Venue:
         """Drop the cached position mode (the venue said -4061: the account changed mode)."""
         self._shared.dual_side = None
 
-    def ensure_leverage(self, symbol: str, leverage: int) -> int:
-        """Put the symbol at `leverage`; returns the leverage the venue applied.
-
-        No call when the user-data stream vouches that the symbol is there already (every change, whoever makes it,
-        is streamed as ACCOUNT_CONFIG_UPDATE); otherwise `POST /fapi/v1/leverage`, whose answer is authoritative.
-        """
-        live = self.feed
-        if live is not None and live.leverage(symbol) == leverage:
-            return leverage
-        mark = live.leverage_mark(symbol) if live is not None else None
+    def set_leverage(self, symbol: str, leverage: int) -> int:
+        """`POST /fapi/v1/leverage`: the leverage the venue applied (its answer is authoritative)."""
         answer = self._call(self._client.futures_change_leverage, symbol=symbol, leverage=leverage)
-        applied = int(answer["leverage"])
-        if live is not None:
-            live.learn_leverage(symbol, applied, mark)
-        return applied
+        return int(answer["leverage"])
 
-    def current_leverage(self, symbol: str) -> int:
-        """The symbol's leverage as it stands: the stream's when it vouches, else `positionRisk` v2 (v3 has none)."""
-        live = self.feed
-        known = live.leverage(symbol) if live is not None else None
-        if known is not None:
-            return known
-        mark = live.leverage_mark(symbol) if live is not None else None
+    def leverage(self, symbol: str) -> int:
+        """The symbol's leverage from `positionRisk` v2 (v3 has none)."""
         rows = self._call(self._client.futures_position_information, symbol=symbol, version=2)
         if not rows:
             raise TemporaryVenueError(f"positionRisk has no row for {symbol}: its leverage is unknown")
-        found = int(rows[0]["leverage"])
-        if live is not None:
-            live.learn_leverage(symbol, found, mark)
-        return found
+        return int(rows[0]["leverage"])
 
     # -- orders ---------------------------------------------------------------------------------------
-
-    def spend_order_budget(self, pipe: redis.client.Pipeline) -> bool:
-        """Queue the spending of one new order's budget in the caller's Redis pipeline (its reply goes to
-        `place_order(spent=…)`); False when this venue spends no shared budget."""
-        if self.limiter is None:
-            return False
-        self.limiter.spend_in(pipe, limiter.ORDER)
-        return True
 
     def place_order(
         self,
@@ -403,7 +313,7 @@ class Venue:
     ) -> OrderState:
         """Submit an order with `newOrderRespType=RESULT`; raises `UnknownOutcome` when it may have executed.
 
-        `spent`: the reply of a `spend_order_budget` made just before, if any.
+        `spent`: the reply of the limiter's `spend_in` made just before (in the caller's round trip), if any.
         """
         params: dict[str, Any] = {
             "symbol": symbol,
@@ -523,14 +433,14 @@ class Venue:
                 time.sleep(min(max(exc.retry_after_s, 0.5), 5.0))
             except VenueError as exc:
                 self._refuse(exc)
-        usdt = next((b for b in balances if b.get("asset") == "USDT"), {})
+        usdt = next((b for b in balances if b.asset == "USDT"), None)
         return {
             "mode": self.mode,
             "host": self.host,
             "clock_offset_ms": offset,
             "symbols": len(rules.symbols),
-            "usdt_balance": usdt.get("balance"),
-            "usdt_available": usdt.get("availableBalance"),
+            "usdt_balance": plain(usdt.balance) if usdt else None,
+            "usdt_available": plain(usdt.availableBalance) if usdt else None,
         }
 
     def _refuse(self, exc: VenueError) -> NoReturn:
@@ -564,10 +474,10 @@ def _settle_environment(session: requests.Session, url: str) -> None:
 _local = threading.local()
 
 
-def thread_venue(settings: Settings, redis: redis.Redis | None = None) -> Venue:
-    """This thread's `Venue` (python-binance clients hold a requests session; one per thread)."""
-    venue: Venue | None = getattr(_local, "venue", None)
+def thread_venue(settings: Settings, redis: redis.Redis | None = None) -> BinanceVenue:
+    """This thread's `BinanceVenue` (python-binance clients hold a requests session; one per thread)."""
+    venue: BinanceVenue | None = getattr(_local, "venue", None)
     if venue is None or venue.settings is not settings or (venue.limiter and venue.limiter.redis) is not redis:
-        venue = Venue(settings, redis)
+        venue = BinanceVenue(settings, redis)
         _local.venue = venue
     return venue

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from websockets.exceptions import WebSocketException
@@ -31,10 +31,18 @@ from qexec.config import Settings
 from qexec.errors import OrderNotFound, OrderRejected, VenueError
 from qexec.models import AlgoOrder, OrderState, OrderStatus, PositionRisk
 
-if TYPE_CHECKING:
-    from qexec.venue.binance import Venue
-
 log = logging.getLogger(__name__)
+
+
+class FeedRest(Protocol):
+    """The REST calls the feed makes: its listen key, the clock, and the positions snapshot it starts from."""
+
+    def new_listen_key(self) -> str: ...
+    def keepalive_listen_key(self, key: str) -> None: ...
+    def clock_offset_ms(self) -> int: ...
+    def positions(self, symbol: str | None = None) -> list[PositionRisk]: ...
+    def close(self) -> None: ...
+
 
 FEED_LIVE = "FEED_LIVE"
 FEED_DOWN = "FEED_DOWN"
@@ -148,7 +156,7 @@ def _position(p: dict[str, Any], at_ms: int) -> PositionRisk | None:
 class Feed:
     """A live, in-memory view of one venue account, fed by its websocket streams (one per process)."""
 
-    def __init__(self, settings: Settings, rest: Callable[[], Venue]) -> None:
+    def __init__(self, settings: Settings, rest: Callable[[], FeedRest]) -> None:
         self.settings = settings
         self.url = settings.stream_base_url
         self._rest = rest
@@ -340,14 +348,14 @@ class Feed:
             if venue is not None:
                 venue.close()
 
-    def _user_session(self, venue: Venue) -> None:
+    def _user_session(self, venue: FeedRest) -> None:
         key = venue.new_listen_key()
         with self._connect(f"{self.url}/private/ws?listenKey={key}&events={USER_EVENTS}") as ws:
             came_up = time.time()
             # Events that arrive while the snapshot is read wait in the socket and are applied after it: position
             # updates carry absolute amounts, so replaying them over the snapshot leaves the current state.
             as_of_ms = int(time.time() * 1000) + venue.clock_offset_ms()
-            snapshot = [PositionRisk.model_validate(raw) for raw in venue.positions()]
+            snapshot = venue.positions()
             rows = {(p.symbol, p.positionSide): _snapshot_row(p) for p in snapshot}
             with self._changed:
                 self._connection += 1
@@ -368,7 +376,7 @@ class Feed:
                 if raw is not None:
                     self._on_user_event(json.loads(raw))
 
-    def _keepalive(self, venue: Venue, key: str) -> None:
+    def _keepalive(self, venue: FeedRest, key: str) -> None:
         try:
             venue.keepalive_listen_key(key)
         except (OrderNotFound, OrderRejected) as exc:  # -1125: the key is gone; start again with a new one
@@ -537,7 +545,7 @@ _feeds: dict[str, Feed] = {}
 _feeds_lock = threading.Lock()
 
 
-def start(settings: Settings, rest: Callable[[], Venue]) -> Feed | None:
+def start(settings: Settings, rest: Callable[[], FeedRest]) -> Feed | None:
     """Start this process's feed for the settings' venue (once); None when streams are turned off."""
     if not settings.use_streams:
         return None

@@ -86,7 +86,7 @@ def _start_feed(**_: Any) -> None:
     # The process that runs the tasks keeps the venue's streams open (threads pool: the worker itself; prefork:
     # each child). Until the feed is live, and whenever it drops, the steps ask the venue over REST.
     from qexec.venue.binance import thread_venue  # noqa: PLC0415 - python-binance loads with the tasks, not with beat
-    from qexec.worker.tasks import qexec_redis  # noqa: PLC0415 - tasks import this module
+    from qexec.worker.runtime import qexec_redis  # noqa: PLC0415 - with the venue's client
 
     settings = get_settings()
     feed.start(settings, lambda: thread_venue(settings, qexec_redis()))

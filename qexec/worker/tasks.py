@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,13 +13,15 @@ from celery.exceptions import Reject, Retry
 
 from qexec import logs, redis_streams
 from qexec.config import get_settings
+from qexec.context import Context, Pending
 from qexec.errors import IntentError
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
-from qexec.pipeline import execution, housekeeping
-from qexec.pipeline.execution import Context, Pending
-from qexec.positions import protection, store
-from qexec.venue.binance import thread_venue
+from qexec.ops import selftest
+from qexec.pipeline import admission, bridge, confirm, place, publish, reconcile
+from qexec.pipeline import chain as chain_shape
+from qexec.positions import monitor, protection, store
 from qexec.worker.app import REPR_MAXSIZE, app
+from qexec.worker.runtime import context, qexec_redis
 
 log = logging.getLogger(__name__)
 
@@ -29,28 +30,6 @@ UNEXPECTED_RETRIES = 3
 BROKER_WAIT_STEP_S = 0.5  # how often a step whose retry could not be sent tries again
 # The chain's steps retry on their own terms (never give up on their own); their results print short.
 STEP_OPTIONS: dict[str, Any] = {"bind": True, "max_retries": None, "resultrepr_maxsize": REPR_MAXSIZE}
-
-_redis: redis.Redis | None = None
-_redis_lock = threading.Lock()
-
-
-def qexec_redis() -> redis.Redis:
-    """This process's client for qexec's own Redis (streams and intent state)."""
-    global _redis  # noqa: PLW0603 - one connection pool per process
-    if _redis is not None:  # every step asks: no lock once it is made
-        return _redis
-    with _redis_lock:
-        if _redis is None:
-            _redis = redis_streams.connect(get_settings().redis_url)
-        return _redis
-
-
-def context() -> Context:
-    """The context a step runs with in this worker thread."""
-    settings = get_settings()
-    r = qexec_redis()
-    return Context(settings=settings, redis=r, venue=thread_venue(settings, r))
-
 
 Step = Callable[[Ticket, Context, int], Ticket | ExecutionResult]
 
@@ -105,7 +84,7 @@ def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> Ti
 def _publish(task: Task, ticket: Ticket, errors: int) -> dict[str, Any]:
     """Publish a finished ticket's result (retrying the task when Redis refuses); the result as JSON."""
     try:
-        result = execution.publish(ticket, context(), task.request.retries)
+        result = publish.publish(ticket, context(), task.request.retries)
     except Exception as exc:
         log.exception("publishing failed for intent %s", ticket.intent_id)
         countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
@@ -113,16 +92,11 @@ def _publish(task: Task, ticket: Ticket, errors: int) -> dict[str, Any]:
     return dict(result.model_dump(mode="json"))
 
 
-# What place_order leaves out of its chain when the venue's answer is already final.
-_CONFIRM_AND_PUBLISH = frozenset({"qexec.confirm_fill", "qexec.publish_execution"})
-_PROTECT = frozenset({"qexec.protect_position"})
-
-
-def _skip_steps(task: Task, names: frozenset[str]) -> None:
+def _skip_steps(task: Task, steps: frozenset[chain_shape.Step]) -> None:
     """Drop steps from the rest of this task's chain (Celery sends `request.chain[-1]` next, after we return)."""
     rest = task.request.chain
     if rest:
-        task.request.chain = [step for step in rest if step.get("task") not in names]
+        task.request.chain = [step for step in rest if step.get("task") not in steps]
 
 
 def _finish_here(task: Task, result: dict[str, Any], ticket: dict[str, Any]) -> None:
@@ -132,7 +106,7 @@ def _finish_here(task: Task, result: dict[str, Any], ticket: dict[str, Any]) -> 
     protection itself). Protection is idempotent, so a place_order that dies here and is redelivered, or a
     `protect_position` that runs after a half-done attempt, places nothing twice.
     """
-    _skip_steps(task, _CONFIRM_AND_PUBLISH)
+    _skip_steps(task, chain_shape.left_out(published=True, protected=False))
     try:
         protection.protect_step(result, ticket, context())
     except store.PositionBusy:
@@ -141,10 +115,10 @@ def _finish_here(task: Task, result: dict[str, Any], ticket: dict[str, Any]) -> 
     except Exception:
         log.exception("protecting intent %s in place_order failed: protect_position retries", result.get("intent_id"))
         return
-    _skip_steps(task, _PROTECT)
+    _skip_steps(task, chain_shape.left_out(published=True, protected=True))
 
 
-@app.task(name="qexec.place_order", **STEP_OPTIONS)
+@app.task(name=chain_shape.Step.PLACE.value, **STEP_OPTIONS)
 def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Place the intent's entry order once (adopting an earlier submit); publish at once when the answer is final.
 
@@ -153,10 +127,10 @@ def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str
     protected from here too, and the chain's `confirm_fill`, `publish_execution` and `protect_position` are
     skipped (`protect_position` still runs when protecting here could not finish).
     """
-    placed = _run(self, execution.place_entry, ticket, errors)
+    placed = _run(self, place.place_entry, ticket, errors)
     if isinstance(placed, ExecutionResult):  # published already: the venue's answer was final
         result = dict(placed.model_dump(mode="json"))
-    elif not execution.finished(placed):
+    elif not confirm.finished(placed):
         return dict(placed.model_dump(mode="json"))
     else:
         result = _publish(self, placed, errors)  # a verdict: no order went out
@@ -164,13 +138,13 @@ def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str
     return result
 
 
-@app.task(name="qexec.confirm_fill", **STEP_OPTIONS)
+@app.task(name=chain_shape.Step.CONFIRM.value, **STEP_OPTIONS)
 def confirm_fill(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Wait with a growing countdown until the order is filled, terminal, or canceled at the deadline."""
-    return dict(_run(self, execution.confirm, ticket, errors).model_dump(mode="json"))
+    return dict(_run(self, confirm.confirm, ticket, errors).model_dump(mode="json"))
 
 
-@app.task(name="qexec.publish_execution", **STEP_OPTIONS)
+@app.task(name=chain_shape.Step.PUBLISH.value, **STEP_OPTIONS)
 def publish_execution(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Publish the intent's one terminal result to the result stream."""
     return _publish(self, Ticket.model_validate(ticket), errors)
@@ -182,15 +156,17 @@ def start_chain(ticket: Ticket) -> None:
     iid = ticket.intent_id
     # The arguments' printable form (logs, Flower) names the intent, instead of Celery printing the ticket per send.
     shown = {"argsrepr": f"(<ticket {iid} {ticket.intent.symbol} {ticket.intent.side.value}>)", "kwargsrepr": "{}"}
+    first = {chain_shape.Step.PLACE: (data,), chain_shape.Step.PROTECT: (data,)}  # the others take the step before's
+    tasks = {t.name: t for t in (place_order, confirm_fill, publish_execution, protect_position)}
     chain(
-        place_order.s(data).set(task_id=f"{iid}:place", **shown),
-        confirm_fill.s().set(task_id=f"{iid}:confirm", **shown),
-        publish_execution.s().set(task_id=f"{iid}:publish", **shown),
-        protect_position.s(data).set(task_id=f"{iid}:protect", **shown),
+        *(
+            tasks[step].s(*first.get(step, ())).set(task_id=f"{iid}:{step.suffix}", **shown)
+            for step in chain_shape.STEPS
+        )
     ).apply_async()
 
 
-@app.task(name="qexec.protect_position", **STEP_OPTIONS)
+@app.task(name=chain_shape.Step.PROTECT.value, **STEP_OPTIONS)
 def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Place the filled position's stop-loss and take-profit (algo orders), then publish a `protection` event."""
     try:
@@ -208,25 +184,29 @@ def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any],
 @app.task(name="qexec.watch_positions", ignore_result=True)
 def watch_positions() -> dict[str, list[str]]:
     """Beat: the exit monitor (reconcile, repair protection, trail stops, report exits)."""
-    return housekeeping.watch_positions(context())
+    report = monitor.watch(context())
+    acted = {kind: names for kind, names in report.items() if names and kind != "busy"}
+    if acted:
+        log.info("EXIT_MONITOR %s", " ".join(f"{kind}={','.join(names)}" for kind, names in acted.items()))
+    return report
 
 
 @app.task(name="qexec.reclaim_intents", ignore_result=True)
 def reclaim_intents() -> int:
     """Beat: reclaim intent entries a dead bridge left pending."""
-    return housekeeping.reclaim_intents(context(), start_chain)
+    return bridge.reclaim_intents(context(), start_chain)
 
 
 @app.task(name="qexec.reconcile_orders", ignore_result=True)
 def reconcile_orders() -> list[str]:
     """Beat: finish orders whose chain died after placing them (confirm or cancel, then publish)."""
-    return housekeeping.reconcile_orders(context())
+    return reconcile.reconcile_orders(context())
 
 
 @app.task(name="qexec.venue_heartbeat", ignore_result=True)
 def venue_heartbeat() -> dict[str, Any]:
     """Beat: the venue self-test, recorded where `qexec status` reads it."""
-    return housekeeping.venue_heartbeat(context())
+    return selftest.venue_heartbeat(context())
 
 
 def _submitted(args: tuple[Any, ...], fields: dict[str, Any], *, default_id: str, max_bytes: int) -> Intent:
@@ -257,5 +237,5 @@ def submit_intent(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         )
         logs.proof(logs.INTENT_DEAD_LETTER, level=logging.ERROR, error=str(exc), task_id=task_id, dlq_id=dlq_id)
         raise IntentError(f"{exc} (dead-lettered as {dlq_id})") from None
-    dispatched = execution.admit(intent, entry_id=None, owner=task_id, r=r, settings=settings, dispatch=start_chain)
+    dispatched = admission.admit(intent, entry_id=None, owner=task_id, r=r, settings=settings, dispatch=start_chain)
     return {"status": "dispatched" if dispatched else "duplicate", "intent_id": intent.id}

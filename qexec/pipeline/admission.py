@@ -1,0 +1,93 @@
+"""Admission: an intent read from the stream (or submitted by hand) starts its chain once, whatever the redelivery."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from qexec import logs, redis_streams
+from qexec.config import Settings
+from qexec.models import (
+    Intent,
+    Ticket,
+    client_order_id,
+    utcnow,
+)
+
+
+def new_ticket(intent: Intent, *, entry_id: str | None, received_at: datetime | None = None) -> Ticket:
+    """A fresh ticket for an intent that has just been read."""
+    return Ticket(
+        intent=intent,
+        entry_id=entry_id,
+        received_at=received_at or utcnow(),
+        client_order_id=client_order_id(intent.id),
+    )
+
+
+# Proof-log names of admissions that take nothing in: a redelivery, and a delivery that is not this consumer's to end.
+INTENT_REDELIVERED = "INTENT_REDELIVERED"
+
+
+INTENT_NOT_OWNED = "INTENT_NOT_OWNED"
+
+
+Settle = Callable[[redis.client.Pipeline], None]
+
+
+def admit(
+    intent: Intent,
+    *,
+    entry_id: str | None,
+    owner: str,
+    r: redis.Redis,
+    settings: Settings,
+    dispatch: Callable[[Ticket], None],
+    received_at: datetime | None = None,
+    lease: redis_streams.Lease | None = None,
+    settle: Settle | None = None,
+) -> bool:
+    """Start the chain for a valid intent unless another entry holds its id or this entry's chain was started;
+    True when dispatched. `settle` queues what ends the delivery (the bridge's XACK): with the started mark after a
+    dispatch, alone when there is nothing to start, never when the delivery is not the caller's to end (`lease` lost
+    the entry to another consumer, or another live bridge is starting its chain)."""
+    ids: dict[str, Any] = {"intent_id": intent.id, "entry_id": entry_id, "symbol": intent.symbol, "owner": owner}
+    claim, holder = redis_streams.claim_dispatch(r, settings, intent.id, owner, lease=lease, entry_id=entry_id)
+    if claim in (redis_streams.Claim.LOST, redis_streams.Claim.BUSY):
+        reason = (
+            "another consumer owns the entry now" if claim is redis_streams.Claim.LOST else f"{holder} is starting it"
+        )
+        logs.proof(INTENT_NOT_OWNED, reason=reason, consumer=lease.consumer if lease else None, **ids)
+        return False
+    if claim is redis_streams.Claim.NEW:
+        logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
+    elif claim is redis_streams.Claim.DUPLICATE:
+        logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
+        logs.proof(
+            logs.INTENT_DUPLICATE,
+            level=logging.WARNING,
+            reason=f"this intent id was already dispatched by another entry ({holder})",
+            **ids,
+        )
+    else:
+        started = claim is redis_streams.Claim.STARTED
+        logs.proof(
+            INTENT_REDELIVERED,
+            level=logging.INFO if started else logging.WARNING,
+            action="none: its chain was started" if started else "start its chain again: it was never started",
+            **ids,
+        )
+    pipe = r.pipeline(transaction=False)
+    dispatched = claim in (redis_streams.Claim.NEW, redis_streams.Claim.AGAIN)
+    if dispatched:
+        dispatch(new_ticket(intent, entry_id=entry_id, received_at=received_at))
+        redis_streams.mark_started(pipe, intent.id, owner)
+    if settle is not None:
+        settle(pipe)
+    if len(pipe):
+        pipe.execute()
+    return dispatched

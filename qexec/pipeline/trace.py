@@ -1,0 +1,47 @@
+"""The proof lines the steps share: the ids every line of a ticket carries, the venue's answer, the fill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qexec import logs
+from qexec.context import Context
+from qexec.models import (
+    OrderState,
+    Ticket,
+)
+
+
+def ticket_ids(ticket: Ticket, ctx: Context, order: OrderState | None = None) -> dict[str, Any]:
+    known = order or ticket.order
+    return {
+        "intent_id": ticket.intent_id,
+        "entry_id": ticket.entry_id,
+        "client_order_id": ticket.client_order_id,
+        "order_id": known.orderId if known else None,
+        "symbol": ticket.intent.symbol,
+        "mode": ctx.venue.mode,
+        "venue": ctx.venue.host,
+    }
+
+
+def log_response(ticket: Ticket, ctx: Context, order: OrderState) -> None:
+    logs.proof(
+        logs.ORDER_RESPONSE,
+        status=order.status.value,
+        executed_qty=order.executedQty,
+        avg_price=order.avgPrice,
+        **ticket_ids(ticket, ctx, order),
+    )
+
+
+def log_fill(ticket: Ticket, ctx: Context, order: OrderState) -> None:
+    fill = order.fill
+    if fill is not None:
+        logs.proof(
+            logs.FILL_CONFIRMED,
+            status=order.status.value,
+            executed_qty=fill.quantity,
+            avg_price=fill.price,
+            **ticket_ids(ticket, ctx, order),
+        )
