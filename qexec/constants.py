@@ -24,9 +24,9 @@ METRICS_KEY = "qexec:metrics:{family}"  # hash per metric family: label value ->
 POSITIONS_KEY = "qexec:positions"  # set of "SYMBOL:DIRECTION" qexec tracks
 POSITION_KEY = "qexec:position:{symbol}:{direction}"  # hash: the tracked position and its protective orders
 POSITION_LOCK_KEY = "qexec:position:{symbol}:{direction}:lock"  # one protect/monitor step at a time
-ENTERING_KEY = "qexec:symbol:{symbol}:entering"  # an entry is on its way: not a stranger's position to adopt
+ADOPT_HOLD_KEY = "qexec:symbol:{symbol}:entering"  # an entry is on its way: not a stranger's position to adopt
 # sorted set: intents whose entry opening a position in this direction is on its way, by registration (server time)
-ENTRIES_KEY = "qexec:symbol:{symbol}:entries:{direction}"
+ENTRY_ORDER_KEY = "qexec:symbol:{symbol}:entries:{direction}"
 EXIT_PUBLISHED_KEY = "qexec:exit:{position_id}"  # the exit stream entry id, once published
 PROTECTION_PUBLISHED_KEY = "qexec:intent:{intent_id}:protection"  # the protection event's entry id
 # sorted set: tracked positions (SYMBOL:DIRECTION) known to lack a protective order the venue could not take yet

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from qexec import constants
 from qexec.config import Settings
-from qexec.models import utcnow
+from qexec.models import RejectKind, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -118,27 +118,7 @@ INTENT_TO_RESULT = HistogramFamily(
 HISTOGRAMS = (FILL_LATENCY, INTENT_TO_RESULT)
 
 # Bounded label values: a rejection's reason text is classified, never used as a label.
-REASON_KINDS = ("stale", "unknown_symbol", "min_size", "price_band", "risk", "halted", "venue", "other")
-
-
-def reason_kind(reason: str) -> str:
-    """The bounded kind of a rejection reason (as the place step and `pipeline/risk.py` word it)."""
-    text = reason.lower()
-    if text.startswith("venue "):
-        return "venue"
-    if text.startswith("stale") or "in the future" in text:
-        return "stale"
-    if text.startswith("unknown symbol") or "is not trading" in text:
-        return "unknown_symbol"
-    if "percent_price" in text:
-        return "price_band"
-    if "is below" in text:
-        return "min_size"
-    if text.startswith("halted"):
-        return "halted"
-    if "above the limit" in text or "above the per-order limit" in text or "allow list" in text or "deny list" in text:
-        return "risk"
-    return "other"
+REASON_KINDS = tuple(kind.value for kind in RejectKind)  # the label's values: bounded, whatever the reason says
 
 
 # -- writing (from wherever the event happens) ------------------------------------------------------------
@@ -181,9 +161,9 @@ def _seconds(start: datetime | None, end: datetime) -> list[float]:
     return [] if start is None else [(end - start).total_seconds()]
 
 
-def intent_rejected(r: redis.Redis, reason: str) -> None:
+def intent_rejected(r: redis.Redis, kind: RejectKind) -> None:
     """Count an intent rejected without an order, by the kind of its reason."""
-    _write(r, [(INTENTS_REJECTED, reason_kind(reason))], [])
+    _write(r, [(INTENTS_REJECTED, kind.value)], [])
 
 
 def queue_placed(pipe: redis.client.Pipeline) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, NamedTuple, Self
 
 from pydantic import (
     AliasChoices,
@@ -315,6 +315,27 @@ class Fill(BaseModel):
     quote: Decimal = Field(gt=0)
 
 
+class RejectKind(StrEnum):
+    """A rejection's bounded kind: the `reason_kind` label of `qexec_intents_rejected_total` (its values are a
+    contract of the metrics)."""
+
+    STALE = "stale"
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    MIN_SIZE = "min_size"
+    PRICE_BAND = "price_band"
+    RISK = "risk"
+    HALTED = "halted"
+    VENUE = "venue"
+    OTHER = "other"
+
+
+class Refusal(NamedTuple):
+    """Why an intent is refused before any order goes out: its kind (for the figures) and its reason (for people)."""
+
+    kind: RejectKind
+    reason: str
+
+
 class Verdict(BaseModel):
     """A decision that ends an intent without (or before) a fill: rejected, failed or skipped."""
 
@@ -323,6 +344,7 @@ class Verdict(BaseModel):
     status: ResultStatus
     reason: str = Field(min_length=1)
     code: int | None = None
+    kind: RejectKind | None = None  # a rejection's kind (absent in tickets written before it existed)
 
 
 def stream_position(entry_id: str | None) -> tuple[int, int] | None:
@@ -358,9 +380,11 @@ class Ticket(BaseModel):
         """Where the intent stands in the order intents arrived: its stream entry id, else when it was received."""
         return stream_position(self.entry_id) or (int(self.received_at.timestamp() * 1000), 0)
 
-    def decide(self, status: ResultStatus, reason: str, code: int | None = None) -> Ticket:
-        """This ticket with a terminal verdict."""
-        return self.model_copy(update={"verdict": Verdict(status=status, reason=reason, code=code)})
+    def decide(
+        self, status: ResultStatus, reason: str, code: int | None = None, *, kind: RejectKind | None = None
+    ) -> Ticket:
+        """This ticket with a terminal verdict (`kind`: a rejection's kind, when the decider knows it)."""
+        return self.model_copy(update={"verdict": Verdict(status=status, reason=reason, code=code, kind=kind)})
 
 
 class ExecutionResult(BaseModel):

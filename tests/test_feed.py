@@ -340,7 +340,7 @@ def test_an_entry_filled_before_the_stream_says_so_is_seen_over_rest_by_the_next
         assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (second.reason or "")
         assert (symbol, "LONG") in view.open_positions(ctx.venue, symbol, rest=True), "the first entry's LONG stands"
         protection.protect_step(filled.model_dump(mode="json"), first.model_dump(mode="json"), ctx)
-        entries = constants.ENTRIES_KEY.format(symbol=symbol, direction="LONG")
+        entries = constants.ENTRY_ORDER_KEY.format(symbol=symbol, direction="LONG")
         assert ctx.redis.zscore(entries, first.intent_id) is None, "protected: no longer on its way"
     finally:
         flatten(ctx, symbol)

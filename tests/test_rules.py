@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from qexec.models import RejectKind
 from qexec.venue.rules import SymbolRules
 
 BTC = {
@@ -25,17 +26,21 @@ def test_quantity_is_notional_over_price_floored_to_the_step() -> None:
 
 
 def test_min_notional_and_min_qty_are_reported_with_the_numbers() -> None:
-    """Under the minimum notional or quantity, `problem` says which limit and its value."""
+    """Under the minimum notional or quantity, `problem` says which limit and its value, as a `min_size` refusal."""
     rules = SymbolRules.from_exchange_info(BTC)
-    assert "minimum 100 USDT" in (rules.problem(Decimal("0.001"), Decimal(60000), market=True) or "")
-    assert "below BTCUSDT's minimum 0.001" in (rules.problem(Decimal(0), Decimal(60000), market=True) or "")
+    notional = rules.problem(Decimal("0.001"), Decimal(60000), market=True)
+    quantity = rules.problem(Decimal(0), Decimal(60000), market=True)
+    assert notional is not None and "minimum 100 USDT" in notional.reason
+    assert quantity is not None and "below BTCUSDT's minimum 0.001" in quantity.reason
+    assert notional.kind is quantity.kind is RejectKind.MIN_SIZE
     assert rules.problem(Decimal("0.002"), Decimal(60000), market=True) is None
 
 
 def test_market_orders_use_the_market_lot_maximum() -> None:
     """MARKET orders are held to MARKET_LOT_SIZE, which is tighter than LOT_SIZE."""
     rules = SymbolRules.from_exchange_info(BTC)
-    assert "maximum 120" in (rules.problem(Decimal(200), Decimal(60000), market=True) or "")
+    too_big = rules.problem(Decimal(200), Decimal(60000), market=True)
+    assert too_big is not None and "maximum 120" in too_big.reason and too_big.kind is RejectKind.OTHER
     assert rules.problem(Decimal(200), Decimal(60000), market=False) is None
 
 

@@ -24,6 +24,8 @@ from qexec.models import (
     Intent,
     OrderState,
     OrderType,
+    Refusal,
+    RejectKind,
     ResultStatus,
     Side,
     Ticket,
@@ -84,13 +86,15 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
             locks.release(r, lock_key, token)
 
 
-def _reject(ticket: Ticket, ctx: Context, reason: str, code: int | None = None) -> Ticket:
+def _reject(
+    ticket: Ticket, ctx: Context, reason: str, code: int | None = None, *, kind: RejectKind = RejectKind.OTHER
+) -> Ticket:
     if ticket.closed_first and not reason.startswith(ticket.closed_first):
         reason = f"{ticket.closed_first}; then the entry was refused: {reason}"  # say all that happened
     save_state(ticket, ctx, phase="rejected", reason=reason, code=code if code is not None else "")
     logs.proof(logs.INTENT_REJECTED, level=logging.WARNING, reason=reason, code=code, **ticket_ids(ticket, ctx))
-    metrics.intent_rejected(ctx.redis, reason)
-    return ticket.decide(ResultStatus.REJECTED, reason, code)
+    metrics.intent_rejected(ctx.redis, kind)
+    return ticket.decide(ResultStatus.REJECTED, reason, code, kind=kind)
 
 
 def _give_up_at(ticket: Ticket, ctx: Context) -> datetime:
@@ -151,19 +155,20 @@ def _prepare(
         # The kill switch, then every risk limit.
         breach = risk.breach(intent, s, ctx.redis, venue, now, halt=halt, entry_id=ticket.entry_id)
         if breach:
-            return _reject(ticket, ctx, breach)
+            return _reject(ticket, ctx, breach.reason, kind=breach.kind)
         rules = venue.rules().get(intent.symbol)
         if rules is None:
-            return _reject(ticket, ctx, f"unknown symbol {intent.symbol}: the venue does not list it")
+            reason = f"unknown symbol {intent.symbol}: the venue does not list it"
+            return _reject(ticket, ctx, reason, kind=RejectKind.UNKNOWN_SYMBOL)
         market = intent.order_type is OrderType.MARKET
         priced = _entry_price(intent, rules, view.mark_price(venue, intent.symbol))
-        if isinstance(priced, str):
-            return _reject(ticket, ctx, priced)
+        if isinstance(priced, Refusal):
+            return _reject(ticket, ctx, priced.reason, kind=priced.kind)
         price, limit_price = priced
         quantity = rules.quantity_for(Decimal(str(intent.position_size_usd)), price, market=market)
         problem = rules.problem(quantity, price, market=market, reduce_only=intent.reduce_only)
         if problem:
-            return _reject(ticket, ctx, problem)
+            return _reject(ticket, ctx, problem.reason, kind=problem.kind)
         dual = venue.dual_side()
         # An open position on the symbol: the configured policy decides (skip, update protection, add, ...).
         plan_with = on_the_way or entries.OnTheWay()  # reduce-only: nothing to plan around
@@ -171,12 +176,12 @@ def _prepare(
         if ticket.verdict is None and not ticket.intent.reduce_only:  # closing and reducing never touch leverage
             ticket = _with_leverage(ticket, ctx)
     except OrderRejected as exc:
-        return _reject(ticket, ctx, f"venue refused the set-up: {exc.message}", exc.code)
+        return _reject(ticket, ctx, f"venue refused the set-up: {exc.message}", exc.code, kind=RejectKind.VENUE)
     except (TemporaryVenueError, UnknownOutcome) as exc:
         return _retry_or_fail(ticket, ctx, exc, attempt, "preparing the order")
     if ticket.verdict is not None:
         if ticket.verdict.status is ResultStatus.REJECTED:
-            return _reject(ticket, ctx, ticket.verdict.reason)
+            return _reject(ticket, ctx, ticket.verdict.reason, kind=ticket.verdict.kind or RejectKind.OTHER)
         return ticket
     intent = ticket.intent
     position_side = None
@@ -187,7 +192,7 @@ def _prepare(
     return _Entry(ticket, quantity, limit_price, position_side)
 
 
-def _entry_price(intent: Intent, rules: SymbolRules, mark: Decimal) -> tuple[Decimal, Decimal | None] | str:
+def _entry_price(intent: Intent, rules: SymbolRules, mark: Decimal) -> tuple[Decimal, Decimal | None] | Refusal:
     """The price the order is sized at and its limit price (None for MARKET), or why the venue refuses the limit."""
     if intent.order_type is OrderType.MARKET:
         return mark, None
@@ -257,7 +262,7 @@ def _submit(
             # Nothing executed, and the venue seam forgot the mode it knew: decide again with the account's own mode.
             ctx.redis.delete(order_key(ticket))
             raise Pending(0.1, f"position mode changed: {exc}") from exc
-        return _reject(ticket, ctx, f"venue rejected the order: {exc.message}", exc.code)
+        return _reject(ticket, ctx, f"venue rejected the order: {exc.message}", exc.code, kind=RejectKind.VENUE)
     except TemporaryVenueError as exc:
         # Surely not executed: forget the submit so the next run goes through the checks again.
         ctx.redis.delete(order_key(ticket))
@@ -285,7 +290,7 @@ def _with_leverage(ticket: Ticket, ctx: Context) -> Ticket:
                 f"{intent.symbol} is at leverage {current} at the venue, above the limit {limit}, and the intent "
                 "names none"
             )
-            return ticket.decide(ResultStatus.REJECTED, reason)
+            return ticket.decide(ResultStatus.REJECTED, reason, kind=RejectKind.RISK)
         return ticket
     applied = view.ensure_leverage(ctx.venue, intent.symbol, intent.leverage)
     ticket = ticket.model_copy(update={"leverage": applied})
@@ -309,11 +314,11 @@ def _placed(
         # The result is what a reader waits for: it goes out before anything else, the steps' own proof lines (the
         # venue's answer, the fill) right after it. A crash in between leaves the submit recorded (`submitting`);
         # a re-run looks the order up and publishes nothing twice.
-        def trail() -> None:
+        def log_after_result() -> None:
             log_response(ticket, ctx, order)
             log_fill(ticket, ctx, order)
 
-        return publish(ticket, ctx, placement=placement, trail=trail)
+        return publish(ticket, ctx, placement=placement, log_after_result=log_after_result)
     pipe = ctx.redis.pipeline(transaction=False)
     placement.record(pipe, ticket, ctx, in_flight=True)
     counts_from = len(pipe)

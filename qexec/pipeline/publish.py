@@ -93,21 +93,21 @@ def publish(
     attempt: int = 0,
     *,
     placement: Placement | None = None,
-    trail: Callable[[], None] | None = None,
+    log_after_result: Callable[[], None] | None = None,
 ) -> ExecutionResult:
     """Publish the intent's one terminal result (a second call publishes nothing).
 
     The bookkeeping comes after the result, in one round trip: the intent leaves the in-flight list, the figures are
     counted, and - for an order placed by this very run (`placement`) - the order is recorded and the place lock
-    released. `trail` logs the caller's proof lines once the result is out (before `EXECUTION_PUBLISHED`).
+    released. `log_after_result` logs the caller's proof lines once the result is out (before `EXECUTION_PUBLISHED`).
     """
     result = build_result(ticket, ctx)
     written, entry_id = redis_streams.publish_once(ctx.redis, ctx.settings, ticket.intent_id, result.stream_fields())
     if not written:
         # A re-run: what goes on down the chain (protection) is the result readers got, whatever this run concluded.
         result = published_result(ctx, entry_id) or result
-    if trail is not None:
-        trail()
+    if log_after_result is not None:
+        log_after_result()
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.zrem(constants.INFLIGHT_KEY, ticket.intent_id)
     if placement is not None:

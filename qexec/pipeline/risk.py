@@ -14,7 +14,7 @@ import redis
 
 from qexec import constants
 from qexec.config import Settings
-from qexec.models import Intent, PositionRisk, stream_position
+from qexec.models import Intent, PositionRisk, Refusal, RejectKind, stream_position
 
 if TYPE_CHECKING:
     from qexec.venue.base import Venue
@@ -42,7 +42,7 @@ def breach(
     *,
     halt: Halt = UNREAD,
     entry_id: str | None = None,
-) -> str | None:
+) -> Refusal | None:
     """Why this intent may not be placed now (the first limit it breaks), or None; may raise `VenueError`.
 
     `halt` is the kill switch's record when the caller read it already (`halt_record`); `entry_id` is the intent's
@@ -51,7 +51,7 @@ def breach(
     if isinstance(halt, _Unread):
         halt = halted(r)
     if halt is not None and not (intent.reduce_only and settings.halt_allows_reduce_only):
-        return HALTED + (f": {halt['reason']}" if halt.get("reason") else "")
+        return Refusal(RejectKind.HALTED, HALTED + (f": {halt['reason']}" if halt.get("reason") else ""))
     reason = _intent_breach(intent, settings, now, written_at(entry_id))
     if reason is None and not intent.reduce_only:
         reason = _exposure_breach(intent, settings, venue)
@@ -80,31 +80,34 @@ def written_at(entry_id: str | None) -> datetime | None:
     return datetime.fromtimestamp(position[0] / 1000, tz=UTC) if position else None
 
 
-def _intent_breach(intent: Intent, s: Settings, now: datetime, written: datetime | None) -> str | None:
+def _intent_breach(intent: Intent, s: Settings, now: datetime, written: datetime | None) -> Refusal | None:
     if intent.timestamp is not None:
         ahead_s = (intent.timestamp - now).total_seconds()
         if ahead_s > 60:
-            return f"timestamp is {ahead_s:.0f}s in the future"
+            return Refusal(RejectKind.STALE, f"timestamp is {ahead_s:.0f}s in the future")
     # An intent is as old as its timestamp says, or as its stream entry when that is older (or it has no timestamp):
     # after a bridge outage, a queued intent must not trade at that moment's prices.
     born = min((t for t in (intent.timestamp, written) if t is not None), default=None)
     if born is not None:
         age_s = (now - born).total_seconds()
         if age_s > s.intent_max_age_s:
-            return f"stale: intent is {age_s:.0f}s old (limit {s.intent_max_age_s:.0f}s)"
+            return Refusal(RejectKind.STALE, f"stale: intent is {age_s:.0f}s old (limit {s.intent_max_age_s:.0f}s)")
     denied, allowed = symbols(s.symbol_deny), symbols(s.symbol_allow)
     if intent.symbol in denied:
-        return f"symbol {intent.symbol} is on the deny list (QEXEC_SYMBOL_DENY)"
+        return Refusal(RejectKind.RISK, f"symbol {intent.symbol} is on the deny list (QEXEC_SYMBOL_DENY)")
     if allowed and intent.symbol not in allowed:
-        return f"symbol {intent.symbol} is not on the allow list (QEXEC_SYMBOL_ALLOW)"
+        return Refusal(RejectKind.RISK, f"symbol {intent.symbol} is not on the allow list (QEXEC_SYMBOL_ALLOW)")
     if intent.leverage is not None and intent.leverage > s.max_leverage:
-        return f"leverage {intent.leverage} is above the limit {s.max_leverage}"
+        return Refusal(RejectKind.RISK, f"leverage {intent.leverage} is above the limit {s.max_leverage}")
     if intent.position_size_usd > s.max_notional_usd:
-        return f"notional {intent.position_size_usd:g} USDT is above the per-order limit {s.max_notional_usd:g} USDT"
+        return Refusal(
+            RejectKind.RISK,
+            f"notional {intent.position_size_usd:g} USDT is above the per-order limit {s.max_notional_usd:g} USDT",
+        )
     return None
 
 
-def _exposure_breach(intent: Intent, s: Settings, venue: Venue) -> str | None:
+def _exposure_breach(intent: Intent, s: Settings, venue: Venue) -> Refusal | None:
     if s.max_total_notional_usd is None and s.max_open_positions is None:
         return None  # no venue call when neither limit is set
     open_positions = [p for p in positions(venue, s.positions_cache_s) if p.positionAmt != 0]
@@ -112,16 +115,18 @@ def _exposure_breach(intent: Intent, s: Settings, venue: Venue) -> str | None:
         held = sum(_notional(p) for p in open_positions)
         total = held + Decimal(str(intent.position_size_usd))
         if total > Decimal(str(s.max_total_notional_usd)):
-            return (
+            return Refusal(
+                RejectKind.RISK,
                 f"total notional {total:.2f} USDT (open positions {held:.2f} + this order "
-                f"{intent.position_size_usd:g}) is above the limit {s.max_total_notional_usd:g} USDT"
+                f"{intent.position_size_usd:g}) is above the limit {s.max_total_notional_usd:g} USDT",
             )
     if s.max_open_positions is not None:
         held_symbols = {p.symbol for p in open_positions}
         if intent.symbol not in held_symbols and len(held_symbols) >= s.max_open_positions:
-            return (
+            return Refusal(
+                RejectKind.RISK,
                 f"a new position in {intent.symbol} would be above the limit of {s.max_open_positions} open "
-                f"positions ({len(held_symbols)} open)"
+                f"positions ({len(held_symbols)} open)",
             )
     return None
 

@@ -66,7 +66,7 @@ def _entering_s(ctx: Context) -> int:
 
 def mark_entering(ctx: Context, ticket: Ticket, pipe: redis.client.Pipeline) -> None:
     """Say (in `pipe`) that the ticket's entry is about to go out: the monitor does not adopt its position."""
-    pipe.set(constants.ENTERING_KEY.format(symbol=ticket.intent.symbol), "1", ex=_entering_s(ctx))
+    pipe.set(constants.ADOPT_HOLD_KEY.format(symbol=ticket.intent.symbol), "1", ex=_entering_s(ctx))
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class OnTheWay:
 def _entry_keys(ticket: Ticket) -> tuple[list[str], int]:
     """The symbol's LONG and SHORT entry keys, and the index (1, 2) of the ticket's own among them."""
     symbol = ticket.intent.symbol
-    keys = [constants.ENTRIES_KEY.format(symbol=symbol, direction=d) for d in (LONG, SHORT)]
+    keys = [constants.ENTRY_ORDER_KEY.format(symbol=symbol, direction=d) for d in (LONG, SHORT)]
     return keys, 1 if direction_of(ticket.intent.side) == LONG else 2
 
 
@@ -164,13 +164,15 @@ def wait_for_earlier(ctx: Context, ticket: Ticket, on_the_way: OnTheWay) -> bool
 
 def entering(ctx: Context, symbol: str) -> bool:
     """True while an entry on `symbol` is between its checks and its protection."""
-    return bool(ctx.redis.exists(constants.ENTERING_KEY.format(symbol=symbol)))
+    return bool(ctx.redis.exists(constants.ADOPT_HOLD_KEY.format(symbol=symbol)))
 
 
 def done_entering(ctx: Context, ticket: Ticket) -> None:
     """The ticket's entry is protected (or ended): the monitor may judge the symbol's position again."""
     symbol = ticket.intent.symbol
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.delete(constants.ENTERING_KEY.format(symbol=symbol))
-    pipe.zrem(constants.ENTRIES_KEY.format(symbol=symbol, direction=direction_of(ticket.intent.side)), ticket.intent_id)
+    pipe.delete(constants.ADOPT_HOLD_KEY.format(symbol=symbol))
+    pipe.zrem(
+        constants.ENTRY_ORDER_KEY.format(symbol=symbol, direction=direction_of(ticket.intent.side)), ticket.intent_id
+    )
     pipe.execute()

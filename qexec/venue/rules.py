@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
+from qexec.models import Refusal, RejectKind
+
 
 def plain(value: Decimal) -> str:
     """A decimal in plain notation without trailing zeros (`120`, `0.001`; never `1.2E+2`)."""
@@ -78,36 +80,43 @@ class SymbolRules:
         rounded = _floor_to(price, self.tick_size) if down else _ceil_to(price, self.tick_size)
         return rounded.normalize()
 
-    def limit_price_problem(self, buy: bool, price: Decimal, mark: Decimal) -> str | None:
+    def limit_price_problem(self, buy: bool, price: Decimal, mark: Decimal) -> Refusal | None:
         """Why the venue would refuse this LIMIT price against the mark (PERCENT_PRICE: -4016, -4024), or None."""
         if buy and self.multiplier_up > 0 and price > mark * self.multiplier_up:
-            return (
+            return Refusal(
+                RejectKind.PRICE_BAND,
                 f"limit price {plain(price)} is above {self.symbol}'s band: at most {plain(mark * self.multiplier_up)} "
-                f"(mark {plain(mark)} x PERCENT_PRICE multiplierUp {plain(self.multiplier_up)})"
+                f"(mark {plain(mark)} x PERCENT_PRICE multiplierUp {plain(self.multiplier_up)})",
             )
         if not buy and self.multiplier_down > 0 and price < mark * self.multiplier_down:
-            return (
+            return Refusal(
+                RejectKind.PRICE_BAND,
                 f"limit price {plain(price)} is below {self.symbol}'s band: at least "
                 f"{plain(mark * self.multiplier_down)} (mark {plain(mark)} x PERCENT_PRICE multiplierDown "
-                f"{plain(self.multiplier_down)})"
+                f"{plain(self.multiplier_down)})",
             )
         return None
 
-    def problem(self, quantity: Decimal, price: Decimal, *, market: bool, reduce_only: bool = False) -> str | None:
+    def problem(self, quantity: Decimal, price: Decimal, *, market: bool, reduce_only: bool = False) -> Refusal | None:
         """Why the venue would refuse this quantity at this price, or None when it fits (MIN_NOTIONAL does not apply
         to reduce-only orders: a small leftover can always be closed)."""
         if self.status != "TRADING":
-            return f"{self.symbol} is not trading (status {self.status})"
+            return Refusal(RejectKind.UNKNOWN_SYMBOL, f"{self.symbol} is not trading (status {self.status})")
         min_qty = self.market_min_qty if market else self.min_qty
         max_qty = self.market_max_qty if market else self.max_qty
         if quantity <= 0 or quantity < min_qty:
-            return f"quantity {plain(quantity)} is below {self.symbol}'s minimum {plain(min_qty)}"
+            return Refusal(
+                RejectKind.MIN_SIZE, f"quantity {plain(quantity)} is below {self.symbol}'s minimum {plain(min_qty)}"
+            )
         if max_qty > 0 and quantity > max_qty:
-            return f"quantity {plain(quantity)} is above {self.symbol}'s maximum {plain(max_qty)}"
+            return Refusal(
+                RejectKind.OTHER, f"quantity {plain(quantity)} is above {self.symbol}'s maximum {plain(max_qty)}"
+            )
         if not reduce_only and quantity * price < self.min_notional:
-            return (
+            return Refusal(
+                RejectKind.MIN_SIZE,
                 f"notional {plain(quantity * price)} USDT is below {self.symbol}'s minimum "
-                f"{plain(self.min_notional)} USDT"
+                f"{plain(self.min_notional)} USDT",
             )
         return None
 
