@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from qexec.errors import IntentError
-from qexec.models import ExecutionResult, Intent, OrderState, ResultStatus, Side, client_order_id
+from qexec.models import ExecutionResult, Intent, OrderState, ResultStatus, Side, Ticket, client_order_id
 
 SEED = {
     "symbol": "AVAXUSDT",
@@ -173,3 +173,23 @@ def test_a_fill_without_any_price_is_not_settled() -> None:
     assert not order.settled
     with pytest.raises(ValueError, match="no price"):
         order.fill  # noqa: B018
+
+
+# A rejected ticket exactly as the previous release (ff5e762) wrote it into a chain's message, before verdicts had a
+# kind: a worker of this release reads it and publishes its result unchanged.
+PREVIOUS_RELEASE_TICKET = (
+    '{"intent":{"intent_id":"compat-1","symbol":"BTCUSDT","side":"BUY","position_size_usd":100.0,"leverage":5,'
+    '"entry_price":null,"stop_loss":null,"take_profit":null,"confidence":null,"timestamp":null,"order_type":"MARKET",'
+    '"time_in_force":"GTC","reduce_only":false,"client_tag":null,"trailing_stop_pct":null},"entry_id":"1-0",'
+    '"received_at":"2026-12-02T17:52:01.213077Z","client_order_id":"qx-fbea57479815d9c3fbb2487ed22dacf5",'
+    '"quantity":null,"leverage":null,"closed_first":null,"canceled_at_deadline":false,"order":null,"placed_at":null,'
+    '"verdict":{"status":"rejected","reason":"halted: maintenance","code":null}}'
+)
+
+
+def test_a_ticket_written_by_the_previous_release_is_read_as_it_was() -> None:
+    """In-flight chain messages survive an upgrade: the verdict's new `kind` is optional."""
+    ticket = Ticket.model_validate_json(PREVIOUS_RELEASE_TICKET)
+    assert ticket.verdict is not None and ticket.verdict.reason == "halted: maintenance"
+    assert ticket.verdict.kind is None
+    assert ticket.client_order_id == client_order_id("compat-1")
