@@ -34,7 +34,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)  ## qexec against the naive baseline: latency, throughput, REST budget, memory (~14 min)
-	$(BIN)/python bench/bench.py --json bench/results/bench.json
+	$(BIN)/python bench/bench.py --json bench/results/bench.json --summary bench/results/$(shell date -u +%F)-bench.md
 
 bench-paper: $(STAMP)  ## signed order round-trips per second the paper exchange serves
 	$(BIN)/python bench/paper_bench.py

@@ -631,12 +631,31 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def summary(report: dict[str, Any]) -> str:
+    """The run as Markdown: when, which commit, on what machine, and each scenario's table."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], check=False, cwd=ROOT, capture_output=True, text=True
+    )
+    machine = report["machine"]
+    lines = [
+        f"# make bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"Commit `{commit.stdout.strip() or 'unknown'}`; {machine['cpus']} CPUs ({machine['cpu']}), Python "
+        f"{machine['python']}{'; --quick' if report['quick'] else ''}. Each figure is one run, not a median; the "
+        "ratio is qexec / the naive baseline, measured in the same run.",
+    ]
+    for name, table in report["scenarios"].items():
+        lines += ["", "```", render(name, table).strip("\n"), "```"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     """Run the chosen scenarios and print (and write) their tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--quick", action="store_true", help="shorter runs, for a smoke test")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--summary", type=Path, help="also write the tables, dated and with the commit, as Markdown")
     args = parser.parse_args()
     chosen = args.scenario or list(SCENARIOS)
     logs = Path(tempfile.mkdtemp(prefix="qexec-bench-"))
@@ -661,6 +680,9 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
+    if args.summary:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(summary(report))
     print(f"\nprocess logs in {logs} (each figure is one run, not a median)", file=sys.stderr)
     if bench.contract_breaches:
         print("result stream contract broken: " + "; ".join(bench.contract_breaches))
