@@ -112,3 +112,45 @@ def test_no_function_is_longer_than_sixty_lines() -> None:
         if (length := (fn.end_lineno or fn.lineno) - fn.lineno + 1) > MAX_FUNCTION_LINES
     ]
     assert long == []
+
+
+def code_map() -> list[tuple[str, list[str]]]:
+    """The README's code map: each `qexec/...` entry with the `*.py` names its lines list."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Code map", 1)[1].split("```", 2)[1]
+    entries: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        head = line.split()[0] if line.strip() else ""
+        if head.startswith(("qexec/", "tests/", "bench/")):
+            entries.append((head, []))
+        if entries:
+            entries[-1][1].extend(word.strip("(`),") for word in line.split() if word.strip("(`),").endswith(".py"))
+    return entries
+
+
+def test_the_readme_code_map_names_only_modules_that_exist_and_every_package() -> None:
+    """A newcomer reads `ls qexec/` against the map: each path and module it names is there, each package is named."""
+    entries = code_map()
+    missing = []
+    for path, names in entries:
+        base = ROOT / path
+        if not base.exists():
+            missing.append(path)
+        folder = base if base.is_dir() else base.parent
+        missing += [f"{path}{name}" for name in names if "/" not in name and not (folder / name).exists()]
+    assert missing == []
+    named = {path.rstrip("/") for path, _ in entries}
+    packages = {f"qexec/{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages <= named
+
+
+def test_every_module_of_a_mapped_package_is_on_the_code_map() -> None:
+    """A module added to pipeline/, positions/, venue/, worker/ or ops/ is added to the README's map too."""
+    listed = {path: set(names) for path, names in code_map() if path.endswith("/") and names}
+    unlisted = [
+        f"{path}{module.name}"
+        for path, names in listed.items()
+        for module in sorted((ROOT / path).glob("*.py"))
+        if module.name != "__init__.py" and module.name not in names
+    ]
+    assert unlisted == []
