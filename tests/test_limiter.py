@@ -134,10 +134,10 @@ def test_without_redis_calls_go_through_unthrottled() -> None:
 
 
 def test_every_client_method_the_venue_calls_has_a_cost() -> None:
-    """Each python-binance method venue.py calls is in the cost table (a new one must be priced there)."""
-    source = (ROOT / "qexec" / "venue.py").read_text()
+    """Each python-binance method the Binance venue calls is in the cost table (a new one must be priced there)."""
+    source = (ROOT / "qexec" / "venue" / "binance.py").read_text()
     called = set(re.findall(r"self\._client\.(futures_\w+)", source))
-    assert called, "venue.py calls no client method?"
+    assert called, "venue/binance.py calls no client method?"
     assert called <= set(limiter.CALL_COSTS), called - set(limiter.CALL_COSTS)
 
 
