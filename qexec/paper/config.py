@@ -31,6 +31,8 @@ class Config:
     # Answer new orders without `avgPrice` and `cumQuote`, as Binance's own SDK spec of 2026 describes the response
     # (not confirmed on the live venue): a client must then learn the fill's price elsewhere (the user-data stream).
     order_answer_without_price: bool = False
+    # Whether a countdownCancelAll that runs out also cancels the symbol's algo (SL/TP) orders: Binance does not say.
+    countdown_cancels_algo: bool = False
     chaos: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

@@ -287,6 +287,16 @@ async def cancel_all_algos(ex: Exchange, p: Params, plan: FillPlan) -> Any:
     return CANCEL_ALL_DONE
 
 
+async def countdown_cancel_all(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+    """``POST /fapi/v1/countdownCancelAll``: (re)start the symbol's countdown; ``countdownTime`` 0 ends it."""
+    symbol = ex.engine.symbol(p.required("symbol")).name
+    countdown_ms = p.integer("countdownTime")
+    if countdown_ms < 0:
+        raise errors.missing("countdownTime")
+    ex.countdowns.arm(symbol, countdown_ms)
+    return {"symbol": symbol, "countdownTime": str(countdown_ms)}
+
+
 # ---- account -----------------------------------------------------------------------------------
 
 
@@ -535,6 +545,7 @@ ENDPOINTS: list[Endpoint] = [
     _ep("GET", "/fapi/v1/allOrders", "SIGNED", fixed(5), all_orders),
     _ep("DELETE", "/fapi/v1/allOpenOrders", "SIGNED", fixed(1), cancel_all_orders),
     _ep("GET", "/fapi/v1/userTrades", "SIGNED", fixed(5), user_trades),
+    _ep("POST", "/fapi/v1/countdownCancelAll", "SIGNED", fixed(10), countdown_cancel_all),
     _ep("POST", "/fapi/v1/algoOrder", "SIGNED", fixed(0), new_algo, order=True),
     _ep("GET", "/fapi/v1/algoOrder", "SIGNED", fixed(1), get_algo),
     _ep("DELETE", "/fapi/v1/algoOrder", "SIGNED", fixed(1), cancel_algo),

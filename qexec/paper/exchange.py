@@ -20,6 +20,7 @@ from qexec.paper import errors
 from qexec.paper.auth import Auth
 from qexec.paper.catalogue import Symbol
 from qexec.paper.config import Config
+from qexec.paper.countdown import Countdowns
 from qexec.paper.engine import Engine, FillPlan, Settings, now_ms
 from qexec.paper.faults import Fault, Faults
 from qexec.paper.limits import RateLimiter
@@ -84,6 +85,7 @@ class Exchange:
         self.waiters: dict[int, asyncio.Event] = {}
         self.ticker: asyncio.Task[None] | None = None
         self.streams = Streams(self.engine, self.config, self.stats, self.commit)
+        self.countdowns = Countdowns(self.engine, self.config, self.commit)
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class Exchange:
     async def stop(self) -> None:
         """Stop the walk and the listen key's timer, and close the state file."""
         self.streams.stop()
+        self.countdowns.clear()
         if self.ticker is not None:
             self.ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -135,6 +138,7 @@ class Exchange:
         The listen key goes with the account: its user-data connections are closed.
         """
         self.streams.reset()
+        self.countdowns.clear()
         self.config.__dict__.update(copy.deepcopy(self.startup_config).__dict__)
         self.apply_config()
         self.engine.reset(balance if balance is not None else self.balance, dual_side)
