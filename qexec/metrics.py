@@ -8,7 +8,10 @@ reads those hashes (and a few live gauges) at scrape time.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +31,7 @@ from prometheus_client.registry import Collector
 from qexec import constants
 from qexec.config import Settings
 from qexec.models import RejectKind, utcnow
+from qexec.venue.limiter import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,12 @@ FILLS = Family("fills", "qexec_fills_total", "Entry orders whose fill result was
 RESULTS_PUBLISHED = Family(
     "results_published", "qexec_results_published_total", "Results written to the result stream, by status.", "status"
 )
+VENUE_RATE_LIMITED = Family(
+    "venue_rate_limited",
+    "qexec_venue_rate_limited_total",
+    "Answers of the venue that said a rate limit was hit (HTTP 429, or 418 for a ban), by HTTP status.",
+    "http_status",
+)
 COUNTERS = (
     INTENTS_RECEIVED,
     INTENTS_DUPLICATE,
@@ -101,6 +111,7 @@ COUNTERS = (
     ORDERS_PLACED,
     FILLS,
     RESULTS_PUBLISHED,
+    VENUE_RATE_LIMITED,
 )
 
 FILL_LATENCY = HistogramFamily(
@@ -164,6 +175,11 @@ def _seconds(start: datetime | None, end: datetime) -> list[float]:
 def intent_rejected(r: redis.Redis, kind: RejectKind) -> None:
     """Count an intent rejected without an order, by the kind of its reason."""
     _write(r, [(INTENTS_REJECTED, kind.value)], [])
+
+
+def venue_rate_limited(r: redis.Redis, http_status: int | None) -> None:
+    """Count a 429/418 answer of the venue."""
+    _write(r, [(VENUE_RATE_LIMITED, str(http_status or "unknown"))], [])
 
 
 def queue_placed(pipe: redis.client.Pipeline) -> None:
@@ -303,6 +319,50 @@ class RedisCollector(Collector):
         yield from self._group_gauges()
         yield from self._heartbeat_gauges(heartbeat)
         yield from self._unprotected_gauges()
+        yield from self._budget_gauges()
+        yield from self._feed_gauges()
+
+    def _budget_gauges(self) -> Iterator[Metric]:
+        limiter = Limiter(self.redis, self.settings)
+        used = GaugeMetricFamily(
+            "qexec_venue_budget_used",
+            "Venue budget spent in each rate window by the whole deployment (weight-1m: request weight in the last "
+            "minute; orders-10s, orders-1m: new orders), as the shared limiter counts it.",
+            labels=["window"],
+        )
+        limit = GaugeMetricFamily(
+            "qexec_venue_budget_limit",
+            "The limiter's ceiling for each rate window (venue limit x margin).",
+            labels=["window"],
+        )
+        for window, spent in limiter.used().items():
+            used.add_metric([window], float(spent))
+        for rate_window, ceiling in limiter.limits.items():
+            limit.add_metric([rate_window.name], float(ceiling))
+        yield used
+        yield limit
+
+    def _feed_gauges(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "qexec_venue_stream_up",
+            "1 while a worker process's user-data stream to the venue is live, else 0 (one series per process).",
+            labels=["process"],
+        )
+        live = GaugeMetricFamily(
+            "qexec_venue_stream_live_seconds",
+            "Seconds the process's user-data stream has been live.",
+            labels=["process"],
+        )
+        prefix = constants.FEED_STATE_KEY.format(process="")
+        for key in sorted(self.redis.scan_iter(match=prefix + "*", count=1000)):
+            state: Any = self.redis.hgetall(key)
+            if not state:
+                continue
+            process = str(key).removeprefix(prefix)
+            up.add_metric([process], _number(state.get("live")))
+            live.add_metric([process], _number(state.get("live_for_s")))
+        yield up
+        yield live
 
     def _unprotected_gauges(self) -> Iterator[Metric]:
         spells: Any = self.redis.zrange(constants.UNPROTECTED_KEY, 0, -1, withscores=True)
@@ -350,6 +410,38 @@ class RedisCollector(Collector):
             yield GaugeMetricFamily(
                 "qexec_intent_group_lag", "Intent entries not yet delivered to the consumer group.", value=float(lag)
             )
+
+
+FEED_REPORT_EVERY_S = 5.0  # how often a worker process writes its stream's state; it expires after three misses
+_feed_reporters: set[int] = set()  # the processes (pids) whose reporter runs
+
+
+def report_feed(r: redis.Redis, process: str, status: dict[str, Any]) -> None:
+    """Write one process's stream state (`Feed.status()`) where the bridge's collector reads it."""
+    key = constants.FEED_STATE_KEY.format(process=process)
+    try:
+        pipe = r.pipeline(transaction=False)
+        pipe.hset(key, mapping={"live": int(bool(status.get("live"))), "live_for_s": status.get("live_for_s") or 0})
+        pipe.expire(key, int(FEED_REPORT_EVERY_S * 3))
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.debug("feed state not written: %s", exc)
+
+
+def report_feed_every(r: redis.Redis, status: Callable[[], dict[str, Any]]) -> None:
+    """Start this process's daemon thread that reports its stream state every `FEED_REPORT_EVERY_S` (once)."""
+    pid = os.getpid()
+    if pid in _feed_reporters:
+        return
+    _feed_reporters.add(pid)
+    process = f"{socket.gethostname()}:{pid}"
+
+    def loop() -> None:
+        while True:
+            report_feed(r, process, status())
+            time.sleep(FEED_REPORT_EVERY_S)
+
+    threading.Thread(target=loop, name="qexec-feed-state", daemon=True).start()
 
 
 def registry(settings: Settings, r: redis.Redis) -> CollectorRegistry:

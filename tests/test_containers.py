@@ -21,7 +21,7 @@ def test_compose_has_a_service_for_every_procfile_process_plus_redis() -> None:
     """paper, bridge, worker, beat and flower (the Procfile's names) and redis are all services."""
     procfile = {line.split(":", 1)[0] for line in (ROOT / "Procfile").read_text().splitlines() if ":" in line}
     assert procfile == {"paper", "bridge", "worker", "beat", "flower"}
-    assert set(_compose()["services"]) == procfile | {"redis"}
+    assert set(_compose()["services"]) == procfile | {"redis", "prometheus", "grafana"}
 
 
 def test_compose_redis_is_durable_and_checked_and_flower_needs_credentials() -> None:

@@ -20,6 +20,7 @@ from test_pipeline import add_fault, seed_intent
 from qexec import constants, metrics
 from qexec.config import Settings
 from qexec.context import Context
+from qexec.errors import RateLimited
 from qexec.models import Intent, RejectKind, ResultStatus, client_order_id, utcnow
 from qexec.ops import selftest
 from qexec.pipeline import admission, publish
@@ -293,3 +294,31 @@ def test_rejection_kinds_are_the_bounded_set_the_dashboards_read() -> None:
         "venue",
         "other",
     )
+
+
+@pytest.mark.slow
+def test_the_bridge_serves_venue_weight_used_rate_limit_answers_and_each_workers_stream_state(stack: Stack) -> None:
+    """The shared limiter's weight used against its ceiling, a 429 from the venue counted by status, and the worker's
+    user-data stream reported up (the dashboard's weight, 429 and stream-uptime panels read these)."""
+    before = scrape(stack)
+    venue = BinanceVenue(stack.settings, stack.redis)
+    venue.server_time_ms()  # spends 1 weight from the shared budget
+    add_fault(stack, kind="reject", endpoint="GET /fapi/v1/premiumIndex", symbol="XRPUSDT", code=-1003, status=429)
+    try:
+        with pytest.raises(RateLimited):
+            venue.mark_price("XRPUSDT")
+    finally:
+        stack.redis.delete(constants.LIMIT_PAUSE_KEY)  # the 1 s pause it set would slow the next tests only
+    deadline = time.monotonic() + 20
+    while True:  # each worker process writes its stream's state every few seconds
+        after = scrape(stack)
+        up = {labels: value for (name, labels), value in after.items() if name == "qexec_venue_stream_up"}
+        if any(value == 1.0 for value in up.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert any(value == 1.0 for value in up.values()), up
+    assert all(labels[0][0] == "process" for labels in up), up
+    ceiling = int(stack.settings.weight_per_min * stack.settings.limit_margin)
+    assert figure(after, "qexec_venue_budget_limit", window="weight-1m") == ceiling
+    assert 1 <= figure(after, "qexec_venue_budget_used", window="weight-1m") <= ceiling
+    assert moved(before, after, "qexec_venue_rate_limited_total", http_status="429") == 1

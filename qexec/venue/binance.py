@@ -14,6 +14,7 @@ import requests
 from binance.client import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
+from qexec import metrics
 from qexec.config import Settings
 from qexec.errors import (
     OrderNotFound,
@@ -194,6 +195,7 @@ class BinanceVenue:
                     self.forget_position_mode()  # the one recovery: whoever resends reads the account's mode again
                 if isinstance(error, RateLimited) and self.limiter is not None:
                     self.limiter.pause(error.retry_after_s, f"HTTP {error.http_status} from {self.host}")
+                    metrics.venue_rate_limited(self.limiter.redis, error.http_status)
                 raise error from exc
             self._observe(self._client.response)
             return answer

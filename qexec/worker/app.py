@@ -18,7 +18,7 @@ from celery.signals import (
 )
 from pydantic import ValidationError
 
-from qexec import logs, redis_streams
+from qexec import logs, metrics, redis_streams
 from qexec.config import Settings, get_settings
 from qexec.ops import flower_auth
 from qexec.ops.selftest import venue_or_exit
@@ -89,7 +89,9 @@ def _start_feed(**_: Any) -> None:
     from qexec.worker.runtime import qexec_redis  # noqa: PLC0415 - with the venue's client
 
     settings = get_settings()
-    feed.start(settings, lambda: thread_venue(settings, qexec_redis()))
+    started = feed.start(settings, lambda: thread_venue(settings, qexec_redis()))
+    if started is not None:  # its state, for the bridge's /metrics (qexec_venue_stream_up)
+        metrics.report_feed_every(qexec_redis(), started.status)
 
 
 @worker_shutdown.connect
