@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=120, gt=0)
     reconcile_every_s: float = Field(default=10.0, gt=0)
     heartbeat_every_s: float = Field(default=30.0, gt=0)
+    # Binance's dead-man switch (countdownCancelAll): off when unset or 0; beat renews it every quarter of this for
+    # each symbol with qexec's orders or positions, at 10 request weight per symbol and renewal.
+    deadman_countdown_s: float | None = Field(default=None, ge=0)
     worker_concurrency: int = Field(default=8, gt=0)
 
     # Crash recovery.

@@ -38,7 +38,8 @@ PROTECTION_SPELL_KEY = "qexec:position:{key}:repaired:{since_ms}"
 # Deployment-wide controls (qexec/venue/limiter.py, qexec/ops/halt.py).
 LIMIT_COUNTER_KEY = "qexec:limits:{window}"  # hash: bucket number -> venue budget spent in it (weight or orders)
 LIMIT_PAUSE_KEY = "qexec:limits:pause"  # set with the venue's Retry-After as TTL: no venue call until it expires
-HALT_KEY = "qexec:halt"  # JSON {at, reason, flatten}: while set, every new intent is rejected with reason `halted`
+HALT_KEY = "qexec:halt"  # JSON {at, reason, flatten, by, where}: new intents are rejected (`halted`) while set
+DEADMAN_ARMED_KEY = "qexec:deadman:armed"  # set: symbols whose venue countdown qexec renews (qexec/ops/deadman.py)
 # hash per worker process running a feed: `live` (1/0), `live_for_s`; expires once the process stops reporting
 FEED_STATE_KEY = "qexec:feed:{process}"
 

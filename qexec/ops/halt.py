@@ -30,19 +30,23 @@ FLATTEN_CANCEL = "FLATTEN_CANCEL"
 FLATTEN_ROUNDS = 3
 
 
-def halt(r: redis.Redis, *, reason: str = "", flatten: bool = False) -> dict[str, Any]:
-    """Set the halt flag every worker checks before placing; returns the record stored."""
-    record = {"at": utcnow().isoformat(), "reason": reason, "flatten": flatten}
+def halt(
+    r: redis.Redis, *, reason: str = "", flatten: bool = False, by: str | None = None, where: str | None = None
+) -> dict[str, Any]:
+    """Set the halt flag every worker checks before placing; returns the record stored. `by` (who) and `where` (from
+    which host or process) are kept with it and logged."""
+    record: dict[str, Any] = {"at": utcnow().isoformat(), "reason": reason, "flatten": flatten}
+    record.update({key: value for key, value in (("by", by), ("where", where)) if value})
     r.set(constants.HALT_KEY, json.dumps(record))
-    logs.proof(HALT_SET, level=logging.WARNING, reason=reason or None, flatten=flatten)
+    logs.proof(HALT_SET, level=logging.WARNING, reason=reason or None, flatten=flatten, by=by, where=where)
     return record
 
 
-def resume(r: redis.Redis) -> bool:
-    """Lift the halt flag; False when none was set."""
+def resume(r: redis.Redis, *, by: str | None = None, where: str | None = None) -> bool:
+    """Lift the halt flag; False when none was set. `by` (who) and `where` are logged with it."""
     lifted = bool(r.delete(constants.HALT_KEY))
     if lifted:
-        logs.proof(HALT_LIFTED, level=logging.WARNING)
+        logs.proof(HALT_LIFTED, level=logging.WARNING, by=by, where=where)
     return lifted
 
 

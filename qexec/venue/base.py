@@ -140,6 +140,11 @@ class Venue(Protocol):
     def cancel_all_orders(self, symbol: str) -> None:
         _not_offered(self, "cancel_all_orders")
 
+    def countdown_cancel_all(self, symbol: str, countdown_ms: int) -> None:
+        """The venue's dead-man switch: cancel the symbol's open orders unless renewed within `countdown_ms` (0 ends
+        the countdown)."""
+        _not_offered(self, "countdown_cancel_all")
+
     def place_algo_order(
         self,
         *,

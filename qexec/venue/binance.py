@@ -414,6 +414,12 @@ class BinanceVenue:
         self._call(self._client.futures_cancel_all_open_orders, mutating=True, symbol=symbol)
         self._call(self._client.futures_cancel_all_algo_open_orders, mutating=True, symbol=symbol)
 
+    def countdown_cancel_all(self, symbol: str, countdown_ms: int) -> None:
+        """`POST /fapi/v1/countdownCancelAll` (weight 10): the venue cancels the symbol's open orders once
+        `countdown_ms` passes without another call; 0 ends the countdown. Renewing is idempotent, so a timeout is
+        retried, never an unknown outcome."""
+        self._call(self._client.futures_countdown_cancel_all, symbol=symbol, countdownTime=int(countdown_ms))
+
     def check(self, budget_wait_s: float = 60.0) -> dict[str, Any]:
         """The start-up self-test: server time and clock offset, exchange info, account balance."""
         give_up_at = time.monotonic() + budget_wait_s

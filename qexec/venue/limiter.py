@@ -56,6 +56,7 @@ CALL_COSTS: dict[str, Cost | tuple[Cost, Cost]] = {
     "futures_cancel_algo_order": Cost(1),
     "futures_cancel_all_open_orders": Cost(1),
     "futures_cancel_all_algo_open_orders": Cost(1),
+    "futures_countdown_cancel_all": Cost(10),
     "futures_get_open_orders": (Cost(1), Cost(40)),
     "futures_get_open_algo_orders": (Cost(1), Cost(40)),
     "futures_get_all_orders": Cost(5),

@@ -9,6 +9,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 
 from qexec import constants
 from qexec.config import REDIS_SCHEMES, Settings
+from qexec.ops.deadman import renew_every_s
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -99,5 +100,15 @@ def beat_config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.exit_monitor_every_s,
                 "options": {"expires": settings.exit_monitor_every_s * 2},  # a late run is superseded by the next
             },
+            **deadman_schedule(settings),
         },
     }
+
+
+def deadman_schedule(settings: Settings) -> dict[str, Any]:
+    """Beat's renewal of the venue's dead-man countdown, when `QEXEC_DEADMAN_COUNTDOWN_S` turns it on: 10 request
+    weight per symbol in use and renewal (qexec/ops/deadman.py). A renewal that is late is superseded by the next."""
+    if not settings.deadman_countdown_s:
+        return {}
+    every_s = renew_every_s(settings)
+    return {"deadman-renew": {"task": "qexec.deadman_renew", "schedule": every_s, "options": {"expires": every_s}}}

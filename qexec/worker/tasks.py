@@ -16,7 +16,7 @@ from qexec.config import get_settings
 from qexec.context import Context, Pending
 from qexec.errors import IntentError
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
-from qexec.ops import selftest
+from qexec.ops import deadman, halt, selftest
 from qexec.pipeline import admission, bridge, confirm, place, publish, reconcile
 from qexec.pipeline import chain as chain_shape
 from qexec.positions import monitor, protection, store
@@ -207,6 +207,38 @@ def reconcile_orders() -> list[str]:
 def venue_heartbeat() -> dict[str, Any]:
     """Beat: the venue self-test, recorded where `qexec status` reads it."""
     return selftest.venue_heartbeat(context())
+
+
+@app.task(name="qexec.deadman_renew", ignore_result=True)
+def deadman_renew() -> dict[str, list[str]]:
+    """Beat: renew the venue's dead-man countdown of every symbol qexec trades (QEXEC_DEADMAN_COUNTDOWN_S)."""
+    return deadman.renew(context())
+
+
+def _where(task: Task) -> str:
+    """Who sent the task (the caller's node, `celery call` included) and which worker runs it, for the log."""
+    return f"{task.request.origin or '?'}->{task.request.hostname or '?'}"
+
+
+@app.task(name="qexec.halt", bind=True)
+def halt_task(self: Task, reason: str = "", flatten: bool = False, by: str = "") -> dict[str, Any]:
+    """The kill switch from Celery (`celery call qexec.halt --kwargs '{"reason": …, "flatten": false, "by": …}'`):
+    every new intent is rejected until `qexec.resume`; `flatten` also closes everything at the venue."""
+    record = halt.halt(qexec_redis(), reason=reason, flatten=flatten, by=by or None, where=_where(self))
+    if flatten:
+        halt.wait_for_placements(qexec_redis(), get_settings().entry_wait_s)
+        done = halt.flatten(context().venue)
+        record.update(flat=done.flat, closed=done.closed, errors=done.errors)
+    return record
+
+
+@app.task(name="qexec.resume", bind=True)
+def resume_task(self: Task, by: str = "") -> dict[str, Any]:
+    """Lift the kill switch from Celery (`celery call qexec.resume --kwargs '{"by": …}'`)."""
+    resumed = halt.resume(qexec_redis(), by=by or None, where=_where(self))
+    if not resumed:
+        log.info("qexec.resume by=%s where=%s: no halt was in force", by or "?", _where(self))
+    return {"resumed": resumed}
 
 
 def _submitted(args: tuple[Any, ...], fields: dict[str, Any], *, default_id: str, max_bytes: int) -> Intent:
