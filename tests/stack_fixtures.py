@@ -1,5 +1,5 @@
 """Pytest fixtures for the pipeline: a real Celery worker and a real bridge, as subprocesses, on our own Redis
-and the paper exchange over HTTP."""
+and the paper exchange over HTTP; and the helpers the tests drive them with (the seed intent, faults, beat)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import redis
 from paper_fixtures import PaperExchange, free_port, start_paper
 
 from qexec.config import Settings
-from qexec.models import ExecutionResult
+from qexec.models import ExecutionResult, client_order_id
 from qexec.ops.redisserver import LocalRedis
 from qexec.worker.app import app, configure
 from qexec.worker.command import WITHOUT_PEERS, worker_argv
@@ -231,3 +233,58 @@ def stack(
 def unique_id(prefix: str = "t") -> str:
     """A fresh intent id."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def seed_intent(intent_id: str, **change: Any) -> dict[str, Any]:
+    """The seed producer's shape, fresh."""
+    return {
+        "intent_id": intent_id,
+        "symbol": "AVAXUSDT",
+        "side": "BUY",
+        "position_size_usd": 100.0,
+        "leverage": 2.0,
+        "entry_price": 12.77,
+        "stop_loss": 12.45075,
+        "take_profit": 13.1531,
+        "confidence": 0.72,
+        "timestamp": now_iso(),
+    } | change
+
+
+def venue_orders(stack: Stack, intent_id: str) -> list[dict[str, Any]]:
+    """Every order the paper venue ever accepted under this intent's client order id."""
+    answer = stack.paper.admin("GET", f"/paper/v1/orders?clientOrderId={client_order_id(intent_id)}")
+    return list(answer)
+
+
+def add_fault(stack: Stack, **spec: Any) -> None:
+    """Script one venue fault (see the paper exchange's admin API)."""
+    stack.paper.admin("POST", "/paper/v1/faults", json=spec)
+
+
+def assert_result_matches_venue(stack: Stack, result: dict[str, Any]) -> dict[str, Any]:
+    """A fill result's price and quantity are the venue's own avgPrice and executedQty for that order."""
+    order = stack.paper.client().futures_get_order(symbol=result["symbol"], orderId=result["order_id"])
+    assert Decimal(str(result["entry_price"])) == Decimal(order["avgPrice"])
+    assert Decimal(str(result["quantity"])) == Decimal(order["executedQty"])
+    assert result["entry_price"] > 0 and result["quantity"] > 0
+    return dict(order)
+
+
+def order_queries(paper: Any) -> int:
+    """How many `GET /fapi/v1/order` requests a paper exchange has served."""
+    return int(paper.stats()["requests"].get("GET /fapi/v1/order", 0))
+
+
+def start_beat(stack: Stack, name: str, **env: str) -> None:
+    """A real `celery -A qexec beat` for this stack (celery-redbeat, schedule in our Redis)."""
+    stack.spawn(
+        name,
+        [sys.executable, "-m", "celery", "-A", "qexec", "beat", "--loglevel", "DEBUG"],
+        ready="beat: Starting",
+        env={**stack.env, **env},
+    )

@@ -1,4 +1,5 @@
-"""Beat through a Redis restart: a real `celery -A qexec beat` and a real redis-server, stopped and started again."""
+"""Beat: a real `celery -A qexec beat` through a Redis restart (a real redis-server, stopped and started again), and
+one beat's schedule even when two are started."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from stack_fixtures import clean_env, stop_process, wait_for_line
+from stack_fixtures import Stack, clean_env, start_beat, stop_process, wait_for_line
 
 from qexec import constants
 from qexec.ops.redisserver import LocalRedis, free_port
@@ -124,3 +125,24 @@ def test_beat_that_lost_its_lock_stands_by_while_another_holds_it(tmp_path: Path
         assert "took the lock" in beat.log()
     finally:
         stop_process(beat.proc)
+
+
+def test_two_beats_started_by_mistake_send_each_periodic_task_once(stack: Stack) -> None:
+    """celery-redbeat's lock keeps the second beat waiting: heartbeats arrive once a second, not twice."""
+    env = {"QEXEC_HEARTBEAT_EVERY_S": "1"}
+    pattern = re.compile(r"Task qexec\.venue_heartbeat\[[^\]]+\] received")
+    try:
+        start_beat(stack, "beat-a", **env)
+        stack.spawn(
+            "beat-b",
+            [sys.executable, "-m", "celery", "-A", "qexec", "beat", "--loglevel", "DEBUG"],
+            ready="beat: Acquiring lock",
+            env={**stack.env, **env},
+        )
+        before = len(pattern.findall(stack.log("worker")))
+        time.sleep(6)
+        sent = len(pattern.findall(stack.log("worker"))) - before
+    finally:
+        for name in ("beat-a", "beat-b"):
+            stop_process(stack.processes.pop(name))
+    assert 3 <= sent <= 8, f"{sent} heartbeats in 6 s with a 1 s schedule"

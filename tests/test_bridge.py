@@ -1,15 +1,18 @@
-"""The bridge against the real stack: a frozen bridge's entries, the intent accounting, trimming and consumer names.
+"""The bridge against the real stack: a frozen bridge's entries, the intent accounting, trimming and consumer names,
+dead letters, entries left pending by a dead bridge, several bridges on one stream.
 
-Each test runs its own Redis, paper exchange, worker and `qexec bridge` processes (tests/private_stack.py), and
-freezes, kills and restarts the bridges with signals.
+The tests that freeze, kill and restart bridges with signals run their own Redis, paper exchange, worker and
+`qexec bridge` processes (tests/private_stack.py); the others use the session's `stack`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,11 +22,23 @@ import pytest
 from paper_fixtures import PaperExchange
 from private_stack import private_stack
 from prometheus_client import generate_latest
-from stack_fixtures import Stack, stop_process, unique_id, wait_for_line
+from stack_fixtures import (
+    Stack,
+    assert_result_matches_venue,
+    seed_intent,
+    stop_process,
+    unique_id,
+    venue_orders,
+    wait_for_line,
+)
 from test_metrics import figure, parse
 
 from qexec import metrics, redis_streams
-from qexec.models import utcnow
+from qexec.context import Context
+from qexec.models import Ticket, utcnow
+from qexec.pipeline.bridge import Bridge, reclaim_intents
+from qexec.venue.binance import BinanceVenue
+from qexec.worker.tasks import start_chain
 
 pytestmark = pytest.mark.slow
 
@@ -297,3 +312,118 @@ def test_a_second_bridge_given_a_name_a_live_bridge_holds_refuses_to_start(
         assert "consumer name held by another live bridge (same by" in stack.log("bridge-b")
         assert stack.processes["bridge-a"].poll() is None
         assert consumers(stack) == {"same": 0}
+
+
+def test_seed_intent_as_flat_fields_is_filled(stack: Stack) -> None:
+    """The same shape as flat string fields (no intent id: the entry id is used) is filled too."""
+    intent = seed_intent("unused")
+    del intent["intent_id"]
+    entry_id = stack.inject(intent, flat=True)
+    result = stack.wait_result(entry_id)
+    assert result["status"] == "filled", result
+    assert result["entry_id"] == entry_id
+    assert_result_matches_venue(stack, result)
+
+
+class BridgeDied(BaseException):
+    """Stands for the bridge process dying between enqueueing a chain and acknowledging the entry."""
+
+
+def test_a_bridge_killed_after_enqueue_and_before_ack_loses_nothing_and_duplicates_nothing(stack: Stack) -> None:
+    """The entry stays pending, another bridge reclaims it and re-dispatches: still one order and one result."""
+    settings = stack.settings.model_copy(
+        update={"intent_stream": f"test:intents:{unique_id()}", "claim_idle_ms": 300, "bridge_block_ms": 100}
+    )
+    r = redis_streams.connect(stack.settings.redis_url)
+    iid = unique_id("crash")
+
+    def dispatch_then_die(ticket: Ticket) -> None:
+        start_chain(ticket)
+        raise BridgeDied
+
+    first = Bridge(settings, r, dispatch_then_die, consumer="doomed")
+    first.start()
+    entry_id = r.xadd(settings.intent_stream, {"payload": json.dumps(seed_intent(iid))})
+    with pytest.raises(BridgeDied):
+        first.step()
+    first.release()  # its consumer name lapses, as a dead bridge's does (this process, its holder, lives on)
+    assert r.xpending(settings.intent_stream, settings.consumer_group)["pending"] == 1
+
+    time.sleep(0.4)
+    second = Bridge(settings, r, start_chain, consumer="heir")
+    second.start()
+    assert second.step() >= 1
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled"
+    assert result["entry_id"] == entry_id
+    time.sleep(1.0)
+    assert len(venue_orders(stack, iid)) == 1
+    assert len(stack.results(iid)) == 1
+    assert r.xpending(settings.intent_stream, settings.consumer_group)["pending"] == 0
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"payload": "{not json"},
+        {"payload": json.dumps(["a", "list"])},
+        {"symbol": "BTCUSDT"},
+        {"payload": json.dumps({"symbol": "BTCUSDT", "side": "BUY", "position_size_usd": "NaN"})},
+        {"payload": json.dumps({"symbol": "BTCUSDT", "side": "SIDEWAYS", "position_size_usd": 10})},
+    ],
+)
+def test_malformed_entries_are_dead_lettered_and_the_bridge_keeps_going(stack: Stack, entry: dict[str, str]) -> None:
+    """A malformed entry lands in the dead-letter stream with its error; the next valid intent still fills."""
+    before = len(stack.dead_letters())
+    bad_id = stack.redis.xadd(stack.settings.intent_stream, entry)
+    iid = unique_id("after-bad")
+    stack.inject(seed_intent(iid))
+    assert stack.wait_result(iid)["status"] == "filled"
+    letters = stack.dead_letters()
+    assert len(letters) == before + 1
+    assert letters[-1]["entry_id"] == bad_id
+    assert letters[-1]["error"]
+    pending = stack.redis.xpending(stack.settings.intent_stream, stack.settings.consumer_group)
+    assert pending["pending"] == 0
+
+
+def test_several_bridges_side_by_side_share_the_stream_without_duplicates(stack: Stack) -> None:
+    """Two more bridges join the group; twenty intents end with twenty results and one order each."""
+    settings = stack.settings
+    stop = threading.Event()
+    extra = [
+        Bridge(settings, redis_streams.connect(settings.redis_url), start_chain, consumer=f"extra-{n}")
+        for n in range(2)
+    ]
+    threads = [threading.Thread(target=b.run, args=(stop,), daemon=True) for b in extra]
+    for thread in threads:
+        thread.start()
+    try:
+        ids = [unique_id("many") for _ in range(20)]
+        for iid in ids:
+            stack.inject(seed_intent(iid, symbol="LINKUSDT", position_size_usd=50.0))
+        results = [stack.wait_result(iid, timeout_s=60) for iid in ids]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert all(r["status"] == "filled" for r in results)
+    assert all(len(venue_orders(stack, iid)) == 1 for iid in ids)
+    assert all(len(stack.results(iid)) == 1 for iid in ids)
+
+
+def test_beat_reclaims_an_entry_a_dead_bridge_left_pending(stack: Stack) -> None:
+    """An entry read but never acknowledged by a vanished consumer is re-dispatched and acknowledged."""
+    settings = stack.settings.model_copy(update={"intent_stream": f"test:intents:{unique_id()}", "claim_idle_ms": 100})
+    r = redis_streams.connect(settings.redis_url)
+    redis_streams.ensure_group(r, settings.intent_stream, settings.consumer_group)
+    entry_id = r.xadd(
+        settings.intent_stream, {"payload": json.dumps({"symbol": "BTCUSDT", "side": "BUY", "position_size_usd": 150})}
+    )
+    r.xreadgroup(settings.consumer_group, "vanished", {settings.intent_stream: ">"}, count=1)
+    time.sleep(0.2)
+    dispatched: list[Ticket] = []
+    handled = reclaim_intents(Context(settings, r, BinanceVenue(settings)), dispatched.append)
+    assert handled == 1
+    assert [t.entry_id for t in dispatched] == [entry_id]
+    assert r.xpending(settings.intent_stream, settings.consumer_group)["pending"] == 0

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from stack_fixtures import Stack, clean_env, stop_process
-from test_pipeline import assert_result_matches_venue, seed_intent, unique_id
+from stack_fixtures import Stack, assert_result_matches_venue, clean_env, seed_intent, stop_process, unique_id
 
 from qexec.models import client_order_id
 

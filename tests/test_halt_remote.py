@@ -11,8 +11,7 @@ import time
 
 import pytest
 from position_helpers import context, flatten
-from stack_fixtures import ROOT, Stack, unique_id
-from test_pipeline import seed_intent
+from stack_fixtures import ROOT, Stack, seed_intent, unique_id
 
 from qexec import constants
 from qexec.ops import halt

@@ -14,8 +14,7 @@ import requests
 from paper_fixtures import free_port
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from stack_fixtures import Stack, unique_id
-from test_pipeline import add_fault, seed_intent
+from stack_fixtures import Stack, add_fault, seed_intent, unique_id
 
 from qexec import constants, metrics
 from qexec.config import Settings

@@ -13,8 +13,7 @@ from decimal import Decimal
 import pytest
 from paper_fixtures import PaperExchange
 from position_helpers import context, exits, flatten, intent, open_algos, position_amt, run
-from stack_fixtures import Stack, stop_process, unique_id
-from test_pipeline import venue_orders
+from stack_fixtures import Stack, stop_process, unique_id, venue_orders
 
 from qexec import constants
 from qexec.context import Context

@@ -9,8 +9,7 @@ from decimal import Decimal
 import pytest
 import requests
 from position_helpers import context, exits, flatten, intent, open_algos, position_amt, run
-from stack_fixtures import Stack, unique_id, wait_for_line
-from test_pipeline import seed_intent
+from stack_fixtures import Stack, seed_intent, unique_id, wait_for_line
 
 from qexec import constants
 from qexec.models import ExecutionResult, ResultStatus, client_order_id

@@ -1,8 +1,10 @@
 """The venue self-test: `qexec selftest` on demand, the bridge's check before it takes work, and what refuses to
-start at all (mainnet without arming, keys the venue refuses, a venue that does not answer)."""
+start at all (mainnet without arming, keys the venue refuses, a venue that does not answer), and beat's venue
+heartbeat."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from typing import Any
@@ -10,10 +12,13 @@ from typing import Any
 import pytest
 from paper_fixtures import PaperExchange, free_port, qexec_command
 from pydantic import ValidationError
-from stack_fixtures import ROOT, clean_env
+from stack_fixtures import ROOT, Stack, clean_env
 
+from qexec import constants, redis_streams
 from qexec.config import MAINNET_ARMING_PHRASE, Mode, Settings
+from qexec.context import Context
 from qexec.errors import VenueUnavailable
+from qexec.ops.selftest import venue_heartbeat
 from qexec.venue.binance import BinanceVenue
 
 RUN_TIMEOUT_S = 60
@@ -129,3 +134,22 @@ def test_the_bridge_against_a_dead_venue_exits_non_zero_before_taking_work() -> 
     assert done.returncode == 3, done.stdout
     assert f"FATAL_VENUE_UNAVAILABLE mode=paper url={url}" in done.stdout
     assert "reading" not in done.stdout
+
+
+@pytest.mark.slow
+def test_heartbeat_records_the_venue_state_and_says_when_it_fails(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A passing heartbeat is recorded with ok=1; a dead venue gives ok=0, the reason, and an error log line."""
+    r = redis_streams.connect(stack.settings.redis_url)
+    record = venue_heartbeat(Context(stack.settings, r, BinanceVenue(stack.settings)))
+    assert record["ok"] == 1
+    assert r.hget(constants.HEARTBEAT_KEY, "ok") == "1"
+
+    dead = Settings(redis_url=stack.settings.redis_url, exchange_url="http://127.0.0.1:9", request_timeout_s=1)
+    with caplog.at_level(logging.ERROR):
+        record = venue_heartbeat(Context(dead, r, BinanceVenue(dead)))
+    assert record["ok"] == 0
+    assert "127.0.0.1:9" in record["error"]
+    assert "VENUE_HEARTBEAT_FAILED" in caplog.text
+    assert r.hget(constants.HEARTBEAT_KEY, "ok") == "0"

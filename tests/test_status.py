@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from paper_fixtures import free_port
-from stack_fixtures import ROOT, Stack, unique_id, wait_for_line
-from test_pipeline import seed_intent
+from stack_fixtures import ROOT, Stack, seed_intent, unique_id, wait_for_line
 
 from qexec.cli import main
 from qexec.context import Context

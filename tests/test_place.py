@@ -1,0 +1,108 @@
+"""Placing the entry (qexec/pipeline/place.py): refusals before sending, venue rejections, and submits whose
+outcome is unknown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from position_helpers import context
+from stack_fixtures import Stack, add_fault, assert_result_matches_venue, seed_intent, unique_id, venue_orders
+
+from qexec import constants
+from qexec.models import ExecutionResult, Intent, client_order_id
+from qexec.pipeline import admission, place
+
+pytestmark = pytest.mark.slow
+
+
+def test_unknown_error_after_execution_is_adopted_not_resent(stack: Stack) -> None:
+    """A 503 "Unknown error" after the venue executed: the order is looked up and adopted, never sent twice."""
+    iid = unique_id("unk")
+    add_fault(
+        stack, endpoint="POST /fapi/v1/order", kind="unknown_after", client_order_id=client_order_id(iid), count=1
+    )
+    stack.inject(seed_intent(iid))
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled", result
+    assert_result_matches_venue(stack, result)
+    assert len(venue_orders(stack, iid)) == 1
+    assert any("ORDER_LOOKUP outcome=found" in line and iid in line for line in stack.log("worker").splitlines())
+
+
+def test_a_rerun_after_the_result_went_out_places_nothing_even_when_the_venue_forgot_the_order(stack: Stack) -> None:
+    """The fill was published and the worker died before recording it (the intent still says `submitting`); the
+    venue now answers -2013 for the order: the re-run returns the published fill and sends no order."""
+    ctx = context(stack.settings)
+    ticket = admission.new_ticket(Intent.from_fields(seed_intent(unique_id("rerun"))), entry_id=None)
+    filled = place.place_entry(ticket, ctx)
+    assert isinstance(filled, ExecutionResult) and filled.status.value == "filled", filled
+    long_ago = str((datetime.now(UTC) - timedelta(minutes=10)).timestamp())
+    state = {"phase": "submitting", "submitted_at": long_ago}
+    stack.redis.hset(constants.ORDER_KEY.format(intent_id=ticket.intent_id), mapping=state)
+    add_fault(stack, endpoint="GET /fapi/v1/order", kind="reject", code=-2013, msg="Order does not exist.", count=0)
+    submits = stack.paper.stats()["requests"].get("POST /fapi/v1/order", 0)
+    try:
+        again = place.place_entry(ticket, ctx)
+    finally:
+        stack.paper.admin("DELETE", "/paper/v1/faults")
+    assert again == filled
+    assert stack.paper.stats()["requests"].get("POST /fapi/v1/order", 0) == submits
+    assert len(venue_orders(stack, ticket.intent_id)) == 1
+    assert [r["status"] for r in stack.results(ticket.intent_id)] == ["filled"]
+
+
+def test_unknown_error_before_execution_is_sent_again_with_the_same_id(stack: Stack) -> None:
+    """A 503 "Unknown error" where nothing executed: after the look-up window the order is sent once more."""
+    iid = unique_id("unk0")
+    add_fault(
+        stack, endpoint="POST /fapi/v1/order", kind="unknown_before", client_order_id=client_order_id(iid), count=1
+    )
+    stack.inject(seed_intent(iid))
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled", result
+    assert len(venue_orders(stack, iid)) == 1
+    assert any("ORDER_LOOKUP outcome=absent" in line and iid in line for line in stack.log("worker").splitlines())
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"position_size_usd": 1.0}, "below"),
+        ({"symbol": "NOSUCHUSDT"}, "unknown symbol"),
+        ({"timestamp": (datetime.now(UTC) - timedelta(hours=1)).isoformat()}, "stale"),
+        ({"position_size_usd": 60000.0}, "per-order limit"),
+        ({"leverage": 50}, "leverage"),
+    ],
+)
+def test_intents_the_venue_or_the_limits_would_refuse_are_rejected_with_a_reason(
+    stack: Stack, change: dict[str, Any], reason: str
+) -> None:
+    """Min notional, unknown symbol, stale and over-limit intents publish `rejected` and place nothing."""
+    iid = unique_id("rej")
+    stack.inject(seed_intent(iid, **change))
+    result = stack.wait_result(iid)
+    assert result["status"] == "rejected", result
+    assert reason in result["reason"]
+    assert result["entry_price"] is None
+    assert venue_orders(stack, iid) == []
+
+
+def test_a_venue_rejection_is_published_with_its_code_and_message(stack: Stack) -> None:
+    """An order the venue refuses (-2019 insufficient margin) ends `rejected` with the venue's code."""
+    iid = unique_id("margin")
+    add_fault(
+        stack,
+        endpoint="POST /fapi/v1/order",
+        kind="reject",
+        code=-2019,
+        msg="Margin is insufficient.",
+        client_order_id=client_order_id(iid),
+        count=1,
+    )
+    stack.inject(seed_intent(iid))
+    result = stack.wait_result(iid)
+    assert result["status"] == "rejected", result
+    assert result["code"] == -2019
+    assert "Margin is insufficient" in result["reason"]
