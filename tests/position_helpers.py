@@ -1,17 +1,23 @@
-"""Helpers for the position tests: run an intent through the steps in-process, read the venue, flatten a symbol."""
+"""Helpers for the position tests: run an intent through the steps in-process, read the venue, flatten a symbol,
+contexts with the default policies, a first entry still at the venue."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from stack_fixtures import Stack, unique_id
+
 from qexec import constants, redis_streams
 from qexec.config import Settings
 from qexec.context import Context, Pending
-from qexec.models import ExecutionResult, Intent, Ticket
+from qexec.models import ExecutionResult, Intent, Ticket, client_order_id
 from qexec.pipeline.admission import new_ticket
 from qexec.pipeline.confirm import confirm
 from qexec.pipeline.place import place_entry
@@ -101,3 +107,39 @@ def flatten(ctx: Context, symbol: str) -> None:
     for direction in ("LONG", "SHORT"):
         ctx.redis.delete(constants.POSITION_KEY.format(symbol=symbol, direction=direction))
         ctx.redis.srem(constants.POSITIONS_KEY, f"{symbol}:{direction}")
+
+
+def policy_context(stack: Stack, **change: str) -> Context:
+    """A context with the default policies unless `change` says otherwise."""
+    defaults = {"same_side_policy": "update_protection", "opposite_side_policy": "reject"}
+    return context(stack.settings, **(defaults | change))
+
+
+@contextlib.contextmanager
+def first_entry_at_the_venue(stack: Stack, symbol: str) -> Iterator[tuple[Context, str, dict[str, ExecutionResult]]]:
+    """A first BUY on `symbol` whose order the venue answers 800 ms late, run in a thread, on its way when this
+    yields (a context for the test, its intent id, and where its result lands); the symbol is flattened after."""
+    first_ctx, ctx = policy_context(stack), policy_context(stack)
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "2.5000")
+    first = unique_id("wait1")
+    stack.paper.add_fault(kind="latency", delay_ms=800, client_order_id=client_order_id(first))
+    results: dict[str, ExecutionResult] = {}
+
+    def place_first() -> None:
+        results["first"], _ = run(first_ctx, intent(first, symbol, "BUY", 60, stop_loss=2.3, take_profit=2.8))
+
+    thread = threading.Thread(target=place_first)
+    try:
+        thread.start()
+        state = constants.ORDER_KEY.format(intent_id=first)
+        deadline = time.monotonic() + 10
+        while ctx.redis.hget(state, "phase") != "submitting" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ctx.redis.hget(state, "phase") == "submitting", "the first order is on its way to the venue"
+        yield ctx, first, results
+        thread.join(30)
+        assert results["first"].status.value == "filled", results["first"]
+    finally:
+        thread.join(30)
+        flatten(ctx, symbol)

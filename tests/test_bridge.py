@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from paper_fixtures import PaperExchange
+from position_helpers import context, flatten
 from private_stack import private_stack
 from prometheus_client import generate_latest
 from stack_fixtures import (
@@ -427,3 +428,51 @@ def test_beat_reclaims_an_entry_a_dead_bridge_left_pending(stack: Stack) -> None
     assert handled == 1
     assert [t.entry_id for t in dispatched] == [entry_id]
     assert r.xpending(settings.intent_stream, settings.consumer_group)["pending"] == 0
+
+
+def wait_dead_letter(stack: Stack, intent_id: str, timeout_s: float = 15) -> dict[str, str]:
+    """The dead letter whose original names this intent id."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for fields in stack.dead_letters():
+            if intent_id in fields.get("original", ""):
+                return fields
+        time.sleep(0.1)
+    raise AssertionError(f"no dead letter for {intent_id}")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("position_size_usd", True, "not a boolean"),
+        ("stop_loss", True, "not a boolean"),
+        ("reduce_only", "yes", "reduce_only must be true or false"),
+        ("reduce_only", 1, "reduce_only must be true or false"),
+        ("time_in_force", "IOC", "time_in_force applies to LIMIT intents only"),
+        ("time_in_force", "DAY", "time_in_force"),
+    ],
+)
+def test_a_boolean_for_a_number_or_a_loose_flag_is_dead_lettered_not_traded(
+    stack: Stack, field: str, value: Any, error: str
+) -> None:
+    """`position_size_usd: true` is no 1-USDT order and `"reduce_only": "yes"` closes nothing: both dead-lettered."""
+    iid = unique_id("strict")
+    body = {"intent_id": iid, "symbol": "NEARUSDT", "side": "BUY", "position_size_usd": 50, field: value}
+    stack.inject(body)
+    dead = wait_dead_letter(stack, iid)
+    assert error in dead["error"], dead
+    assert stack.results(iid) == []
+
+
+def test_flat_fields_say_reduce_only_as_true_or_false_text(stack: Stack) -> None:
+    """Flat stream fields are text: `reduce_only=false` and `leverage=` absent are an ordinary opening intent."""
+    symbol = "NEARUSDT"
+    ctx = context(stack.settings)
+    flatten(ctx, symbol)
+    try:
+        iid = unique_id("flat")
+        stack.inject(flat=True, intent_id=iid, symbol=symbol, side="BUY", position_size_usd=50, reduce_only="false")
+        result = stack.wait_result(iid)
+        assert result["status"] == "filled", result["reason"]
+    finally:
+        flatten(ctx, symbol)

@@ -1,5 +1,5 @@
-"""The kill switch from Celery: `celery call qexec.halt` / `qexec.resume`, run by a real worker, logged with who and
-from where."""
+"""The kill switch (qexec/ops/halt.py): `celery call qexec.halt` / `qexec.resume`, run by a real worker, logged with
+who and from where; and a position `halt --flatten` closed exits with reason `halt`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import sys
 import time
 
 import pytest
-from position_helpers import context, flatten
+from position_helpers import context, exits, flatten, intent, run
 from stack_fixtures import ROOT, Stack, seed_intent, unique_id
 
 from qexec import constants
 from qexec.ops import halt
+from qexec.positions import monitor
 
 pytestmark = pytest.mark.slow
 
@@ -64,4 +65,24 @@ def test_celery_call_halt_rejects_the_next_intent_and_resume_lets_the_one_after_
         assert re.search(r"HALT_LIFTED by=alice where=\S+->\S+", log), log[-3000:]
     finally:
         halt.resume(stack.redis)
+        flatten(ctx, symbol)
+
+
+def test_a_position_closed_by_halt_flatten_exits_with_reason_halt(stack: Stack) -> None:
+    """`qexec halt --flatten` closes a tracked long: its exit says `halt`, not `signal`."""
+    ctx = context(stack.settings)
+    symbol = "ETCUSDT"
+    flatten(ctx, symbol)
+    stack.paper.set_price(symbol, "17.000")
+    try:
+        opened = unique_id("halted")
+        result, _event = run(ctx, intent(opened, symbol, "BUY", 100, stop_loss=16, take_profit=18))
+        for position in ctx.venue.positions(symbol):
+            if position.positionAmt:
+                halt._close(ctx.venue, position)  # what `halt --flatten` does, on this symbol alone
+        monitor.watch(ctx, symbols={symbol})
+        [exit_event] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]
+        assert exit_event["reason"] == "halt"
+        assert exit_event["quantity"] == pytest.approx(result.quantity)
+    finally:
         flatten(ctx, symbol)

@@ -183,3 +183,18 @@ def test_two_workers_never_open_a_position_at_the_other_ones_leverage(stack: Sta
                 assert venue_leverage(stack, symbol) == leverage
         finally:
             flatten(context(own.settings), symbol)
+
+
+def test_leverage_null_means_not_given(stack: Stack) -> None:
+    """`"leverage": null` is an intent that names no leverage (the symbol keeps its own), not a dead letter."""
+    symbol = "NEARUSDT"
+    ctx = context(stack.settings)
+    flatten(ctx, symbol)
+    try:
+        iid = unique_id("nolev")
+        stack.inject({"intent_id": iid, "symbol": symbol, "side": "BUY", "position_size_usd": 50, "leverage": None})
+        result = stack.wait_result(iid)
+        assert result["status"] == "filled", result["reason"]
+        assert result["leverage"] == int(ctx.venue.leverage(symbol))
+    finally:
+        flatten(ctx, symbol)

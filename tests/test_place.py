@@ -3,16 +3,21 @@ outcome is unknown."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from position_helpers import context
+from paper_fixtures import PaperExchange
+from position_helpers import context, exits, first_entry_at_the_venue, intent, open_algos, position_amt, run
 from stack_fixtures import Stack, add_fault, assert_result_matches_venue, seed_intent, unique_id, venue_orders
 
 from qexec import constants
 from qexec.models import ExecutionResult, Intent, client_order_id
+from qexec.ops import halt
 from qexec.pipeline import admission, place
+from qexec.positions import monitor
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +111,53 @@ def test_a_venue_rejection_is_published_with_its_code_and_message(stack: Stack) 
     assert result["status"] == "rejected", result
     assert result["code"] == -2019
     assert "Margin is insufficient" in result["reason"]
+
+
+def test_a_halt_set_while_an_entry_waits_stops_it(stack: Stack) -> None:
+    """The kill switch is read again after waiting for an earlier entry: a halt set meanwhile rejects the intent."""
+    symbol = "NEARUSDT"
+    with first_entry_at_the_venue(stack, symbol) as (ctx, _first, _results):
+        second = unique_id("halted")
+        timer = threading.Timer(0.2, halt.halt, args=(ctx.redis,), kwargs={"reason": "test: halt mid-wait"})
+        timer.start()
+        try:
+            result, _event = run(ctx, intent(second, symbol, "SELL", 60))
+        finally:
+            timer.join()
+            halt.resume(ctx.redis)
+        assert result.status.value == "rejected", result
+        assert (result.reason or "").startswith("halted"), result.reason
+        assert stack.paper.orders(clientOrderId=client_order_id(second)) == []
+
+
+def test_a_hedge_mode_account_gets_position_sides_and_a_mode_change_is_noticed(
+    stack: Stack, start_paper_server: Callable[..., PaperExchange]
+) -> None:
+    """Hedge mode: SELL opens SHORT with positionSide, SL/TP carry it; a cached one-way mode is corrected (-4061)."""
+    exchange = start_paper_server("--tick-ms", "0")
+    settings = stack.settings.model_copy(update={"exchange_url": exchange.url})
+    ctx = context(settings)
+    assert ctx.venue.dual_side() is False  # cached: one-way
+    exchange.client().futures_change_position_mode(dualSidePosition="true")
+    symbol = "SUIUSDT"
+    exchange.set_price(symbol, "3.000000")
+    iid = unique_id("hedge")
+    result, event = run(ctx, intent(iid, symbol, "SELL", 60, stop_loss=3.2, take_profit=2.8))
+    assert result.status.value == "filled", result
+    assert position_amt(ctx, symbol, "SHORT") < 0
+    assert event["position_side"] == "SHORT"
+    algos = open_algos(ctx, symbol)
+    assert {(a["orderType"], a["positionSide"], a["side"]) for a in algos} == {
+        ("STOP_MARKET", "SHORT", "BUY"),
+        ("TAKE_PROFIT_MARKET", "SHORT", "BUY"),
+    }
+    # A BUY in hedge mode is the other side: rejected by default, the short stays.
+    reject_ctx = context(settings, same_side_policy="update_protection", opposite_side_policy="reject")
+    other, _ = run(reject_ctx, intent(unique_id("hedge-buy"), symbol, "BUY", 60))
+    assert other.status.value == "rejected"
+    exchange.set_price(symbol, "3.300000")  # through the short's stop
+    monitor.watch(ctx, symbols={symbol})
+    [exit_event] = [e for e in exits(ctx, symbol) if iid in e["intent_ids"]]  # the stream is shared with other tests
+    assert (exit_event["reason"], exit_event["position_side"]) == ("stop_loss", "SHORT")
+    assert exit_event["realized_pnl"] < 0
+    assert open_algos(ctx, symbol) == []

@@ -1,4 +1,5 @@
-"""Stop-loss and take-profit as algo orders after a fill; stops, targets and trailing stops closing positions."""
+"""Stop-loss and take-profit as algo orders after a fill (qexec/positions/protection.py): placed once, never rolled
+back to older levels, and what happens when the venue will not take them."""
 
 from __future__ import annotations
 
@@ -8,16 +9,13 @@ from decimal import Decimal
 
 import pytest
 import requests
-from position_helpers import context, exits, flatten, intent, open_algos, position_amt, run
+from position_helpers import context, exits, flatten, intent, open_algos, policy_context, position_amt, run
 from stack_fixtures import Stack, seed_intent, unique_id, wait_for_line
 
 from qexec import constants
-from qexec.models import ExecutionResult, ResultStatus, client_order_id
-from qexec.ops import halt
+from qexec.models import client_order_id
 from qexec.pipeline.admission import new_ticket
-from qexec.pipeline.place import place_entry
-from qexec.pipeline.publish import publish
-from qexec.positions import monitor, protection, store
+from qexec.positions import monitor, protection
 
 pytestmark = pytest.mark.slow
 
@@ -87,62 +85,6 @@ def test_a_position_busy_when_the_entry_is_placed_is_protected_by_the_chains_las
         flatten(ctx, symbol)
 
 
-def test_the_mark_through_the_stop_closes_the_position_reports_the_exit_and_cancels_the_target(stack: Stack) -> None:
-    """A stop hit: the exit event carries the venue's realised PnL and reason stop_loss; the TP is cancelled."""
-    ctx = context(stack.settings)
-    symbol = "XRPUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "2.2000")
-    iid = unique_id("sl")
-    try:
-        result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=2.1, take_profit=2.4))
-        assert result.status.value == "filled" and event["status"] == "placed"
-
-        stack.paper.set_price(symbol, "2.0900")  # through the stop: the venue closes the position now
-        assert position_amt(ctx, symbol) == 0
-        report = monitor.watch(ctx, symbols={symbol})
-
-        assert report["closed"] == [f"{symbol}:LONG"]
-        [exit_event] = exits(ctx, symbol)
-        trades = ctx.venue.user_trades(symbol)
-        closing = [t for t in trades if t.orderId in exit_event["order_ids"]]
-        assert exit_event["reason"] == "stop_loss"
-        assert exit_event["intent_ids"] == [iid]
-        assert exit_event["quantity"] == pytest.approx(result.quantity)
-        assert Decimal(str(exit_event["realized_pnl"])) == sum(t.realizedPnl for t in closing)
-        expected = (exit_event["exit_price"] - result.entry_price) * result.quantity  # type: ignore[operator]
-        assert exit_event["realized_pnl"] == pytest.approx(expected, abs=1e-6)
-        assert exit_event["realized_pnl"] < 0
-        tp = ctx.venue.get_algo_order(client_algo_id=event["tp_client_algo_id"])
-        assert tp.algoStatus == "CANCELED"
-        assert open_algos(ctx, symbol) == []
-        assert monitor.watch(ctx, symbols={symbol})["closed"] == [], "one exit per closed position"
-        assert len(exits(ctx, symbol)) == 1
-    finally:
-        flatten(ctx, symbol)
-
-
-def test_the_mark_through_the_target_closes_a_short_and_cancels_the_stop(stack: Stack) -> None:
-    """A short's take-profit hit: exit reason take_profit with a profit; its stop-loss is cancelled."""
-    ctx = context(stack.settings)
-    symbol = "DOGEUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "0.320000")
-    iid = unique_id("tp")
-    try:
-        result, event = run(ctx, intent(iid, symbol, "SELL", 100, stop_loss=0.34, take_profit=0.30))
-        assert event["status"] == "placed" and position_amt(ctx, symbol) < 0
-        stack.paper.set_price(symbol, "0.299000")
-        monitor.watch(ctx, symbols={symbol})
-        [exit_event] = exits(ctx, symbol)
-        assert (exit_event["reason"], exit_event["side"]) == ("take_profit", "SHORT")
-        assert exit_event["realized_pnl"] > 0
-        assert exit_event["exit_price"] < result.entry_price  # type: ignore[operator]
-        assert ctx.venue.get_algo_order(client_algo_id=event["sl_client_algo_id"]).algoStatus == "CANCELED"
-    finally:
-        flatten(ctx, symbol)
-
-
 def test_protecting_the_same_fill_twice_places_nothing_new(stack: Stack) -> None:
     """A redelivered protect step looks its clientAlgoIds up first: still one stop-loss and one take-profit."""
     ctx = context(stack.settings)
@@ -165,30 +107,6 @@ def test_protecting_the_same_fill_twice_places_nothing_new(stack: Stack) -> None
         flatten(ctx, symbol)
 
 
-def test_a_rerun_that_gives_up_after_the_fill_was_published_still_protects_the_fill(stack: Stack) -> None:
-    """The fill went out, then the step failed past its retries and concluded `failed`: publishing that publishes
-    nothing and hands on the published fill, so protection still places the stop-loss and the take-profit."""
-    ctx = context(stack.settings)
-    symbol = "DOTUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "4.000")
-    the_intent = intent(unique_id("gave-up"), symbol, "BUY", 60, stop_loss=3.8, take_profit=4.4)
-    ticket = new_ticket(the_intent, entry_id=None)
-    try:
-        filled = place_entry(ticket, ctx)
-        assert isinstance(filled, ExecutionResult) and filled.status is ResultStatus.FILLED, filled
-
-        handed_on = publish(ticket.decide(ResultStatus.FAILED, "place_order failed: RuntimeError()"), ctx)
-        event = protection.protect_step(handed_on.model_dump(mode="json"), ticket.model_dump(mode="json"), ctx)
-
-        assert handed_on == filled
-        assert [r["status"] for r in stack.results(the_intent.id)] == ["filled"]
-        assert event["status"] == "placed", event
-        assert len(open_algos(ctx, symbol)) == 2
-    finally:
-        flatten(ctx, symbol)
-
-
 def test_levels_on_the_wrong_side_of_the_fill_are_refused_and_defaults_protect_the_position(stack: Stack) -> None:
     """A long's stop above its entry is not sent: the reason is published and the default stop is placed."""
     ctx = context(stack.settings, default_stop_loss_pct=2.0, default_take_profit_pct=4.0)
@@ -206,64 +124,6 @@ def test_levels_on_the_wrong_side_of_the_fill_are_refused_and_defaults_protect_t
         assert Decimal(str(event["take_profit"])) == Decimal("99")
         triggers = sorted(Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol))
         assert triggers == [Decimal(str(event["stop_loss"])), Decimal("99")]
-    finally:
-        flatten(ctx, symbol)
-
-
-def test_a_trailing_stop_follows_a_favourable_move_and_closes_on_the_pull_back(stack: Stack) -> None:
-    """The stop moves up behind the mark (next clientAlgoId, old one cancelled), then the pull-back closes it."""
-    ctx = context(stack.settings)
-    symbol = "ADAUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "0.90000")
-    iid = unique_id("trail")
-    try:
-        _result, event = run(
-            ctx, intent(iid, symbol, "BUY", 100, stop_loss=0.85, take_profit=1.2, trailing_stop_pct=2.0)
-        )
-        first_sl = event["sl_client_algo_id"]
-        stack.paper.set_price(symbol, "1.00000")
-        report = monitor.watch(ctx, symbols={symbol})
-        assert report["trailed"] == [f"{symbol}:LONG"]
-        stops = [a for a in open_algos(ctx, symbol) if a["orderType"] == "STOP_MARKET"]
-        assert [Decimal(a["triggerPrice"]) for a in stops] == [Decimal("0.98")]
-        assert stops[0]["clientAlgoId"] != first_sl and stops[0]["clientAlgoId"].endswith("-2")
-        assert ctx.venue.get_algo_order(client_algo_id=first_sl).algoStatus == "CANCELED"
-
-        stack.paper.set_price(symbol, "0.99000")  # a smaller move back: never loosened
-        monitor.watch(ctx, symbols={symbol})
-        stops = [a for a in open_algos(ctx, symbol) if a["orderType"] == "STOP_MARKET"]
-        assert [Decimal(a["triggerPrice"]) for a in stops] == [Decimal("0.98")]
-
-        stack.paper.set_price(symbol, "0.97500")  # the pull-back through the trailed stop
-        monitor.watch(ctx, symbols={symbol})
-        [exit_event] = exits(ctx, symbol)
-        assert exit_event["reason"] == "trailing_stop"
-        assert exit_event["realized_pnl"] > 0, "the trailed stop locked in a profit"
-        assert open_algos(ctx, symbol) == []
-    finally:
-        flatten(ctx, symbol)
-
-
-def test_protective_orders_deleted_behind_qexecs_back_are_placed_again_by_the_monitor(stack: Stack) -> None:
-    """Someone cancels both orders at the venue; the next monitor pass re-places them with the next ids."""
-    ctx = context(stack.settings)
-    symbol = "TRXUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "0.25000")
-    iid = unique_id("repair")
-    try:
-        _result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=0.24, take_profit=0.27))
-        ctx.venue._client.futures_cancel_all_open_orders(symbol=symbol, conditional=True)
-        assert open_algos(ctx, symbol) == []
-        report = monitor.watch(ctx, symbols={symbol})
-        assert report["repaired"] == [f"{symbol}:LONG"]
-        algos = {a["orderType"]: a for a in open_algos(ctx, symbol)}
-        assert sorted(algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
-        assert algos["STOP_MARKET"]["clientAlgoId"] == event["sl_client_algo_id"][:-1] + "2"
-        assert Decimal(algos["STOP_MARKET"]["triggerPrice"]) == Decimal("0.24")
-        assert monitor.watch(ctx, symbols={symbol})["repaired"] == [], "nothing more to repair"
-        assert len(open_algos(ctx, symbol)) == 2
     finally:
         flatten(ctx, symbol)
 
@@ -335,28 +195,6 @@ def test_a_blip_on_the_algo_endpoint_keeps_the_position_and_the_monitor_protects
         flatten(ctx, symbol)
 
 
-def test_a_position_unprotected_past_the_grace_is_closed_and_says_why(stack: Stack) -> None:
-    """The venue still cannot take SL/TP after QEXEC_PROTECTION_GRACE_S: the emergency action closes the position,
-    and a `failed` protection event names the grace."""
-    ctx = context(stack.settings, protection_retries=0, protection_grace_s=1.0)
-    symbol = "APTUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "5.00000")
-    iid = unique_id("grace")
-    stack.paper.add_fault(kind="unavailable", endpoint="POST /fapi/v1/algoOrder", symbol=symbol, count=0)
-    try:
-        _result, event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=4.8, take_profit=5.4))
-        assert event["status"] == "unprotected"
-        time.sleep(1.2)
-        monitor.watch(ctx, symbols={symbol})
-        assert position_amt(ctx, symbol) == 0
-        [failed] = [e for e in stack.protection_events(iid) if e["status"] == "failed"]
-        assert failed["action"] == "closed" and "QEXEC_PROTECTION_GRACE_S" in failed["reason"]
-    finally:
-        stack.paper.admin("DELETE", "/paper/v1/faults")
-        flatten(ctx, symbol)
-
-
 def test_a_rival_close_position_stop_is_replaced_not_answered_with_a_market_close(stack: Stack) -> None:
     """A closePosition STOP_MARKET placed by hand on the symbol makes the venue answer -4130 to qexec's own: qexec
     cancels the rival and places its stop-loss; the position stays open and protected."""
@@ -379,77 +217,21 @@ def test_a_rival_close_position_stop_is_replaced_not_answered_with_a_market_clos
         flatten(ctx, symbol)
 
 
-def test_a_stop_out_then_an_opposite_entry_reports_the_stop_and_only_the_longs_fills(stack: Stack) -> None:
-    """A long stopped out, and a SELL entry on the symbol a moment later: the long's exit says stop_loss, with the
-    long's quantity and the stop's own order - not the new short's fill (attribution by order, not by time)."""
-    ctx = context(stack.settings)
-    symbol = "ADAUSDT"
+def test_an_older_intents_late_protection_never_rolls_back_a_newer_ones_levels(stack: Stack) -> None:
+    """X opens a long (SL 430 / TP 480), Y updates its protection (440 / 470); X's protection step then runs again
+    (a redelivery, or a frozen bridge's re-dispatch): the venue keeps Y's levels, X's older ones do not come back."""
+    ctx = policy_context(stack)
+    symbol = "BCHUSDT"
     flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "0.90000")
+    stack.paper.set_price(symbol, "450.00")
+    x = intent(unique_id("older"), symbol, "BUY", 100, stop_loss=430, take_profit=480)
+    x_ticket = new_ticket(x, entry_id=None)
     try:
-        opened = unique_id("slx")
-        long_result, long_event = run(ctx, intent(opened, symbol, "BUY", 100, stop_loss=0.85, take_profit=1))
-        stack.paper.set_price(symbol, "0.84000")  # through the stop
-        short_result, _ = run(ctx, intent(unique_id("after"), symbol, "SELL", 100, stop_loss=0.9, take_profit=0.8))
-        assert short_result.status.value == "filled"
-        monitor.watch(ctx, symbols={symbol})
-        [long_exit] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]
-        stop = ctx.venue.get_algo_order(client_algo_id=long_event["sl_client_algo_id"])
-        assert long_exit["reason"] == "stop_loss"
-        assert long_exit["quantity"] == pytest.approx(long_result.quantity)
-        assert long_exit["order_ids"] == [stop.actualOrderId]
-        assert short_result.order_id not in long_exit["order_ids"]
-    finally:
-        flatten(ctx, symbol)
-
-
-def test_a_position_closed_by_halt_flatten_exits_with_reason_halt(stack: Stack) -> None:
-    """`qexec halt --flatten` closes a tracked long: its exit says `halt`, not `signal`."""
-    ctx = context(stack.settings)
-    symbol = "ETCUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "17.000")
-    try:
-        opened = unique_id("halted")
-        result, _event = run(ctx, intent(opened, symbol, "BUY", 100, stop_loss=16, take_profit=18))
-        for position in ctx.venue.positions(symbol):
-            if position.positionAmt:
-                halt._close(ctx.venue, position)  # what `halt --flatten` does, on this symbol alone
-        monitor.watch(ctx, symbols={symbol})
-        [exit_event] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]
-        assert exit_event["reason"] == "halt"
-        assert exit_event["quantity"] == pytest.approx(result.quantity)
-    finally:
-        flatten(ctx, symbol)
-
-
-def test_a_position_held_longer_than_seven_days_still_gets_its_exit_price(stack: Stack) -> None:
-    """userTrades answers at most 7 days from a startTime: a position opened 8 days ago (its record says so) and
-    closed by hand now is reported with the closing fill's price and quantity, read in 7-day windows."""
-    ctx = context(stack.settings)
-    symbol = "DOGEUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "0.320000")
-    iid = unique_id("old")
-    try:
-        result, _event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=0.3, take_profit=0.35))
-        tracked = store.load(ctx.redis, symbol, "LONG")
-        assert tracked is not None
-        tracked.opened_ms -= 8 * 24 * 3600 * 1000
-        tracked.as_of_ms = None  # a record from before qexec kept the state's time: walked from the open
-        store.save(ctx.redis, tracked)
-        closed = stack.paper.client().futures_create_order(
-            symbol=symbol,
-            side="SELL",
-            type="MARKET",
-            quantity=str(result.quantity),
-            reduceOnly="true",
-            newOrderRespType="RESULT",
-        )
-        monitor.watch(ctx, symbols={symbol})
-        [exit_event] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [iid]]
-        assert exit_event["order_ids"] == [closed["orderId"]]
-        assert exit_event["exit_price"] == pytest.approx(float(closed["avgPrice"]))
-        assert exit_event["quantity"] == pytest.approx(result.quantity)
+        x_result, _ = run(ctx, x, ticket=x_ticket)
+        updated, _ = run(ctx, intent(unique_id("newer"), symbol, "BUY", 100, stop_loss=440, take_profit=470))
+        assert updated.status.value == "protection_updated"
+        protection.protect_step(x_result.model_dump(mode="json"), x_ticket.model_dump(mode="json"), ctx)
+        triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
+        assert triggers == {"STOP_MARKET": Decimal(440), "TAKE_PROFIT_MARKET": Decimal(470)}
     finally:
         flatten(ctx, symbol)

@@ -1,25 +1,32 @@
 """Risk limits and the kill switch (qexec/pipeline/risk.py, qexec/ops/halt.py) through a real worker and bridge.
 
-The pipeline here has its own Redis and paper exchange, started with symbol lists, a total-notional limit and an
-open-positions limit that the session's `stack` does not have.
+The limits' pipeline has its own Redis and paper exchange, started with symbol lists, a total-notional limit and an
+open-positions limit that the session's `stack` does not have; an intent's age and the halt's exception for
+reductions are checked on the session's `stack`.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from paper_fixtures import PaperExchange, start_paper
+from position_helpers import context, flatten
 from private_stack import private_stack
 from stack_fixtures import ROOT, Stack, unique_id
 
 from qexec import constants
 from qexec.models import client_order_id
+from qexec.ops import halt
 
 pytestmark = pytest.mark.slow
 
@@ -188,3 +195,43 @@ def test_halt_flatten_closes_every_position_and_cancels_every_order(fresh: Stack
     blocked = intent("BTCUSDT", 300.0)
     assert run(fresh, blocked)["reason"] == "halted: flatten drill"
     assert qexec(fresh, "resume").returncode == 0
+
+
+def test_an_intent_without_timestamp_is_as_old_as_its_stream_entry(stack: Stack, tmp_path: Path) -> None:
+    """An intent queued 10 minutes ago with no `timestamp` (a bridge outage) is rejected as stale, not traded at
+    today's price; one with a fresh `timestamp` in an old entry too (the earlier of the two counts)."""
+    with private_stack(stack.paper, tmp_path, {}, bridge=False) as own:
+        written_ms = int(time.time() * 1000) - 600_000
+        bare, stamped = unique_id("old"), unique_id("oldts")
+        body = {"symbol": "NEARUSDT", "side": "BUY", "position_size_usd": 50}
+        own.redis.xadd(own.settings.intent_stream, {"payload": json.dumps(body | {"intent_id": bare})}, id=written_ms)
+        fresh = body | {"intent_id": stamped, "timestamp": datetime.now(UTC).isoformat()}
+        own.redis.xadd(own.settings.intent_stream, {"payload": json.dumps(fresh)}, id=written_ms + 1)
+        orders = stack.paper.stats()["orders_placed"]
+        own.start_bridge()
+        for iid in (bare, stamped):
+            result = own.wait_result(iid)
+            assert result["status"] == "rejected", result
+            assert re.match(r"stale: intent is 6\d\ds old", result["reason"]), result["reason"]
+        assert stack.paper.stats()["orders_placed"] == orders
+
+
+def test_a_halt_stops_new_exposure_but_lets_a_reduction_through(stack: Stack) -> None:
+    """During `qexec halt`, a BUY is rejected as halted while a reduce-only SELL of the open long is filled."""
+    symbol = "AVAXUSDT"
+    ctx = context(stack.settings)
+    flatten(ctx, symbol)
+    opened = unique_id("pre")
+    stack.inject({"intent_id": opened, "symbol": symbol, "side": "BUY", "position_size_usd": 100, "leverage": 2})
+    assert stack.wait_result(opened)["status"] == "filled"
+    halt.halt(stack.redis, reason="drill")
+    try:
+        more, less = unique_id("more"), unique_id("less")
+        stack.inject({"intent_id": more, "symbol": symbol, "side": "BUY", "position_size_usd": 50})
+        reduce = {"intent_id": less, "symbol": symbol, "side": "SELL", "position_size_usd": 50, "reduce_only": True}
+        stack.inject(reduce)
+        assert stack.wait_result(more)["reason"] == "halted: drill"
+        assert stack.wait_result(less)["status"] == "filled"
+    finally:
+        halt.resume(stack.redis)
+        flatten(ctx, symbol)
