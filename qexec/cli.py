@@ -86,6 +86,25 @@ def bridge(consumer: str | None, log_level: str) -> None:
     log.info("bridge %s stopped after %d entries", worker.consumer, worker.handled)
 
 
+@main.command("console")
+@click.option("--host", default=None, help="Interface to bind [default: QEXEC_CONSOLE_HOST].")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port [default: QEXEC_CONSOLE_PORT].")
+@click.option("--log-level", default="INFO", show_default=True)
+def console(host: str | None, port: int | None, log_level: str) -> None:
+    """Serve the operator's page: positions, results, exits, venue health, and halt / flatten / resume."""
+    from qexec import logs
+    from qexec.ops.console import serve
+
+    settings = settings_or_fail()
+    updates = {key: value for key, value in (("console_host", host), ("console_port", port)) if value is not None}
+    settings = settings.model_copy(update=updates)
+    secrets = list(settings.credentials()) if settings.api_key else []
+    if settings.console_auth is not None:
+        secrets += [item.partition(":")[2] for item in settings.console_auth.get_secret_value().split(",")]
+    logs.configure(log_level, secrets=[secret for secret in secrets if secret])
+    serve(settings, log_level=log_level.lower())
+
+
 @main.command("worker", context_settings={"ignore_unknown_options": True})
 @click.option(
     "--concurrency",

@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     # The bridge's Prometheus endpoint (`/metrics`); port 0 turns it off.
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    # The operator's page (`qexec console`); beyond loopback it refuses to start without `console_auth`.
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=8900, ge=1, le=65535)
+    console_auth: SecretStr | None = None  # "user:password[,user:password]", HTTP Basic; never logged
+    console_venue_every_s: float = Field(default=5.0, gt=0)  # how often the page's venue side is read (one reader)
 
     # Celery and beat.
     visibility_timeout_s: int = Field(default=120, gt=0)

@@ -119,7 +119,8 @@ def worker_report(timeout_s: float = PING_TIMEOUT_S) -> Report:
     return {"ok": bool(names), "names": names, "error": None}
 
 
-def _position_row(p: PositionRisk) -> Report:
+def position_row(p: PositionRisk) -> Report:
+    """One open position at the venue as a report row (the venue's own decimals as plain strings)."""
     return {
         "symbol": p.symbol,
         "side": p.positionSide,
@@ -174,7 +175,7 @@ def venue_report(settings: Settings) -> Report:
     report.update(
         ok=True,
         error=None,
-        positions=[_position_row(p) for p in positions],
+        positions=[position_row(p) for p in positions],
         open_orders=[_order_row(o) for o in orders],
         open_algo_orders=[_algo_row(o) for o in algos],
     )
