@@ -18,9 +18,9 @@ def _compose() -> dict[str, Any]:
 
 
 def test_compose_has_a_service_for_every_procfile_process_plus_redis() -> None:
-    """paper, bridge, worker, beat and flower (the Procfile's names) and redis are all services."""
+    """paper, bridge, worker, beat, flower and console (the Procfile's names) and redis are all services."""
     procfile = {line.split(":", 1)[0] for line in (ROOT / "Procfile").read_text().splitlines() if ":" in line}
-    assert procfile == {"paper", "bridge", "worker", "beat", "flower"}
+    assert procfile == {"paper", "bridge", "worker", "beat", "flower", "console"}
     assert set(_compose()["services"]) == procfile | {"redis", "prometheus", "grafana"}
 
 
@@ -32,10 +32,12 @@ def test_compose_redis_is_durable_and_checked_and_flower_needs_credentials() -> 
     for name in ("redis", "paper", "worker"):
         assert services[name]["healthcheck"]["test"], name
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert services["console"]["environment"]["QEXEC_CONSOLE_AUTH"].startswith("${QEXEC_CONSOLE_AUTH:?")
 
 
 def test_compose_file_validates_with_docker_compose_when_present() -> None:
-    """`docker compose config` (or docker-compose) accepts the file, and refuses it without Flower credentials."""
+    """`docker compose config` (or docker-compose) accepts the file, and refuses it without Flower's or the console's
+    credentials."""
     if shutil.which("docker-compose"):
         command = ["docker-compose"]
     elif (
@@ -46,10 +48,13 @@ def test_compose_file_validates_with_docker_compose_when_present() -> None:
     else:
         pytest.skip("neither `docker compose` nor docker-compose is installed (the tests above still read the file)")
     args = [*command, "-f", str(ROOT / "docker" / "compose.yml"), "config", "--quiet"]
+    flower, console = {"FLOWER_BASIC_AUTH": "ops:pw"}, {"QEXEC_CONSOLE_AUTH": "ops:pw"}
     ok = subprocess.run(
-        args, capture_output=True, text=True, check=False, env={"FLOWER_BASIC_AUTH": "ops:pw", "PATH": "/usr/bin:/bin"}
+        args, capture_output=True, text=True, check=False, env={**flower, **console, "PATH": "/usr/bin:/bin"}
     )
     assert ok.returncode == 0, ok.stderr
-    refused = subprocess.run(args, capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"})
-    assert refused.returncode != 0
-    assert "FLOWER_BASIC_AUTH" in refused.stderr
+    for given, missing in ((console, "FLOWER_BASIC_AUTH"), (flower, "QEXEC_CONSOLE_AUTH")):
+        env = {**given, "PATH": "/usr/bin:/bin"}
+        refused = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
+        assert refused.returncode != 0
+        assert missing in refused.stderr

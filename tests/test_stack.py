@@ -181,7 +181,7 @@ def start_up(tmp_path: Path, fake_bin: Path) -> Iterator[Callable[..., Up]]:
         records.mkdir(exist_ok=True)
         argv = [sys.executable, "-m", "qexec.ops.stack", "up", "--bin-dir", str(fake_bin)]
         argv += ["--data-dir", str(tmp_path / "data"), "--paper-port", str(free_port())]
-        argv += ["--flower-port", str(free_port()), *args]
+        argv += ["--flower-port", str(free_port()), "--console-port", str(free_port()), *args]
         env = clean_environment(FAKE_RECORDS=str(records), **environ)
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         runs.append(Up(proc, records))
@@ -254,6 +254,7 @@ def test_each_process_runs_the_documented_command(tmp_path: Path, fake_bin: Path
     assert argv["bridge"] == (qexec, "bridge")
     assert argv["beat"] == (celery, "-A", "qexec", "beat", "--loglevel", "INFO")
     assert argv["flower"][-2:] == ("--address=127.0.0.1", "--port=5556")
+    assert argv["console"] == (qexec, "console", "--host", "127.0.0.1", "--port", "8900")
 
 
 def test_executables_default_to_the_ones_beside_the_running_python(tmp_path: Path, fake_bin: Path) -> None:
@@ -318,7 +319,7 @@ def test_another_mode_starts_no_paper_exchange_and_keeps_the_users_venue(tmp_pat
         bin_dir=fake_bin,
     )
 
-    assert [spec.name for spec in stack.processes] == ["worker", "bridge", "beat", "flower"]
+    assert [spec.name for spec in stack.processes] == ["worker", "bridge", "beat", "flower", "console"]
     assert stack.environment["QEXEC_MODE"] == "testnet"
     assert "QEXEC_EXCHANGE_URL" not in stack.environment
     assert stack.settings.mode is Mode.TESTNET

@@ -50,6 +50,7 @@ class Up:
             env[EMBEDDED_ENV] = os.environ[EMBEDDED_ENV]
         argv = [sys.executable, "-m", "qexec.ops.stack", "up", *args]
         argv += ["--paper-port", str(free_port()), "--flower-port", str(free_port())]
+        argv += ["--console-port", str(free_port())]
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, env={**env, **extra_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -155,7 +156,7 @@ def test_the_stack_outlives_a_restart_of_its_redis(tmp_path: Path) -> None:
         client = redis.Redis(port=port, decode_responses=True)
         up.wait_until(lambda: client.hget(constants.HEARTBEAT_KEY, "at"))
         before = up.started_pids()
-        assert set(before) == {"paper", "worker", "bridge", "beat", "flower"}, up.output()
+        assert set(before) == {"paper", "worker", "bridge", "beat", "flower", "console"}, up.output()
 
         # When Redis shuts down (SHUTDOWN NOSAVE) and a new redis-server starts on its port and data dir 6 s later
         client.shutdown(nosave=True)

@@ -1,4 +1,4 @@
-"""The local stack behind `qexec up`: Redis, paper exchange, worker, bridge, beat and flower, under honcho."""
+"""The local stack behind `qexec up`: Redis, paper exchange, worker, bridge, beat, flower and console, under honcho."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ from qexec.ops.redisserver import (
 from qexec.ops.selftest import EXIT_VENUE_UNAVAILABLE
 from qexec.worker.command import worker_argv
 
-PROCESS_NAMES = ("paper", "worker", "bridge", "beat", "flower")  # the Procfile's names, in start order
+PROCESS_NAMES = ("paper", "worker", "bridge", "beat", "flower", "console")  # the Procfile's names, in start order
 FLOWER_PORT = 5555
+CONSOLE_PORT = 8900
 PING_PATH = "/fapi/v1/ping"
 VENUE_WAIT_S = 60.0
 VENUE_POLL_S = 0.1
@@ -145,6 +146,7 @@ class Stack:
     python: str
     data_dir: Path
     flower_port: int
+    console_port: int = CONSOLE_PORT
 
     @property
     def paper_started(self) -> bool:
@@ -325,7 +327,13 @@ def open_redis(requested_url: str | None, data_dir: Path) -> tuple[str, LocalRed
 
 
 def process_specs(
-    settings: Settings, *, data_dir: Path, paper_port: int, flower_port: int, bin_dir: Path
+    settings: Settings,
+    *,
+    data_dir: Path,
+    paper_port: int,
+    flower_port: int,
+    bin_dir: Path,
+    console_port: int = CONSOLE_PORT,
 ) -> list[ProcessSpec]:
     """The stack's processes in start order; `paper` only in paper mode. No secret goes on a command line."""
     qexec = executable("qexec", bin_dir)
@@ -340,6 +348,8 @@ def process_specs(
         # celery-redbeat keeps the schedule in Redis (see celery_config), so beat writes no file.
         ProcessSpec("beat", (celery, "-A", "qexec", "beat", "--loglevel", "INFO")),
         ProcessSpec("flower", (celery, "-A", "qexec", "flower", "--address=127.0.0.1", f"--port={flower_port}")),
+        # No venue gate: the page says when the venue does not answer, and its kill switch works without it.
+        ProcessSpec("console", (qexec, "console", "--host", "127.0.0.1", "--port", str(console_port))),
     ]
     return specs
 
@@ -355,6 +365,7 @@ def plan_stack(
     bin_dir: Path | None = None,
     python: str = sys.executable,
     only: Sequence[str] = (),
+    console_port: int = CONSOLE_PORT,
 ) -> Stack:
     """Work out the processes and their shared environment; credentials reach children only by inheritance."""
     bin_dir = bin_dir or Path(python).parent
@@ -366,10 +377,17 @@ def plan_stack(
     environment.update(QEXEC_REDIS_URL=redis_url, QEXEC_MODE=seen.mode.value, PYTHONUNBUFFERED="1")
     if seen.exchange_url is not None:
         environment["QEXEC_EXCHANGE_URL"] = seen.exchange_url
-    specs = process_specs(seen, data_dir=data_dir, paper_port=paper_port, flower_port=flower_port, bin_dir=bin_dir)
+    specs = process_specs(
+        seen,
+        data_dir=data_dir,
+        paper_port=paper_port,
+        flower_port=flower_port,
+        bin_dir=bin_dir,
+        console_port=console_port,
+    )
     if only:
         specs = [spec for spec in specs if spec.name in only]
-    return Stack(seen, tuple(specs), environment, python, data_dir, flower_port)
+    return Stack(seen, tuple(specs), environment, python, data_dir, flower_port, console_port)
 
 
 def describe(stack: Stack, *, local_redis: LocalRedis | None) -> list[str]:
@@ -392,6 +410,8 @@ def describe(stack: Stack, *, local_redis: LocalRedis | None) -> list[str]:
     ]
     if any(spec.name == "flower" for spec in stack.processes):
         lines.append(f"  flower   {flower}  (Prometheus: {flower}/metrics)")
+    if any(spec.name == "console" for spec in stack.processes):
+        lines.append(f"  console  http://127.0.0.1:{stack.console_port}/  (positions, results, halt)")
     lines += [
         f"  data     {stack.data_dir}",
         f"  logs     {stack.data_dir / LOGS_DIR}/<process>.log  (every line, Celery's per-task lines too)",
@@ -478,6 +498,7 @@ def wait_command(url: str | None, timeout_s: float) -> None:
     help="The paper exchange's port.",
 )
 @click.option("--flower-port", type=int, default=FLOWER_PORT, show_default=True, help="Flower's port.")
+@click.option("--console-port", type=int, default=CONSOLE_PORT, show_default=True, help="The console's port.")
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -498,6 +519,7 @@ def up_command(
     redis_url: str | None,
     paper_port: int,
     flower_port: int,
+    console_port: int,
     data_dir: Path | None,
     only: tuple[str, ...],
     verbose: bool,
@@ -510,7 +532,7 @@ def up_command(
     scratch = Path(tempfile.mkdtemp(prefix="qexec-demo-")) if demo and data_dir is None else None
     data_dir = (scratch or data_dir or default_data_dir(os.environ)).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    _check_ports(settings, only=only, paper_port=paper_port, flower_port=flower_port)
+    _check_ports(settings, only=only, paper_port=paper_port, flower_port=flower_port, console_port=console_port)
     # Until honcho's loop installs its own handlers, a SIGTERM must still unwind and stop our Redis.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -527,6 +549,7 @@ def up_command(
             flower_port=flower_port,
             bin_dir=bin_dir,
             only=only,
+            console_port=console_port,
         )
         code = _run_stack(stack, local_redis=local_redis, only=only, demo=demo, verbose=verbose)
     finally:
@@ -553,10 +576,12 @@ def _up_settings(*, demo: bool, redis_url: str | None) -> Settings:
     return settings
 
 
-def _check_ports(settings: Settings, *, only: Sequence[str], paper_port: int, flower_port: int) -> None:
-    """Refuse to start when the port of a process that would listen (paper, flower) is taken."""
+def _check_ports(
+    settings: Settings, *, only: Sequence[str], paper_port: int, flower_port: int, console_port: int = CONSOLE_PORT
+) -> None:
+    """Refuse to start when the port of a process that would listen (paper, flower, console) is taken."""
     selected = set(only or PROCESS_NAMES)
-    for name, port in (("paper", paper_port), ("flower", flower_port)):
+    for name, port in (("paper", paper_port), ("flower", flower_port), ("console", console_port)):
         if name in selected and (name != "paper" or settings.mode is Mode.PAPER) and not port_is_free(port):
             raise click.ClickException(f"port {port} for {name} is taken; choose another with --{name}-port")
 
