@@ -110,6 +110,7 @@ def checked_url(variable: str, url: str, schemes: tuple[str, ...]) -> str:
 SameSidePolicy = Literal["update_protection", "add", "skip"]
 OppositeSidePolicy = Literal["reverse", "close", "reject", "hedge"]
 ProtectionFailureAction = Literal["close", "alert"]
+AlertLevel = Literal["info", "warning", "error", "critical"]
 
 
 class Settings(BaseSettings):
@@ -188,6 +189,14 @@ class Settings(BaseSettings):
     console_port: int = Field(default=8900, ge=1, le=65535)
     console_auth: SecretStr | None = None  # "user:password[,user:password]", HTTP Basic; never logged
     console_venue_every_s: float = Field(default=5.0, gt=0)  # how often the page's venue side is read (one reader)
+    # Alerts (qexec/alerts.py, qexec/ops/notify.py): apprise URLs, comma or space separated. They carry their
+    # service's tokens: never logged, masked wherever printed.
+    alert_urls: SecretStr | None = None
+    alert_min_level: AlertLevel = "info"
+    alert_rate_per_min: int = Field(default=20, gt=0)  # alerts per destination and minute; the rest wait or drop
+    alert_repeat_s: float = Field(default=300.0, gt=0)  # a lasting condition (unprotected, stream down) repeats
+    alert_stream_down_s: float = Field(default=30.0, gt=0)  # the user-data stream down this long is alerted
+    alert_protection_late_s: float = Field(default=5.0, ge=0)  # SL/TP placed this long after the fill is alerted
 
     # Celery and beat.
     visibility_timeout_s: int = Field(default=120, gt=0)
@@ -331,6 +340,12 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         """The Celery broker: `QEXEC_BROKER_URL`, defaulting to the Redis URL."""
         return self.broker_url or self.redis_url
+
+    @property
+    def alert_url_list(self) -> list[str]:
+        """The alert destinations of `QEXEC_ALERT_URLS`, in order, each once (secrets: print them masked)."""
+        text = self.alert_urls.get_secret_value() if self.alert_urls is not None else ""
+        return list(dict.fromkeys(url for url in re.split(r"[\s,]+", text) if url))
 
     @property
     def dlq_stream(self) -> str:

@@ -40,6 +40,10 @@ LIMIT_COUNTER_KEY = "qexec:limits:{window}"  # hash: bucket number -> venue budg
 LIMIT_PAUSE_KEY = "qexec:limits:pause"  # set with the venue's Retry-After as TTL: no venue call until it expires
 HALT_KEY = "qexec:halt"  # JSON {at, reason, flatten, by, where}: new intents are rejected (`halted`) while set
 DEADMAN_ARMED_KEY = "qexec:deadman:armed"  # set: symbols whose venue countdown qexec renews (qexec/ops/deadman.py)
+# Alerts (qexec/alerts.py, qexec/ops/notify.py): an event already alerted (SET NX, TTL: its repeat interval, else
+# QEXEC_INTENT_STATE_TTL_S), and the alerts sent to a destination (its masked id) in one minute.
+ALERT_EVENT_KEY = "qexec:alert:{event}"
+ALERT_RATE_KEY = "qexec:alert-rate:{destination}:{minute}"
 # hash per worker process running a feed: `live` (1/0), `live_for_s`; expires once the process stops reporting
 FEED_STATE_KEY = "qexec:feed:{process}"
 

@@ -102,6 +102,14 @@ VENUE_RATE_LIMITED = Family(
     "Answers of the venue that said a rate limit was hit (HTTP 429, or 418 for a ban), by HTTP status.",
     "http_status",
 )
+# Counted by qexec/alerts.py and qexec/ops/notify.py into `alerts.ALERTS_METRIC_KEY` (the same hash: the limiter,
+# which this module imports, raises alerts, so alerts cannot import this module).
+ALERTS = Family(
+    "alerts",
+    "qexec_alerts_total",
+    "Alerts by outcome: enqueued, duplicate, filtered, enqueue_failed, sent, failed, rate_limited, given_up, bad_url.",
+    "outcome",
+)
 COUNTERS = (
     INTENTS_RECEIVED,
     INTENTS_DUPLICATE,
@@ -112,6 +120,7 @@ COUNTERS = (
     FILLS,
     RESULTS_PUBLISHED,
     VENUE_RATE_LIMITED,
+    ALERTS,
 )
 
 FILL_LATENCY = HistogramFamily(

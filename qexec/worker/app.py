@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from qexec import logs, metrics, redis_streams
 from qexec.config import Settings, get_settings
-from qexec.ops import flower_auth
+from qexec.ops import flower_auth, notify
 from qexec.ops.selftest import venue_or_exit
 from qexec.venue import feed
 from qexec.worker.celeryconf import celery_config
@@ -67,6 +67,7 @@ if _refusal is not None:
 @after_setup_task_logger.connect
 def _redact_worker_logs(logger: logging.Logger, **_: Any) -> None:
     secrets = list(get_settings().credentials()) if get_settings().api_key else []
+    secrets += notify.url_secrets(get_settings())  # the alert URLs' tokens
     for handler in logger.handlers:
         handler.addFilter(logs.RedactSecrets(secrets))
 

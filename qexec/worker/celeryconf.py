@@ -8,6 +8,7 @@ from typing import Any
 from kombu import Queue  # type: ignore[attr-defined]
 
 from qexec import constants
+from qexec.alerts import ALERT_QUEUE, SEND_TASK
 from qexec.config import REDIS_SCHEMES, Settings
 from qexec.ops.deadman import renew_every_s
 
@@ -32,9 +33,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_default_queue": "qexec",
-        "task_queues": (Queue("qexec"), Queue("qexec.confirm")),  # type: ignore[no-untyped-call]
-        # Confirmation polls get their own queue so they are not stuck behind a backlog of new intents.
-        "task_routes": {"qexec.confirm_fill": {"queue": "qexec.confirm"}},
+        "task_queues": (Queue("qexec"), Queue("qexec.confirm"), Queue(ALERT_QUEUE)),  # type: ignore[no-untyped-call]
+        # Confirmation polls get their own queue so they are not stuck behind a backlog of new intents; alerts
+        # too, so that neither waits behind the other.
+        "task_routes": {"qexec.confirm_fill": {"queue": "qexec.confirm"}, SEND_TASK: {"queue": ALERT_QUEUE}},
         "worker_timer_precision": 0.05,
         "worker_disable_rate_limits": True,  # qexec paces venue calls itself (qexec/venue/limiter.py), not Celery
         # Task events cost a broker publish per task state (the largest single item, about a fifth of the samples,

@@ -11,12 +11,12 @@ import redis
 from celery import Task, chain
 from celery.exceptions import Reject, Retry
 
-from qexec import logs, redis_streams
+from qexec import alerts, logs, redis_streams
 from qexec.config import get_settings
 from qexec.context import Context, Pending
 from qexec.errors import IntentError
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
-from qexec.ops import deadman, halt, selftest
+from qexec.ops import deadman, halt, notify, selftest
 from qexec.pipeline import admission, bridge, confirm, place, publish, reconcile
 from qexec.pipeline import chain as chain_shape
 from qexec.positions import monitor, protection, store
@@ -185,10 +185,25 @@ def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any],
 def watch_positions() -> dict[str, list[str]]:
     """Beat: the exit monitor (reconcile, repair protection, trail stops, report exits)."""
     report = monitor.watch(context())
+    alerts.raise_lasting_unprotected(qexec_redis(), get_settings())  # POSITION_UNPROTECTED again, while it lasts
     acted = {kind: names for kind, names in report.items() if names and kind != "busy"}
     if acted:
         log.info("EXIT_MONITOR %s", " ".join(f"{kind}={','.join(names)}" for kind, names in acted.items()))
     return report
+
+
+@app.task(name=alerts.SEND_TASK, bind=True, ignore_result=True, max_retries=notify.SEND_RETRIES)
+def send_alert(self: Task, alert: dict[str, Any], destinations: list[str] | None = None) -> list[str]:
+    """Deliver one alert to every destination of QEXEC_ALERT_URLS (those of `destinations`, by id, on a retry);
+    the ones that failed are retried with a growing countdown, then given up (logged and counted)."""
+    r, settings = qexec_redis(), get_settings()
+    left = notify.deliver(r, settings, alert, destinations)
+    if left and self.request.retries < notify.SEND_RETRIES:
+        countdown_s = notify.backoff_s(self.request.retries)
+        raise self.retry(countdown=countdown_s, kwargs={"alert": alert, "destinations": left})
+    if left:
+        notify.gave_up(r, settings, alert, left)
+    return left
 
 
 @app.task(name="qexec.reclaim_intents", ignore_result=True)
