@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from qexec import constants, metrics
+from qexec import alerts, constants, metrics
 from qexec.config import Settings
 
 # SET-if-absent and XADD in one atomic step: a crash can never leave a result published twice or
@@ -359,6 +359,8 @@ def dead_letter(
     args: list[str | int] = [settings.intent_state_ttl_s, settings.dlq_maxlen, json.dumps(flat)]
     args += [*_lease_args(lease, entry_id), 1 if count_received else 0]
     outcome, dlq_id = _script(r, _DEAD_LETTER_ONCE)(keys=keys, args=args, client=r)
+    if outcome == "new":
+        alerts.raise_alert(r, settings, alerts.dead_letter(str(dlq_id), error, source, entry_id))
     return None if outcome == "lost" else str(dlq_id)
 
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import redis
 
-from qexec import constants, ids, logs
-from qexec.config import Settings
+from qexec import alerts, constants, ids, logs
+from qexec.config import Settings, get_settings
 from qexec.errors import OrderRejected, VenueError
 from qexec.models import OrderType, PositionRisk, Side, utcnow
 from qexec.pipeline.risk import halted
@@ -39,6 +39,7 @@ def halt(
     record.update({key: value for key, value in (("by", by), ("where", where)) if value})
     r.set(constants.HALT_KEY, json.dumps(record))
     logs.proof(HALT_SET, level=logging.WARNING, reason=reason or None, flatten=flatten, by=by, where=where)
+    alerts.raise_alert(r, get_settings(), alerts.halted(record))
     return record
 
 
@@ -47,6 +48,7 @@ def resume(r: redis.Redis, *, by: str | None = None, where: str | None = None) -
     lifted = bool(r.delete(constants.HALT_KEY))
     if lifted:
         logs.proof(HALT_LIFTED, level=logging.WARNING, by=by, where=where)
+        alerts.raise_alert(r, get_settings(), alerts.resumed(by, where))
     return lifted
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import ValidationError
 
-from qexec import constants
+from qexec import alerts, constants
 from qexec.config import Settings, get_settings, settings_problem
 from qexec.context import Context
 from qexec.errors import VenueError, VenueUnavailable
@@ -116,6 +116,8 @@ def venue_heartbeat(ctx: Context) -> dict[str, Any]:
     except VenueError as exc:
         record.update(ok=0, error=str(exc))
         log.error("VENUE_HEARTBEAT_FAILED venue=%s error=%s", ctx.venue.label, exc)
+        failing = alerts.heartbeat_failed(ctx.venue.label, str(exc), ctx.settings.alert_repeat_s)
+        alerts.raise_alert(ctx.redis, ctx.settings, failing)
     else:
         record.update(ok=1, error="", report=json.dumps(report))
         log.info("VENUE_HEARTBEAT_OK venue=%s offset_ms=%s", ctx.venue.label, report["clock_offset_ms"])

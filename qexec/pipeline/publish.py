@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from qexec import constants, logs, metrics, redis_streams
+from qexec import alerts, constants, logs, metrics, redis_streams
 from qexec.context import Context
 from qexec.models import (
     ExecutionResult,
@@ -106,6 +106,8 @@ def publish(
     if not written:
         # A re-run: what goes on down the chain (protection) is the result readers got, whatever this run concluded.
         result = published_result(ctx, entry_id) or result
+    else:
+        alerts.raise_alert(ctx.redis, ctx.settings, alerts.for_result(result))
     if log_after_result is not None:
         log_after_result()
     pipe = ctx.redis.pipeline(transaction=False)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from qexec import constants, ids, logs, redis_streams
+from qexec import alerts, constants, ids, logs, redis_streams
 from qexec.errors import (
     OrderNotFound,
     OrderRejected,
@@ -240,6 +240,8 @@ def close_out(ctx: Context, tracked: Tracked) -> ExitEvent:
         maxlen=ctx.settings.exit_maxlen,
     )
     store.forget(ctx.redis, tracked)
+    if written:
+        alerts.raise_alert(ctx.redis, ctx.settings, alerts.for_exit(event))
     logs.proof(
         POSITION_CLOSED,
         symbol=tracked.symbol,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from qexec import constants, ids, logs, redis_streams
+from qexec import alerts, constants, ids, logs, redis_streams
 from qexec.errors import (
     OrderNotFound,
     OrderRejected,
@@ -215,7 +215,7 @@ def unprotected(ctx: Context, tracked: Tracked, reason: str) -> float:
     pipe.zadd(constants.UNPROTECTED_KEY, {tracked.key: now_ms}, nx=True)
     pipe.zscore(constants.UNPROTECTED_KEY, tracked.key)
     added, since = pipe.execute()
-    first = bool(added)
+    first, repeat_s = bool(added), ctx.settings.alert_repeat_s
     unprotected_s = (now_ms - int(since or now_ms)) / 1000
     logs.proof(
         POSITION_UNPROTECTED,
@@ -228,6 +228,8 @@ def unprotected(ctx: Context, tracked: Tracked, reason: str) -> float:
         reason=reason,
         first=first or None,
     )
+    spell = alerts.position_unprotected(tracked.key, tracked.position_id, int(since or now_ms), reason, repeat_s)
+    alerts.raise_alert(ctx.redis, ctx.settings, spell)
     return unprotected_s
 
 
@@ -285,8 +287,15 @@ def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
         )
     except VenueError as exc:
         logs.proof(PROTECTION_FAILED, level=logging.CRITICAL, symbol=tracked.symbol, action="close_failed", error=exc)
+        _alert_emergency(ctx, tracked, f"close_failed: {exc}", reason)
         return f"close_failed: {exc}"
+    _alert_emergency(ctx, tracked, "closed", reason)
     return "closed"
+
+
+def _alert_emergency(ctx: Context, tracked: Tracked, outcome: str, reason: str) -> None:
+    closing = alerts.emergency_close(tracked.symbol, tracked.direction, tracked.position_id, outcome, reason)
+    alerts.raise_alert(ctx.redis, ctx.settings, closing)
 
 
 def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> ProtectionEvent | None:
@@ -450,7 +459,9 @@ def protect_step(result_data: dict[str, Any], ticket_data: dict[str, Any], ctx: 
     event = protect_entry(result, Ticket.model_validate(ticket_data), ctx)
     if event is None:
         return {}
-    publish_event(ctx, event)
+    if publish_event(ctx, event):
+        late = alerts.protection_late(event, result.filled_at, ctx.settings.alert_protection_late_s)
+        alerts.raise_alert(ctx.redis, ctx.settings, late)
     return dict(event.model_dump(mode="json"))
 
 
@@ -542,4 +553,6 @@ def publish_event(ctx: Context, event: ProtectionEvent, *, marker: str | None = 
         event_id=entry_id,
         already=None if written else "true",
     )
+    if written:
+        alerts.raise_alert(ctx.redis, ctx.settings, alerts.for_protection(event))
     return written

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from qexec import alerts
 from qexec.config import Settings
 from qexec.errors import OrderNotFound, OrderRejected, VenueError
 from qexec.models import AlgoOrder, OrderState, OrderStatus, PositionRisk
@@ -181,6 +182,7 @@ class Feed:
         self._threads: list[threading.Thread] = []
         self._pid = os.getpid()
         self._down_said: dict[str, float] = {}  # stream -> when its being down was last logged
+        self._down_since = time.monotonic()  # when the user stream was last live (or the feed began)
         self.events = 0  # user-stream events applied, for status and tests
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -463,7 +465,12 @@ class Feed:
             self._changed.notify_all()
         if was_live:
             self._down_said.pop("user", None)
+            self._down_since = time.monotonic()
         self._say_down("user", reason)
+        down_s = time.monotonic() - self._down_since
+        if down_s >= self.settings.alert_stream_down_s and not self._stop.is_set():
+            lost = alerts.stream_down("user-data", self.url, down_s, reason, self.settings.alert_repeat_s)
+            alerts.raise_alert(None, self.settings, lost)
 
     def _say_down(self, stream: str, reason: str) -> None:
         """Log a stream that is down: at once when it was up, then at most every `DOWN_LOG_EVERY_S`."""

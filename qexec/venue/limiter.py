@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from qexec import constants
+from qexec import alerts, constants
 from qexec.config import Settings
 from qexec.errors import RateLimited
 
@@ -200,6 +200,7 @@ class Limiter:
 
     def __init__(self, r: redis.Redis, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.redis = r
+        self.settings = settings
         self.max_wait_s = settings.limit_max_wait_s
         self.limits = {
             WEIGHT_1M: max(1, int(settings.weight_per_min * settings.limit_margin)),
@@ -287,6 +288,8 @@ class Limiter:
         try:
             if self._pause(keys=[constants.LIMIT_PAUSE_KEY], args=[ms, reason]):
                 log.warning("RATE_LIMIT_PAUSE seconds=%.1f reason=%s", seconds, reason)
+                paused = alerts.rate_limit_pause(seconds, reason, self.settings.alert_repeat_s)
+                alerts.raise_alert(self.redis, self.settings, paused)
         except redis.RedisError as exc:
             log.warning("RATE_LIMITER_UNAVAILABLE error=%r: pause of %.1fs not shared", exc, seconds)
 
