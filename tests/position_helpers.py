@@ -1,5 +1,6 @@
-"""Helpers for the position tests: run an intent through the steps in-process, read the venue, flatten a symbol,
-contexts with the default policies, a first entry still at the venue."""
+"""Helpers for the position tests: run an intent through the steps in-process, read the venue, flatten a symbol (and
+the `flat_symbol` fixture, which flattens it again after the test), contexts with the default policies, a first
+entry still at the venue."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
+import pytest
 from stack_fixtures import Stack, unique_id
 
 from qexec import constants, redis_streams
@@ -107,6 +109,29 @@ def flatten(ctx: Context, symbol: str) -> None:
     for direction in ("LONG", "SHORT"):
         ctx.redis.delete(constants.POSITION_KEY.format(symbol=symbol, direction=direction))
         ctx.redis.srem(constants.POSITIONS_KEY, f"{symbol}:{direction}")
+
+
+class FlatSymbol(Protocol):
+    """The `flat_symbol` fixture: called with a context, a symbol and the mark to set."""
+
+    def __call__(self, ctx: Context, symbol: str, mark: str | None = None) -> None: ...
+
+
+@pytest.fixture
+def flat_symbol(stack: Stack) -> Iterator[FlatSymbol]:
+    """`flat_symbol(ctx, symbol, mark)`: the symbol flattened (its mark set on the session stack's exchange, when
+    given) for the test, and flattened again after it, whatever the test did."""
+    used: list[tuple[Context, str]] = []
+
+    def prepare(ctx: Context, symbol: str, mark: str | None = None) -> None:
+        flatten(ctx, symbol)
+        if mark is not None:
+            stack.paper.set_price(symbol, mark)
+        used.append((ctx, symbol))
+
+    yield prepare
+    for ctx, symbol in reversed(used):
+        flatten(ctx, symbol)
 
 
 def policy_context(stack: Stack, **change: str) -> Context:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from paper_fixtures import PaperExchange
-from position_helpers import context, flatten
+from position_helpers import FlatSymbol, context
 from private_stack import private_stack
 from prometheus_client import generate_latest
 from stack_fixtures import (
@@ -464,15 +464,12 @@ def test_a_boolean_for_a_number_or_a_loose_flag_is_dead_lettered_not_traded(
     assert stack.results(iid) == []
 
 
-def test_flat_fields_say_reduce_only_as_true_or_false_text(stack: Stack) -> None:
+def test_flat_fields_say_reduce_only_as_true_or_false_text(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """Flat stream fields are text: `reduce_only=false` and `leverage=` absent are an ordinary opening intent."""
     symbol = "NEARUSDT"
     ctx = context(stack.settings)
-    flatten(ctx, symbol)
-    try:
-        iid = unique_id("flat")
-        stack.inject(flat=True, intent_id=iid, symbol=symbol, side="BUY", position_size_usd=50, reduce_only="false")
-        result = stack.wait_result(iid)
-        assert result["status"] == "filled", result["reason"]
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol)
+    iid = unique_id("flat")
+    stack.inject(flat=True, intent_id=iid, symbol=symbol, side="BUY", position_size_usd=50, reduce_only="false")
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled", result["reason"]

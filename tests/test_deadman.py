@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis
-from position_helpers import context, flatten, intent, open_algos, run
+from position_helpers import FlatSymbol, context, intent, open_algos, run
 from stack_fixtures import Stack, unique_id
 
 from qexec import constants
@@ -51,13 +51,14 @@ def test_the_renewal_is_scheduled_only_when_the_countdown_is_set() -> None:
 
 
 @pytest.mark.slow
-def test_stops_the_countdown_took_are_put_back_by_the_monitor_once_qexec_is_back(stack: Stack) -> None:
+def test_stops_the_countdown_took_are_put_back_by_the_monitor_once_qexec_is_back(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """With `countdown_cancels_algo` on: qexec renews, stops renewing, the countdown runs out and takes the position's
     SL/TP; the monitor's next pass places both again."""
     ctx = context(stack.settings, deadman_countdown_s=COUNTDOWN_S)
     symbol = "ETCUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "17.000")
+    flat_symbol(ctx, symbol, "17.000")
     stack.paper.admin("POST", "/paper/v1/config", {"countdown_cancels_algo": True})
     try:
         # Given a protected long and qexec renewing its symbol's countdown
@@ -75,17 +76,17 @@ def test_stops_the_countdown_took_are_put_back_by_the_monitor_once_qexec_is_back
     finally:
         stack.paper.admin("POST", "/paper/v1/config", {"countdown_cancels_algo": False})
         end_countdown(ctx, symbol)
-        flatten(ctx, symbol)
 
 
 @pytest.mark.slow
-def test_a_stopped_qexecs_resting_limit_entry_is_cancelled_by_the_venue_after_the_countdown(stack: Stack) -> None:
+def test_a_stopped_qexecs_resting_limit_entry_is_cancelled_by_the_venue_after_the_countdown(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """A LIMIT entry rests, qexec renews its symbol once and stops: the venue cancels the order after the countdown.
     qexec then reports it `canceled`, and the next renewal ends the countdown of a symbol it no longer trades."""
     ctx = context(stack.settings, deadman_countdown_s=COUNTDOWN_S)
     symbol = "INJUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "12.000000")
+    flat_symbol(ctx, symbol, "12.000000")
     ticket = new_ticket(intent(unique_id("dm"), symbol, "BUY", 50, order_type="LIMIT", entry_price=10.0), entry_id=None)
     try:
         # Given a resting LIMIT entry, in flight, whose symbol qexec renews
@@ -104,7 +105,6 @@ def test_a_stopped_qexecs_resting_limit_entry_is_cancelled_by_the_venue_after_th
         assert not ctx.redis.sismember(constants.DEADMAN_ARMED_KEY, symbol)
     finally:
         end_countdown(ctx, symbol)
-        flatten(ctx, symbol)
 
 
 def test_the_switch_off_renews_nothing(redis_url: str) -> None:

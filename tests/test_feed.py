@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from paper_fixtures import PaperExchange
-from position_helpers import context, exits, flatten, intent, open_algos, run
+from position_helpers import FlatSymbol, context, exits, intent, open_algos, run
 from stack_fixtures import Stack, unique_id
 
 from qexec import constants
@@ -281,66 +281,59 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def test_a_position_only_the_stream_reports_does_not_hold_an_order_back(stack: Stack, stack_feed: feed.Feed) -> None:
+def test_a_position_only_the_stream_reports_does_not_hold_an_order_back(
+    stack: Stack, stack_feed: feed.Feed, flat_symbol: FlatSymbol
+) -> None:
     """The stream says a LONG is open (a close it missed); update_protection would place no order, so the venue is
     asked first: it is flat, and the entry goes out."""
     ctx = context(stack.settings, same_side_policy="update_protection")
     symbol = "DOTUSDT"
-    flatten(ctx, symbol)
-    try:
-        stack_feed._on_account({"P": [{"s": symbol, "pa": "10", "ep": "5.0", "ps": "BOTH"}]}, now_ms())
-        assert (symbol, "LONG") in view.open_positions(ctx.venue, symbol), "the stream's view (wrong on purpose)"
-        result, _event = run(ctx, intent(unique_id("ghost"), symbol, "BUY", 60))
-        assert result.status.value == "filled", result
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol)
+    stack_feed._on_account({"P": [{"s": symbol, "pa": "10", "ep": "5.0", "ps": "BOTH"}]}, now_ms())
+    assert (symbol, "LONG") in view.open_positions(ctx.venue, symbol), "the stream's view (wrong on purpose)"
+    result, _event = run(ctx, intent(unique_id("ghost"), symbol, "BUY", 60))
+    assert result.status.value == "filled", result
 
 
 def test_a_close_only_the_stream_reports_publishes_no_exit_and_keeps_the_protection(
-    stack: Stack, stack_feed: feed.Feed
+    stack: Stack, stack_feed: feed.Feed, flat_symbol: FlatSymbol
 ) -> None:
     """The stream says a tracked position is flat while the venue still holds it: the exit monitor asks the venue,
     publishes no exit and leaves the stop-loss and take-profit in place."""
     ctx = context(stack.settings)
     symbol = "ATOMUSDT"
-    flatten(ctx, symbol)
-    try:
-        result, event = run(ctx, intent(unique_id("held"), symbol, "BUY", 60))
-        assert result.status.value == "filled" and event["status"] == "placed"
-        earlier_exits = exits(ctx, symbol)  # other tests' positions on the symbol, in this session's stack
-        stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
-        assert view.open_positions(ctx.venue, symbol) == {}, "the stream's view (wrong on purpose)"
-        report = monitor.watch(ctx, {symbol})
-        assert report["closed"] == []
-        assert exits(ctx, symbol) == earlier_exits
-        assert len(open_algos(ctx, symbol)) == 2
-        assert store.load(ctx.redis, symbol, "LONG") is not None
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol)
+    result, event = run(ctx, intent(unique_id("held"), symbol, "BUY", 60))
+    assert result.status.value == "filled" and event["status"] == "placed"
+    earlier_exits = exits(ctx, symbol)  # other tests' positions on the symbol, in this session's stack
+    stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
+    assert view.open_positions(ctx.venue, symbol) == {}, "the stream's view (wrong on purpose)"
+    report = monitor.watch(ctx, {symbol})
+    assert report["closed"] == []
+    assert exits(ctx, symbol) == earlier_exits
+    assert len(open_algos(ctx, symbol)) == 2
+    assert store.load(ctx.redis, symbol, "LONG") is not None
 
 
 def test_an_entry_filled_before_the_stream_says_so_is_seen_over_rest_by_the_next_intent(
-    stack: Stack, stack_feed: feed.Feed
+    stack: Stack, stack_feed: feed.Feed, flat_symbol: FlatSymbol
 ) -> None:
     """A LONG entry has filled (its protection still to come) and the stream lags, saying flat: a SELL intent right
     after it meets the venue's own answer, the open LONG, and QEXEC_OPPOSITE_SIDE_POLICY=reject refuses it."""
     ctx = context(stack.settings, same_side_policy="update_protection", opposite_side_policy="reject")
     symbol = "DOTUSDT"
-    flatten(ctx, symbol)
-    try:
-        first = new_ticket(intent(unique_id("first"), symbol, "BUY", 60), entry_id=None)
-        filled = place_entry(first, ctx)
-        assert isinstance(filled, ExecutionResult) and filled.status.value == "filled", filled
-        stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
-        assert view.open_positions(ctx.venue, symbol) == {}, "the stream's view (behind the venue on purpose)"
+    flat_symbol(ctx, symbol)
+    first = new_ticket(intent(unique_id("first"), symbol, "BUY", 60), entry_id=None)
+    filled = place_entry(first, ctx)
+    assert isinstance(filled, ExecutionResult) and filled.status.value == "filled", filled
+    stack_feed._on_account({"P": [{"s": symbol, "pa": "0", "ep": "0", "ps": "BOTH"}]}, now_ms())
+    assert view.open_positions(ctx.venue, symbol) == {}, "the stream's view (behind the venue on purpose)"
 
-        second, _event = run(ctx, intent(unique_id("second"), symbol, "SELL", 60))
+    second, _event = run(ctx, intent(unique_id("second"), symbol, "SELL", 60))
 
-        assert second.status.value == "rejected", second
-        assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (second.reason or "")
-        assert (symbol, "LONG") in view.open_positions(ctx.venue, symbol, rest=True), "the first entry's LONG stands"
-        protection.protect_step(filled.model_dump(mode="json"), first.model_dump(mode="json"), ctx)
-        entries = constants.ENTRY_ORDER_KEY.format(symbol=symbol, direction="LONG")
-        assert ctx.redis.zscore(entries, first.intent_id) is None, "protected: no longer on its way"
-    finally:
-        flatten(ctx, symbol)
+    assert second.status.value == "rejected", second
+    assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (second.reason or "")
+    assert (symbol, "LONG") in view.open_positions(ctx.venue, symbol, rest=True), "the first entry's LONG stands"
+    protection.protect_step(filled.model_dump(mode="json"), first.model_dump(mode="json"), ctx)
+    entries = constants.ENTRY_ORDER_KEY.format(symbol=symbol, direction="LONG")
+    assert ctx.redis.zscore(entries, first.intent_id) is None, "protected: no longer on its way"

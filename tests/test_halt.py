@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from position_helpers import context, exits, flatten, intent, run
+from position_helpers import FlatSymbol, context, exits, intent, run
 from stack_fixtures import ROOT, Stack, seed_intent, unique_id
 
 from qexec import constants
@@ -35,13 +35,14 @@ def wait_halted(stack: Stack, halted: bool, timeout_s: float = 20) -> None:
     assert bool(stack.redis.exists(constants.HALT_KEY)) is halted, stack.log("worker")[-3000:]
 
 
-def test_celery_call_halt_rejects_the_next_intent_and_resume_lets_the_one_after_through(stack: Stack) -> None:
+def test_celery_call_halt_rejects_the_next_intent_and_resume_lets_the_one_after_through(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """The worker runs `qexec.halt`: the next intent is `rejected` (halted: <reason>), the record and the log name
     who sent it and where it ran; after `qexec.resume` the next intent fills."""
     ctx = context(stack.settings)
     symbol = "DOTUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "7.000")
+    flat_symbol(ctx, symbol, "7.000")
     try:
         # Given an operator who halts through Celery
         celery_call(stack, "qexec.halt", reason="remote drill", flatten=False, by="alice")
@@ -65,24 +66,19 @@ def test_celery_call_halt_rejects_the_next_intent_and_resume_lets_the_one_after_
         assert re.search(r"HALT_LIFTED by=alice where=\S+->\S+", log), log[-3000:]
     finally:
         halt.resume(stack.redis)
-        flatten(ctx, symbol)
 
 
-def test_a_position_closed_by_halt_flatten_exits_with_reason_halt(stack: Stack) -> None:
+def test_a_position_closed_by_halt_flatten_exits_with_reason_halt(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """`qexec halt --flatten` closes a tracked long: its exit says `halt`, not `signal`."""
     ctx = context(stack.settings)
     symbol = "ETCUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "17.000")
-    try:
-        opened = unique_id("halted")
-        result, _event = run(ctx, intent(opened, symbol, "BUY", 100, stop_loss=16, take_profit=18))
-        for position in ctx.venue.positions(symbol):
-            if position.positionAmt:
-                halt._close(ctx.venue, position)  # what `halt --flatten` does, on this symbol alone
-        monitor.watch(ctx, symbols={symbol})
-        [exit_event] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]
-        assert exit_event["reason"] == "halt"
-        assert exit_event["quantity"] == pytest.approx(result.quantity)
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol, "17.000")
+    opened = unique_id("halted")
+    result, _event = run(ctx, intent(opened, symbol, "BUY", 100, stop_loss=16, take_profit=18))
+    for position in ctx.venue.positions(symbol):
+        if position.positionAmt:
+            halt._close(ctx.venue, position)  # what `halt --flatten` does, on this symbol alone
+    monitor.watch(ctx, symbols={symbol})
+    [exit_event] = [e for e in exits(ctx, symbol) if e["intent_ids"] == [opened]]
+    assert exit_event["reason"] == "halt"
+    assert exit_event["quantity"] == pytest.approx(result.quantity)

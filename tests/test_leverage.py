@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from position_helpers import context, flatten
+from position_helpers import FlatSymbol, context, flatten
 from private_stack import private_stack
 from stack_fixtures import Stack, unique_id
 
@@ -47,76 +47,74 @@ def execute(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
     return stack.wait_result(body["intent_id"])
 
 
-def test_a_leverage_changed_outside_qexec_is_set_again_for_the_next_entry(stack: Stack) -> None:
+def test_a_leverage_changed_outside_qexec_is_set_again_for_the_next_entry(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """5x, then 10x set at the venue by someone else, then another 5x intent: the position opens at 5x (the worker's
     knowledge is corrected by the stream's ACCOUNT_CONFIG_UPDATE, not a stale cache), and the result says 5."""
     symbol = "LTCUSDT"
-    flatten(context(stack.settings), symbol)
-    try:
-        first = execute(stack, entry(symbol, leverage=5))
-        assert (first["status"], first["leverage"], venue_leverage(stack, symbol)) == ("filled", 5, 5)
-        set_outside(stack, symbol, 10)
-        calls = leverage_calls(stack)
-        second = execute(stack, entry(symbol, leverage=5))
-        assert second["status"] == "filled", second
-        assert venue_leverage(stack, symbol) == 5
-        assert second["leverage"] == 5
-        assert leverage_calls(stack) == calls + 1
-    finally:
-        flatten(context(stack.settings), symbol)
+    flat_symbol(context(stack.settings), symbol)
+    first = execute(stack, entry(symbol, leverage=5))
+    assert (first["status"], first["leverage"], venue_leverage(stack, symbol)) == ("filled", 5, 5)
+    set_outside(stack, symbol, 10)
+    calls = leverage_calls(stack)
+    second = execute(stack, entry(symbol, leverage=5))
+    assert second["status"] == "filled", second
+    assert venue_leverage(stack, symbol) == 5
+    assert second["leverage"] == 5
+    assert leverage_calls(stack) == calls + 1
 
 
-def test_an_entry_at_the_leverage_the_stream_vouches_for_makes_no_leverage_call(stack: Stack) -> None:
+def test_an_entry_at_the_leverage_the_stream_vouches_for_makes_no_leverage_call(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """Once the venue said 4x (and nothing changed since), the next 4x entries cost no `POST /fapi/v1/leverage`."""
     symbol = "DOTUSDT"
-    flatten(context(stack.settings), symbol)
-    try:
-        execute(stack, entry(symbol, leverage=4))
-        calls = leverage_calls(stack)
-        for _ in range(3):
-            result = execute(stack, entry(symbol, leverage=4, client_tag="again"))
-            assert (result["status"], result["leverage"]) == ("filled", 4), result
-        assert leverage_calls(stack) == calls
-        assert venue_leverage(stack, symbol) == 4
-    finally:
-        flatten(context(stack.settings), symbol)
+    flat_symbol(context(stack.settings), symbol)
+    execute(stack, entry(symbol, leverage=4))
+    calls = leverage_calls(stack)
+    for _ in range(3):
+        result = execute(stack, entry(symbol, leverage=4, client_tag="again"))
+        assert (result["status"], result["leverage"]) == ("filled", 4), result
+    assert leverage_calls(stack) == calls
+    assert venue_leverage(stack, symbol) == 4
 
 
-def test_a_reduce_only_intent_without_leverage_leaves_the_positions_leverage_alone(stack: Stack) -> None:
+def test_a_reduce_only_intent_without_leverage_leaves_the_positions_leverage_alone(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """A 5x long reduced by a reduce-only SELL that names no leverage: still 5x, and no leverage call at all."""
     symbol = "BCHUSDT"
-    flatten(context(stack.settings), symbol)
-    try:
-        opened = execute(stack, entry(symbol, size_usd=100, leverage=5))
-        assert opened["status"] == "filled", opened
-        calls = leverage_calls(stack)
-        reduced = execute(stack, entry(symbol, side="SELL", size_usd=50, reduce_only=True))
-        assert reduced["status"] == "filled", reduced
-        assert venue_leverage(stack, symbol) == 5
-        assert leverage_calls(stack) == calls
-    finally:
-        flatten(context(stack.settings), symbol)
+    flat_symbol(context(stack.settings), symbol)
+    opened = execute(stack, entry(symbol, size_usd=100, leverage=5))
+    assert opened["status"] == "filled", opened
+    calls = leverage_calls(stack)
+    reduced = execute(stack, entry(symbol, side="SELL", size_usd=50, reduce_only=True))
+    assert reduced["status"] == "filled", reduced
+    assert venue_leverage(stack, symbol) == 5
+    assert leverage_calls(stack) == calls
 
 
-def test_an_opening_intent_without_leverage_keeps_the_symbols_leverage_and_says_which(stack: Stack) -> None:
+def test_an_opening_intent_without_leverage_keeps_the_symbols_leverage_and_says_which(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """7x set at the venue; an intent without `leverage` opens at 7x, changes nothing, and its result says 7."""
     symbol = "ATOMUSDT"
-    flatten(context(stack.settings), symbol)
-    try:
-        set_outside(stack, symbol, 7)
-        calls = leverage_calls(stack)
-        result = execute(stack, entry(symbol))
-        assert (result["status"], result["leverage"]) == ("filled", 7), result
-        assert venue_leverage(stack, symbol) == 7
-        assert leverage_calls(stack) == calls
-    finally:
-        flatten(context(stack.settings), symbol)
+    flat_symbol(context(stack.settings), symbol)
+    set_outside(stack, symbol, 7)
+    calls = leverage_calls(stack)
+    result = execute(stack, entry(symbol))
+    assert (result["status"], result["leverage"]) == ("filled", 7), result
+    assert venue_leverage(stack, symbol) == 7
+    assert leverage_calls(stack) == calls
 
 
-def test_an_intent_without_leverage_is_rejected_when_the_symbol_is_above_the_limit(stack: Stack) -> None:
+def test_an_intent_without_leverage_is_rejected_when_the_symbol_is_above_the_limit(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """A symbol at 50x (over QEXEC_MAX_LEVERAGE=20) and an intent naming no leverage: rejected, no order."""
     symbol = "TRXUSDT"
-    flatten(context(stack.settings), symbol)
+    flat_symbol(context(stack.settings), symbol)
     try:
         set_outside(stack, symbol, 50)
         orders = stack.paper.stats()["orders_placed"]
@@ -126,43 +124,38 @@ def test_an_intent_without_leverage_is_rejected_when_the_symbol_is_above_the_lim
         assert stack.paper.stats()["orders_placed"] == orders
     finally:
         stack.paper.client().futures_change_leverage(symbol=symbol, leverage=20)
-        flatten(context(stack.settings), symbol)
 
 
-def test_a_reduce_only_intent_under_the_minimum_notional_closes_the_leftover(stack: Stack) -> None:
+def test_a_reduce_only_intent_under_the_minimum_notional_closes_the_leftover(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """The venue waives MIN_NOTIONAL for reduce-only orders, so must qexec: a 3-USDT leftover of ETH is closed."""
     symbol = "ETHUSDT"  # minimum notional 20 USDT, step 0.001 (3.3 USDT)
     ctx = context(stack.settings)
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "3300.00")
-    try:
-        opened = execute(stack, entry(symbol, size_usd=40, leverage=2))
-        assert opened["status"] == "filled", opened
-        left = execute(stack, entry(symbol, side="SELL", size_usd=3.4, reduce_only=True))
-        assert left["status"] == "filled", left
-        assert left["quantity"] == pytest.approx(0.001)
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol, "3300.00")
+    opened = execute(stack, entry(symbol, size_usd=40, leverage=2))
+    assert opened["status"] == "filled", opened
+    left = execute(stack, entry(symbol, side="SELL", size_usd=3.4, reduce_only=True))
+    assert left["status"] == "filled", left
+    assert left["quantity"] == pytest.approx(0.001)
 
 
-def test_a_leverage_change_the_venue_refuses_rejects_the_intent_with_its_code(stack: Stack) -> None:
+def test_a_leverage_change_the_venue_refuses_rejects_the_intent_with_its_code(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """A big long at 20x, then an intent asking 1x on the symbol: the venue refuses the change (-2028, margin
     short), the intent is `rejected` with that code and places no order, and the position keeps its 20x."""
     symbol = "ETHUSDT"
     ctx = context(stack.settings)
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "3300.00")
-    try:
-        opened = execute(stack, entry(symbol, size_usd=16000, leverage=20))
-        assert opened["status"] == "filled", opened
-        orders = stack.paper.stats()["orders_placed"]
-        refused = execute(stack, entry(symbol, size_usd=100, leverage=1))
-        assert (refused["status"], refused["code"]) == ("rejected", -2028), refused
-        assert "venue refused the set-up" in refused["reason"]
-        assert stack.paper.stats()["orders_placed"] == orders
-        assert venue_leverage(stack, symbol) == 20
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol, "3300.00")
+    opened = execute(stack, entry(symbol, size_usd=16000, leverage=20))
+    assert opened["status"] == "filled", opened
+    orders = stack.paper.stats()["orders_placed"]
+    refused = execute(stack, entry(symbol, size_usd=100, leverage=1))
+    assert (refused["status"], refused["code"]) == ("rejected", -2028), refused
+    assert "venue refused the set-up" in refused["reason"]
+    assert stack.paper.stats()["orders_placed"] == orders
+    assert venue_leverage(stack, symbol) == 20
 
 
 def test_two_workers_never_open_a_position_at_the_other_ones_leverage(stack: Stack, tmp_path: Path) -> None:
@@ -185,16 +178,13 @@ def test_two_workers_never_open_a_position_at_the_other_ones_leverage(stack: Sta
             flatten(context(own.settings), symbol)
 
 
-def test_leverage_null_means_not_given(stack: Stack) -> None:
+def test_leverage_null_means_not_given(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """`"leverage": null` is an intent that names no leverage (the symbol keeps its own), not a dead letter."""
     symbol = "NEARUSDT"
     ctx = context(stack.settings)
-    flatten(ctx, symbol)
-    try:
-        iid = unique_id("nolev")
-        stack.inject({"intent_id": iid, "symbol": symbol, "side": "BUY", "position_size_usd": 50, "leverage": None})
-        result = stack.wait_result(iid)
-        assert result["status"] == "filled", result["reason"]
-        assert result["leverage"] == int(ctx.venue.leverage(symbol))
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol)
+    iid = unique_id("nolev")
+    stack.inject({"intent_id": iid, "symbol": symbol, "side": "BUY", "position_size_usd": 50, "leverage": None})
+    result = stack.wait_result(iid)
+    assert result["status"] == "filled", result["reason"]
+    assert result["leverage"] == int(ctx.venue.leverage(symbol))

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from position_helpers import context, flatten, intent, position_amt, run
+from position_helpers import FlatSymbol, context, flatten, intent, position_amt, run
 from stack_fixtures import Stack, unique_id
 
 from qexec.models import client_order_id
@@ -32,13 +32,14 @@ def limit_intent(symbol: str, side: str, price: float, size_usd: float, **fields
     return body | fields
 
 
-def test_a_limit_whose_cancel_fails_at_the_deadline_stays_in_flight_and_reports_its_later_fill(stack: Stack) -> None:
+def test_a_limit_whose_cancel_fails_at_the_deadline_stays_in_flight_and_reports_its_later_fill(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """`DELETE /fapi/v1/order` down at the fill deadline: no `failed` result while the order rests; when the price
     then crosses and it fills, the one result says `filled` with the venue's price."""
     symbol = "LTCUSDT"
     ctx = context(stack.settings)
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "90.00")
+    flat_symbol(ctx, symbol, "90.00")
     body = limit_intent(symbol, "BUY", 80.0, 100)
     stack.paper.add_fault(kind="unavailable", endpoint="DELETE /fapi/v1/order", symbol=symbol, count=0)
     try:
@@ -53,7 +54,6 @@ def test_a_limit_whose_cancel_fails_at_the_deadline_stays_in_flight_and_reports_
         assert Decimal(str(result["entry_price"])) == Decimal(order["avgPrice"])
     finally:
         stack.paper.admin("DELETE", "/paper/v1/faults")
-        flatten(ctx, symbol)
 
 
 def test_a_limit_canceled_at_the_deadline_says_qexec_canceled_it(stack: Stack) -> None:
@@ -116,47 +116,41 @@ def test_a_resting_limit_entry_counts_as_exposure_for_the_next_intent(
         flatten(ctx, symbol)
 
 
-def test_a_partly_filled_limit_is_protected_at_once_not_at_the_deadline(stack: Stack) -> None:
+def test_a_partly_filled_limit_is_protected_at_once_not_at_the_deadline(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """Half of a LIMIT fills at once and the rest rests: its stop-loss and take-profit are at the venue within a
     moment (not after the fill deadline's cancel), and the protection event names the entry."""
     symbol = "LINKUSDT"
     ctx = context(stack.settings)
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "14.000")
+    flat_symbol(ctx, symbol, "14.000")
     body = limit_intent(symbol, "BUY", 14.0, 200, stop_loss=13.0, take_profit=15.5)
     stack.paper.add_fault(kind="partial_fill", ratio=0.5, client_order_id=client_order_id(body["intent_id"]), count=1)
-    try:
-        stack.inject(body)
-        deadline = time.monotonic() + stack.settings.fill_timeout_s - 1  # before the deadline's cancel
-        algos: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and len(algos) < 2:
-            algos = stack.paper.client().futures_get_open_orders(symbol=symbol, conditional=True)
-            time.sleep(0.1)
-        assert sorted(a["orderType"] for a in algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"], algos
-        assert stack.results(body["intent_id"]) == [], "the order is still working"
-        result = stack.wait_result(body["intent_id"], timeout_s=30)
-        assert result["status"] == "partially_filled", result
-        [event] = stack.protection_events(body["intent_id"])
-        assert event["entry_order_id"] == result["order_id"] and event["status"] == "placed"
-    finally:
-        flatten(ctx, symbol)
+    stack.inject(body)
+    deadline = time.monotonic() + stack.settings.fill_timeout_s - 1  # before the deadline's cancel
+    algos: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and len(algos) < 2:
+        algos = stack.paper.client().futures_get_open_orders(symbol=symbol, conditional=True)
+        time.sleep(0.1)
+    assert sorted(a["orderType"] for a in algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"], algos
+    assert stack.results(body["intent_id"]) == [], "the order is still working"
+    result = stack.wait_result(body["intent_id"], timeout_s=30)
+    assert result["status"] == "partially_filled", result
+    [event] = stack.protection_events(body["intent_id"])
+    assert event["entry_order_id"] == result["order_id"] and event["status"] == "placed"
 
 
-def test_a_marketable_sell_limit_is_sized_from_the_mark_not_from_its_limit(stack: Stack) -> None:
+def test_a_marketable_sell_limit_is_sized_from_the_mark_not_from_its_limit(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """A SELL LIMIT under the mark fills near the mark: its quantity comes from the mark, so the fill's notional is
     at most `position_size_usd` (sized from the limit it was ~5 % more; at half the mark, twice as much)."""
     symbol = "BCHUSDT"
     ctx = context(stack.settings)
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "450.00")
+    flat_symbol(ctx, symbol, "450.00")
     body = limit_intent(symbol, "SELL", 430.0, 200)
-    try:
-        stack.inject(body)
-        result = stack.wait_result(body["intent_id"])
-        assert result["status"] == "filled", result
-        assert result["position_size_usd"] <= 200.0, result
-    finally:
-        flatten(ctx, symbol)
+    stack.inject(body)
+    result = stack.wait_result(body["intent_id"])
+    assert result["status"] == "filled", result
+    assert result["position_size_usd"] <= 200.0, result
 
 
 def test_a_limit_outside_the_percent_price_band_is_rejected_before_any_order(stack: Stack) -> None:
@@ -171,19 +165,15 @@ def test_a_limit_outside_the_percent_price_band_is_rejected_before_any_order(sta
     assert stack.paper.orders(clientOrderId=client_order_id(body["intent_id"])) == []
 
 
-def test_a_post_only_limit_that_would_take_is_refused_by_the_venue(stack: Stack) -> None:
+def test_a_post_only_limit_that_would_take_is_refused_by_the_venue(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """`time_in_force: GTX` (post-only) on a BUY above the mark would take liquidity: the venue refuses it (-5022),
     the result says so, and no position opens."""
     symbol = "BCHUSDT"
     ctx = context(stack.settings)
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "450.00")
+    flat_symbol(ctx, symbol, "450.00")
     body = limit_intent(symbol, "BUY", 460.0, 100, time_in_force="GTX")
-    try:
-        stack.inject(body)
-        result = stack.wait_result(body["intent_id"])
-        assert result["status"] in ("rejected", "expired"), result
-        assert result["quantity"] is None
-        assert position_amt(ctx, symbol) == 0
-    finally:
-        flatten(ctx, symbol)
+    stack.inject(body)
+    result = stack.wait_result(body["intent_id"])
+    assert result["status"] in ("rejected", "expired"), result
+    assert result["quantity"] is None
+    assert position_amt(ctx, symbol) == 0

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 from paper_fixtures import PaperExchange
-from position_helpers import context, exits, flatten, intent, open_algos, policy_context, position_amt, run
+from position_helpers import FlatSymbol, context, exits, intent, open_algos, policy_context, position_amt, run
 from stack_fixtures import Stack, unique_id, venue_orders
 
 from qexec.models import client_order_id
@@ -18,160 +18,141 @@ from qexec.venue.rules import plain
 pytestmark = pytest.mark.slow
 
 
-def test_a_same_side_intent_by_default_updates_the_protection_and_places_no_order(stack: Stack) -> None:
+def test_a_same_side_intent_by_default_updates_the_protection_and_places_no_order(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """update_protection: result `protection_updated`, no entry order, SL/TP re-placed at the new levels."""
     ctx = policy_context(stack)
     symbol = "BCHUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "450.00")
+    flat_symbol(ctx, symbol, "450.00")
     first, second = unique_id("upd1"), unique_id("upd2")
-    try:
-        run(ctx, intent(first, symbol, "BUY", 100, stop_loss=430, take_profit=480))
-        amt = position_amt(ctx, symbol)
-        result, event = run(ctx, intent(second, symbol, "BUY", 100, stop_loss=440, take_profit=470))
-        assert result.status.value == "protection_updated", result
-        assert "already open" in (result.reason or "")
-        assert venue_orders(stack, second) == []
-        assert position_amt(ctx, symbol) == amt
-        assert event["status"] == "updated"
-        triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
-        assert triggers == {"STOP_MARKET": Decimal(440), "TAKE_PROFIT_MARKET": Decimal(470)}
-    finally:
-        flatten(ctx, symbol)
+    run(ctx, intent(first, symbol, "BUY", 100, stop_loss=430, take_profit=480))
+    amt = position_amt(ctx, symbol)
+    result, event = run(ctx, intent(second, symbol, "BUY", 100, stop_loss=440, take_profit=470))
+    assert result.status.value == "protection_updated", result
+    assert "already open" in (result.reason or "")
+    assert venue_orders(stack, second) == []
+    assert position_amt(ctx, symbol) == amt
+    assert event["status"] == "updated"
+    triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
+    assert triggers == {"STOP_MARKET": Decimal(440), "TAKE_PROFIT_MARKET": Decimal(470)}
 
 
 def test_a_same_side_intent_with_levels_through_the_mark_is_rejected_and_keeps_the_old_protection(
-    stack: Stack,
+    stack: Stack, flat_symbol: FlatSymbol
 ) -> None:
     """update_protection with a stop above a long's mark: `rejected` with the reason; the old SL/TP stay."""
     ctx = policy_context(stack)
     symbol = "BCHUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "450.00")
-    try:
-        run(ctx, intent(unique_id("keep1"), symbol, "BUY", 100, stop_loss=430, take_profit=480))
-        result, event = run(ctx, intent(unique_id("keep2"), symbol, "BUY", 100, stop_loss=460, take_profit=480))
-        assert result.status.value == "rejected" and "stop_loss 460" in (result.reason or "")
-        assert event == {}
-        triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
-        assert triggers == {"STOP_MARKET": Decimal(430), "TAKE_PROFIT_MARKET": Decimal(480)}
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol, "450.00")
+    run(ctx, intent(unique_id("keep1"), symbol, "BUY", 100, stop_loss=430, take_profit=480))
+    result, event = run(ctx, intent(unique_id("keep2"), symbol, "BUY", 100, stop_loss=460, take_profit=480))
+    assert result.status.value == "rejected" and "stop_loss 460" in (result.reason or "")
+    assert event == {}
+    triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
+    assert triggers == {"STOP_MARKET": Decimal(430), "TAKE_PROFIT_MARKET": Decimal(480)}
 
 
-def test_a_same_side_intent_is_skipped_with_its_reason_when_the_policy_says_skip(stack: Stack) -> None:
+def test_a_same_side_intent_is_skipped_with_its_reason_when_the_policy_says_skip(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """skip: result `skipped` with the reason, no order, the protection unchanged."""
     ctx = policy_context(stack, same_side_policy="skip")
     symbol = "UNIUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "8.0000")
+    flat_symbol(ctx, symbol, "8.0000")
     second = unique_id("skip2")
-    try:
-        _r, first_event = run(ctx, intent(unique_id("skip1"), symbol, "BUY", 60, stop_loss=7.5, take_profit=9))
-        result, event = run(ctx, intent(second, symbol, "BUY", 60, stop_loss=7.7, take_profit=8.5))
-        assert result.status.value == "skipped"
-        assert "QEXEC_SAME_SIDE_POLICY=skip" in (result.reason or "")
-        assert event == {}
-        assert venue_orders(stack, second) == []
-        ids = sorted(a["algoId"] for a in open_algos(ctx, symbol))
-        assert ids == sorted([first_event["sl_order_id"], first_event["tp_order_id"]])
-    finally:
-        flatten(ctx, symbol)
+    _r, first_event = run(ctx, intent(unique_id("skip1"), symbol, "BUY", 60, stop_loss=7.5, take_profit=9))
+    result, event = run(ctx, intent(second, symbol, "BUY", 60, stop_loss=7.7, take_profit=8.5))
+    assert result.status.value == "skipped"
+    assert "QEXEC_SAME_SIDE_POLICY=skip" in (result.reason or "")
+    assert event == {}
+    assert venue_orders(stack, second) == []
+    ids = sorted(a["algoId"] for a in open_algos(ctx, symbol))
+    assert ids == sorted([first_event["sl_order_id"], first_event["tp_order_id"]])
 
 
-def test_a_same_side_intent_scales_in_when_the_policy_says_add(stack: Stack) -> None:
+def test_a_same_side_intent_scales_in_when_the_policy_says_add(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """add: a second fill grows the position; still exactly one SL and one TP, covering all of it."""
     ctx = policy_context(stack, same_side_policy="add")
     symbol = "FILUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "2.500")
-    try:
-        first, _ = run(ctx, intent(unique_id("add1"), symbol, "BUY", 60, stop_loss=2.3, take_profit=2.8))
-        second, event = run(ctx, intent(unique_id("add2"), symbol, "BUY", 60, stop_loss=2.35, take_profit=2.75))
-        assert second.status.value == "filled"
-        assert position_amt(ctx, symbol) == Decimal(str(first.quantity)) + Decimal(str(second.quantity))
-        algos = open_algos(ctx, symbol)
-        assert sorted(a["orderType"] for a in algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
-        assert all(a["closePosition"] for a in algos)
-        assert {Decimal(a["triggerPrice"]) for a in algos} == {Decimal("2.35"), Decimal("2.75")}
-        tracked = store.load(ctx.redis, symbol, "LONG")
-        assert tracked is not None and len(tracked.intent_ids) == 2
-        assert event["status"] == "placed"
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol, "2.500")
+    first, _ = run(ctx, intent(unique_id("add1"), symbol, "BUY", 60, stop_loss=2.3, take_profit=2.8))
+    second, event = run(ctx, intent(unique_id("add2"), symbol, "BUY", 60, stop_loss=2.35, take_profit=2.75))
+    assert second.status.value == "filled"
+    assert position_amt(ctx, symbol) == Decimal(str(first.quantity)) + Decimal(str(second.quantity))
+    algos = open_algos(ctx, symbol)
+    assert sorted(a["orderType"] for a in algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+    assert all(a["closePosition"] for a in algos)
+    assert {Decimal(a["triggerPrice"]) for a in algos} == {Decimal("2.35"), Decimal("2.75")}
+    tracked = store.load(ctx.redis, symbol, "LONG")
+    assert tracked is not None and len(tracked.intent_ids) == 2
+    assert event["status"] == "placed"
 
 
-def test_an_opposite_intent_is_rejected_by_default_and_the_position_stays_protected(stack: Stack) -> None:
+def test_an_opposite_intent_is_rejected_by_default_and_the_position_stays_protected(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """reject (the default): `rejected` with the reason, no order, the long and its SL/TP untouched."""
     ctx = policy_context(stack)
     symbol = "APTUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "5.00000")
+    flat_symbol(ctx, symbol, "5.00000")
     sell = unique_id("rej")
-    try:
-        run(ctx, intent(unique_id("long"), symbol, "BUY", 60, stop_loss=4.7, take_profit=5.5))
-        amt = position_amt(ctx, symbol)
-        result, event = run(ctx, intent(sell, symbol, "SELL", 60))
-        assert result.status.value == "rejected"
-        assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (result.reason or "")
-        assert event == {} and venue_orders(stack, sell) == []
-        assert position_amt(ctx, symbol) == amt and len(open_algos(ctx, symbol)) == 2
-    finally:
-        flatten(ctx, symbol)
+    run(ctx, intent(unique_id("long"), symbol, "BUY", 60, stop_loss=4.7, take_profit=5.5))
+    amt = position_amt(ctx, symbol)
+    result, event = run(ctx, intent(sell, symbol, "SELL", 60))
+    assert result.status.value == "rejected"
+    assert "QEXEC_OPPOSITE_SIDE_POLICY=reject" in (result.reason or "")
+    assert event == {} and venue_orders(stack, sell) == []
+    assert position_amt(ctx, symbol) == amt and len(open_algos(ctx, symbol)) == 2
 
 
-def test_an_opposite_intent_closes_the_position_when_the_policy_says_close(stack: Stack) -> None:
+def test_an_opposite_intent_closes_the_position_when_the_policy_says_close(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """close: the entry order is a reduce-only close of the whole long; the exit is reported, SL/TP cancelled."""
     ctx = policy_context(stack, opposite_side_policy="close")
     symbol = "ARBUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "0.400000")
+    flat_symbol(ctx, symbol, "0.400000")
     opener, closer = unique_id("open"), unique_id("close")
-    try:
-        run(ctx, intent(opener, symbol, "BUY", 60, stop_loss=0.38, take_profit=0.44))
-        amt = position_amt(ctx, symbol)
-        result, event = run(ctx, intent(closer, symbol, "SELL", 200))
-        assert result.status.value == "filled" and Decimal(str(result.quantity)) == amt
-        [order] = venue_orders(stack, closer)
-        assert order["reduceOnly"] is True
-        assert position_amt(ctx, symbol) == 0
-        assert event["status"] == "not_needed"
-        monitor.watch(ctx, symbols={symbol})
-        [exit_event] = exits(ctx, symbol)
-        assert (exit_event["reason"], exit_event["intent_ids"]) == ("signal", [opener])
-        assert open_algos(ctx, symbol) == []
-    finally:
-        flatten(ctx, symbol)
+    run(ctx, intent(opener, symbol, "BUY", 60, stop_loss=0.38, take_profit=0.44))
+    amt = position_amt(ctx, symbol)
+    result, event = run(ctx, intent(closer, symbol, "SELL", 200))
+    assert result.status.value == "filled" and Decimal(str(result.quantity)) == amt
+    [order] = venue_orders(stack, closer)
+    assert order["reduceOnly"] is True
+    assert position_amt(ctx, symbol) == 0
+    assert event["status"] == "not_needed"
+    monitor.watch(ctx, symbols={symbol})
+    [exit_event] = exits(ctx, symbol)
+    assert (exit_event["reason"], exit_event["intent_ids"]) == ("signal", [opener])
+    assert open_algos(ctx, symbol) == []
 
 
-def test_an_opposite_intent_reverses_the_position_when_the_policy_says_reverse(stack: Stack) -> None:
+def test_an_opposite_intent_reverses_the_position_when_the_policy_says_reverse(
+    stack: Stack, flat_symbol: FlatSymbol
+) -> None:
     """reverse: a closing order for the long, then the short entry, protected as a short."""
     ctx = policy_context(stack, opposite_side_policy="reverse")
     symbol = "OPUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "0.7000000")
-    try:
-        run(ctx, intent(unique_id("long"), symbol, "BUY", 60, stop_loss=0.65, take_profit=0.8))
-        result, event = run(ctx, intent(unique_id("rev"), symbol, "SELL", 70, stop_loss=0.75, take_profit=0.6))
-        assert result.status.value == "filled"
-        assert position_amt(ctx, symbol) == -Decimal(str(result.quantity))
-        monitor.watch(ctx, symbols={symbol})
-        [exit_event] = exits(ctx, symbol)
-        assert (exit_event["side"], exit_event["reason"]) == ("LONG", "signal")
-        algos = open_algos(ctx, symbol)
-        assert {(a["orderType"], a["side"]) for a in algos} == {("STOP_MARKET", "BUY"), ("TAKE_PROFIT_MARKET", "BUY")}
-        assert event["status"] == "placed"
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol, "0.7000000")
+    run(ctx, intent(unique_id("long"), symbol, "BUY", 60, stop_loss=0.65, take_profit=0.8))
+    result, event = run(ctx, intent(unique_id("rev"), symbol, "SELL", 70, stop_loss=0.75, take_profit=0.6))
+    assert result.status.value == "filled"
+    assert position_amt(ctx, symbol) == -Decimal(str(result.quantity))
+    monitor.watch(ctx, symbols={symbol})
+    [exit_event] = exits(ctx, symbol)
+    assert (exit_event["side"], exit_event["reason"]) == ("LONG", "signal")
+    algos = open_algos(ctx, symbol)
+    assert {(a["orderType"], a["side"]) for a in algos} == {("STOP_MARKET", "BUY"), ("TAKE_PROFIT_MARKET", "BUY")}
+    assert event["status"] == "placed"
 
 
-def test_a_reverse_whose_entry_is_refused_says_the_position_was_closed(stack: Stack) -> None:
+def test_a_reverse_whose_entry_is_refused_says_the_position_was_closed(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """reverse closes the long, then the venue refuses the short (margin): the one result says both, and the exit
     monitor reports the long's exit."""
     ctx = policy_context(stack, opposite_side_policy="reverse")
     symbol = "SUIUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "3.000000")
+    flat_symbol(ctx, symbol, "3.000000")
     try:
         opened = unique_id("long")
         run(ctx, intent(opened, symbol, "BUY", 60, stop_loss=2.8, take_profit=3.3))
@@ -191,7 +172,6 @@ def test_a_reverse_whose_entry_is_refused_says_the_position_was_closed(stack: St
         assert (exit_event["side"], exit_event["reason"], exit_event["quantity"]) == ("LONG", "signal", float(held))
     finally:
         stack.paper.admin("DELETE", "/paper/v1/faults")
-        flatten(ctx, symbol)
 
 
 def test_the_hedge_policy_holds_a_long_and_a_short_on_a_hedge_mode_account(
@@ -214,16 +194,12 @@ def test_the_hedge_policy_holds_a_long_and_a_short_on_a_hedge_mode_account(
     assert sides == {(t, s) for t in ("STOP_MARKET", "TAKE_PROFIT_MARKET") for s in ("LONG", "SHORT")}
 
 
-def test_the_hedge_policy_on_a_one_way_account_rejects_and_says_why(stack: Stack) -> None:
+def test_the_hedge_policy_on_a_one_way_account_rejects_and_says_why(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """A one-way account cannot hold both sides: under `hedge` an opposite intent is rejected with the reason."""
     ctx = policy_context(stack, opposite_side_policy="hedge")
     symbol = "TRXUSDT"
-    flatten(ctx, symbol)
-    stack.paper.set_price(symbol, "0.25000")
-    try:
-        run(ctx, intent(unique_id("ow"), symbol, "BUY", 60, stop_loss=0.24, take_profit=0.27))
-        result, _ = run(ctx, intent(unique_id("ow2"), symbol, "SELL", 60))
-        assert result.status.value == "rejected"
-        assert "hedge-mode account, and this one is one-way" in (result.reason or "")
-    finally:
-        flatten(ctx, symbol)
+    flat_symbol(ctx, symbol, "0.25000")
+    run(ctx, intent(unique_id("ow"), symbol, "BUY", 60, stop_loss=0.24, take_profit=0.27))
+    result, _ = run(ctx, intent(unique_id("ow2"), symbol, "SELL", 60))
+    assert result.status.value == "rejected"
+    assert "hedge-mode account, and this one is one-way" in (result.reason or "")

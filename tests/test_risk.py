@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from paper_fixtures import PaperExchange, start_paper
-from position_helpers import context, flatten
+from position_helpers import FlatSymbol, context
 from private_stack import private_stack
 from stack_fixtures import ROOT, Stack, unique_id
 
@@ -216,11 +216,11 @@ def test_an_intent_without_timestamp_is_as_old_as_its_stream_entry(stack: Stack,
         assert stack.paper.stats()["orders_placed"] == orders
 
 
-def test_a_halt_stops_new_exposure_but_lets_a_reduction_through(stack: Stack) -> None:
+def test_a_halt_stops_new_exposure_but_lets_a_reduction_through(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """During `qexec halt`, a BUY is rejected as halted while a reduce-only SELL of the open long is filled."""
     symbol = "AVAXUSDT"
     ctx = context(stack.settings)
-    flatten(ctx, symbol)
+    flat_symbol(ctx, symbol)
     opened = unique_id("pre")
     stack.inject({"intent_id": opened, "symbol": symbol, "side": "BUY", "position_size_usd": 100, "leverage": 2})
     assert stack.wait_result(opened)["status"] == "filled"
@@ -234,4 +234,3 @@ def test_a_halt_stops_new_exposure_but_lets_a_reduction_through(stack: Stack) ->
         assert stack.wait_result(less)["status"] == "filled"
     finally:
         halt.resume(stack.redis)
-        flatten(ctx, symbol)
