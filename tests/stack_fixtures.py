@@ -42,7 +42,7 @@ PIPELINE_ENV = {
     "QEXEC_VISIBILITY_TIMEOUT_S": "30",
     "QEXEC_METRICS_PORT": "0",  # never the machine's 9464; the `stack` fixture picks a free port for its bridge
     # The pipeline tests send many intents on a few symbols and expect each to be filled: scale in, and reverse.
-    # tests/test_positions.py covers every policy, the defaults included.
+    # tests/test_policy.py covers every policy, the defaults included.
     "QEXEC_SAME_SIDE_POLICY": "add",
     "QEXEC_OPPOSITE_SIDE_POLICY": "reverse",
 }
