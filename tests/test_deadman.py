@@ -25,6 +25,10 @@ from qexec.worker.celeryconf import beat_config
 
 COUNTDOWN_S = 1.5
 
+# The renewal arms every symbol qexec's Redis says is in use: on the session stack's Redis that is whatever the tests
+# before left open, whose orders the countdown would then cancel. These tests keep their records in a Redis database
+# of their own, so only their symbol is in use.
+
 
 def end_countdown(ctx: Context, symbol: str) -> None:
     """End the symbol's countdown at the venue and forget it was armed (the session's paper exchange is shared)."""
@@ -52,11 +56,11 @@ def test_the_renewal_is_scheduled_only_when_the_countdown_is_set() -> None:
 
 @pytest.mark.slow
 def test_stops_the_countdown_took_are_put_back_by_the_monitor_once_qexec_is_back(
-    stack: Stack, flat_symbol: FlatSymbol
+    stack: Stack, flat_symbol: FlatSymbol, redis_url: str
 ) -> None:
     """With `countdown_cancels_algo` on: qexec renews, stops renewing, the countdown runs out and takes the position's
     SL/TP; the monitor's next pass places both again."""
-    ctx = context(stack.settings, deadman_countdown_s=COUNTDOWN_S)
+    ctx = context(stack.settings, deadman_countdown_s=COUNTDOWN_S, redis_url=redis_url)
     symbol = "ETCUSDT"
     flat_symbol(ctx, symbol, "17.000")
     stack.paper.admin("POST", "/paper/v1/config", {"countdown_cancels_algo": True})
@@ -80,11 +84,11 @@ def test_stops_the_countdown_took_are_put_back_by_the_monitor_once_qexec_is_back
 
 @pytest.mark.slow
 def test_a_stopped_qexecs_resting_limit_entry_is_cancelled_by_the_venue_after_the_countdown(
-    stack: Stack, flat_symbol: FlatSymbol
+    stack: Stack, flat_symbol: FlatSymbol, redis_url: str
 ) -> None:
     """A LIMIT entry rests, qexec renews its symbol once and stops: the venue cancels the order after the countdown.
     qexec then reports it `canceled`, and the next renewal ends the countdown of a symbol it no longer trades."""
-    ctx = context(stack.settings, deadman_countdown_s=COUNTDOWN_S)
+    ctx = context(stack.settings, deadman_countdown_s=COUNTDOWN_S, redis_url=redis_url)
     symbol = "INJUSDT"
     flat_symbol(ctx, symbol, "12.000000")
     ticket = new_ticket(intent(unique_id("dm"), symbol, "BUY", 50, order_type="LIMIT", entry_price=10.0), entry_id=None)

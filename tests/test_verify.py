@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from paper_fixtures import PaperExchange, free_port, qexec_command
+from position_helpers import FlatSymbol, context
 from stack_fixtures import ROOT, Stack, clean_env
 
 pytestmark = pytest.mark.slow
@@ -247,8 +248,9 @@ def test_verify_closes_the_position_it_leaves_so_it_can_run_again(
     assert position_amount(stack, "ETHUSDT") == 0
 
 
-def test_verify_keep_leaves_the_test_position_open(stack: Stack) -> None:
+def test_verify_keep_leaves_the_test_position_open(stack: Stack, flat_symbol: FlatSymbol) -> None:
     """With `--keep`, the last BUY's position stays, and the proof lists nothing closed."""
+    flat_symbol(context(stack.settings), "LINKUSDT")  # verify refuses a symbol other tests left a position on
     done = verify(stack.env, "--count", "1", "--symbol", "LINKUSDT", "--keep", "--timeout-s", "60")
     try:
         assert done.returncode == 0, done.stderr
