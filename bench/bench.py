@@ -517,7 +517,10 @@ def testnet(bench: Bench, quick: bool) -> dict[str, Any]:
             run.figures |= {
                 "fill_to_result_p50_ms": pct(lags, 50),
                 "fill_to_result_p95_ms": pct(lags, 95),
+                "fill_to_result_p99_ms": pct(lags, 99),
                 "accept_to_result_p50_ms": pct(run.accept_lags_ms, 50),
+                # GET /fapi/v1/order calls over the late fills measured (every fill of this run is late)
+                "confirm_calls_per_late_fill": run.figures["confirm_calls_per_intent"] * run.sent / max(1, len(lags)),
             }
             runs[kind] = run
         with bench.paper(Venue()) as venue:
@@ -528,7 +531,9 @@ def testnet(bench: Bench, quick: bool) -> dict[str, Any]:
         [
             "fill_to_result_p50_ms",
             "fill_to_result_p95_ms",
+            "fill_to_result_p99_ms",
             "accept_to_result_p50_ms",
+            "confirm_calls_per_late_fill",
             "confirm_calls_per_intent",
             "confirm_calls_immediate",
             "p50_ms",
