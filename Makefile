@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install up test lint fmt bench bench-paper chaos clean
+.PHONY: install up test lint fmt bench bench-paper chaos recovery clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -40,6 +40,9 @@ bench-paper: $(STAMP)  ## signed order round-trips per second the paper exchange
 	$(BIN)/python bench/paper_bench.py
 
 CHAOS_ARGS ?= --intents 500 --seed 1
+recovery: $(STAMP)  ## time to recover from a SIGKILLed worker and a Redis restart, Redis and RabbitMQ brokers (~4 min)
+	$(BIN)/python bench/recovery.py --json bench/results/recovery.json
+
 chaos: $(STAMP)  ## the chaos suite: 500 intents, every venue fault, workers/bridges SIGKILLed, Redis dropped (~4 min)
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS) --json bench/results/chaos.json
 

@@ -221,6 +221,12 @@ class Settings(BaseSettings):
     # kombu's sweep for such messages runs every interval x throttle seconds (kombu's defaults: 10 x 10).
     unacked_restore_interval_s: int = Field(default=1, ge=1)
     unacked_restore_throttle: int = Field(default=1, ge=1)
+    # Each worker process beats a key in Redis this often; one whose beat has been missing for `node_dead_after_s`
+    # is dead: beat's takeover (every `takeover_every_s`) queues its broker messages again at once and its locks may
+    # be taken, instead of waiting out the visibility timeout and the lock's expiry.
+    node_beat_s: float = Field(default=1.0, gt=0)
+    node_dead_after_s: float = Field(default=3.0, gt=0)
+    takeover_every_s: float = Field(default=1.0, gt=0)
 
     # Positions and protection.
     same_side_policy: SameSidePolicy = Field(default="update_protection")
@@ -300,6 +306,11 @@ class Settings(BaseSettings):
             raise ValueError("QEXEC_API_KEY and QEXEC_API_SECRET must be set together")
         if self.mode is not Mode.PAPER and self.api_key is None:
             raise ValueError(f"QEXEC_MODE={self.mode} needs QEXEC_API_KEY and QEXEC_API_SECRET")
+        if self.node_dead_after_s < 2 * self.node_beat_s:
+            raise ValueError(
+                f"QEXEC_NODE_DEAD_AFTER_S={self.node_dead_after_s:g} must be at least twice QEXEC_NODE_BEAT_S="
+                f"{self.node_beat_s:g}: one late beat would take a live worker for dead"
+            )
         return self
 
     def _check_streams(self, venue: VenueIdentity) -> None:

@@ -46,6 +46,11 @@ ALERT_EVENT_KEY = "qexec:alert:{event}"
 ALERT_RATE_KEY = "qexec:alert-rate:{destination}:{minute}"
 # hash per worker process running a feed: `live` (1/0), `live_for_s`; expires once the process stops reporting
 FEED_STATE_KEY = "qexec:feed:{process}"
+# A live worker process beats this key (qexec/liveness.py); one whose key is gone long enough is taken over.
+NODE_ALIVE_KEY = "qexec:node:{node}:alive"
+NODE_MISSING_KEY = "qexec:node:{node}:missing"  # when a node's beat was first seen missing (epoch ms)
+# In the broker's Redis, beside kombu's `unacked` hash: delivery tag -> the node that holds the message.
+BROKER_HOLDERS_KEY = "qexec:broker:holders"
 
 # The paper exchange's built-in credentials (paper mode only; never valid anywhere else).
 PAPER_API_KEY = "qexec-paper-key"

@@ -9,4 +9,4 @@ for _name in [n for n in os.environ if n.startswith("QEXEC_") and n != "QEXEC_EM
     del os.environ[_name]
 os.environ["QEXEC_REDIS_URL"] = "redis://127.0.0.1:9/15"
 
-pytest_plugins = ("redis_fixtures", "paper_fixtures", "stack_fixtures", "position_helpers")
+pytest_plugins = ("redis_fixtures", "paper_fixtures", "stack_fixtures", "position_helpers", "rabbit_fixtures")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -50,7 +49,7 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
         return ticket
     r = ctx.redis
     lock_key = constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id)
-    token = uuid.uuid4().hex
+    token = locks.new_token()
     # Held across at most ~6 venue calls (rules, mark, leverage, mode, submit, look-up), each bounded by the
     # request timeout; expiring early would let a duplicate execution run beside this one.
     lock_ms = int((ctx.settings.request_timeout_s * 8 + 5) * 1000)
@@ -64,7 +63,7 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
     if not ticket.intent.reduce_only:
         entries.queue_entry_registration(ctx, ticket, pipe, token)
     locked, state, published_id, halt, *registered = pipe.execute()
-    if not locked:
+    if not locked and not locks.take_over(r, lock_key, token, lock_ms, ctx.settings.node_beat_s):
         raise Pending(0.5, "another execution is placing this intent")
     lock = PlaceLock(lock_key, token)
     try:

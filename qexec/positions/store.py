@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from qexec import constants, locks
+from qexec.config import get_settings
 from qexec.models import Side
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ LONG, SHORT = "LONG", "SHORT"
 LOCK_MS = 30_000
 
 
+TAKE_OVER_LOOK_S = 0.5  # how often a step waiting for a position's lock asks whether its holder died
 LOCK_POLL_S = 0.01  # how often a step waiting for a position's lock asks again
 
 
@@ -142,9 +143,14 @@ def tracked_keys(r: redis.Redis) -> set[tuple[str, str]]:
 def locked(r: redis.Redis, symbol: str, direction: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the position's lock, waiting up to `wait_s` for it (raises `PositionBusy` when another step keeps it)."""
     key = constants.POSITION_LOCK_KEY.format(symbol=symbol, direction=direction)
-    token = uuid.uuid4().hex
+    token = locks.new_token()
     give_up_at = time.monotonic() + wait_s
+    look_at = time.monotonic()
     while not r.set(key, token, nx=True, px=LOCK_MS):
+        if time.monotonic() >= look_at:  # the holder's node died (its lock would keep the position LOCK_MS): take it
+            if locks.take_over(r, key, token, LOCK_MS, get_settings().node_beat_s):
+                break
+            look_at = time.monotonic() + TAKE_OVER_LOOK_S
         if time.monotonic() >= give_up_at:
             raise PositionBusy(f"{symbol} {direction} is busy")
         time.sleep(LOCK_POLL_S)

@@ -23,6 +23,7 @@ from qexec.config import Settings, get_settings
 from qexec.ops import flower_auth, notify
 from qexec.ops.selftest import venue_or_exit
 from qexec.venue import feed
+from qexec.worker import takeover
 from qexec.worker.celeryconf import celery_config
 
 EXIT_INVALID_SETTINGS = 1
@@ -81,6 +82,13 @@ def _check_venue_before_consuming(**_: Any) -> None:
     venue_or_exit(settings, redis_streams.connect(settings.redis_url))  # its calls spend from the shared venue budget
 
 
+@celeryd_after_setup.connect
+def _start_beating(sender: str, **_: Any) -> None:
+    # Before the consumer starts, so that every message this worker takes names its node (qexec/worker/takeover.py).
+    settings = get_settings()
+    takeover.start_beating(redis_streams.connect(settings.redis_url), settings, sender)
+
+
 @worker_ready.connect
 @worker_process_init.connect
 def _start_feed(**_: Any) -> None:
@@ -98,3 +106,4 @@ def _start_feed(**_: Any) -> None:
 @worker_shutdown.connect
 def _stop_feed(**_: Any) -> None:
     feed.stop_all()
+    takeover.stop_beating()

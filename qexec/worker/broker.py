@@ -8,17 +8,26 @@ work is safe: the messages stay in the broker's unacked hash. They are not left 
 (minutes, with production settings): the process remembers which ones it held, and the first channel of its next
 connection queues those again and removes the ones it acknowledged meanwhile - seconds after Redis is back. Every
 task is idempotent, so one that was still running then may run once more.
+
+A worker that dies (SIGKILL, a lost host) cannot give its messages back. So that they are not left to the visibility
+timeout either, each delivery records its holder - this process's node id (qexec/liveness.py) - beside kombu's
+`unacked` hash, in the same round trip, and its acknowledgement removes it; beat's takeover
+(qexec/worker/takeover.py) queues the messages of a node that stopped beating again at once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.json import dumps
+
+from qexec import constants, liveness
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +78,29 @@ _orphans = _Orphans()
 
 
 class RedisQoS(kombu_redis.QoS):
-    """kombu's Redis QoS, leaving messages to the visibility sweep once their connection is torn down."""
+    """kombu's Redis QoS, leaving messages to the visibility sweep once their connection is torn down, and recording
+    which node holds each message it delivers."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """kombu's `append` (the message into the unacked hash and its index), with its holder, in one round trip."""
+        delivery = message.delivery_info
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(
+                self.unacked_key,
+                delivery_tag,
+                dumps([message._raw, delivery["exchange"], delivery["routing_key"]]),  # type: ignore[no-untyped-call]
+            )
+            node = liveness.current()
+            if node is not None:
+                pipe.hset(constants.BROKER_HOLDERS_KEY, delivery_tag, node)
+            pipe.execute()
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """kombu's removal from the unacked hash and index (ack, reject, restore), with the message's holder."""
+        queued = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[no-untyped-call]
+        return queued.hdel(constants.BROKER_HOLDERS_KEY, delivery_tag)
 
     def _torn_down(self) -> bool:
         transport = getattr(self.channel, "connection", None)

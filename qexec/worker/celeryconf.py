@@ -11,6 +11,10 @@ from qexec import constants
 from qexec.alerts import ALERT_QUEUE, SEND_TASK
 from qexec.config import REDIS_SCHEMES, Settings
 from qexec.ops.deadman import renew_every_s
+from qexec.worker import takeover
+
+# The worker consumes all of them: new intents, confirmation polls, alerts, and the takeover of a dead worker's work.
+QUEUES = ("qexec", "qexec.confirm", ALERT_QUEUE, takeover.QUEUE)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -33,10 +37,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_default_queue": "qexec",
-        "task_queues": (Queue("qexec"), Queue("qexec.confirm"), Queue(ALERT_QUEUE)),  # type: ignore[no-untyped-call]
+        "task_queues": tuple(Queue(name) for name in QUEUES),  # type: ignore[no-untyped-call]
         # Confirmation polls get their own queue so they are not stuck behind a backlog of new intents; alerts
-        # too, so that neither waits behind the other.
-        "task_routes": {"qexec.confirm_fill": {"queue": "qexec.confirm"}, SEND_TASK: {"queue": ALERT_QUEUE}},
+        # and the takeover of a dead worker's messages too, so that none waits behind another.
+        "task_routes": {
+            "qexec.confirm_fill": {"queue": "qexec.confirm"},
+            SEND_TASK: {"queue": ALERT_QUEUE},
+            takeover.TASK: {"queue": takeover.QUEUE},
+        },
         "worker_timer_precision": 0.05,
         "worker_disable_rate_limits": True,  # qexec paces venue calls itself (qexec/venue/limiter.py), not Celery
         # Task events cost a broker publish per task state (the largest single item, about a fifth of the samples,
@@ -66,10 +74,15 @@ def visibility_timeout_s(settings: Settings) -> int:
     )
 
 
+def redis_broker(settings: Settings) -> bool:
+    """True when the broker is a Redis (qexec's own transport), not RabbitMQ."""
+    return settings.effective_broker_url.startswith(tuple(f"{scheme}://" for scheme in REDIS_SCHEMES))
+
+
 def broker_transport(settings: Settings) -> tuple[str | None, dict[str, Any]]:
     """The broker's kombu transport class and its options: qexec's own Redis transport for a Redis broker, else
     kombu's default for the URL (None) with no options."""
-    if not settings.effective_broker_url.startswith(tuple(f"{scheme}://" for scheme in REDIS_SCHEMES)):
+    if not redis_broker(settings):
         return None, {}
     # kombu's Redis transport, made to survive Redis going away under a worker (see qexec/worker/broker.py).
     return "qexec.worker.broker:RedisTransport", {
@@ -103,6 +116,7 @@ def beat_config(settings: Settings) -> dict[str, Any]:
                 "options": {"expires": settings.exit_monitor_every_s * 2},  # a late run is superseded by the next
             },
             **deadman_schedule(settings),
+            **takeover.schedule(settings, redis_broker(settings)),
         },
     }
 

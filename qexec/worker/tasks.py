@@ -20,6 +20,7 @@ from qexec.ops import deadman, halt, notify, selftest
 from qexec.pipeline import admission, bridge, confirm, place, publish, reconcile
 from qexec.pipeline import chain as chain_shape
 from qexec.positions import monitor, protection, store
+from qexec.worker import takeover
 from qexec.worker.app import REPR_MAXSIZE, app
 from qexec.worker.runtime import context, qexec_redis
 
@@ -204,6 +205,13 @@ def send_alert(self: Task, alert: dict[str, Any], destinations: list[str] | None
     if left:
         notify.gave_up(r, settings, alert, left)
     return left
+
+
+@app.task(name=takeover.TASK, ignore_result=True)
+def take_over() -> dict[str, int]:
+    """Beat: queue again, at once, the broker messages of worker nodes that stopped beating (a Redis broker)."""
+    with app.connection_for_write() as connection:
+        return takeover.sweep(connection.default_channel, qexec_redis(), get_settings())
 
 
 @app.task(name="qexec.reclaim_intents", ignore_result=True)
