@@ -227,6 +227,9 @@ class Settings(BaseSettings):
     node_beat_s: float = Field(default=1.0, gt=0)
     node_dead_after_s: float = Field(default=3.0, gt=0)
     takeover_every_s: float = Field(default=1.0, gt=0)
+    # An order still being confirmed whose next confirm_fill has not started this long after its countdown (its
+    # message lost with a worker) gets a fresh confirmation from beat's takeover.
+    confirm_overdue_s: float = Field(default=4.0, gt=0)
 
     # Positions and protection.
     same_side_policy: SameSidePolicy = Field(default="update_protection")

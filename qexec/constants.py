@@ -19,6 +19,9 @@ CONSUMER_LEASE_KEY = "qexec:consumer:{stream}:{group}:{consumer}"
 HEARTBEAT_KEY = "qexec:heartbeat"  # hash: the last venue heartbeat (at, ok, error, dead_letters)
 REDBEAT_PREFIX = "qexec:beat:"  # celery-redbeat's schedule and its lock
 INFLIGHT_KEY = "qexec:inflight"  # sorted set: intents with an order placed and no result yet, by placed-at time
+# sorted set: the same intents, by when their next confirm_fill must have started (epoch s); beat's takeover sends
+# a fresh confirmation for one that is overdue (its chain's message lost with a worker)
+CONFIRM_DUE_KEY = "qexec:confirm:due"
 METRICS_KEY = "qexec:metrics:{family}"  # hash per metric family: label value -> count, or a histogram's buckets
 # Positions and protection, keyed by symbol and direction (LONG/SHORT).
 POSITIONS_KEY = "qexec:positions"  # set of "SYMBOL:DIRECTION" qexec tracks

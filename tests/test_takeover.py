@@ -8,17 +8,24 @@ take-profit at the venue within 10 s of a worker's SIGKILL, or of Redis answerin
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from stack_fixtures import ROOT, clean_env
+from paper_fixtures import PaperExchange
+from stack_fixtures import ROOT, Stack, clean_env, seed_intent, start_beat, stop_process, unique_id, wait_for_line
 
 from qexec import constants, liveness, locks
+from qexec.config import Settings
+from qexec.models import client_order_id
+from qexec.ops.redisserver import LocalRedis
 
 TARGET_S = 10.0
 
@@ -136,3 +143,64 @@ def test_a_sigkilled_worker_mid_confirmation_recovers_within_10_s_on_rabbitmq(tm
     """RabbitMQ redelivers a lost consumer's messages when its connection drops; the dead node's place and position
     locks are taken over, not waited out."""
     assert_within_target(recovery(tmp_path, "rabbitmq", "kill"))
+
+
+@pytest.fixture
+def production_stack(tmp_path: Path, start_paper_server: Callable[..., PaperExchange]) -> Iterator[Stack]:
+    """A Redis and a paper exchange of the test's own, and settings left at their production defaults; the test
+    starts the processes."""
+    server = LocalRedis(data_dir=tmp_path / "redis", appendonly=True).start()
+    paper = start_paper_server("--tick-ms", "0", "--result-wait-ms", "0")
+    extra = {"QEXEC_MODE": "paper", "QEXEC_METRICS_PORT": "0", "QEXEC_REDIS_URL": server.url}
+    extra["QEXEC_EXCHANGE_URL"] = paper.url
+    settings = Settings(**{k.removeprefix("QEXEC_").lower(): v for k, v in extra.items()})
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    logs_dir = tmp_path / "logs"
+    logs_dir.mkdir()
+    running = Stack(env=clean_env(extra), settings=settings, redis=client, paper=paper, logs_dir=logs_dir)
+    try:
+        yield running
+    finally:
+        for proc in running.processes.values():
+            stop_process(proc, signal.SIGKILL)
+        client.close()
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_confirmation_whose_message_was_lost_is_sent_again_within_seconds(production_stack: Stack) -> None:
+    """A worker killed after the broker handed it a confirm_fill retry but before it recorded it (kombu's Redis
+    transport pops the message, then records it): the message is nowhere. Beat's takeover sees the order's next
+    confirmation overdue and sends one, instead of reconcile finding the order a minute later."""
+    # Given an order the venue fills 6 s late, its confirm_fill counting down in a worker
+    stack = production_stack
+    stack.start_worker("worker-a", concurrency=4)
+    stack.start_bridge()
+    start_beat(stack, "beat")
+    iid = unique_id("lost-confirm")
+    stack.paper.add_fault(kind="fill_delay", delay_ms=6000, client_order_id=client_order_id(iid))
+    stack.inject(seed_intent(iid, symbol="LINKUSDT", entry_price=None, stop_loss=None, take_profit=None))
+    pending = re.compile(rf"FILL_PENDING status=NEW .*intent_id={iid} ")
+    wait_for_line(stack.logs_dir / "worker-a.log", pending, stack.processes["worker-a"], 20)
+
+    # When the worker dies and its messages vanish with it (what the kill between pop and record does)
+    stack.processes["worker-a"].send_signal(signal.SIGKILL)
+    stack.processes["worker-a"].wait(10)
+    killed = time.monotonic()
+    stack.redis.delete("unacked", "unacked_index", constants.BROKER_HOLDERS_KEY)
+    stack.start_worker("worker", concurrency=4)
+
+    # Then the order is confirmed again, once, within seconds: one result, one order, SL and TP placed
+    result = stack.wait_result(iid, timeout_s=30)
+    recovered_s = time.monotonic() - killed
+    assert result["status"] == "filled", result
+    assert recovered_s <= 6 + TARGET_S, f"{recovered_s:.1f} s: reconcile's minute, not the takeover"
+    assert f"CONFIRM_RESUMED intent_id={iid}" in stack.log("worker")
+    deadline = time.monotonic() + 10
+    while not any(e["status"] == "placed" for e in stack.protection_events(iid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [e["status"] for e in stack.protection_events(iid)] == ["placed"]
+    time.sleep(1)
+    assert len(stack.results(iid)) == 1
+    assert len(stack.paper.orders(clientOrderId=client_order_id(iid))) == 1

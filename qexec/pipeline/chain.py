@@ -25,6 +25,7 @@ class Step(StrEnum):
 
 
 STEPS = (Step.PLACE, Step.CONFIRM, Step.PUBLISH, Step.PROTECT)
+RESUMED = STEPS[1:]  # a confirmation sent again for an order placed already (its chain's message was lost)
 
 
 def left_out(*, published: bool, protected: bool) -> frozenset[Step]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from qexec import constants, locks
+from qexec.config import Settings
 from qexec.context import Context
 from qexec.models import (
     Ticket,
@@ -32,6 +34,7 @@ class Placement:
         state = {"phase": "placed", "order_id": ticket.order.orderId, "placed_at": ticket.placed_at.timestamp()}
         if in_flight:
             pipe.zadd(constants.INFLIGHT_KEY, {ticket.intent_id: ticket.placed_at.timestamp()})
+            expect_confirmation(pipe, ticket.intent_id, ctx.settings, 0.0)
             state["ticket_json"] = ticket.model_dump_json()
         pipe.hset(key, mapping={k: str(v) for k, v in state.items()})
         pipe.expire(key, ctx.settings.intent_state_ttl_s)
@@ -50,6 +53,15 @@ class PlaceLock:
         """Queue the release in `pipe`."""
         locks.release(pipe, self.key, self.token)
         self.held = False
+
+
+def expect_confirmation(
+    client: redis.Redis | redis.client.Pipeline, intent_id: str, settings: Settings, countdown_s: float
+) -> None:
+    """Say when the intent's next confirm_fill must have started: `countdown_s` from now, plus the overdue margin
+    (queued on a pipeline, or sent now)."""
+    due = time.time() + countdown_s + settings.confirm_overdue_s
+    client.zadd(constants.CONFIRM_DUE_KEY, {intent_id: due})
 
 
 def order_key(ticket: Ticket) -> str:

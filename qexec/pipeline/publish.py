@@ -112,6 +112,7 @@ def publish(
         log_after_result()
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.zrem(constants.INFLIGHT_KEY, ticket.intent_id)
+    pipe.zrem(constants.CONFIRM_DUE_KEY, ticket.intent_id)
     if placement is not None:
         placement.record(pipe, ticket, ctx, in_flight=False)
     counts_from = len(pipe)

@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 from qexec import constants, logs
 from qexec.context import Context, Pending
 from qexec.models import Ticket
-from qexec.pipeline import confirm, publish
+from qexec.pipeline import confirm, order_record, publish
 
 log = logging.getLogger(__name__)
 
 
 RECONCILE_GRACE_S = 30.0
+
+
+def overdue_confirmations(ctx: Context, limit: int = 100) -> list[Ticket]:
+    """The tickets of orders whose next confirm_fill should have started `QEXEC_CONFIRM_OVERDUE_S` ago and has not
+    (its message was lost with a worker, e.g. popped from the queue by one killed before it recorded it): each is
+    expected again two margins from now, so that it is sent once per margin at most."""
+    r = ctx.redis
+    now = time.time()
+    overdue: Any = r.zrangebyscore(constants.CONFIRM_DUE_KEY, 0, now, start=0, num=limit)
+    resumed: list[Ticket] = []
+    for intent_id in overdue:
+        pipe = r.pipeline(transaction=False)
+        pipe.exists(constants.PUBLISHED_KEY.format(intent_id=intent_id))
+        pipe.hget(constants.ORDER_KEY.format(intent_id=intent_id), "ticket_json")
+        published, ticket_json = pipe.execute()
+        if published or not ticket_json:
+            r.zrem(constants.CONFIRM_DUE_KEY, intent_id)  # done, or nothing to confirm: reconcile's business
+            continue
+        order_record.expect_confirmation(r, intent_id, ctx.settings, ctx.settings.confirm_overdue_s)
+        logs.proof("CONFIRM_RESUMED", level=logging.WARNING, intent_id=intent_id, reason="its confirmation is overdue")
+        resumed.append(Ticket.model_validate_json(ticket_json))
+    return resumed
 
 
 def reconcile_orders(ctx: Context, limit: int = 100) -> list[str]:

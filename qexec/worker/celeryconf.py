@@ -116,7 +116,7 @@ def beat_config(settings: Settings) -> dict[str, Any]:
                 "options": {"expires": settings.exit_monitor_every_s * 2},  # a late run is superseded by the next
             },
             **deadman_schedule(settings),
-            **takeover.schedule(settings, redis_broker(settings)),
+            **takeover.schedule(settings),
         },
     }
 

@@ -7,8 +7,12 @@ instead of after the visibility timeout (minutes, with the production settings).
 by the next step that needs it (qexec/locks.py). Every step is idempotent, so a node taken for dead that was only
 slow runs nothing twice that matters: it finds the work done, or its lock taken.
 
-With RabbitMQ the broker itself redelivers a lost consumer's messages when its connection drops; only the locks
-need taking over there.
+The same task sends a fresh confirmation for every order whose next `confirm_fill` is overdue
+(`QEXEC_CONFIRM_OVERDUE_S` past its countdown; qexec/pipeline/reconcile.py): kombu's Redis transport pops a message
+and then records it as unacknowledged, so a worker killed between the two loses it with no trace in the broker.
+
+With RabbitMQ the broker itself redelivers a lost consumer's messages when its connection drops; the locks and the
+overdue confirmations are taken over there too.
 """
 
 from __future__ import annotations
@@ -105,9 +109,8 @@ def sweep(channel: Any, r: redis.Redis, settings: Settings) -> dict[str, int]:
     return dict(taken)
 
 
-def schedule(settings: Settings, redis_broker: bool) -> dict[str, Any]:
-    """Beat's entry for the sweep (a Redis broker only: RabbitMQ redelivers a dead consumer's messages itself)."""
-    if not redis_broker:
-        return {}
+def schedule(settings: Settings) -> dict[str, Any]:
+    """Beat's entry for the takeover (its broker sweep runs on a Redis broker only: RabbitMQ redelivers a dead
+    consumer's messages itself; overdue confirmations are sent again on either)."""
     every_s = settings.takeover_every_s
     return {"take-over": {"task": TASK, "schedule": every_s, "options": {"expires": every_s * 2}}}

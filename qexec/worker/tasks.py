@@ -17,11 +17,12 @@ from qexec.context import Context, Pending
 from qexec.errors import IntentError
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
 from qexec.ops import deadman, halt, notify, selftest
-from qexec.pipeline import admission, bridge, confirm, place, publish, reconcile
+from qexec.pipeline import admission, bridge, confirm, order_record, place, publish, reconcile
 from qexec.pipeline import chain as chain_shape
 from qexec.positions import monitor, protection, store
 from qexec.worker import takeover
 from qexec.worker.app import REPR_MAXSIZE, app
+from qexec.worker.celeryconf import redis_broker
 from qexec.worker.runtime import context, qexec_redis
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,19 @@ def again(task: Task, countdown_s: float, errors: int) -> Retry:
         return sent
 
 
-def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> Ticket | ExecutionResult:
+def _run(
+    task: Task, step: Step, ticket_data: dict[str, Any], errors: int, *, watched: bool = False
+) -> Ticket | ExecutionResult:
+    """Run a step; `watched`: a confirmation, whose next attempt is expected in Redis (beat's takeover sends a fresh
+    one should its message be lost)."""
     ticket = Ticket.model_validate(ticket_data)
     try:
         out = step(ticket, context(), task.request.retries)
     except Pending as pending:
         # Capped: a countdown longer than the visibility timeout allows would be redelivered while still held.
         countdown_s = min(pending.countdown_s, get_settings().retry_countdown_max_s)
+        if watched:
+            _expect_again(ticket, countdown_s)
         raise again(task, countdown_s, errors) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis away is waited out, never counted as a failure: giving up could report a placed order as failed.
@@ -80,6 +87,13 @@ def _run(task: Task, step: Step, ticket_data: dict[str, Any], errors: int) -> Ti
             raise again(task, countdown_s, errors + 1) from exc
         out = ticket.decide(ResultStatus.FAILED, f"{task.name} failed: {exc!r}")
     return out
+
+
+def _expect_again(ticket: Ticket, countdown_s: float) -> None:
+    try:
+        order_record.expect_confirmation(qexec_redis(), ticket.intent_id, get_settings(), countdown_s)
+    except redis.RedisError as exc:  # the attempt is overdue then, and beat's takeover sends one more: harmless
+        log.warning("could not record intent %s's next confirmation (%s)", ticket.intent_id, exc)
 
 
 def _publish(task: Task, ticket: Ticket, errors: int) -> dict[str, Any]:
@@ -142,7 +156,7 @@ def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str
 @app.task(name=chain_shape.Step.CONFIRM.value, **STEP_OPTIONS)
 def confirm_fill(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Wait with a growing countdown until the order is filled, terminal, or canceled at the deadline."""
-    return dict(_run(self, confirm.confirm, ticket, errors).model_dump(mode="json"))
+    return dict(_run(self, confirm.confirm, ticket, errors, watched=True).model_dump(mode="json"))
 
 
 @app.task(name=chain_shape.Step.PUBLISH.value, **STEP_OPTIONS)
@@ -151,19 +165,17 @@ def publish_execution(self: Task, ticket: dict[str, Any], errors: int = 0) -> di
     return _publish(self, Ticket.model_validate(ticket), errors)
 
 
-def start_chain(ticket: Ticket) -> None:
-    """Enqueue place → confirm → publish → protect for a ticket, with task ids derived from the intent id."""
+def start_chain(ticket: Ticket, steps: tuple[chain_shape.Step, ...] = chain_shape.STEPS) -> None:
+    """Enqueue place → confirm → publish → protect for a ticket (or the last `steps` of it), with task ids derived
+    from the intent id."""
     data = ticket.model_dump(mode="json")
     iid = ticket.intent_id
     # The arguments' printable form (logs, Flower) names the intent, instead of Celery printing the ticket per send.
     shown = {"argsrepr": f"(<ticket {iid} {ticket.intent.symbol} {ticket.intent.side.value}>)", "kwargsrepr": "{}"}
-    first = {chain_shape.Step.PLACE: (data,), chain_shape.Step.PROTECT: (data,)}  # the others take the step before's
+    first = {steps[0]: (data,), chain_shape.Step.PROTECT: (data,)}  # the others take the step before's output
     tasks = {t.name: t for t in (place_order, confirm_fill, publish_execution, protect_position)}
     chain(
-        *(
-            tasks[step].s(*first.get(step, ())).set(task_id=f"{iid}:{step.suffix}", **shown)
-            for step in chain_shape.STEPS
-        )
+        *(tasks[step].s(*first.get(step, ())).set(task_id=f"{iid}:{step.suffix}", **shown) for step in steps)
     ).apply_async()
 
 
@@ -209,9 +221,16 @@ def send_alert(self: Task, alert: dict[str, Any], destinations: list[str] | None
 
 @app.task(name=takeover.TASK, ignore_result=True)
 def take_over() -> dict[str, int]:
-    """Beat: queue again, at once, the broker messages of worker nodes that stopped beating (a Redis broker)."""
-    with app.connection_for_write() as connection:
-        return takeover.sweep(connection.default_channel, qexec_redis(), get_settings())
+    """Beat: queue again, at once, the broker messages of worker nodes that stopped beating (a Redis broker); and
+    send a fresh confirmation for each order whose next confirm_fill is overdue (its message lost with a worker)."""
+    settings = get_settings()
+    taken: dict[str, int] = {}
+    if redis_broker(settings):
+        with app.connection_for_write() as connection:
+            taken = takeover.sweep(connection.default_channel, qexec_redis(), settings)
+    for ticket in reconcile.overdue_confirmations(context()):
+        start_chain(ticket, chain_shape.RESUMED)
+    return taken
 
 
 @app.task(name="qexec.reclaim_intents", ignore_result=True)
