@@ -90,6 +90,31 @@ def test_a_fill_reaches_the_feed_with_the_venues_own_price_quantity_and_quote(
     assert seen.updateTime == answer["updateTime"]
 
 
+def test_a_subscriber_is_called_with_each_event_after_the_view_has_it_and_a_failing_one_stops_nothing(
+    paper: PaperExchange, live_feed: feed.Feed
+) -> None:
+    """`subscribe`: the listener gets the order's final ORDER_TRADE_UPDATE once the feed's `order` already says so; a
+    listener that raises is logged, and the stream goes on."""
+    seen: list[tuple[str, str, bool]] = []
+
+    def listener(kind: str, event: dict[str, Any]) -> None:
+        if kind == "ORDER_TRADE_UPDATE" and event["o"]["X"] == "FILLED":
+            known = live_feed.order(event["o"]["c"])
+            seen.append((kind, event["o"]["c"], known is not None and known.status is OrderStatus.FILLED))
+
+    def broken(kind: str, event: dict[str, Any]) -> None:
+        raise RuntimeError("a listener's bug")
+
+    live_feed.subscribe(broken)
+    live_feed.subscribe(listener)
+    live_feed.subscribe(listener)  # once only
+    market(paper, "BTCUSDT", "BUY", "0.010", "feed-listen-1")
+    market(paper, "BTCUSDT", "SELL", "0.010", "feed-listen-2")
+    wait_for(lambda: len(seen) == 2)
+    assert seen == [("ORDER_TRADE_UPDATE", "feed-listen-1", True), ("ORDER_TRADE_UPDATE", "feed-listen-2", True)]
+    assert live_feed.live
+
+
 def test_positions_follow_every_fill_as_position_risk_reports_them(paper: PaperExchange, live_feed: feed.Feed) -> None:
     """Open, add to and close a position: after each fill the feed's amount and entry equal positionRisk's."""
     for n, (side, quantity) in enumerate((("BUY", "0.010"), ("BUY", "0.020"), ("SELL", "0.030"))):

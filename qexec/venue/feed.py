@@ -184,6 +184,7 @@ class Feed:
         self._down_said: dict[str, float] = {}  # stream -> when its being down was last logged
         self._down_since = time.monotonic()  # when the user stream was last live (or the feed began)
         self.events = 0  # user-stream events applied, for status and tests
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -208,6 +209,16 @@ class Feed:
     def running(self) -> bool:
         """True in the process that started the feed, until it is stopped."""
         return bool(self._threads) and not self._stop.is_set() and self._pid == os.getpid()
+
+    def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Have `listener(kind, event)` called with each user-stream event (`ORDER_TRADE_UPDATE`, ...) once the view
+        has applied it (a second call with the same listener does nothing).
+
+        It runs in the stream's thread, between two events: it must return at once - no network, no Redis, no lock
+        held for long - and hand any work to a thread of its own.
+        """
+        if listener not in self._listeners:
+            self._listeners.append(listener)
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -399,6 +410,11 @@ class Feed:
         else:
             return
         self.events += 1
+        for listener in self._listeners:
+            try:
+                listener(kind, event)
+            except Exception:  # a listener's bug must not take the stream down
+                log.exception("feed listener %r failed on %s", listener, kind)
 
     def _on_order(self, o: dict[str, Any]) -> None:
         cid, order_id, execution = o.get("c"), o.get("i"), o.get("x")
