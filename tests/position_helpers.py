@@ -90,6 +90,16 @@ def exits(ctx: Context, symbol: str) -> list[dict[str, Any]]:
     ]
 
 
+def wait_exits(ctx: Context, symbol: str, timeout_s: float = 10) -> list[dict[str, Any]]:
+    """The exit events published for a symbol, once there is one: the stack's worker reports a stop's or a target's
+    exit from the venue's events (qexec/pipeline/fill_events.py), maybe while a test's own monitor pass finds the
+    position busy."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := exits(ctx, symbol)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def flatten(ctx: Context, symbol: str) -> None:
     """Cancel the symbol's open and algo orders, close its positions and forget qexec's records of them."""
     client = ctx.venue._client

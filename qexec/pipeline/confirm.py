@@ -16,11 +16,12 @@ from qexec.errors import (
     UnknownOutcome,
 )
 from qexec.models import (
+    ExecutionResult,
     OrderState,
     ResultStatus,
     Ticket,
 )
-from qexec.pipeline.publish import build_result
+from qexec.pipeline.publish import build_result, published_result
 from qexec.pipeline.trace import log_fill, ticket_ids
 from qexec.positions import protection, store
 from qexec.venue import view
@@ -49,6 +50,22 @@ def stream_delay_s(settings: Settings, attempt: int) -> float:
     return float(min(settings.poll_max_s, settings.stream_poll_s * STREAM_POLL_FACTOR ** min(attempt, 32)))
 
 
+def fill_deadline(ticket: Ticket, settings: Settings) -> datetime:
+    """When an order still working is canceled: `fill_timeout_s` after it was placed."""
+    return (ticket.placed_at or ticket.received_at) + timedelta(seconds=settings.fill_timeout_s)
+
+
+def confirm_step(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | ExecutionResult:
+    """The `qexec.confirm_fill` task's body: the intent's result when it is out already - the venue's fill event
+    published it (qexec/pipeline/fill_events.py), and the venue is not asked - else `confirm`."""
+    if ticket.verdict is None and ticket.order is not None:
+        entry_id = ctx.redis.get(constants.PUBLISHED_KEY.format(intent_id=ticket.intent_id))
+        done = published_result(ctx, str(entry_id)) if entry_id else None
+        if done is not None:
+            return done
+    return confirm(ticket, ctx, attempt)
+
+
 def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
     """Wait (by `Pending`) until the order is terminal with a priced fill, cancelling it at the deadline.
 
@@ -61,7 +78,7 @@ def confirm(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket:
     order = ticket.order
     if not order.settled:
         now = ctx.now()
-        deadline = (ticket.placed_at or ticket.received_at) + timedelta(seconds=ctx.settings.fill_timeout_s)
+        deadline = fill_deadline(ticket, ctx.settings)
         streamed = view.streamed_order(ctx.venue, ticket.client_order_id, order, ticket.placed_at or ticket.received_at)
         if streamed is not None and streamed.settled:
             order = streamed

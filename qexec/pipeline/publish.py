@@ -95,7 +95,21 @@ def publish(
     placement: Placement | None = None,
     log_after_result: Callable[[], None] | None = None,
 ) -> ExecutionResult:
-    """Publish the intent's one terminal result (a second call publishes nothing).
+    """Publish the intent's one terminal result (a second call publishes nothing); the result readers got (see
+    `publish_first`)."""
+    return publish_first(ticket, ctx, attempt, placement=placement, log_after_result=log_after_result)[0]
+
+
+def publish_first(
+    ticket: Ticket,
+    ctx: Context,
+    attempt: int = 0,
+    *,
+    placement: Placement | None = None,
+    log_after_result: Callable[[], None] | None = None,
+) -> tuple[ExecutionResult, bool]:
+    """Publish the intent's one terminal result unless it is out already; the result readers got, and True when this
+    call wrote it.
 
     The bookkeeping comes after the result, in one round trip: the intent leaves the in-flight list, the figures are
     counted, and - for an order placed by this very run (`placement`) - the order is recorded and the place lock
@@ -144,7 +158,7 @@ def publish(
         reason=result.reason,
         **ticket_ids(ticket, ctx),
     )
-    return result
+    return result, written
 
 
 def published_result(ctx: Context, entry_id: str) -> ExecutionResult | None:

@@ -35,7 +35,7 @@ def log_response(ticket: Ticket, ctx: Context, order: OrderState) -> None:
     )
 
 
-def log_fill(ticket: Ticket, ctx: Context, order: OrderState) -> None:
+def log_fill(ticket: Ticket, ctx: Context, order: OrderState, **extra: Any) -> None:
     fill = order.fill
     if fill is not None:
         logs.proof(
@@ -43,5 +43,6 @@ def log_fill(ticket: Ticket, ctx: Context, order: OrderState) -> None:
             status=order.status.value,
             executed_qty=fill.quantity,
             avg_price=fill.price,
+            **extra,
             **ticket_ids(ticket, ctx, order),
         )

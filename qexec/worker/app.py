@@ -94,11 +94,13 @@ def _start_beating(sender: str, **_: Any) -> None:
 def _start_feed(**_: Any) -> None:
     # The process that runs the tasks keeps the venue's streams open (threads pool: the worker itself; prefork:
     # each child). Until the feed is live, and whenever it drops, the steps ask the venue over REST.
+    from qexec.pipeline import fill_events  # noqa: PLC0415 - with the tasks
     from qexec.venue.binance import thread_venue  # noqa: PLC0415 - python-binance loads with the tasks, not with beat
-    from qexec.worker.runtime import qexec_redis  # noqa: PLC0415 - with the venue's client
+    from qexec.worker.runtime import context, qexec_redis  # noqa: PLC0415 - with the venue's client
 
     settings = get_settings()
     started = feed.start(settings, lambda: thread_venue(settings, qexec_redis()))
+    fill_events.listen(started, context)  # results and exits from the venue's events (confirm_fill stays the fallback)
     if started is not None:  # its state, for the bridge's /metrics (qexec_venue_stream_up)
         metrics.report_feed_every(qexec_redis(), started.status)
 

@@ -17,7 +17,7 @@ from qexec.context import Context, Pending
 from qexec.errors import IntentError
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
 from qexec.ops import deadman, halt, notify, selftest
-from qexec.pipeline import admission, bridge, confirm, order_record, place, publish, reconcile
+from qexec.pipeline import admission, bridge, confirm, fill_events, order_record, place, publish, reconcile
 from qexec.pipeline import chain as chain_shape
 from qexec.positions import monitor, protection, store
 from qexec.worker import takeover
@@ -146,6 +146,7 @@ def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str
     if isinstance(placed, ExecutionResult):  # published already: the venue's answer was final
         result = dict(placed.model_dump(mode="json"))
     elif not confirm.finished(placed):
+        fill_events.wait_for(placed)  # its final event publishes it, unless confirm_fill comes first
         return dict(placed.model_dump(mode="json"))
     else:
         result = _publish(self, placed, errors)  # a verdict: no order went out
@@ -155,14 +156,32 @@ def place_order(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str
 
 @app.task(name=chain_shape.Step.CONFIRM.value, **STEP_OPTIONS)
 def confirm_fill(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
-    """Wait with a growing countdown until the order is filled, terminal, or canceled at the deadline."""
-    return dict(_run(self, confirm.confirm, ticket, errors, watched=True).model_dump(mode="json"))
+    """Wait with a growing countdown until the order is filled, terminal, or canceled at the deadline.
+
+    When the order's final event has published the result already (qexec/pipeline/fill_events.py), the venue is not
+    asked, `publish_execution` is skipped, and so is `protect_position` once the event's protection is out.
+    """
+    try:
+        out = _run(self, confirm.confirm_step, ticket, errors, watched=True)
+    except Retry:
+        fill_events.wait_for(Ticket.model_validate(ticket))  # the retry may run in another process: this one listens
+        raise
+    if isinstance(out, ExecutionResult):
+        try:
+            protected = fill_events.protected(context(), out.intent_id)
+        except redis.RedisError:
+            protected = False  # protect_position runs: protecting again places nothing twice
+        _skip_steps(self, chain_shape.left_out(published=True, protected=protected))
+    return dict(out.model_dump(mode="json"))
 
 
 @app.task(name=chain_shape.Step.PUBLISH.value, **STEP_OPTIONS)
 def publish_execution(self: Task, ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Publish the intent's one terminal result to the result stream."""
-    return _publish(self, Ticket.model_validate(ticket), errors)
+    done = Ticket.model_validate(ticket)
+    result = _publish(self, done, errors)
+    fill_events.forget(done.client_order_id)
+    return result
 
 
 def start_chain(ticket: Ticket, steps: tuple[chain_shape.Step, ...] = chain_shape.STEPS) -> None:
