@@ -149,6 +149,9 @@ class Bridge:
                 except _LeaseLost:
                     started = False
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    # Entries read just before it went away may not be dispatched: once it is back, this consumer's
+                    # own pending entries are read again first (seconds), not left to the reclaim (claim_idle_ms).
+                    started = False
                     log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff_s)
                     stop.wait(backoff_s)
                     backoff_s = min(backoff_s * 2, 10.0)
