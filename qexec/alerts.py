@@ -25,7 +25,7 @@ from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 from pydantic import BaseModel, ConfigDict, Field
 
-from qexec import constants
+from qexec import constants, sentinel
 from qexec.config import Settings
 from qexec.models import ExecutionResult, ExitEvent, ExitReason, ProtectionEvent, ResultStatus, utcnow
 
@@ -428,7 +428,7 @@ def _hand_over(r: redis.Redis, settings: Settings, alert: Alert, *, filtered: bo
 
 @lru_cache(maxsize=4)
 def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+    return sentinel.from_url(url, socket_timeout=5, socket_connect_timeout=2)
 
 
 @lru_cache(maxsize=4)
@@ -436,6 +436,9 @@ def _sender(broker_url: str) -> Celery:
     """A Celery app that only sends `qexec.send_alert` (any process can raise alerts: the bridge, `qexec halt`...;
     the worker's app imports the modules that raise them)."""
     sender = Celery("qexec-alerts", set_as_current=False)
+    if sentinel.is_sentinel(broker_url):  # kombu's own Sentinel transport: this app only publishes
+        sender.conf.update(broker_transport_options=sentinel.kombu_options(broker_url))
+        broker_url = sentinel.kombu_url(broker_url)
     sender.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,

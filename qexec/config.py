@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from qexec import constants
+from qexec import constants, sentinel
 from qexec.venue.identity import HostKind, VenueIdentity, derived_stream_url, url_host_kind, venue_identity
 
 
@@ -39,8 +39,8 @@ MAINNET_ARMING_PHRASE = "I_UNDERSTAND"
 EXIT_INVALID_SETTINGS = 1
 
 # The schemes each URL setting may have: redis-py's for Redis, kombu's Redis and RabbitMQ transports for the broker.
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-BROKER_SCHEMES = (*REDIS_SCHEMES, "sentinel", "amqp", "amqps", "pyamqp")
+REDIS_SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)  # sentinel://: qexec's own form (qexec/sentinel.py)
+BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
 EXCHANGE_SCHEMES = ("http", "https")
 STREAM_SCHEMES = ("ws", "wss")
 
@@ -94,10 +94,24 @@ def _redis_url_problem(url: str) -> str | None:
     return None
 
 
+def _sentinel_url_problem(url: str) -> str | None:
+    """What is wrong with `url` as a `sentinel://` URL, or None."""
+    if "#" in url:
+        return "it holds a '#' (a password with # / ? @ : must be percent-encoded)"
+    try:
+        sentinel.parse(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def checked_url(variable: str, url: str, schemes: tuple[str, ...]) -> str:
     """`url` when it is a well-formed URL of one of `schemes`; else ValueError naming `variable` (password masked)."""
-    problem = _url_problem(url, schemes)
-    if problem is None and urlsplit(url).scheme.lower() in REDIS_SCHEMES:
+    if sentinel.is_sentinel(url) and sentinel.SCHEME in schemes:
+        problem = _sentinel_url_problem(url)
+    else:
+        problem = _url_problem(url, schemes)
+    if problem is None and urlsplit(url).scheme.lower() in REDIS_SCHEMES and not sentinel.is_sentinel(url):
         problem = _redis_url_problem(url)
     if problem is None and schemes in (EXCHANGE_SCHEMES, STREAM_SCHEMES) and "@" in urlsplit(url).netloc:
         problem = "it carries credentials (the venue's keys go in QEXEC_API_KEY and QEXEC_API_SECRET)"

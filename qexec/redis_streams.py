@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from qexec import alerts, constants, metrics
+from qexec import alerts, constants, metrics, sentinel
 from qexec.config import Settings
 
 # SET-if-absent and XADD in one atomic step: a crash can never leave a result published twice or
@@ -299,8 +299,9 @@ def trim_dead_letters(r: redis.Redis, settings: Settings) -> int:
 
 
 def connect(url: str) -> redis.Redis:
-    """A Redis client for qexec's own keys (strings decoded, reconnecting, bounded waits)."""
-    return redis.Redis.from_url(
+    """A Redis client for qexec's own keys (strings decoded, reconnecting, bounded waits); for a `sentinel://` URL,
+    a client of the group's current master that follows a failover (qexec/sentinel.py)."""
+    return sentinel.from_url(
         url,
         decode_responses=True,
         # A producer's invalid UTF-8 must not break every read of the stream (the bridge would stall on it):

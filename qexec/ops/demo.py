@@ -14,6 +14,7 @@ from typing import Any, cast
 import redis
 import requests
 
+from qexec import sentinel
 from qexec.config import Settings
 from qexec.models import ResultStatus, Side, utcnow
 
@@ -224,7 +225,7 @@ def run_demo(
     result_timeout_s: float = RESULT_WAIT_S,
 ) -> None:
     """The whole demo: wait for worker and bridge, inject, follow, summarise. It reports; it never raises."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = sentinel.from_url(settings.redis_url, decode_responses=True)
     probe: WorkerProbe | None = None
     try:
         say("demo: waiting for the worker and the bridge")

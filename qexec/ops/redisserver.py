@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from qexec import sentinel
 from qexec.errors import QexecError
 
 # The oldest server the suite runs on (Redis 7.0 on PATH; the embedded Valkey reports 7.2). Celery 5.7 itself
@@ -127,7 +128,7 @@ def redacted(url: str) -> str:
 
 def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
     """True when a Redis at `url` answers PING within `timeout_s`."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    client = sentinel.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -138,7 +139,7 @@ def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
 
 def server_info(url: str, timeout_s: float = 1.0) -> dict[str, str]:
     """A server's `INFO server` section, every value as text."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    client = sentinel.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         info = client.info("server")
     finally:

@@ -170,3 +170,13 @@ class RedisTransport(kombu_redis.Transport):
     """kombu's Redis transport with `RedisChannel`."""
 
     Channel = RedisChannel
+
+
+class SentinelChannel(RedisChannel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (its pool follows the group's master) with `RedisChannel`'s changes."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with `SentinelChannel`: `QEXEC_BROKER_URL=sentinel://…` (qexec/sentinel.py)."""
+
+    Channel = SentinelChannel

@@ -7,7 +7,7 @@ from typing import Any
 
 from kombu import Queue  # type: ignore[attr-defined]
 
-from qexec import constants
+from qexec import constants, sentinel
 from qexec.alerts import ALERT_QUEUE, SEND_TASK
 from qexec.config import REDIS_SCHEMES, Settings
 from qexec.ops.deadman import renew_every_s
@@ -20,8 +20,9 @@ QUEUES = ("qexec", "qexec.confirm", ALERT_QUEUE, takeover.QUEUE)
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting qexec sets: broker, serialization, delivery guarantees, queues, events and beat."""
     transport_class, transport = broker_transport(settings)
+    url = settings.effective_broker_url
     return {
-        "broker_url": settings.effective_broker_url,
+        "broker_url": sentinel.kombu_url(url) if sentinel.is_sentinel(url) else url,
         "broker_transport": transport_class,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
@@ -84,8 +85,12 @@ def broker_transport(settings: Settings) -> tuple[str | None, dict[str, Any]]:
     kombu's default for the URL (None) with no options."""
     if not redis_broker(settings):
         return None, {}
-    # kombu's Redis transport, made to survive Redis going away under a worker (see qexec/worker/broker.py).
-    return "qexec.worker.broker:RedisTransport", {
+    # kombu's Redis (or Sentinel) transport, made to survive Redis going away under a worker (qexec/worker/broker.py).
+    url = settings.effective_broker_url
+    group = sentinel.kombu_options(url) if sentinel.is_sentinel(url) else {}
+    transport = "SentinelTransport" if group else "RedisTransport"
+    return f"qexec.worker.broker:{transport}", {
+        **group,
         "visibility_timeout": visibility_timeout_s(settings),
         "unacked_restore_interval": settings.unacked_restore_interval_s,
         "unacked_restore_throttle": settings.unacked_restore_throttle,
@@ -102,7 +107,7 @@ def beat_config(settings: Settings) -> dict[str, Any]:
         # celery-redbeat keeps the schedule in Redis behind a lock: a second beat started by mistake waits
         # instead of sending every periodic task twice.
         "beat_scheduler": "redbeat.RedBeatScheduler",
-        "redbeat_redis_url": settings.redis_url,
+        **redbeat_redis(settings.redis_url),
         "redbeat_key_prefix": constants.REDBEAT_PREFIX,
         "redbeat_lock_timeout": 30,
         "beat_max_loop_interval": 5,
@@ -119,6 +124,11 @@ def beat_config(settings: Settings) -> dict[str, Any]:
             **takeover.schedule(settings),
         },
     }
+
+
+def redbeat_redis(url: str) -> dict[str, Any]:
+    """Where celery-redbeat keeps the schedule and its lock: qexec's Redis, or its Sentinel group."""
+    return sentinel.redbeat_settings(url) if sentinel.is_sentinel(url) else {"redbeat_redis_url": url}
 
 
 def deadman_schedule(settings: Settings) -> dict[str, Any]:
