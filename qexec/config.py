@@ -244,6 +244,9 @@ class Settings(BaseSettings):
     # An order still being confirmed whose next confirm_fill has not started this long after its countdown (its
     # message lost with a worker) gets a fresh confirmation from beat's takeover.
     confirm_overdue_s: float = Field(default=4.0, gt=0)
+    # A dispatched intent whose place_order has not started this long after (its message lost with a worker; or a
+    # backlog that long, then it runs twice, harmlessly) is dispatched again by beat's takeover.
+    place_overdue_s: float = Field(default=60.0, gt=0)
 
     # Positions and protection.
     same_side_policy: SameSidePolicy = Field(default="update_protection")

@@ -22,6 +22,10 @@ INFLIGHT_KEY = "qexec:inflight"  # sorted set: intents with an order placed and 
 # sorted set: the same intents, by when their next confirm_fill must have started (epoch s); beat's takeover sends
 # a fresh confirmation for one that is overdue (its chain's message lost with a worker)
 CONFIRM_DUE_KEY = "qexec:confirm:due"
+# sorted set: intents dispatched whose place_order has not started yet, by when it must have (epoch s), and a hash of
+# their tickets: beat's takeover dispatches again one whose message was lost with a worker
+PLACE_DUE_KEY = "qexec:place:due"
+PLACE_DUE_TICKETS_KEY = "qexec:place:due:tickets"
 METRICS_KEY = "qexec:metrics:{family}"  # hash per metric family: label value -> count, or a histogram's buckets
 # Positions and protection, keyed by symbol and direction (LONG/SHORT).
 POSITIONS_KEY = "qexec:positions"  # set of "SYMBOL:DIRECTION" qexec tracks

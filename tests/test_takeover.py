@@ -204,3 +204,39 @@ def test_a_confirmation_whose_message_was_lost_is_sent_again_within_seconds(prod
     time.sleep(1)
     assert len(stack.results(iid)) == 1
     assert len(stack.paper.orders(clientOrderId=client_order_id(iid))) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_an_intent_whose_place_order_message_was_lost_is_dispatched_again(production_stack: Stack) -> None:
+    """The bridge dispatched the intent, and its place_order message vanished from the broker (a worker killed
+    between kombu's pop and its record): nothing else would ever place it. Beat's takeover dispatches it again once
+    its placement is overdue (here 3 s; 60 s by default, so that a long backlog is not taken for a loss)."""
+    # Given an intent dispatched while no worker runs, and its message then lost
+    stack = production_stack
+    stack.env = dict(stack.env, QEXEC_PLACE_OVERDUE_S="3")
+    stack.start_bridge()
+    iid = unique_id("lost-place")
+    stack.inject(seed_intent(iid, symbol="ADAUSDT", entry_price=None, stop_loss=None, take_profit=None))
+    _wait_for(lambda: stack.redis.llen("qexec") == 1, 20, "the place_order message is queued")
+    assert stack.redis.delete("qexec") == 1
+
+    # When a worker and beat run
+    stack.start_worker("worker", concurrency=4)
+    start_beat(stack, "beat")
+
+    # Then the intent is placed once, filled and protected
+    result = stack.wait_result(iid, timeout_s=30)
+    assert result["status"] == "filled", result
+    assert f"PLACE_RESUMED intent_id={iid}" in stack.log("worker")
+    time.sleep(1)
+    assert len(stack.results(iid)) == 1
+    assert len(stack.paper.orders(clientOrderId=client_order_id(iid))) == 1
+    assert not stack.redis.zscore(constants.PLACE_DUE_KEY, iid), "placed: no longer expected"
+
+
+def _wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {timeout_s:g} s"
+        time.sleep(0.05)

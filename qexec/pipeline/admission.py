@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import redis
 
-from qexec import logs, redis_streams
+from qexec import constants, logs, redis_streams
 from qexec.config import Settings
 from qexec.models import (
     Intent,
@@ -37,6 +38,13 @@ INTENT_NOT_OWNED = "INTENT_NOT_OWNED"
 
 
 Settle = Callable[[redis.client.Pipeline], None]
+
+
+def expect_placement(pipe: redis.client.Pipeline, ticket: Ticket, settings: Settings) -> None:
+    """Queue the ticket's due time for its place_order to have started (place_order's first round trip removes it),
+    and the ticket itself, for beat's takeover should the message be lost (qexec/pipeline/reconcile.py)."""
+    pipe.zadd(constants.PLACE_DUE_KEY, {ticket.intent_id: time.time() + settings.place_overdue_s})
+    pipe.hset(constants.PLACE_DUE_TICKETS_KEY, ticket.intent_id, ticket.model_dump_json())
 
 
 def admit(
@@ -84,8 +92,10 @@ def admit(
     pipe = r.pipeline(transaction=False)
     dispatched = claim in (redis_streams.Claim.NEW, redis_streams.Claim.AGAIN)
     if dispatched:
-        dispatch(new_ticket(intent, entry_id=entry_id, received_at=received_at))
+        ticket = new_ticket(intent, entry_id=entry_id, received_at=received_at)
+        dispatch(ticket)
         redis_streams.mark_started(pipe, intent.id, owner)
+        expect_placement(pipe, ticket, settings)
     if settle is not None:
         settle(pipe)
     if len(pipe):

@@ -60,9 +60,11 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
     pipe.hgetall(order_key(ticket))
     pipe.get(constants.PUBLISHED_KEY.format(intent_id=ticket.intent_id))
     pipe.get(constants.HALT_KEY)
+    pipe.zrem(constants.PLACE_DUE_KEY, ticket.intent_id)  # it has started: nothing for beat's takeover to send again
+    pipe.hdel(constants.PLACE_DUE_TICKETS_KEY, ticket.intent_id)
     if not ticket.intent.reduce_only:
         entries.queue_entry_registration(ctx, ticket, pipe, token)
-    locked, state, published_id, halt, *registered = pipe.execute()
+    locked, state, published_id, halt, _due, _ticket, *registered = pipe.execute()
     if not locked and not locks.take_over(r, lock_key, token, lock_ms, ctx.settings.node_beat_s):
         raise Pending(0.5, "another execution is placing this intent")
     lock = PlaceLock(lock_key, token)

@@ -40,6 +40,34 @@ def overdue_confirmations(ctx: Context, limit: int = 100) -> list[Ticket]:
     return resumed
 
 
+def overdue_placements(ctx: Context, limit: int = 100) -> list[Ticket]:
+    """The tickets of intents dispatched `QEXEC_PLACE_OVERDUE_S` ago whose place_order never started (its message
+    was lost with a worker): each is expected again a margin from now. One that started after all (an order record,
+    a result, its place lock held) is dropped from the list instead."""
+    r = ctx.redis
+    overdue: Any = r.zrangebyscore(constants.PLACE_DUE_KEY, 0, time.time(), start=0, num=limit)
+    resumed: list[Ticket] = []
+    for intent_id in overdue:
+        pipe = r.pipeline(transaction=False)
+        pipe.exists(
+            constants.PUBLISHED_KEY.format(intent_id=intent_id),
+            constants.ORDER_KEY.format(intent_id=intent_id),
+            constants.PLACE_LOCK_KEY.format(intent_id=intent_id),
+        )
+        pipe.hget(constants.PLACE_DUE_TICKETS_KEY, intent_id)
+        started, ticket_json = pipe.execute()
+        if started or not ticket_json:
+            drop = r.pipeline(transaction=False)
+            drop.zrem(constants.PLACE_DUE_KEY, intent_id)
+            drop.hdel(constants.PLACE_DUE_TICKETS_KEY, intent_id)
+            drop.execute()
+            continue
+        r.zadd(constants.PLACE_DUE_KEY, {intent_id: time.time() + ctx.settings.place_overdue_s})
+        logs.proof("PLACE_RESUMED", level=logging.WARNING, intent_id=intent_id, reason="its place_order never started")
+        resumed.append(Ticket.model_validate_json(ticket_json))
+    return resumed
+
+
 def reconcile_orders(ctx: Context, limit: int = 100) -> list[str]:
     """Finish intents whose order is placed but whose result is overdue: confirm or cancel, then publish."""
     s = ctx.settings

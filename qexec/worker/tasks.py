@@ -247,7 +247,10 @@ def take_over() -> dict[str, int]:
     if redis_broker(settings):
         with app.connection_for_write() as connection:
             taken = takeover.sweep(connection.default_channel, qexec_redis(), settings)
-    for ticket in reconcile.overdue_confirmations(context()):
+    ctx = context()
+    for ticket in reconcile.overdue_placements(ctx):
+        start_chain(ticket)
+    for ticket in reconcile.overdue_confirmations(ctx):
         start_chain(ticket, chain_shape.RESUMED)
     return taken
 
