@@ -1,9 +1,10 @@
-"""qexec against the naive baseline executor, in one run, on the paper exchange: latency, throughput, REST budget,
-rate-limit ceiling and memory.
+"""qexec against two baseline executors, in one run, on the paper exchange: latency, throughput, REST budget,
+rate-limit ceiling and memory. The naive baseline (bench/baseline.py) runs one intent at a time and polls; the asyncio
+baseline (bench/async_baseline.py) is a careful single-process asyncio executor, many intents in flight.
 
 .venv/bin/python bench/bench.py [--scenario overhead|realistic|testnet|ratelimit|soak ...] [--quick] [--json FILE]
 
-Every figure is measured here, for both executors, against a paper exchange started for the scenario. Latency is
+Every figure is measured here, for the three executors, against a paper exchange started for the scenario. Latency is
 from the intent's stream entry to its result's stream entry (both ids carry Redis's clock).
 """
 
@@ -39,6 +40,7 @@ BIN = Path(sys.executable).parent
 SYMBOLS = ("DOGEUSDT", "XRPUSDT", "ADAUSDT", "TRXUSDT")
 SIZE_USD = 25.0
 WARM_UP = 8  # intents each executor gets (and answers) before a scenario measures it
+EXECUTORS = ("qexec", "baseline", "asyncio")  # "baseline": the naive one (bench/baseline.py)
 SCALE_IN = {"QEXEC_SAME_SIDE_POLICY": "add"}  # qexec's policy where intents pile up: each BUY adds to the position
 
 
@@ -146,7 +148,7 @@ class Run:
 
 
 class Bench:
-    """Shared machinery: our Redis, a paper exchange per scenario, and the two executors."""
+    """Shared machinery: our Redis, a paper exchange per scenario, and the executors."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
@@ -214,7 +216,8 @@ class Bench:
     def executor(
         self, kind: str, redis_url: str, venue_url: str, concurrency: int, extra: dict[str, str] | None = None
     ) -> Iterator[list[Proc]]:
-        """qexec (worker + bridge) or the baseline, running against `venue_url` (`extra`: more QEXEC_* settings)."""
+        """qexec (worker + bridge), the naive baseline ("baseline") or the asyncio one ("asyncio", `concurrency`
+        intents in flight), running against `venue_url` (`extra`: more QEXEC_* settings)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("QEXEC_")}
         env |= {
             "QEXEC_REDIS_URL": redis_url,
@@ -257,6 +260,10 @@ class Bench:
                         60,
                     )
                 )
+            elif kind == "asyncio":
+                argv = [sys.executable, str(ROOT / "bench" / "async_baseline.py"), "--redis-url", redis_url]
+                argv += ["--exchange-url", venue_url, "--concurrency", str(concurrency)]
+                procs.append(spawn(f"asyncio-{tag}", argv, env, self.logs, "async baseline ready", 60))
             else:
                 procs.append(
                     spawn(
@@ -480,11 +487,11 @@ def overhead(bench: Bench, quick: bool) -> dict[str, Any]:
     """1: 0 ms added latency, immediate fills, 20 intents/s for 60 s."""
     duration = 10 if quick else 60
     runs = {}
-    for kind in ("qexec", "baseline", "qexec+events"):
+    for kind in ("qexec", "baseline", "asyncio", "qexec+events"):
         with bench.paper(Venue()) as venue:
             runs[kind] = latency_run(bench, kind, venue, 20 * duration, 20, 8, duration + 60)
     table = compare(runs, ["p50_ms", "p95_ms", "p99_ms", "cpu_s_per_intent", "no_result_in_wait"])
-    with_events = {"qexec": runs["qexec+events"], "baseline": runs["baseline"]}
+    with_events = runs | {"qexec": runs["qexec+events"]}
     for key in ("p50_ms", "p99_ms", "cpu_s_per_intent"):
         table["rows"][f"{key} (task events on)"] = _row(with_events, key)
     return table
@@ -494,10 +501,10 @@ def realistic(bench: Bench, quick: bool) -> dict[str, Any]:
     """2: 50 ms round trip, immediate fills: latency at 5/s, then throughput with everything offered at once."""
     duration = 10 if quick else 30
     runs, burst = {}, {}
-    for kind in ("qexec", "baseline"):
+    for kind in EXECUTORS:
         with bench.paper(Venue(latency_ms=50)) as venue:
             runs[kind] = latency_run(bench, kind, venue, 5 * duration, 5, 16, duration + 60)
-            count = (200 if quick else 800) if kind == "qexec" else (20 if quick else 60)
+            count = (20 if quick else 60) if kind == "baseline" else (200 if quick else 800)
             burst[kind] = latency_run(bench, kind, venue, count, None, 32, 300, SCALE_IN, scale_in=True)
     table = compare(runs, ["p50_ms", "p95_ms", "p99_ms", "no_result_in_wait"])
     table["rows"]["throughput_per_s"] = _row(burst, "throughput_per_s")
@@ -510,7 +517,7 @@ def testnet(bench: Bench, quick: bool) -> dict[str, Any]:
     """3: fills arrive 300 ms after acceptance (RESULT answers NEW): confirmation lag and REST calls per intent."""
     count = 30 if quick else 150
     runs = {}
-    for kind in ("qexec", "baseline"):
+    for kind in EXECUTORS:
         with bench.paper(Venue(fill_delay_ms=300, result_wait_ms=0)) as venue:
             run = latency_run(bench, kind, venue, count, 5, 8, 120)
             lags = run.fill_lags_ms
@@ -551,7 +558,7 @@ def ratelimit(bench: Bench, quick: bool) -> dict[str, Any]:
     """
     duration = 20 if quick else 60
     runs = {}
-    for kind in ("qexec", "baseline"):
+    for kind in EXECUTORS:
         venue_flags = Venue(orders_per_10s=300, orders_per_min=1200, weight_limit=2400)
         with bench.paper(venue_flags) as venue:
             before = stats(venue)
@@ -575,7 +582,7 @@ def soak(bench: Bench, quick: bool) -> dict[str, Any]:
     """5: 10,000 intents: resident memory after the first thousand and at the end."""
     total = 2000 if quick else 10_000
     runs = {}
-    for kind in ("qexec", "baseline"):
+    for kind in EXECUTORS:
         with bench.paper(Venue()) as venue:
             url, r = bench.fresh_db()
             run = Run(kind)
@@ -597,15 +604,18 @@ def soak(bench: Bench, quick: bool) -> dict[str, Any]:
     return compare(runs, ["rss_after_1k_mb", "rss_at_end_mb", "rss_growth_pct", "no_result_in_wait"])
 
 
+def _ratio(q: float, b: float) -> float:
+    return q / b if b and not math.isnan(b) else float("nan")
+
+
 def _row(runs: dict[str, Run], key: str) -> dict[str, float]:
-    q = runs["qexec"].summary().get(key, float("nan"))
-    b = runs["baseline"].summary().get(key, float("nan"))
-    ratio = q / b if b and not math.isnan(b) else float("nan")
-    return {"qexec": q, "baseline": b, "ratio": ratio}
+    q, b, a = (runs[kind].summary().get(key, float("nan")) for kind in EXECUTORS)
+    return {"qexec": q, "baseline": b, "ratio": _ratio(q, b), "asyncio": a, "ratio_asyncio": _ratio(q, a)}
 
 
 def compare(runs: dict[str, Run], keys: list[str]) -> dict[str, Any]:
-    """One scenario's table: each figure for qexec, the baseline, and qexec / baseline."""
+    """One scenario's table: each figure for qexec, the naive baseline, the asyncio one, and qexec / each
+    ("ratio" is qexec / naive, "ratio_asyncio" qexec / asyncio)."""
     return {"rows": {key: _row(runs, key) for key in keys}}
 
 
@@ -620,9 +630,11 @@ SCENARIOS: dict[str, Callable[[Bench, bool], dict[str, Any]]] = {
 
 def render(name: str, table: dict[str, Any]) -> str:
     """A scenario's table as text."""
-    lines = [f"\n{name}", f"  {'figure':36} {'qexec':>12} {'baseline':>12} {'ratio':>8}"]
+    head = f"{'qexec':>10} {'naive':>10} {'asyncio':>10} {'q/naive':>8} {'q/async':>8}"
+    lines = [f"\n{name}", f"  {'figure':36} {head}"]
     for key, row in table["rows"].items():
-        lines.append(f"  {key:36} {row['qexec']:>12.4g} {row['baseline']:>12.4g} {row['ratio']:>8.3g}")
+        figures = f"{row['qexec']:>10.4g} {row['baseline']:>10.4g} {row['asyncio']:>10.4g}"
+        lines.append(f"  {key:36} {figures} {row['ratio']:>8.3g} {row['ratio_asyncio']:>8.3g}")
     return "\n".join(lines)
 
 
@@ -647,7 +659,8 @@ def summary(report: dict[str, Any]) -> str:
         "",
         f"Commit `{commit.stdout.strip() or 'unknown'}`; {machine['cpus']} CPUs ({machine['cpu']}), Python "
         f"{machine['python']}{'; --quick' if report['quick'] else ''}. Each figure is one run, not a median; the "
-        "ratio is qexec / the naive baseline, measured in the same run.",
+        "ratios are qexec / the naive baseline (bench/baseline.py) and qexec / the asyncio baseline "
+        "(bench/async_baseline.py), all measured in the same run.",
     ]
     for name, table in report["scenarios"].items():
         lines += ["", "```", render(name, table).strip("\n"), "```"]
