@@ -7,12 +7,13 @@ under the same name is a new node) and beats `NODE_ALIVE_KEY` every `node_beat_s
 *as seen by the readers*: a Redis restart that outlived the TTLs makes every node missing at once, and their first
 beats after it bring them back before anyone takes their work.
 
-A process that does not beat (a test calling a step directly, `qexec verify`) has no node id: what it holds is
-never taken over, and ends with its TTL as before.
+A process that does not beat (a test calling a step directly, `qexec verify`, a prefork pool's child) has no node
+id: what it holds is never taken over, and ends with its TTL as before.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any
@@ -24,17 +25,18 @@ from qexec import constants
 MISSING_MARK_MS = 10 * 60 * 1000  # how long a missing node's mark is kept (its work is long taken by then)
 
 _node: str | None = None
+_node_pid = 0  # the process that took the id: a forked child (a prefork pool's) is not that node
 
 
 def current() -> str | None:
-    """This process's node id while it beats, else None."""
-    return _node
+    """This process's node id while it beats, else None (also in a child forked from a node: it does not beat)."""
+    return _node if _node_pid == os.getpid() else None
 
 
 def become(name: str) -> str:
     """Take a fresh node id for this process (`name#suffix`); returns it."""
-    global _node  # noqa: PLW0603 - one identity per process
-    _node = f"{name}#{uuid.uuid4().hex[:8]}"
+    global _node, _node_pid
+    _node, _node_pid = f"{name}#{uuid.uuid4().hex[:8]}", os.getpid()
     return _node
 
 
@@ -97,4 +99,5 @@ def node_of(token: str | None) -> str | None:
 def token() -> str:
     """A fresh lock token naming this process's node when it beats (so that its locks can be taken when it dies)."""
     random = uuid.uuid4().hex
-    return f"{_node}|{random}" if _node else random
+    node = current()
+    return f"{node}|{random}" if node else random

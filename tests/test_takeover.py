@@ -81,6 +81,28 @@ def test_a_lock_whose_holder_died_is_taken_over_and_a_live_or_unnamed_holders_is
     assert redis_client.get("lock:plain") == "0123456789abcdef"
 
 
+def test_a_lock_left_by_an_ended_run_of_this_process_is_taken_over_and_a_running_ones_is_not(
+    redis_client: redis.Redis, as_node: str
+) -> None:
+    """A step whose release failed (Redis went away while it ran) leaves its lock behind in a live process: the
+    step's retry in the same process takes it, instead of waiting out its TTL; a run still going on keeps its own."""
+    # Given a lock taken by a run that ended without releasing it, and one held by a run still going on
+    with locks.running_token() as ended:
+        redis_client.set("lock:ended", ended, px=60_000)
+    with locks.running_token() as going_on, locks.running_token() as retry:
+        redis_client.set("lock:going-on", going_on, px=60_000)
+
+        # When another run of this process tries both
+        taken = {
+            key: locks.take_over(redis_client, key, retry, 60_000, beat_s=1) for key in ("lock:ended", "lock:going-on")
+        }
+
+    # Then the ended run's lock is the retry's, and the running one's stays its own
+    assert taken == {"lock:ended": True, "lock:going-on": False}
+    assert redis_client.get("lock:ended") == retry
+    assert redis_client.get("lock:going-on") == going_on
+
+
 def recovery(tmp_path: Path, broker: str, fault: str) -> dict[str, Any]:
     """Run bench/recovery.py for one broker and fault (one round, eight intents); its figures."""
     report_path = tmp_path / "recovery.json"

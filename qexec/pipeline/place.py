@@ -47,9 +47,14 @@ def place_entry(ticket: Ticket, ctx: Context, attempt: int = 0) -> Ticket | Exec
     """
     if ticket.verdict is not None or ticket.order is not None:
         return ticket
+    with locks.running_token() as token:
+        return _place_holding(ticket, ctx, attempt, token)
+
+
+def _place_holding(ticket: Ticket, ctx: Context, attempt: int, token: str) -> Ticket | ExecutionResult:
+    """`place_entry` with this run's lock token: take the place lock, then adopt or submit."""
     r = ctx.redis
     lock_key = constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id)
-    token = locks.new_token()
     # Held across at most ~6 venue calls (rules, mark, leverage, mode, submit, look-up), each bounded by the
     # request timeout; expiring early would let a duplicate execution run beside this one.
     lock_ms = int((ctx.settings.request_timeout_s * 8 + 5) * 1000)

@@ -143,21 +143,21 @@ def tracked_keys(r: redis.Redis) -> set[tuple[str, str]]:
 def locked(r: redis.Redis, symbol: str, direction: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the position's lock, waiting up to `wait_s` for it (raises `PositionBusy` when another step keeps it)."""
     key = constants.POSITION_LOCK_KEY.format(symbol=symbol, direction=direction)
-    token = locks.new_token()
-    give_up_at = time.monotonic() + wait_s
-    look_at = time.monotonic()
-    while not r.set(key, token, nx=True, px=LOCK_MS):
-        if time.monotonic() >= look_at:  # the holder's node died (its lock would keep the position LOCK_MS): take it
-            if locks.take_over(r, key, token, LOCK_MS, get_settings().node_beat_s):
-                break
-            look_at = time.monotonic() + TAKE_OVER_LOOK_S
-        if time.monotonic() >= give_up_at:
-            raise PositionBusy(f"{symbol} {direction} is busy")
-        time.sleep(LOCK_POLL_S)
-    try:
-        yield
-    finally:
-        locks.release(r, key, token)
+    with locks.running_token() as token:
+        give_up_at = time.monotonic() + wait_s
+        look_at = time.monotonic()
+        while not r.set(key, token, nx=True, px=LOCK_MS):
+            if time.monotonic() >= look_at:  # a dead holder's lock would keep the position LOCK_MS: take it
+                if locks.take_over(r, key, token, LOCK_MS, get_settings().node_beat_s):
+                    break
+                look_at = time.monotonic() + TAKE_OVER_LOOK_S
+            if time.monotonic() >= give_up_at:
+                raise PositionBusy(f"{symbol} {direction} is busy")
+            time.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            locks.release(r, key, token)
 
 
 def describe(tracked: Tracked) -> str:

@@ -8,11 +8,12 @@ by the next step that needs it (qexec/locks.py). Every step is idempotent, so a 
 slow runs nothing twice that matters: it finds the work done, or its lock taken.
 
 The same task sends a fresh confirmation for every order whose next `confirm_fill` is overdue
-(`QEXEC_CONFIRM_OVERDUE_S` past its countdown; qexec/pipeline/reconcile.py): kombu's Redis transport pops a message
-and then records it as unacknowledged, so a worker killed between the two loses it with no trace in the broker.
+(`QEXEC_CONFIRM_OVERDUE_S` past its countdown), and dispatches again every intent whose `place_order` never started
+(`QEXEC_PLACE_OVERDUE_S`; both found by qexec/pipeline/reconcile.py): kombu's Redis transport pops a message and
+then records it as unacknowledged, so a worker killed between the two loses it with no trace in the broker.
 
 With RabbitMQ the broker itself redelivers a lost consumer's messages when its connection drops; the locks and the
-overdue confirmations are taken over there too.
+overdue confirmations and placements are taken over there too.
 """
 
 from __future__ import annotations
