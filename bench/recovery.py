@@ -5,11 +5,13 @@
 
 For each broker and fault it starts its own Redis (AOF, `appendfsync everysec`), paper exchange, two workers (distinct
 node names), a bridge and beat, all with qexec's production defaults for recovery (visibility timeout, lock times,
-beat's schedule). Each round sends `--intents` MARKET intents on distinct symbols whose fills the venue delays, then
-1 s later SIGKILLs one worker (restarted after the round) or stops Redis for `--redis-down-s` and starts it again on
-its data. From that moment (Redis: from when it answers again) it measures, per intent, when its one result was on the
-result stream and when its position held both its stop-loss and take-profit at the venue; it prints the max and p95
-over the rounds, checks one result and one entry order per intent, and exits 1 above `--target-s` or on any loss.
+beat's schedule). Each round sends `--intents` MARKET intents on distinct symbols - every other one's fill delayed
+by the venue, the others' submits answered only after that delay, so the fault finds chains both in confirm_fill
+and inside place_order (holding the intent's place lock) - then 1 s later SIGKILLs one worker (restarted after the
+round) or stops Redis for `--redis-down-s` and starts it again on its data. From that moment (Redis: from when it
+answers again) it measures, per intent, when its one result was on the result stream and when its SL/TP were
+placed; it prints the max and p95 over the rounds, checks one result and one entry order per intent and the SL/TP
+open at the venue, and exits 1 above `--target-s` or on any loss or duplicate.
 RabbitMQ needs a local server with `rabbitmqctl` (a vhost of its own is made and deleted); without one it is
 reported as skipped.
 """
@@ -27,13 +29,12 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 import requests
-from chaos import INTENT_STREAM, Chaos, admin, beat, bridge, results_by_intent, start_paper, worker
+from chaos import INTENT_STREAM, Chaos, admin, beat, bridge, epoch, pct, results_by_intent, start_paper, worker
 
 from qexec.constants import PROTECTION_STREAM
 from qexec.models import client_order_id, utcnow
@@ -56,14 +57,6 @@ class Round:
     result_s: dict[str, float] = field(default_factory=dict)
     protected_s: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-
-
-def pct(values: list[float], q: float) -> float | None:
-    """The q-th percentile (nearest rank), or None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))], 2)
 
 
 def rabbitmq_vhost() -> str | None:
@@ -93,11 +86,14 @@ def guarded_symbols(chaos: Chaos) -> set[str]:
 
 
 def send(r: redis.Redis, chaos: Chaos, args: argparse.Namespace, tag: str) -> dict[str, str]:
-    """Send one intent per symbol, each fill delayed by the venue: intent id -> symbol."""
+    """Send one intent per symbol: intent id -> symbol. Every other one's fill is delayed by the venue (the chain
+    waits in confirm_fill); the others' submits execute at once but are answered only after the delay (the worker
+    is inside place_order, holding the intent's place lock, when the fault strikes)."""
     sent: dict[str, str] = {}
-    for symbol in SYMBOLS[: args.intents]:
+    for n, symbol in enumerate(SYMBOLS[: args.intents]):
         iid = f"rec-{tag}-{symbol.lower()}-{uuid.uuid4().hex[:6]}"
-        fault = {"kind": "fill_delay", "delay_ms": args.fill_delay_ms, "client_order_id": client_order_id(iid)}
+        kind = "fill_delay" if n % 2 else "slow"
+        fault = {"kind": kind, "delay_ms": args.fill_delay_ms, "client_order_id": client_order_id(iid)}
         admin(chaos, "POST", "/faults", fault)
         intent = {"intent_id": iid, "symbol": symbol, "side": "BUY", "position_size_usd": SIZE_USD, "leverage": 2}
         r.xadd(INTENT_STREAM, {"payload": json.dumps(dict(intent, timestamp=utcnow().isoformat()))})
@@ -136,7 +132,7 @@ def watch(r: redis.Redis, sent: dict[str, str], since: float) -> Round:
             results, guards = {}, {}
         for iid in sent:
             if iid in results and iid not in found.result_s:
-                found.result_s[iid] = max(0.0, _epoch(results[iid][0]["published_at"]) - since)
+                found.result_s[iid] = max(0.0, epoch(results[iid][0]["published_at"]) - since)
             if iid in guards and iid not in found.protected_s:
                 found.protected_s[iid] = max(0.0, guards[iid] - since)
         time.sleep(POLL_S)
@@ -156,10 +152,6 @@ def protection_by_intent(r: redis.Redis) -> dict[str, float]:
         if event.get("status") == "placed" and fields.get("intent_id") not in placed:
             placed[fields["intent_id"]] = int(entry_id.split("-")[0]) / 1000
     return placed
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
 
 
 def exactly_once(r: redis.Redis, chaos: Chaos, sent: dict[str, str]) -> list[str]:

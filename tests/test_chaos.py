@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.timeout(300)
 def test_the_short_chaos_run_loses_nothing_duplicates_nothing_and_fakes_no_fill(tmp_path: Path) -> None:
-    """80 intents, every venue fault at random, one worker and one bridge SIGKILLed, Redis dropped: all targets 0."""
+    """80 intents, every venue fault at random, one worker and one bridge SIGKILLed, Redis dropped: all targets 0,
+    and every intent in flight at a fault recovered within the target."""
     report_path = tmp_path / "chaos.json"
     run = subprocess.run(
         [
@@ -52,3 +53,8 @@ def test_the_short_chaos_run_loses_nothing_duplicates_nothing_and_fakes_no_fill(
     assert report["foreign_result_entries"] == 0  # the result stream holds results only
     assert (report["worker_kills"], report["bridge_kills"], report["redis_drops"]) == (1, 1, 1)
     assert sum(report["faults_fired"].values()) > 0
+    # Every intent in flight at the worker kill and at the Redis restart has its result and its SL/TP within the
+    # target, at the production recovery settings (beat's takeover, not a short visibility timeout)
+    assert report["result_recovery_samples"] > 0
+    assert report["result_recovery_over_target"] == report["protection_recovery_over_target"] == 0
+    assert report["result_recovery_max_s"] <= report["recovery_target_s"]
