@@ -241,7 +241,8 @@ def send_alert(self: Task, alert: dict[str, Any], destinations: list[str] | None
 @app.task(name=takeover.TASK, ignore_result=True)
 def take_over() -> dict[str, int]:
     """Beat: queue again, at once, the broker messages of worker nodes that stopped beating (a Redis broker); and
-    send a fresh confirmation for each order whose next confirm_fill is overdue (its message lost with a worker)."""
+    dispatch again each intent whose place_order never started, and send a fresh confirmation for each order whose
+    next confirm_fill is overdue (their messages lost with a worker)."""
     settings = get_settings()
     taken: dict[str, int] = {}
     if redis_broker(settings):
