@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
+
+import redis
 
 from qexec import constants, ids
 from qexec.context import Context
@@ -39,6 +42,8 @@ MAX_WAITING = 2_000  # orders waited on at once, the oldest forgotten first (the
 DEADLINE_MARGIN_S = 1.0
 PROTECTIVE = (ids.STOP_LOSS, ids.TAKE_PROFIT)  # the clientAlgoIds of qexec's stop-losses and take-profits
 EXIT_EVENT = "EXIT_EVENT"
+REDIS_WAIT_S = 30.0  # how long acting on an event waits for Redis to come back (a restart), trying every
+REDIS_RETRY_S = 0.5
 
 
 class Listener:
@@ -116,10 +121,21 @@ class Listener:
         self._pool.submit(self._safely, self._check_exit, symbol, int(at_ms or 0))
 
     def _safely(self, work: Callable[..., object], *args: Any) -> None:
-        try:
-            work(*args)
-        except Exception:  # confirm_fill, or the monitor's pass, does it instead
-            log.exception("acting on a venue event failed (%s%r); the chain or the exit monitor does it", work, args)
+        deadline = time.monotonic() + REDIS_WAIT_S
+        while True:
+            try:
+                work(*args)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Redis away (a restart): the event is still the fastest way to the result once it is back, and the
+                # chain's own message may have been lost with the connection. Each attempt publishes at most once.
+                if time.monotonic() < deadline:
+                    log.warning("acting on a venue event waits for Redis (%s)", exc)
+                    time.sleep(REDIS_RETRY_S)
+                    continue
+                log.error("acting on a venue event gave up after %g s without Redis: the chain does it", REDIS_WAIT_S)
+            except Exception:  # confirm_fill, or the monitor's pass, does it instead
+                log.exception("acting on a venue event failed (%s%r); the chain or the monitor does it", work, args)
+            return
 
     def _finish(self, ticket: Ticket) -> None:
         """Publish the result from the order's final report, and protect the position, unless the chain has."""
