@@ -235,9 +235,9 @@ class Settings(BaseSettings):
     # kombu's sweep for such messages runs every interval x throttle seconds (kombu's defaults: 10 x 10).
     unacked_restore_interval_s: int = Field(default=1, ge=1)
     unacked_restore_throttle: int = Field(default=1, ge=1)
-    # Each worker process beats a key in Redis this often; one whose beat has been missing for `node_dead_after_s`
-    # is dead: beat's takeover (every `takeover_every_s`) queues its broker messages again at once and its locks may
-    # be taken, instead of waiting out the visibility timeout and the lock's expiry.
+    # Each worker process beats a key in Redis this often, with a TTL of `node_dead_after_s`; one whose key has then
+    # been missing for two more beats is dead: beat's takeover (every `takeover_every_s`) queues its broker messages
+    # again at once and its locks may be taken, instead of waiting out the visibility timeout and the lock's expiry.
     node_beat_s: float = Field(default=1.0, gt=0)
     node_dead_after_s: float = Field(default=3.0, gt=0)
     takeover_every_s: float = Field(default=1.0, gt=0)
