@@ -23,12 +23,11 @@ import re
 import signal
 import time
 import warnings
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
-from baseline import quantity
+from baseline import quantity, result_of
 
 from qexec.constants import INTENT_STREAM, PAPER_API_KEY, PAPER_API_SECRET, RESULT_STREAM
 
@@ -115,16 +114,7 @@ class Executor:
                     order = await self.client.futures_get_order(symbol=symbol, orderId=order["orderId"])
         finally:
             self.waiting.pop(cid, None)
-        return {
-            "intent_id": intent["intent_id"],
-            "symbol": symbol,
-            "action": intent["side"],
-            "status": "filled" if order["status"] == "FILLED" else order["status"].lower(),
-            "order_id": order["orderId"],
-            "entry_price": float(order["avgPrice"]),
-            "quantity": float(order["executedQty"]),
-            "published_at": datetime.now(UTC).isoformat(),
-        }
+        return result_of(intent, order)
 
     async def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         """One intent: execute, write its result, acknowledge its entry; frees its slot."""

@@ -60,9 +60,14 @@ def execute(client: Client, steps: dict[str, Decimal], intent: dict[str, Any]) -
         order = client.futures_get_order(symbol=symbol, orderId=order["orderId"])
         if order["status"] != "FILLED":
             time.sleep(POLL_S)
+    return result_of(intent, order)
+
+
+def result_of(intent: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
+    """The result a baseline writes for an intent and the venue's last word on its order."""
     return {
         "intent_id": intent.get("intent_id"),
-        "symbol": symbol,
+        "symbol": intent["symbol"],
         "action": intent["side"],
         "status": "filled" if order["status"] == "FILLED" else order["status"].lower(),
         "order_id": order["orderId"],

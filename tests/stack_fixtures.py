@@ -3,6 +3,7 @@ and the paper exchange over HTTP; and the helpers the tests drive them with (the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -278,6 +279,39 @@ def assert_result_matches_venue(stack: Stack, result: dict[str, Any]) -> dict[st
 def order_queries(paper: Any) -> int:
     """How many `GET /fapi/v1/order` requests a paper exchange has served."""
     return int(paper.stats()["requests"].get("GET /fapi/v1/order", 0))
+
+
+@contextlib.contextmanager
+def stack_on(
+    server: LocalRedis, paper: Any, logs_dir: Path, extra: dict[str, str], kind: type[Stack] = Stack
+) -> Iterator[Stack]:
+    """A `kind` stack on a Redis server and a paper exchange of the test's own, with `extra` settings (the Redis and
+    venue URLs added); the processes the test starts are SIGKILLed after, and the server stopped."""
+    extra = dict(extra, QEXEC_REDIS_URL=server.url, QEXEC_EXCHANGE_URL=paper.url)
+    settings = Settings(**{k.removeprefix("QEXEC_").lower(): v for k, v in extra.items()})
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    logs_dir.mkdir()
+    running = kind(env=clean_env(extra), settings=settings, redis=client, paper=paper, logs_dir=logs_dir)
+    try:
+        yield running
+    finally:
+        for proc in running.processes.values():
+            stop_process(proc, signal.SIGKILL)
+        client.close()
+        server.stop()
+
+
+def run_bench(script: str, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run one of bench/'s scripts as a user would, with none of the developer's QEXEC_* settings."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env=clean_env({}),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def start_beat(stack: Stack, name: str, **env: str) -> None:

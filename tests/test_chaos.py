@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from stack_fixtures import ROOT, clean_env
+from stack_fixtures import run_bench
 
 pytestmark = pytest.mark.slow
 
@@ -18,31 +16,23 @@ def test_the_short_chaos_run_loses_nothing_duplicates_nothing_and_fakes_no_fill(
     """80 intents, every venue fault at random, one worker and one bridge SIGKILLed, Redis dropped: all targets 0,
     and every intent in flight at a fault recovered within the target."""
     report_path = tmp_path / "chaos.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "chaos.py"),
-            "--intents",
-            "80",
-            "--seed",
-            "3",
-            "--worker-kills",
-            "1",
-            "--bridge-kills",
-            "1",
-            "--redis-drop",
-            "restart",  # a real restart, down 5 s, with beat running: every process must wait it out
-            "--redis-down-s",
-            "5",
-            "--json",
-            str(report_path),
-        ],
-        cwd=ROOT,
-        env=clean_env({}),
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
+    run = run_bench(
+        "chaos.py",
+        "--intents",
+        "80",
+        "--seed",
+        "3",
+        "--worker-kills",
+        "1",
+        "--bridge-kills",
+        "1",
+        "--redis-drop",
+        "restart",  # a real restart, down 5 s, with beat running: every process must wait it out
+        "--redis-down-s",
+        "5",
+        "--json",
+        str(report_path),
+        timeout_s=280,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     assert "intents without a result (lost)" in run.stdout

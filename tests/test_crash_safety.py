@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 from paper_fixtures import PaperExchange
-from stack_fixtures import PIPELINE_ENV, Stack, clean_env, stop_process, unique_id, wait_for_line
+from stack_fixtures import PIPELINE_ENV, Stack, stack_on, unique_id, wait_for_line
 
 from qexec.config import Settings
 from qexec.models import client_order_id, utcnow
@@ -55,20 +55,10 @@ def crash_stack(tmp_path: Path, start_paper_server: Callable[..., PaperExchange]
     # A fixed port and directory, so that it can be stopped and started again as the same server
     server = LocalRedis(port=free_port(), data_dir=tmp_path / "redis", appendonly=True).start()
     paper = start_paper_server("--tick-ms", "0", "--result-wait-ms", "0")
-    extra = dict(CRASH_ENV, QEXEC_REDIS_URL=server.url, QEXEC_EXCHANGE_URL=paper.url)
-    settings = Settings(**{k.removeprefix("QEXEC_").lower(): v for k, v in extra.items()})
-    client = redis.Redis.from_url(server.url, decode_responses=True)
-    logs_dir = tmp_path / "logs"
-    logs_dir.mkdir()
-    running = CrashStack(env=clean_env(extra), settings=settings, redis=client, paper=paper, logs_dir=logs_dir)
-    running.server = server
-    try:
+    with stack_on(server, paper, tmp_path / "logs", CRASH_ENV, CrashStack) as running:
+        assert isinstance(running, CrashStack)
+        running.server = server
         yield running
-    finally:
-        for proc in running.processes.values():
-            stop_process(proc, signal.SIGKILL)
-        client.close()
-        server.stop()
 
 
 def market_intent(intent_id: str, symbol: str = "BTCUSDT", size_usd: float = 300.0) -> dict[str, Any]:

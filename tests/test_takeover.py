@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +18,9 @@ from typing import Any
 import pytest
 import redis
 from paper_fixtures import PaperExchange
-from stack_fixtures import ROOT, Stack, clean_env, seed_intent, start_beat, stop_process, unique_id, wait_for_line
+from stack_fixtures import Stack, run_bench, seed_intent, stack_on, start_beat, unique_id, wait_for_line
 
 from qexec import constants, liveness, locks
-from qexec.config import Settings
 from qexec.models import client_order_id
 from qexec.ops.redisserver import LocalRedis
 
@@ -106,25 +103,8 @@ def test_a_lock_left_by_an_ended_run_of_this_process_is_taken_over_and_a_running
 def recovery(tmp_path: Path, broker: str, fault: str) -> dict[str, Any]:
     """Run bench/recovery.py for one broker and fault (one round, eight intents); its figures."""
     report_path = tmp_path / "recovery.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "recovery.py"),
-            "--broker",
-            broker,
-            "--fault",
-            fault,
-            "--rounds",
-            "1",
-            "--json",
-            str(report_path),
-        ],
-        cwd=ROOT,
-        env=clean_env({}),
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
+    run = run_bench(
+        "recovery.py", "--broker", broker, "--fault", fault, "--rounds", "1", "--json", str(report_path), timeout_s=400
     )
     if not report_path.exists():
         pytest.fail(f"bench/recovery.py wrote no report: {run.stdout[-4000:]} {run.stderr[-4000:]}")
@@ -173,20 +153,8 @@ def production_stack(tmp_path: Path, start_paper_server: Callable[..., PaperExch
     starts the processes."""
     server = LocalRedis(data_dir=tmp_path / "redis", appendonly=True).start()
     paper = start_paper_server("--tick-ms", "0", "--result-wait-ms", "0")
-    extra = {"QEXEC_MODE": "paper", "QEXEC_METRICS_PORT": "0", "QEXEC_REDIS_URL": server.url}
-    extra["QEXEC_EXCHANGE_URL"] = paper.url
-    settings = Settings(**{k.removeprefix("QEXEC_").lower(): v for k, v in extra.items()})
-    client = redis.Redis.from_url(server.url, decode_responses=True)
-    logs_dir = tmp_path / "logs"
-    logs_dir.mkdir()
-    running = Stack(env=clean_env(extra), settings=settings, redis=client, paper=paper, logs_dir=logs_dir)
-    try:
+    with stack_on(server, paper, tmp_path / "logs", {"QEXEC_MODE": "paper", "QEXEC_METRICS_PORT": "0"}) as running:
         yield running
-    finally:
-        for proc in running.processes.values():
-            stop_process(proc, signal.SIGKILL)
-        client.close()
-        server.stop()
 
 
 @pytest.mark.slow
