@@ -27,6 +27,7 @@ with warnings.catch_warnings():
     # python-binance 1.0.37 imports a deprecated websockets name at import time; nothing we can change here.
     warnings.simplefilter("ignore", DeprecationWarning)
     from binance.client import Client
+    from binance.ws.websocket_api import WebsocketAPI
 
 START_TIMEOUT_S = 20.0
 
@@ -55,6 +56,11 @@ class PaperExchange:
         """The websocket base of this exchange (``ws://127.0.0.1:<port>``): streams share the HTTP port."""
         return "ws" + self.url.removeprefix("http")
 
+    @property
+    def ws_api_url(self) -> str:
+        """The WebSocket API of this exchange (``ws://127.0.0.1:<port>/ws-fapi/v1``), on the HTTP port too."""
+        return self.ws_url + "/ws-fapi/v1"
+
     def admin(self, method: str, path: str, json: Any = None) -> Any:
         """Call an admin route (``/paper/v1/...``) and return its JSON; raises on HTTP errors."""
         response = requests.request(method, self.url + path, json=json, timeout=10)
@@ -62,10 +68,16 @@ class PaperExchange:
         return response.json()
 
     def client(self, **kwargs: Any) -> Client:
-        """A python-binance ``Client`` pointed at this exchange (``FUTURES_URL``/``API_URL`` on the instance)."""
-        client = Client(self.api_key, self.api_secret, ping=False, **kwargs)
+        """A python-binance ``Client`` pointed at this exchange (``FUTURES_URL``/``API_URL`` on the instance, and
+        its WebSocket API ``ws_future``, whose URL is fixed at construction); an ``api_key`` with a
+        ``private_key`` signs with that key instead of the HMAC pair."""
+        kwargs.setdefault("api_key", self.api_key)
+        if "private_key" not in kwargs:
+            kwargs.setdefault("api_secret", self.api_secret)
+        client = Client(ping=False, **kwargs)
         client.FUTURES_URL = self.url + "/fapi"
         client.API_URL = self.url + "/api"
+        client.ws_future = WebsocketAPI(url=self.ws_api_url)
         return client
 
     def signed(

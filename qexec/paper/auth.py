@@ -1,9 +1,18 @@
-"""Binance request security: the API-key header, the HMAC-SHA256 signature and the timestamp window."""
+"""Binance request security: API keys (HMAC or Ed25519), their signatures and the timestamp window."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from urllib.parse import unquote
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from qexec.paper import errors
 from qexec.paper.params import Params
@@ -11,34 +20,85 @@ from qexec.paper.params import Params
 MAX_RECV_WINDOW_MS = 60_000
 DEFAULT_RECV_WINDOW_MS = 5_000
 MAX_AHEAD_MS = 1_000
+HMAC = "HMAC"
+ED25519 = "ED25519"
+
+
+def load_ed25519_public_key(path: Path) -> Ed25519PublicKey:
+    """The Ed25519 public key in the PEM file ``path`` (ValueError when it holds no PEM key, TypeError when
+    another kind of key)."""
+    key = load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise TypeError(f"{path} is not an Ed25519 public key")
+    return key
 
 
 class Auth:
-    """Checks requests against the one configured key pair."""
+    """Checks requests against the account's keys: one HMAC pair and any number of Ed25519 public keys."""
 
-    def __init__(self, api_key: str, api_secret: str) -> None:
+    def __init__(
+        self, api_key: str, api_secret: str, ed25519_keys: Mapping[str, Ed25519PublicKey] | None = None
+    ) -> None:
         self.api_key = api_key
         self.secret = api_secret.encode()
+        self.ed25519_keys = dict(ed25519_keys or {})
+        if api_key in self.ed25519_keys:
+            raise ValueError(f"API key {api_key!r} is both the HMAC key and an Ed25519 key")
+
+    def kind(self, key: str | None) -> str:
+        """``HMAC`` or ``ED25519`` for a key the account has; -2014 when none is sent, -2015 when unknown."""
+        if not key:
+            raise errors.BAD_API_KEY_FORMAT
+        if hmac.compare_digest(key.encode(), self.api_key.encode()):
+            return HMAC
+        if key in self.ed25519_keys:
+            return ED25519
+        raise errors.BAD_API_KEY
 
     def check_key(self, header: str | None) -> None:
-        """-2014/-2015 unless ``X-MBX-APIKEY`` names the configured key."""
-        if not header:
-            raise errors.BAD_API_KEY_FORMAT
-        if not hmac.compare_digest(header.encode(), self.api_key.encode()):
-            raise errors.BAD_API_KEY
+        """-2014/-2015 unless ``X-MBX-APIKEY`` names one of the account's keys."""
+        self.kind(header)
 
     def check_signed(self, header: str | None, query: str, body: str, params: Params, now_ms: int) -> None:
         """Key, signature over the raw query string + body, then timestamp within recvWindow."""
         self.check_key(header)
-        timestamp = params.integer("timestamp")
+        params.integer("timestamp")
         query_rest, query_sig = strip_signature(query)
         body_rest, body_sig = strip_signature(body)
         signature = query_sig or body_sig
         if not signature:
             raise errors.missing("signature")
-        expected = hmac.new(self.secret, (query_rest + body_rest).encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature.lower()):
+        self.verify(header, [query_rest + body_rest], signature)
+        self.check_window(params, now_ms)
+
+    def verify(self, key: str | None, payloads: Iterable[str], signature: str) -> None:
+        """-1022 unless ``signature`` signs one of ``payloads`` with ``key``: HMAC hex, or Ed25519 base64
+        (URL-encoded or not)."""
+        if self.kind(key) == HMAC:
+            given = signature.lower().encode()
+            for payload in payloads:
+                expected = hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest().encode()
+                if hmac.compare_digest(expected, given):
+                    return
             raise errors.BAD_SIGNATURE
+        assert key is not None  # kind() refused an empty key
+        try:
+            raw = base64.b64decode(unquote(signature), validate=True)
+        except (binascii.Error, ValueError):
+            raise errors.BAD_SIGNATURE from None
+        public = self.ed25519_keys[key]
+        for payload in payloads:
+            try:
+                public.verify(raw, payload.encode())
+            except InvalidSignature:
+                continue
+            return
+        raise errors.BAD_SIGNATURE
+
+    @staticmethod
+    def check_window(params: Params, now_ms: int) -> None:
+        """-1131 for a bad recvWindow, -1021 for a timestamp ahead of the server or older than the window."""
+        timestamp = params.integer("timestamp")
         recv_window = params.integer("recvWindow", DEFAULT_RECV_WINDOW_MS)
         if recv_window > MAX_RECV_WINDOW_MS or recv_window <= 0:
             raise errors.BAD_RECV_WINDOW

@@ -9,16 +9,38 @@ from pathlib import Path
 
 import click
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from qexec.constants import PAPER_API_KEY, PAPER_API_SECRET, PAPER_PORT
 from qexec.paper import catalogue
-from qexec.paper.auth import Auth
+from qexec.paper.auth import Auth, load_ed25519_public_key
 from qexec.paper.config import TRADE_RETENTION_S, Config
 from qexec.paper.exchange import Exchange
 from qexec.paper.server import create_app
 from qexec.paper.store import Store
 
 MEMORY = ":memory:"
+
+
+def _ed25519_keys(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Ed25519PublicKey]:
+    """``API_KEY:PUBLIC_KEY_PEM_FILE`` pairs as API key -> public key (a usage error when one is not)."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for value in values:
+        api_key, sep, path = value.partition(":")
+        if not sep or not api_key or not path:
+            raise click.BadParameter(f"{value!r} is not API_KEY:PUBLIC_KEY_PEM_FILE", ctx, param)
+        try:
+            keys[api_key] = load_ed25519_public_key(Path(path))
+        except (OSError, TypeError, ValueError) as exc:
+            raise click.BadParameter(f"{path}: {exc}", ctx, param) from None
+    return keys
+
+
+def _auth(api_key: str, api_secret: str, ed25519_keys: dict[str, Ed25519PublicKey]) -> Auth:
+    """The account's keys: the HMAC pair and the Ed25519 keys (a usage error when one is both)."""
+    if api_key in ed25519_keys:
+        raise click.UsageError(f"--ed25519-key {api_key}: that key is already the HMAC key (--api-key)")
+    return Auth(api_key, api_secret, ed25519_keys)
 
 
 def default_state_path() -> Path:
@@ -38,6 +60,14 @@ def default_state_path() -> Path:
 @click.option("--seed", default=7, type=int, help="Seed of the price walk.")
 @click.option("--api-key", default=PAPER_API_KEY, help="The API key clients must send.")
 @click.option("--api-secret", default=PAPER_API_SECRET, help="The HMAC secret of that key.", show_default=False)
+@click.option(
+    "--ed25519-key",
+    "ed25519_keys",
+    multiple=True,
+    callback=_ed25519_keys,
+    metavar="API_KEY:PUBLIC_KEY_PEM_FILE",
+    help="Another API key of the account, signing with Ed25519 (the PEM holds its public key); repeatable.",
+)
 @click.option("--fill-delay-ms", default=0, type=int, help="Fill MARKET orders this long after acceptance.")
 @click.option("--result-wait-ms", default=2000, type=int, help="Longest wait of a RESULT reply for a fill.")
 @click.option("--latency-ms", default=0, type=int, help="Delay before every Binance request is processed.")
@@ -80,6 +110,7 @@ def paper_command(
     seed: int,
     api_key: str,
     api_secret: str,
+    ed25519_keys: dict[str, Ed25519PublicKey],
     fill_delay_ms: int,
     result_wait_ms: int,
     latency_ms: int,
@@ -98,7 +129,7 @@ def paper_command(
     trade_retention_s: float,
     log_level: str,
 ) -> None:
-    """Run a local exchange that speaks the Binance USD-M Futures REST protocol."""
+    """Run a local exchange that speaks the Binance USD-M Futures REST and WebSocket API protocols."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     symbols = catalogue.from_exchange_info(exchange_info, prices) if exchange_info else catalogue.built_in()
     config = Config(
@@ -121,7 +152,7 @@ def paper_command(
     exchange = Exchange(
         symbols=symbols,
         config=config,
-        auth=Auth(api_key, api_secret),
+        auth=_auth(api_key, api_secret, ed25519_keys),
         store=store,
         seed=seed,
         balance=Decimal(balance),

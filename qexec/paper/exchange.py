@@ -33,6 +33,7 @@ from qexec.paper.websockets import Streams
 log = logging.getLogger("qexec.paper")
 
 Handler = Callable[["Exchange", Params, FillPlan], Awaitable[Any]]
+Authorize = Callable[[int], None]  # checks a request's key and signature at the server time it is given (ms)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,16 @@ class Endpoint:
     def key(self) -> str:
         """``"POST /fapi/v1/order"``: how faults and stats name the endpoint."""
         return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one request came to: the status and payload Binance would answer, error headers, the fault that fired."""
+
+    status: int
+    payload: Any
+    headers: dict[str, str]
+    fault: Fault | None = None
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -179,24 +190,37 @@ class Exchange:
     # ---- the request pipeline ------------------------------------------------------------------
 
     async def handle(self, endpoint: Endpoint, request: Request) -> Response:
-        """Latency, limits, security, faults, the handler, persistence, headers: one Binance request."""
+        """One Binance REST request: its parameters and security from the HTTP request, the rest by ``run``."""
         query = request.scope["query_string"].decode("latin-1")
         body = (await request.body()).decode("latin-1") if request.method != "GET" else ""
         params = Params(parse_qsl(body, keep_blank_values=True))
         if query:
             params.update(parse_qsl(query, keep_blank_values=True))
         ip = request.client.host if request.client else "unknown"
+        header = request.headers.get("x-mbx-apikey")
+
+        def authorize(now: int) -> None:
+            if endpoint.security == "SIGNED":
+                self.auth.check_signed(header, query, body, params, now)
+            elif endpoint.security == "KEY":
+                self.auth.check_key(header)
+
+        outcome = await self.run(endpoint, params, ip, authorize)
+        headers = self.limiter.headers(ip, endpoint.order)
+        headers.update(outcome.headers)
+        return json_response(outcome.payload, outcome.status, headers)
+
+    async def run(self, endpoint: Endpoint, params: Params, ip: str, authorize: Authorize) -> Outcome:
+        """Latency, limits, security (``authorize``), faults, the handler, persistence: one request of any
+        transport, its errors turned into Binance's status and payload."""
         self.stats.requests[endpoint.key] += 1
-        status, extra = 200, {}
+        fault: Fault | None = None
         try:
             if self.config.latency_ms > 0:
                 await asyncio.sleep(self.config.latency_ms / 1000)
             now = now_ms()
             self.limiter.admit(ip, endpoint.weight(params), now)
-            if endpoint.security == "SIGNED":
-                self.auth.check_signed(request.headers.get("x-mbx-apikey"), query, body, params, now)
-            elif endpoint.security == "KEY":
-                self.auth.check_key(request.headers.get("x-mbx-apikey"))
+            authorize(now)
             if endpoint.order:
                 self.limiter.admit_order(now)
             fault = self.faults.take(endpoint.key, params, self.config.chaos)
@@ -209,15 +233,14 @@ class Exchange:
                 await self._fault_after(fault)
         except errors.VenueError as exc:
             self.commit()
-            status, payload, extra = exc.status, exc.payload(), exc.headers
             self.stats.errors[exc.code] += 1
+            return Outcome(exc.status, exc.payload(), exc.headers, fault)
         except Exception:
             log.exception("paper exchange failed on %s", endpoint.key)
             self.commit()
-            status, payload = 500, {"code": -1000, "msg": "An unknown error occured while processing the request."}
-        headers = self.limiter.headers(ip, endpoint.order)
-        headers.update(extra)
-        return json_response(payload, status, headers)
+            payload = {"code": -1000, "msg": "An unknown error occured while processing the request."}
+            return Outcome(500, payload, {}, fault)
+        return Outcome(200, payload, {}, fault)
 
     @staticmethod
     async def _fault_after(fault: Fault) -> None:

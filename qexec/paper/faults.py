@@ -13,8 +13,12 @@ from qexec.paper.params import Params
 BEFORE = frozenset({"reject", "unknown_before", "unavailable", "timestamp", "rate_limit"})
 FILL = frozenset({"fill_delay", "partial_fill"})
 AFTER = frozenset({"unknown_after", "slow"})
-KINDS = BEFORE | FILL | AFTER | {"timeout", "latency"}
+# Faults whose moment is the ``executed`` flag: after the request ran (the default) or instead of running it.
+EXECUTED_OR_NOT = frozenset({"timeout", "drop"})
+KINDS = BEFORE | FILL | AFTER | EXECUTED_OR_NOT | {"latency"}
 DEFAULT_ENDPOINT = "POST /fapi/v1/order"
+WS_PREFIX = "WS "  # a WebSocket API request's endpoint name: "WS order.place"
+WS_ONLY = frozenset({"drop"})  # kinds that only a websocket can suffer: the server closes the connection
 
 
 @dataclass
@@ -57,7 +61,7 @@ class Fault:
         """``before``, ``fill`` or ``after``: the moment the fault acts."""
         if self.kind in FILL:
             return "fill"
-        if self.kind in AFTER or (self.kind == "timeout" and self.executed):
+        if self.kind in AFTER or (self.kind in EXECUTED_OR_NOT and self.executed):
             return "after"
         if self.kind == "latency":
             return "latency"
@@ -66,6 +70,8 @@ class Fault:
     def matches(self, endpoint: str, p: Params) -> bool:
         """True when this fault applies to a request of ``endpoint`` with ``p``."""
         if self.endpoint not in ("*", endpoint):
+            return False
+        if self.kind in WS_ONLY and not endpoint.startswith(WS_PREFIX):
             return False
         if self.symbol is not None and p.get("symbol") != self.symbol:
             return False
@@ -80,6 +86,7 @@ class Fault:
             "unknown_after": (-1000, errors.UNKNOWN_ERROR_MSG, 503),
             "unavailable": (-1000, errors.SERVICE_UNAVAILABLE_MSG, 503),
             "timeout": (-1007, errors.TIMEOUT_MSG, 408),
+            "drop": (-1007, errors.TIMEOUT_MSG, 408),  # never sent: the connection is closed instead
             "timestamp": (-1021, errors.RECV_WINDOW_MSG, 400),
         }
         code, msg, status = defaults[self.kind]
@@ -133,6 +140,8 @@ class Faults:
         if endpoint not in chaos.get("endpoints", [DEFAULT_ENDPOINT]):
             return None
         for kind, probability in sorted(chaos["probabilities"].items()):
+            if kind in WS_ONLY and not endpoint.startswith(WS_PREFIX):
+                continue
             if kind in KINDS and self.chaos_rng.random() < float(probability):
                 return Fault(
                     kind=kind,
@@ -140,7 +149,7 @@ class Faults:
                     delay_ms=int(chaos.get("delay_ms", 1500)),
                     ratio=float(chaos.get("ratio", 0.5)),
                     seconds=float(chaos.get("seconds", 5)),
-                    executed=kind != "timeout" or self.chaos_rng.random() < 0.5,
+                    executed=kind not in EXECUTED_OR_NOT or self.chaos_rng.random() < 0.5,
                     fired=1,
                 )
         return None

@@ -1,4 +1,4 @@
-"""The Starlette application: Binance REST and websocket routes and admin routes over one ``Exchange``."""
+"""The Starlette application: Binance REST, WebSocket API and stream routes, and admin routes over one ``Exchange``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from qexec.paper import admin
 from qexec.paper.endpoints import ENDPOINTS
 from qexec.paper.exchange import Endpoint, Exchange, json_response
+from qexec.paper.ws_api import WsApi
 
 METHODS = ["GET", "POST", "PUT", "DELETE"]
 
@@ -54,6 +55,7 @@ def create_app(ex: Exchange) -> Starlette:
     routes: list[BaseRoute] = [_binance_route(ex, path, methods) for path, methods in binance.items()]
     routes += [_admin_route(ex, path, methods) for path, methods in admins.items()]
     routes += ex.streams.routes()
+    routes.append(WsApi(ex).route())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
