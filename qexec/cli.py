@@ -67,7 +67,7 @@ def bridge(consumer: str | None, log_level: str) -> None:
     from qexec.worker.tasks import start_chain
 
     settings = settings_or_fail()
-    logs.configure(log_level, secrets=list(settings.credentials()) if settings.api_key else [])
+    logs.configure(log_level, secrets=settings.log_secrets())
     venue_or_exit(settings, redis_streams.connect(settings.redis_url))
     stop = threading.Event()
 
@@ -98,7 +98,7 @@ def console(host: str | None, port: int | None, log_level: str) -> None:
     settings = settings_or_fail()
     updates = {key: value for key, value in (("console_host", host), ("console_port", port)) if value is not None}
     settings = settings.model_copy(update=updates)
-    secrets = list(settings.credentials()) if settings.api_key else []
+    secrets = settings.log_secrets()
     if settings.console_auth is not None:
         secrets += [item.partition(":")[2] for item in settings.console_auth.get_secret_value().split(",")]
     logs.configure(log_level, secrets=[secret for secret in secrets if secret])

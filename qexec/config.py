@@ -7,7 +7,8 @@ import re
 import socket
 import sys
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -15,7 +16,15 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qexec import constants, sentinel
-from qexec.venue.identity import HostKind, VenueIdentity, derived_stream_url, url_host_kind, venue_identity
+from qexec.venue.identity import (
+    HostKind,
+    VenueIdentity,
+    derived_stream_url,
+    derived_ws_api_url,
+    url_host_kind,
+    venue_identity,
+)
+from qexec.venue.keys import Credentials, ed25519_pem
 
 
 class Mode(StrEnum):
@@ -137,6 +146,10 @@ class Settings(BaseSettings):
     exchange_url: str | None = None
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
+    # An Ed25519 key instead of the HMAC secret: its private key (PEM) in the variable, or in the file it names.
+    api_private_key: SecretStr | None = None
+    api_private_key_file: Path | None = None
+    api_private_key_password: SecretStr | None = None
     mainnet_confirm: str = ""
     flower_basic_auth: SecretStr | None = None  # "user:password[,user:password]" for Flower beyond loopback
 
@@ -154,6 +167,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=5.0, gt=0)
     recv_window_ms: int = Field(default=5000, gt=0, le=60000)
     rules_ttl_s: float = Field(default=300.0, gt=0)
+
+    # Orders over REST, or over the venue's WebSocket API (one authenticated connection per worker process); when
+    # that cannot be reached, orders go over REST for `ws_retry_s` before it is tried again.
+    order_transport: Literal["rest", "ws"] = "rest"
+    ws_api_url: str | None = None  # default: the venue's own (paper: /ws-fapi/v1 on the exchange's port)
+    ws_retry_s: float = Field(default=5.0, gt=0)
 
     # Fill confirmation: poll with a growing countdown until FILLED, terminal, or the deadline.
     fill_timeout_s: float = Field(default=30.0, gt=0)
@@ -307,6 +326,11 @@ class Settings(BaseSettings):
     def _check_stream_url(cls, url: str | None) -> str | None:
         return None if url is None else checked_url("QEXEC_STREAM_URL", url, STREAM_SCHEMES)
 
+    @field_validator("ws_api_url")
+    @classmethod
+    def _check_ws_api_url(cls, url: str | None) -> str | None:
+        return None if url is None else checked_url("QEXEC_WS_API_URL", url, STREAM_SCHEMES)
+
     @model_validator(mode="after")
     def _check_venue(self) -> Settings:
         venue = self.venue
@@ -321,11 +345,9 @@ class Settings(BaseSettings):
                 f"{_KIND_TEXT[venue.kind]} ({venue.host}): set QEXEC_MODE={_KIND_MODE[venue.kind]} (and its keys) "
                 "or point QEXEC_EXCHANGE_URL at the paper exchange"
             )
-        self._check_streams(venue)
-        if (self.api_key is None) != (self.api_secret is None):
-            raise ValueError("QEXEC_API_KEY and QEXEC_API_SECRET must be set together")
-        if self.mode is not Mode.PAPER and self.api_key is None:
-            raise ValueError(f"QEXEC_MODE={self.mode} needs QEXEC_API_KEY and QEXEC_API_SECRET")
+        self._check_streams(venue, "QEXEC_STREAM_URL", self.stream_url)
+        self._check_streams(venue, "QEXEC_WS_API_URL", self.ws_api_url)
+        self._check_keys()
         if self.node_dead_after_s < 2 * self.node_beat_s:
             raise ValueError(
                 f"QEXEC_NODE_DEAD_AFTER_S={self.node_dead_after_s:g} must be at least twice QEXEC_NODE_BEAT_S="
@@ -333,19 +355,33 @@ class Settings(BaseSettings):
             )
         return self
 
-    def _check_streams(self, venue: VenueIdentity) -> None:
-        """QEXEC_STREAM_URL must describe the venue the orders go to (a fill from another venue is worse than none)."""
-        if self.stream_url is None:
+    def _check_keys(self) -> None:
+        """One API key, signed for by an HMAC secret or by an Ed25519 private key (a variable or a file), not both."""
+        if self.api_private_key is not None and self.api_private_key_file is not None:
+            raise ValueError("set QEXEC_API_PRIVATE_KEY or QEXEC_API_PRIVATE_KEY_FILE, not both")
+        ed25519 = self.api_private_key is not None or self.api_private_key_file is not None
+        if ed25519 and self.api_secret is not None:
+            raise ValueError("an API key is HMAC or Ed25519: set QEXEC_API_SECRET or an Ed25519 private key, not both")
+        if (self.api_key is None) != (self.api_secret is None and not ed25519):
+            raise ValueError("QEXEC_API_KEY and QEXEC_API_SECRET (or an Ed25519 private key) must be set together")
+        if self.mode is not Mode.PAPER and self.api_key is None:
+            raise ValueError(f"QEXEC_MODE={self.mode} needs QEXEC_API_KEY and QEXEC_API_SECRET (or an Ed25519 key)")
+        if ed25519:
+            self.credentials()  # reads the key now: a bad key stops the start, not the first order
+
+    def _check_streams(self, venue: VenueIdentity, variable: str, url: str | None) -> None:
+        """A websocket URL must describe the venue the orders go to (a fill from another venue is worse than none)."""
+        if url is None:
             return
-        streams = url_host_kind(self.stream_url)
+        streams = url_host_kind(url)
         binance = (HostKind.MAINNET, HostKind.TESTNET, HostKind.DEMO)
         test_funds = (HostKind.TESTNET, HostKind.DEMO)  # one stream host serves both
         crossed = (venue.kind in test_funds) != (streams in test_funds)
         mismatch = venue.kind in binance and streams in binance and crossed
         if mismatch or (self.mode is Mode.PAPER and streams is not HostKind.LOCAL):
             raise ValueError(
-                f"QEXEC_STREAM_URL={self.stream_url} is {_KIND_TEXT[streams]}, but the orders go to {venue.label}: "
-                "the streams must come from the venue that takes the orders"
+                f"{variable}={url} is {_KIND_TEXT[streams]}, but the orders go to {venue.label}: "
+                "the websockets must reach the venue that takes the orders"
             )
 
     @property
@@ -368,6 +404,11 @@ class Settings(BaseSettings):
         return derived_stream_url(self.venue_url)
 
     @property
+    def ws_api_base_url(self) -> str:
+        """The venue's WebSocket API: the override, else derived from the host the orders go to."""
+        return self.ws_api_url or derived_ws_api_url(self.venue_url)
+
+    @property
     def effective_broker_url(self) -> str:
         """The Celery broker: `QEXEC_BROKER_URL`, defaulting to the Redis URL."""
         return self.broker_url or self.redis_url
@@ -383,11 +424,35 @@ class Settings(BaseSettings):
         """The dead-letter stream beside the intent stream."""
         return self.intent_stream + constants.DLQ_SUFFIX
 
-    def credentials(self) -> tuple[str, str]:
-        """The API key and secret (the paper defaults in paper mode when none are set)."""
-        if self.api_key is not None and self.api_secret is not None:
-            return self.api_key.get_secret_value(), self.api_secret.get_secret_value()
-        return constants.PAPER_API_KEY, constants.PAPER_API_SECRET
+    def credentials(self) -> Credentials:
+        """The API key and what signs for it (the paper defaults in paper mode when none are set)."""
+        return self._credentials
+
+    @cached_property
+    def _credentials(self) -> Credentials:
+        if self.api_key is None:
+            return Credentials(constants.PAPER_API_KEY, constants.PAPER_API_SECRET)
+        key = self.api_key.get_secret_value()
+        if self.api_secret is not None:
+            return Credentials(key, secret=self.api_secret.get_secret_value())
+        if self.api_private_key is not None:
+            text, where = self.api_private_key.get_secret_value(), "QEXEC_API_PRIVATE_KEY"
+        else:
+            assert self.api_private_key_file is not None
+            where = f"QEXEC_API_PRIVATE_KEY_FILE={self.api_private_key_file}"
+            try:
+                text = self.api_private_key_file.read_text()
+            except OSError as exc:
+                raise ValueError(f"{where} cannot be read: {exc.strerror}") from None
+        password = self.api_private_key_password.get_secret_value() if self.api_private_key_password else None
+        try:
+            return Credentials(key, private_key=ed25519_pem(text, password))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    def log_secrets(self) -> list[str]:
+        """What logs mask: the configured key and its secret or private key (the paper defaults are not secret)."""
+        return self.credentials().secrets() if self.api_key is not None else []
 
 
 _KIND_TEXT = {

@@ -168,7 +168,7 @@ def _redis_and_settings() -> tuple[redis.Redis, Settings]:
 def halt_command(reason: str, flatten_too: bool, wait_s: float) -> None:
     """Reject every new intent (reason `halted`) until `qexec resume`; `--flatten` also closes everything."""
     r, settings = _redis_and_settings()
-    logs.configure("INFO", secrets=list(settings.credentials()) if settings.api_key else [])
+    logs.configure("INFO", secrets=settings.log_secrets())
     halt(r, reason=reason, flatten=flatten_too)
     click.echo(f"HALTED new intents are rejected until `qexec resume`{f' ({reason})' if reason else ''}")
     if not flatten_too:

@@ -1,4 +1,5 @@
-"""The venue seam: the only module that imports `binance`. Library errors become qexec's own here."""
+"""The venue seam: python-binance's REST `Client` (and, through ws_orders.py, its WebSocket API), the only modules
+that import `binance`. Library errors become qexec's own here."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from qexec.errors import (
 )
 from qexec.models import AlgoOrder, Balance, OrderState, OrderType, PositionRisk, Side, Trade
 from qexec.venue import feed as feeds
-from qexec.venue import limiter
+from qexec.venue import limiter, ws_orders
 from qexec.venue.errors import KEY_REFUSED_CODES, POSITION_SIDE_MISMATCH, VENUE_503_TEXTS, VENUE_ERRORS, Kind
 from qexec.venue.rules import ExchangeRules, plain
 
@@ -82,15 +83,27 @@ def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
     return "NewConnectionError" in text or "Connection refused" in text
 
 
+def _retry_after_s(response: Any) -> float:
+    """How long a 429/418 asks to wait: REST's `Retry-After` header (seconds), or a WebSocket API answer's
+    `error.data.retryAfter` (the time, in ms, it ends); 1 s when neither is given."""
+    if isinstance(response, dict):
+        error = response.get("error")
+        data = error.get("data") if isinstance(error, dict) else None
+        until_ms = data.get("retryAfter") if isinstance(data, dict) else None
+        return max(1.0, (int(until_ms) - time.time() * 1000) / 1000) if until_ms else 1.0
+    headers = getattr(response, "headers", None)
+    retry_after = headers.get("Retry-After") if headers is not None else None
+    return float(retry_after or 1)
+
+
 def translate(exc: BaseException, *, mutating: bool) -> VenueError:
     kind = classify(exc)
     code = getattr(exc, "code", None)
     status = getattr(exc, "status_code", None)
     message = str(getattr(exc, "message", None) or exc)
     if kind == Kind.RATE_LIMITED:
-        response = getattr(exc, "response", None)
-        retry_after = response.headers.get("Retry-After") if response is not None else None
-        return RateLimited(message, retry_after_s=float(retry_after or 1), code=code, http_status=status)
+        wait_s = _retry_after_s(getattr(exc, "response", None))
+        return RateLimited(message, retry_after_s=wait_s, code=code, http_status=status)
     if kind == Kind.NOT_FOUND:
         return OrderNotFound(message, code=code, http_status=status)
     if kind == Kind.REJECTED:
@@ -127,13 +140,19 @@ class BinanceVenue:
     """A Binance USD-M Futures account reached through python-binance's `Client` (one per thread)."""
 
     def __init__(self, settings: Settings, redis: redis.Redis | None = None) -> None:
-        key, secret = settings.credentials()
+        creds = settings.credentials()
         self.settings = settings
         self.identity = settings.venue  # which venue this is, from where the requests go (qexec/venue/identity.py)
         self.mode = self.identity.name
         self.url = settings.venue_url
         self.host = self.identity.host
-        self._client = Client(key, secret, ping=False, requests_params={"timeout": settings.request_timeout_s})
+        self._client = Client(
+            creds.api_key,
+            creds.secret,
+            private_key=creds.private_key,  # Ed25519 signs instead of HMAC when set (qexec/venue/keys.py)
+            ping=False,
+            requests_params={"timeout": settings.request_timeout_s},
+        )
         _settle_environment(self._client.session, self.url)
         # python-binance has no base-URL parameter; the instance attributes are read at every call (§6.1).
         self._client.FUTURES_URL = self.url + "/fapi"
@@ -173,33 +192,77 @@ class BinanceVenue:
     def _call(
         self, fn: Callable[..., T], *, mutating: bool = False, signed: bool = True, spent: Any = None, **params: Any
     ) -> T:
+        """One REST call through python-binance's `Client`, spending the shared budget first (`spent`: the caller
+        already tried to, with `Limiter.spend_in`)."""
         if signed and self._shared.offset_ms is None:
             self.sync_clock()
         for attempt in range(2):
-            if self.limiter is not None:
-                # `spent`: the caller already tried to spend this call's budget (`Limiter.spend_in`).
-                self.limiter.acquire(
-                    limiter.cost_of(getattr(fn, "__name__", ""), params), spent if attempt == 0 else None
-                )
+            self._spend(fn, params, spent if attempt == 0 else None)
             try:
                 answer = fn(**params)
             except (BinanceAPIException, BinanceRequestException, requests.exceptions.RequestException) as exc:
                 self._observe(getattr(exc, "response", None))
-                if isinstance(exc, BinanceAPIException) and exc.code == -1021 and attempt == 0:
-                    # A definite rejection: our clock drifted. Resync and send again (reference §7.3 step 6).
-                    log.warning("clock drift (-1021) from %s; resyncing", self.host)
-                    self.sync_clock()
+                if self._resynced(exc, attempt):
                     continue
-                error = translate(exc, mutating=mutating)
-                if isinstance(error, PositionModeChanged):
-                    self.forget_position_mode()  # the one recovery: whoever resends reads the account's mode again
-                if isinstance(error, RateLimited) and self.limiter is not None:
-                    self.limiter.pause(error.retry_after_s, f"HTTP {error.http_status} from {self.host}")
-                    metrics.venue_rate_limited(self.limiter.redis, error.http_status)
-                raise error from exc
+                raise self._failure(exc, mutating) from exc
             self._observe(self._client.response)
             return answer
         raise AssertionError("unreachable")
+
+    def _send(self, rest: Callable[..., Any], ws_call: str, *, mutating: bool, spent: Any = None, **params: Any) -> Any:
+        """A call over the venue's WebSocket API (`ws_call`, python-binance's `AsyncClient` method) when that is the
+        order transport; over REST (`rest`) when it is not, or when the WebSocket API cannot be reached. The same
+        budget, the same errors: an answer that never came is an unknown outcome, looked up before any resend."""
+        socket = self._order_socket()
+        if socket is None or socket.down:
+            return self._call(rest, mutating=mutating, spent=spent, **params)
+        if self._shared.offset_ms is None:
+            self.sync_clock()
+        for attempt in range(2):
+            self._spend(rest, params, spent if attempt == 0 else None)
+            try:
+                return socket.request(ws_call, dict(params, recvWindow=self.settings.recv_window_ms), self._offset())
+            except ws_orders.NotSent as exc:
+                log.warning("WS_API_UNREACHABLE error=%s: over REST for %g s", exc, self.settings.ws_retry_s)
+                return self._call(rest, mutating=mutating, spent=limiter.SPENT, **params)
+            except ws_orders.Lost as exc:
+                lost = UnknownOutcome if mutating else TemporaryVenueError
+                raise lost(f"the WebSocket API's answer never came: {exc}") from exc
+            except BinanceAPIException as exc:
+                if self._resynced(exc, attempt):
+                    continue
+                raise self._failure(exc, mutating) from exc
+        raise AssertionError("unreachable")
+
+    def _order_socket(self) -> ws_orders.OrderSocket | None:
+        if self.settings.order_transport != "ws":
+            return None
+        return ws_orders.socket_for(self.settings)
+
+    def _offset(self) -> int:
+        return self._shared.offset_ms or 0
+
+    def _spend(self, fn: Callable[..., Any], params: dict[str, Any], spent: Any) -> None:
+        if self.limiter is not None:
+            self.limiter.acquire(limiter.cost_of(getattr(fn, "__name__", ""), params), spent)
+
+    def _resynced(self, exc: BaseException, attempt: int) -> bool:
+        """Whether `exc` is a clock-drift rejection (-1021) worth one resend, the clock resynced for it."""
+        if isinstance(exc, BinanceAPIException) and exc.code == -1021 and attempt == 0:
+            # A definite rejection: our clock drifted. Resync and send again (reference §7.3 step 6).
+            log.warning("clock drift (-1021) from %s; resyncing", self.host)
+            self.sync_clock()
+            return True
+        return False
+
+    def _failure(self, exc: BaseException, mutating: bool) -> VenueError:
+        error = translate(exc, mutating=mutating)
+        if isinstance(error, PositionModeChanged):
+            self.forget_position_mode()  # the one recovery: whoever resends reads the account's mode again
+        if isinstance(error, RateLimited) and self.limiter is not None:
+            self.limiter.pause(error.retry_after_s, f"HTTP {error.http_status} from {self.host}")
+            metrics.venue_rate_limited(self.limiter.redis, error.http_status)
+        return error
 
     def _observe(self, response: requests.Response | None) -> None:
         if self.limiter is not None and response is not None:
@@ -334,7 +397,9 @@ class BinanceVenue:
             params["positionSide"] = position_side
         elif reduce_only:
             params["reduceOnly"] = "true"
-        answer = self._call(self._client.futures_create_order, mutating=True, spent=spent, **params)
+        answer = self._send(
+            self._client.futures_create_order, "ws_futures_create_order", mutating=True, spent=spent, **params
+        )
         return OrderState.model_validate(answer)
 
     def get_order(self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None) -> OrderState:
@@ -346,11 +411,15 @@ class BinanceVenue:
             params["origClientOrderId"] = client_order_id
         else:
             raise ValueError("get_order needs order_id or client_order_id")
-        return OrderState.model_validate(self._call(self._client.futures_get_order, **params))
+        return OrderState.model_validate(
+            self._send(self._client.futures_get_order, "ws_futures_get_order", mutating=False, **params)
+        )
 
     def cancel_order(self, symbol: str, *, order_id: int) -> OrderState:
         """Cancel an open order; raises `OrderNotFound` (-2011) when it is no longer open."""
-        answer = self._call(self._client.futures_cancel_order, mutating=True, symbol=symbol, orderId=order_id)
+        answer = self._send(
+            self._client.futures_cancel_order, "ws_futures_cancel_order", mutating=True, symbol=symbol, orderId=order_id
+        )
         return OrderState.model_validate(answer)
 
     def user_trades(
@@ -388,6 +457,7 @@ class BinanceVenue:
             "triggerPrice": plain(trigger_price),
             "workingType": "MARK_PRICE",
             "clientAlgoId": client_algo_id,
+            "algoType": "CONDITIONAL",
         }
         if quantity is None:
             params["closePosition"] = "true"
@@ -397,7 +467,10 @@ class BinanceVenue:
                 params["reduceOnly"] = "true"
         if position_side:
             params["positionSide"] = position_side
-        return AlgoOrder.model_validate(self._call(self._client.futures_create_order, mutating=True, **params))
+        answer = self._send(
+            self._client.futures_create_algo_order, "ws_futures_create_algo_order", mutating=True, **params
+        )
+        return AlgoOrder.model_validate(answer)
 
     def get_algo_order(self, *, client_algo_id: str | None = None, algo_id: int | None = None) -> AlgoOrder:
         """Look an algo order up by `clientAlgoId` or `algoId`; raises `OrderNotFound` when the venue has none."""
@@ -407,7 +480,7 @@ class BinanceVenue:
     def cancel_algo_order(self, *, client_algo_id: str | None = None, algo_id: int | None = None) -> None:
         """Cancel a waiting algo order; raises `OrderNotFound` (-2011) when it no longer waits."""
         params: dict[str, Any] = {"algoId": algo_id} if algo_id is not None else {"clientAlgoId": client_algo_id}
-        self._call(self._client.futures_cancel_order, mutating=True, conditional=True, **params)
+        self._send(self._client.futures_cancel_algo_order, "ws_futures_cancel_algo_order", mutating=True, **params)
 
     def cancel_all_orders(self, symbol: str) -> None:
         """Cancel every open order and every waiting algo order of a symbol (allOpenOrders, algoOpenOrders)."""

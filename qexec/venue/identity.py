@@ -33,6 +33,8 @@ _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
 _SINGLE_LABEL = re.compile(r"[a-z](?:[a-z0-9_-]*[a-z0-9])?")
 
 TESTNET_STREAMS = "wss://fstream.binancefuture.com"  # testnet and demo share them (§5)
+WS_API_PATH = "/ws-fapi/v1"
+TESTNET_WS_API = "wss://testnet.binancefuture.com/ws-fapi/v1"  # testnet and demo alike (§5)
 
 
 def host_kind(hostname: str) -> HostKind:
@@ -106,14 +108,25 @@ def venue_identity(mode: str, url: str, *, overridden: bool) -> VenueIdentity:
     return VenueIdentity(name, mode, kind, host, overridden, real_money)
 
 
-def derived_stream_url(url: str) -> str:
-    """The websocket base of the venue at REST base `url`: Binance's stream host for a Binance host, else that host."""
+def _derived_ws_url(url: str, binance_host: str, testnet: str, path: str) -> str:
+    """A websocket URL of the venue at REST base `url`: `wss://<binance_host>.binance.<tld><path>` for a mainnet host,
+    `testnet` for testnet and demo (one host serves both, §5), else `path` on the same host and port (the paper
+    exchange serves its websockets there)."""
     hostname = (urlsplit(url).hostname or "").lower().rstrip(".")
     kind = host_kind(hostname)
     if kind is HostKind.MAINNET:
         found = _BINANCE_DOMAIN.search(hostname)
-        return f"wss://fstream.{found.group(1) if found else 'binance.com'}"
+        return f"wss://{binance_host}.{found.group(1) if found else 'binance.com'}{path}"
     if kind in (HostKind.TESTNET, HostKind.DEMO):
-        return TESTNET_STREAMS
-    # The paper exchange (or whatever answers at that address) serves its streams on the same port.
-    return "ws" + url.removeprefix("http")
+        return testnet
+    return "ws" + url.removeprefix("http") + path
+
+
+def derived_stream_url(url: str) -> str:
+    """The websocket base of the venue's streams: Binance's stream host for a Binance host, else that host."""
+    return _derived_ws_url(url, "fstream", TESTNET_STREAMS, "")
+
+
+def derived_ws_api_url(url: str) -> str:
+    """The venue's WebSocket API: Binance's `ws-fapi` host for a Binance host, else `/ws-fapi/v1` on that host."""
+    return _derived_ws_url(url, "ws-fapi", TESTNET_WS_API, WS_API_PATH)

@@ -40,6 +40,7 @@ class Cost:
 
 
 ORDER = Cost(weight=0, orders=1)
+SPENT = (0, "")  # a `first` reply for `Limiter.acquire` that says the cost is spent already (no wait, no spending)
 
 # python-binance method -> cost (reference §1.4, §3.5); a pair is (with `symbol`, without).
 CALL_COSTS: dict[str, Cost | tuple[Cost, Cost]] = {

@@ -67,7 +67,7 @@ if _refusal is not None:
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _redact_worker_logs(logger: logging.Logger, **_: Any) -> None:
-    secrets = list(get_settings().credentials()) if get_settings().api_key else []
+    secrets = get_settings().log_secrets()
     secrets += notify.url_secrets(get_settings())  # the alert URLs' tokens
     for handler in logger.handlers:
         handler.addFilter(logs.RedactSecrets(secrets))
@@ -107,5 +107,8 @@ def _start_feed(**_: Any) -> None:
 
 @worker_shutdown.connect
 def _stop_feed(**_: Any) -> None:
+    from qexec.venue import ws_orders  # noqa: PLC0415 - python-binance loads with the tasks, not with beat
+
     feed.stop_all()
+    ws_orders.close_all()  # the WebSocket API connections orders went over, if any
     takeover.stop_beating()
