@@ -33,7 +33,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## qexec against the naive and the asyncio baseline: latency, throughput, REST budget, memory (~20 min)
+bench: $(STAMP)  ## qexec against the naive and the asyncio baseline: latency, throughput, REST budget, memory; REST vs WebSocket orders (~23 min)
 	$(BIN)/python bench/bench.py --json bench/results/bench.json --summary bench/results/$(shell date -u +%F)-bench.md
 
 bench-paper: $(STAMP)  ## signed order round-trips per second the paper exchange serves

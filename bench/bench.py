@@ -2,7 +2,8 @@
 rate-limit ceiling and memory. The naive baseline (bench/baseline.py) runs one intent at a time and polls; the asyncio
 baseline (bench/async_baseline.py) is a careful single-process asyncio executor, many intents in flight.
 
-.venv/bin/python bench/bench.py [--scenario overhead|realistic|testnet|ratelimit|soak ...] [--quick] [--json FILE]
+.venv/bin/python bench/bench.py [--scenario overhead|realistic|testnet|ratelimit|soak|transport ...] [--quick]
+    [--json FILE]
 
 Every figure is measured here, for the three executors, against a paper exchange started for the scenario. Latency is
 from the intent's stream entry to its result's stream entry (both ids carry Redis's clock).
@@ -25,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -604,6 +606,55 @@ def soak(bench: Bench, quick: bool) -> dict[str, Any]:
     return compare(runs, ["rss_after_1k_mb", "rss_at_end_mb", "rss_growth_pct", "no_result_in_wait"])
 
 
+def placement_round_trips(venue_url: str, transport: str, count: int) -> list[float]:
+    """ms per entry order placed through qexec's venue seam (python-binance, RESULT answers), one after another, over
+    `transport` ("rest" or "ws"); the first two (connections) are left out."""
+    from qexec.config import Settings  # noqa: PLC0415 - the bench's own process uses qexec only here
+    from qexec.models import OrderType, Side  # noqa: PLC0415
+    from qexec.venue.binance import BinanceVenue  # noqa: PLC0415
+
+    venue = BinanceVenue(Settings(exchange_url=venue_url, order_transport=transport))
+    took = []
+    for n in range(count + 2):
+        started = time.perf_counter()
+        venue.place_order(
+            symbol="BTCUSDT",
+            side=Side.BUY if n % 2 == 0 else Side.SELL,
+            order_type=OrderType.MARKET,
+            quantity=Decimal("0.002"),
+            client_order_id=f"rtt-{transport}-{uuid.uuid4().hex[:16]}",
+        )
+        took.append((time.perf_counter() - started) * 1000)
+    venue.close()
+    return took[2:]
+
+
+def transport(bench: Bench, quick: bool) -> dict[str, Any]:
+    """6: orders over REST and over the WebSocket API (QEXEC_ORDER_TRANSPORT), at 0 and 50 ms of venue latency: an
+    entry's placement round trip through the venue seam, and qexec's intent -> result at 10 intents/s."""
+    count = 50 if quick else 300
+    rows: dict[str, dict[str, float]] = {}
+    for latency in (0, 50):
+        figures: dict[str, dict[str, float]] = {}
+        for name in ("rest", "ws"):
+            with bench.paper(Venue(latency_ms=latency)) as venue:
+                took = placement_round_trips(venue, name, 30 if quick else 200)
+            with bench.paper(Venue(latency_ms=latency)) as venue:
+                run = latency_run(bench, "qexec", venue, count, 10, 8, 120, {"QEXEC_ORDER_TRANSPORT": name})
+            figures[name] = {
+                "placement_p50_ms": pct(took, 50),
+                "placement_p99_ms": pct(took, 99),
+                "intent_to_result_p50_ms": run.summary().get("p50_ms", float("nan")),
+                "intent_to_result_p99_ms": run.summary().get("p99_ms", float("nan")),
+                "cpu_ms_per_intent": 1000 * run.figures["cpu_s_per_intent"],
+                "no_result_in_wait": run.sent - run.results,
+            }
+        for key in figures["rest"]:
+            rest, ws = figures["rest"][key], figures["ws"][key]
+            rows[f"{key} @{latency} ms"] = {"rest": rest, "ws": ws, "ws/rest": _ratio(ws, rest)}
+    return {"columns": ["rest", "ws", "ws/rest"], "rows": rows}
+
+
 def _ratio(q: float, b: float) -> float:
     return q / b if b and not math.isnan(b) else float("nan")
 
@@ -625,11 +676,17 @@ SCENARIOS: dict[str, Callable[[Bench, bool], dict[str, Any]]] = {
     "testnet": testnet,
     "ratelimit": ratelimit,
     "soak": soak,
+    "transport": transport,
 }
 
 
 def render(name: str, table: dict[str, Any]) -> str:
     """A scenario's table as text."""
+    if "columns" in table:  # a table of its own columns (transport: rest, ws, ws/rest)
+        lines = [f"\n{name}", f"  {'figure':36} " + " ".join(f"{c:>10}" for c in table["columns"])]
+        for key, row in table["rows"].items():
+            lines.append(f"  {key:36} " + " ".join(f"{row[c]:>10.4g}" for c in table["columns"]))
+        return "\n".join(lines)
     head = f"{'qexec':>10} {'naive':>10} {'asyncio':>10} {'q/naive':>8} {'q/async':>8}"
     lines = [f"\n{name}", f"  {'figure':36} {head}"]
     for key, row in table["rows"].items():
