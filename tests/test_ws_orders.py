@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from stack_fixtures import PIPELINE_ENV, Stack, seed_intent, stack_on, unique_id, venue_orders
 
 from qexec.config import Settings, settings_problem
-from qexec.errors import UnknownOutcome
+from qexec.errors import RateLimited, UnknownOutcome
 from qexec.models import OrderStatus, OrderType, Side, client_order_id
 from qexec.ops.redisserver import LocalRedis
 from qexec.venue.binance import BinanceVenue
@@ -167,6 +167,26 @@ def test_orders_go_over_rest_while_the_websocket_api_cannot_be_reached(
     assert first.status is second.status is OrderStatus.FILLED
     assert rest_requests(paper, "POST /fapi/v1/order") == before + 2
     assert len([r for r in caplog.records if "WS_API_UNREACHABLE" in r.getMessage()]) == 1
+
+
+def test_a_429_over_the_websocket_api_is_rate_limited_with_the_venues_wait(
+    ed_paper: tuple[PaperExchange, Path],
+) -> None:
+    """The venue's order limit answered over the WebSocket API is a rate limit with its retry-after, as over REST (a
+    WebSocket answer has no headers to read it from)."""
+    paper, _ = ed_paper
+    venue = ws_venue(paper)
+    before, rest_before = ws_requests(paper, "order.place"), rest_requests(paper, "POST /fapi/v1/order")
+    paper.admin("POST", "/paper/v1/config", {"limits": {"orders_per_10s": 2}})
+    try:
+        with pytest.raises(RateLimited) as caught:
+            for _ in range(3):
+                market_buy(venue, f"limit-{unique_id()}"[:36])
+    finally:
+        paper.admin("POST", "/paper/v1/config", {"limits": {"orders_per_10s": 300}})
+    assert caught.value.http_status == 429
+    assert (ws_requests(paper, "order.place") - before, rest_requests(paper, "POST /fapi/v1/order")) == (3, rest_before)
+    assert 1 <= caught.value.retry_after_s <= 11, caught.value.retry_after_s
 
 
 @pytest.mark.parametrize("kind", ["timeout", "drop"])
