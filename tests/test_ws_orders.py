@@ -213,20 +213,24 @@ def test_an_order_whose_websocket_answer_never_came_is_an_unknown_outcome_found_
 # -- the pipeline over the WebSocket API ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ws_stack(ed_paper: tuple[PaperExchange, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A worker and a bridge whose orders go over the WebSocket API, signed with the Ed25519 key."""
-    paper, private = ed_paper
-    folder = tmp_path_factory.mktemp("ws-stack")
-    server = LocalRedis(port=free_port(), data_dir=folder / "redis").start()
-    extra = dict(
+def ws_env(private: Path) -> dict[str, str]:
+    """The pipeline's test settings, orders over the WebSocket API signed with the Ed25519 key in `private`."""
+    return dict(
         PIPELINE_ENV,
         QEXEC_ORDER_TRANSPORT="ws",
         QEXEC_API_KEY=ED_KEY,
         QEXEC_API_PRIVATE_KEY_FILE=str(private),
         QEXEC_UNKNOWN_LOOKUP_S="10",
     )
-    with stack_on(server, paper, folder / "logs", extra) as stack:
+
+
+@pytest.fixture(scope="module")
+def ws_stack(ed_paper: tuple[PaperExchange, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A worker and a bridge whose orders go over the WebSocket API, signed with the Ed25519 key."""
+    paper, private = ed_paper
+    folder = tmp_path_factory.mktemp("ws-stack")
+    server = LocalRedis(port=free_port(), data_dir=folder / "redis").start()
+    with stack_on(server, paper, folder / "logs", ws_env(private)) as stack:
         stack.start_worker()
         stack.start_bridge()
         yield stack
@@ -263,3 +267,30 @@ def test_an_entry_whose_websocket_answer_is_lost_ends_filled_with_one_order_at_t
     assert len(stack.results(iid)) == 1
     [lost] = [line for line in stack.log("worker").splitlines() if "ORDER_ERROR" in line and iid in line]
     assert "outcome=unknown" in lost and "answer never came" in lost, lost
+
+
+def test_orders_go_over_a_fresh_websocket_connection_after_the_venue_restarts(
+    tmp_path: Path, start_paper_server: Any
+) -> None:
+    """The venue goes away under a running worker (its WebSocket API connection closed) and comes back: the next
+    intent's entry goes over a new WebSocket API connection, not over REST and not into a dead socket."""
+    private, public = ed25519_files(tmp_path)
+    args = ("--tick-ms", "0", "--result-wait-ms", "0", "--ed25519-key", f"{ED_KEY}:{public}")
+    state, port = str(tmp_path / "paper.db"), free_port()
+    paper = start_paper_server(*args, state=state, port=port)
+    server = LocalRedis(port=free_port(), data_dir=tmp_path / "redis").start()
+    with stack_on(server, paper, tmp_path / "logs", ws_env(private)) as stack:
+        stack.start_worker()
+        stack.start_bridge()
+        before = unique_id("before")
+        stack.inject(seed_intent(before, symbol="ETHUSDT", position_size_usd=100.0))
+        assert stack.wait_result(before)["status"] == "filled"
+        paper.stop()
+        stack.paper = start_paper_server(*args, state=state, port=port)
+        after = unique_id("after")
+        stack.inject(seed_intent(after, symbol="ETHUSDT", position_size_usd=100.0))
+        result = stack.wait_result(after, timeout_s=60)
+
+        assert result["status"] == "filled", result
+        assert ws_requests(stack.paper, "order.place") == 1
+        assert rest_requests(stack.paper, "POST /fapi/v1/order") == 0
