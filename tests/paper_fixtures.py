@@ -182,11 +182,18 @@ def start_paper(*args: str, state: str = ":memory:", seed: int = 7, port: int | 
     raise RuntimeError(f"qexec paper did not answer on {exchange.url} within {START_TIMEOUT_S} s")
 
 
-def pointed_at(client_class: Any, paper: PaperExchange) -> Any:
+def pointed_at(
+    client_class: Any, paper: PaperExchange, *, api_key: str | None = None, api_secret: str | None = None
+) -> Any:
     """A ccxt client (``ccxt.binanceusdm`` or ``ccxt.pro.binanceusdm``) whose REST bases all point at the paper
-    exchange, so nothing can reach a real Binance host; only its URLs are changed."""
+    exchange, so nothing can reach a real Binance host; only its URLs are changed. ``api_key``/``api_secret``
+    sign for another account than the default pair's."""
     # No currencies: with a key ccxt would read them from spot's /sapi, which the paper exchange does not serve.
-    config = {"apiKey": paper.api_key, "secret": paper.api_secret, "options": {"fetchCurrencies": False}}
+    config = {
+        "apiKey": api_key or paper.api_key,
+        "secret": api_secret or paper.api_secret,
+        "options": {"fetchCurrencies": False},
+    }
     exchange = client_class(config)
     for name, url in list(exchange.urls["api"].items()):
         if isinstance(url, str):

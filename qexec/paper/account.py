@@ -1,7 +1,8 @@
-"""The paper account: USDT wallet, per-symbol leverage and margin type, position mode and positions."""
+"""A paper account: USDT wallet, per-symbol leverage and margin type, position mode and positions."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -13,6 +14,8 @@ from qexec.paper.decimals import ZERO, fmt
 DEFAULT_LEVERAGE = 20
 MAINT_MARGIN_RATE = Decimal("0.004")
 ACCOUNT_ALIAS = "SgsRpaper"
+DEFAULT_ACCOUNT = "default"  # the account of --api-key/--api-secret
+ACCOUNT_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Position:
 
 
 class Account:
-    """Balances, settings and positions of the single paper account."""
+    """Balances, settings and positions of one paper account."""
 
     def __init__(self, balance: Decimal, dual_side: bool = False) -> None:
         self.wallet = balance

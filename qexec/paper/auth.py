@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from qexec.paper import errors
+from qexec.paper.account import DEFAULT_ACCOUNT
 from qexec.paper.params import Params
 
 MAX_RECV_WINDOW_MS = 60_000
@@ -34,22 +35,45 @@ def load_ed25519_public_key(path: Path) -> Ed25519PublicKey:
 
 
 class Auth:
-    """Checks requests against the account's keys: one HMAC pair and any number of Ed25519 public keys."""
+    """Checks requests against the accounts' keys: HMAC pairs and Ed25519 public keys, each key of one account."""
 
     def __init__(
         self, api_key: str, api_secret: str, ed25519_keys: Mapping[str, Ed25519PublicKey] | None = None
     ) -> None:
-        self.api_key = api_key
-        self.secret = api_secret.encode()
-        self.ed25519_keys = dict(ed25519_keys or {})
-        if api_key in self.ed25519_keys:
-            raise ValueError(f"API key {api_key!r} is both the HMAC key and an Ed25519 key")
+        self.secrets: dict[str, bytes] = {}
+        self.ed25519_keys: dict[str, Ed25519PublicKey] = {}
+        self.owners: dict[str, str] = {}  # API key -> the name of its account
+        self.add_hmac(api_key, api_secret, DEFAULT_ACCOUNT)
+        for key, public in (ed25519_keys or {}).items():
+            self.add_ed25519(key, public, DEFAULT_ACCOUNT)
+
+    def add_hmac(self, api_key: str, api_secret: str, account: str) -> None:
+        """Give ``account`` an HMAC key pair (ValueError when the key is already one of any account's)."""
+        self._own(api_key, account)
+        self.secrets[api_key] = api_secret.encode()
+
+    def add_ed25519(self, api_key: str, public: Ed25519PublicKey, account: str) -> None:
+        """Give ``account`` an Ed25519 key (ValueError when the key is already one of any account's)."""
+        self._own(api_key, account)
+        self.ed25519_keys[api_key] = public
+
+    def _own(self, api_key: str, account: str) -> None:
+        if api_key in self.owners:
+            raise ValueError(f"API key {api_key!r} is already a key of account {self.owners[api_key]!r}")
+        self.owners[api_key] = account
+
+    def account_of(self, key: str) -> str:
+        """The name of the account ``key`` belongs to (-2015 when it is nobody's)."""
+        owner = self.owners.get(key)
+        if owner is None:
+            raise errors.BAD_API_KEY
+        return owner
 
     def kind(self, key: str | None) -> str:
-        """``HMAC`` or ``ED25519`` for a key the account has; -2014 when none is sent, -2015 when unknown."""
+        """``HMAC`` or ``ED25519`` for a key an account has; -2014 when none is sent, -2015 when unknown."""
         if not key:
             raise errors.BAD_API_KEY_FORMAT
-        if hmac.compare_digest(key.encode(), self.api_key.encode()):
+        if key in self.secrets:
             return HMAC
         if key in self.ed25519_keys:
             return ED25519
@@ -75,9 +99,10 @@ class Auth:
         """-1022 unless ``signature`` signs one of ``payloads`` with ``key``: HMAC hex, or Ed25519 base64
         (URL-encoded or not)."""
         if self.kind(key) == HMAC:
+            assert key is not None  # kind() refused an empty key
             given = signature.lower().encode()
             for payload in payloads:
-                expected = hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest().encode()
+                expected = hmac.new(self.secrets[key], payload.encode(), hashlib.sha256).hexdigest().encode()
                 if hmac.compare_digest(expected, given):
                     return
             raise errors.BAD_SIGNATURE

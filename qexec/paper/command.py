@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from qexec.constants import PAPER_API_KEY, PAPER_API_SECRET, PAPER_PORT
 from qexec.paper import catalogue
+from qexec.paper.account import ACCOUNT_NAME, DEFAULT_ACCOUNT
 from qexec.paper.auth import Auth, load_ed25519_public_key
 from qexec.paper.config import TRADE_RETENTION_S, Config
 from qexec.paper.exchange import Exchange
@@ -22,25 +24,72 @@ from qexec.paper.store import Store
 MEMORY = ":memory:"
 
 
-def _ed25519_keys(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Ed25519PublicKey]:
-    """``API_KEY:PUBLIC_KEY_PEM_FILE`` pairs as API key -> public key (a usage error when one is not)."""
-    keys: dict[str, Ed25519PublicKey] = {}
+@dataclass(frozen=True)
+class AccountKeys:
+    """An account named on the command line (``--account``) with its HMAC key pair."""
+
+    name: str
+    api_key: str
+    api_secret: str
+
+
+@dataclass(frozen=True)
+class Ed25519Key:
+    """An Ed25519 API key named on the command line, its public key and the account it belongs to."""
+
+    api_key: str
+    public: Ed25519PublicKey
+    account: str
+
+
+def _accounts(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[AccountKeys]:
+    """``NAME:API_KEY:API_SECRET`` triples (a usage error when one is not, or names an account twice)."""
+    found: list[AccountKeys] = []
     for value in values:
-        api_key, sep, path = value.partition(":")
-        if not sep or not api_key or not path:
-            raise click.BadParameter(f"{value!r} is not API_KEY:PUBLIC_KEY_PEM_FILE", ctx, param)
+        name, _, rest = value.partition(":")
+        api_key, sep, secret = rest.partition(":")
+        if not sep or not api_key or not secret:
+            raise click.BadParameter(f"{value.split(':', 1)[0]!r}…: not NAME:API_KEY:API_SECRET", ctx, param)
+        if not ACCOUNT_NAME.match(name):
+            raise click.BadParameter(f"account name {name!r}: 1 to 32 of a-z, 0-9, '_' and '-'", ctx, param)
+        if name == DEFAULT_ACCOUNT or any(a.name == name for a in found):
+            raise click.BadParameter(f"account {name!r} is named twice (default is --api-key's)", ctx, param)
+        found.append(AccountKeys(name, api_key, secret))
+    return found
+
+
+def _ed25519_keys(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[Ed25519Key]:
+    """``API_KEY:PUBLIC_KEY_PEM_FILE[:ACCOUNT]`` (no account: ``default``), a usage error when one is not."""
+    keys: list[Ed25519Key] = []
+    for value in values:
+        api_key, sep, rest = value.partition(":")
+        if not sep or not api_key or not rest:
+            raise click.BadParameter(f"{value!r} is not API_KEY:PUBLIC_KEY_PEM_FILE[:ACCOUNT]", ctx, param)
+        path, sep, account = rest.rpartition(":")
+        if not sep or not ACCOUNT_NAME.match(account):
+            path, account = rest, DEFAULT_ACCOUNT
         try:
-            keys[api_key] = load_ed25519_public_key(Path(path))
+            keys.append(Ed25519Key(api_key, load_ed25519_public_key(Path(path)), account))
         except (OSError, TypeError, ValueError) as exc:
             raise click.BadParameter(f"{path}: {exc}", ctx, param) from None
     return keys
 
 
-def _auth(api_key: str, api_secret: str, ed25519_keys: dict[str, Ed25519PublicKey]) -> Auth:
-    """The account's keys: the HMAC pair and the Ed25519 keys (a usage error when one is both)."""
-    if api_key in ed25519_keys:
-        raise click.UsageError(f"--ed25519-key {api_key}: that key is already the HMAC key (--api-key)")
-    return Auth(api_key, api_secret, ed25519_keys)
+def _auth(api_key: str, api_secret: str, accounts: list[AccountKeys], ed25519_keys: list[Ed25519Key]) -> Auth:
+    """Every account's keys: the default HMAC pair, the ``--account`` pairs and the Ed25519 keys (a usage error
+    when a key is named twice or an Ed25519 key names no account)."""
+    auth = Auth(api_key, api_secret)
+    names = {DEFAULT_ACCOUNT, *(a.name for a in accounts)}
+    try:
+        for account in accounts:
+            auth.add_hmac(account.api_key, account.api_secret, account.name)
+        for key in ed25519_keys:
+            if key.account not in names:
+                raise click.UsageError(f"--ed25519-key {key.api_key}: no account {key.account!r} (see --account)")
+            auth.add_ed25519(key.api_key, key.public, key.account)
+    except ValueError as exc:
+        raise click.UsageError(f"{exc}: every API key belongs to one account") from None
+    return auth
 
 
 def default_state_path() -> Path:
@@ -58,15 +107,24 @@ def default_state_path() -> Path:
     help="SQLite state file, or ':memory:' to keep nothing. [default: ~/.local/share/qexec/paper.sqlite3]",
 )
 @click.option("--seed", default=7, type=int, help="Seed of the price walk.")
-@click.option("--api-key", default=PAPER_API_KEY, help="The API key clients must send.")
+@click.option("--api-key", default=PAPER_API_KEY, help="The API key of the account named default.")
 @click.option("--api-secret", default=PAPER_API_SECRET, help="The HMAC secret of that key.", show_default=False)
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    callback=_accounts,
+    metavar="NAME:API_KEY:API_SECRET",
+    help="Another account (or sub-account) with its own HMAC key pair; repeatable. A local test venue only: "
+    "the secret is on the command line.",
+)
 @click.option(
     "--ed25519-key",
     "ed25519_keys",
     multiple=True,
     callback=_ed25519_keys,
-    metavar="API_KEY:PUBLIC_KEY_PEM_FILE",
-    help="Another API key of the account, signing with Ed25519 (the PEM holds its public key); repeatable.",
+    metavar="API_KEY:PUBLIC_KEY_PEM_FILE[:ACCOUNT]",
+    help="An API key signing with Ed25519 (the PEM holds its public key) of ACCOUNT (default: default); repeatable.",
 )
 @click.option("--fill-delay-ms", default=0, type=int, help="Fill MARKET orders this long after acceptance.")
 @click.option("--result-wait-ms", default=2000, type=int, help="Longest wait of a RESULT reply for a fill.")
@@ -74,7 +132,7 @@ def default_state_path() -> Path:
 @click.option("--slippage-bps", default=1.0, type=float, help="Taker fills this far beyond the mark.")
 @click.option("--taker-fee-rate", default=0.0005, type=float, help="Fee rate of taker fills.")
 @click.option("--maker-fee-rate", default=0.0002, type=float, help="Fee rate of maker fills.")
-@click.option("--balance", default="10000", help="USDT wallet of a fresh account.")
+@click.option("--balance", default="10000", help="USDT wallet of every fresh account.")
 @click.option("--tick-ms", default=1000, type=int, help="Period of the price walk; 0 freezes prices.")
 @click.option(
     "--exchange-info",
@@ -110,7 +168,8 @@ def paper_command(
     seed: int,
     api_key: str,
     api_secret: str,
-    ed25519_keys: dict[str, Ed25519PublicKey],
+    accounts: list[AccountKeys],
+    ed25519_keys: list[Ed25519Key],
     fill_delay_ms: int,
     result_wait_ms: int,
     latency_ms: int,
@@ -131,6 +190,7 @@ def paper_command(
 ) -> None:
     """Run a local exchange that speaks the Binance USD-M Futures REST and WebSocket API protocols."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    auth = _auth(api_key, api_secret, accounts, ed25519_keys)
     symbols = catalogue.from_exchange_info(exchange_info, prices) if exchange_info else catalogue.built_in()
     config = Config(
         fill_delay_ms=fill_delay_ms,
@@ -152,12 +212,19 @@ def paper_command(
     exchange = Exchange(
         symbols=symbols,
         config=config,
-        auth=_auth(api_key, api_secret, ed25519_keys),
+        auth=auth,
         store=store,
         seed=seed,
         balance=Decimal(balance),
+        accounts=[a.name for a in accounts],
     )
-    click.echo(f"qexec paper: http://{host}:{port} ({len(symbols)} symbols, state {state_path or MEMORY})", err=True)
+    served = f"{len(symbols)} symbols, {len(accounts) + 1} account(s), state {state_path or MEMORY}"
+    _serve(exchange, host, port, log_level, served)
+
+
+def _serve(exchange: Exchange, host: str, port: int, log_level: str, served: str) -> None:
+    """Say what is served where, then run the server until it is stopped."""
+    click.echo(f"qexec paper: http://{host}:{port} ({served})", err=True)
     server = uvicorn.Server(
         uvicorn.Config(create_app(exchange), host=host, port=port, log_level=log_level, access_log=False)
     )

@@ -19,40 +19,48 @@ log = logging.getLogger("qexec.paper")
 
 
 class Countdowns:
-    """The running countdowns, by symbol; each fires once on the event loop unless renewed or ended first."""
+    """The running countdowns, by account and symbol; each fires once on the event loop unless renewed or ended
+    first."""
 
-    def __init__(self, engine: Engine, config: Config, commit: Callable[[], None]) -> None:
-        self.engine = engine
+    def __init__(self, config: Config, commit: Callable[[], None]) -> None:
         self.config = config
         self.commit = commit
-        self.deadlines_ms: dict[str, int] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.deadlines_ms: dict[tuple[str, str], int] = {}
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.fired = 0  # countdowns that ran out, since start or the last reset
 
-    def arm(self, symbol: str, countdown_ms: int) -> None:
-        """Start (or restart) the symbol's countdown; 0 ends it."""
-        timer = self._timers.pop(symbol, None)
+    def arm(self, engine: Engine, symbol: str, countdown_ms: int) -> None:
+        """Start (or restart) the countdown of ``engine``'s account on ``symbol``; 0 ends it."""
+        key = (engine.name, symbol)
+        timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
         if countdown_ms <= 0:
-            self.deadlines_ms.pop(symbol, None)
+            self.deadlines_ms.pop(key, None)
             return
-        self.deadlines_ms[symbol] = now_ms() + countdown_ms
-        self._timers[symbol] = asyncio.get_running_loop().call_later(countdown_ms / 1000, self._expire, symbol)
+        self.deadlines_ms[key] = now_ms() + countdown_ms
+        self._timers[key] = asyncio.get_running_loop().call_later(countdown_ms / 1000, self._expire, engine, symbol)
 
-    def clear(self) -> None:
-        """End every countdown (a reset, or the exchange stopping)."""
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        self.deadlines_ms.clear()
-        self.fired = 0
+    def clear(self, account: str | None = None) -> None:
+        """End every countdown (a reset, or the exchange stopping), or only ``account``'s."""
+        for key in [k for k in self._timers if account is None or k[0] == account]:
+            self._timers.pop(key).cancel()
+        for key in [k for k in self.deadlines_ms if account is None or k[0] == account]:
+            del self.deadlines_ms[key]
+        if account is None:
+            self.fired = 0
 
-    def _expire(self, symbol: str) -> None:
-        self._timers.pop(symbol, None)
-        self.deadlines_ms.pop(symbol, None)
+    def _expire(self, engine: Engine, symbol: str) -> None:
+        self._timers.pop((engine.name, symbol), None)
+        self.deadlines_ms.pop((engine.name, symbol), None)
         self.fired += 1
-        orders = self.engine.cancel_all(symbol)
-        algos = self.engine.cancel_all_algos(symbol) if self.config.countdown_cancels_algo else 0
+        orders = engine.cancel_all(symbol)
+        algos = engine.cancel_all_algos(symbol) if self.config.countdown_cancels_algo else 0
         self.commit()
-        log.warning("countdownCancelAll ran out for %s: canceled %d order(s), %d algo order(s)", symbol, orders, algos)
+        log.warning(
+            "countdownCancelAll ran out for %s of account %s: canceled %d order(s), %d algo order(s)",
+            symbol,
+            engine.name,
+            orders,
+            algos,
+        )

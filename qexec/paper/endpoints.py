@@ -9,7 +9,7 @@ from typing import Any
 from qexec.paper import errors
 from qexec.paper.account import MAINT_MARGIN_RATE, Position, max_notional
 from qexec.paper.decimals import ZERO, fmt
-from qexec.paper.engine import FillPlan, now_ms
+from qexec.paper.engine import Engine, FillPlan, now_ms
 from qexec.paper.exchange import Endpoint, Exchange, Handler
 from qexec.paper.orders import Order
 from qexec.paper.params import Params
@@ -43,17 +43,17 @@ def _klines_weight(p: Params) -> int:
 # ---- market data -------------------------------------------------------------------------------
 
 
-async def ping(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def ping(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/ping`` and ``/api/v3/ping``."""
     return {}
 
 
-async def server_time(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def server_time(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/time`` and ``/api/v3/time``."""
     return {"serverTime": now_ms()}
 
 
-async def exchange_info(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def exchange_info(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/exchangeInfo``."""
     config = ex.config
     return {
@@ -67,36 +67,36 @@ async def exchange_info(ex: Exchange, p: Params, plan: FillPlan) -> Any:
         ],
         "exchangeFilters": [],
         "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
-        "symbols": [s.info() for s in ex.engine.symbols.values()],
+        "symbols": [s.info() for s in ex.accounts.symbols.values()],
     }
 
 
-def _each_symbol(ex: Exchange, p: Params, render: Callable[[str], Any]) -> Any:
+def _each_symbol(engine: Engine, p: Params, render: Callable[[str], Any]) -> Any:
     if p.get("symbol"):
-        return render(ex.engine.symbol(p["symbol"]).name)
-    return [render(name) for name in ex.engine.symbols]
+        return render(engine.symbol(p["symbol"]).name)
+    return [render(name) for name in engine.symbols]
 
 
-async def ticker_price(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def ticker_price(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1|v2/ticker/price``."""
-    prices, now = ex.engine.prices, now_ms()
+    prices, now = ex.accounts.prices, now_ms()
 
     def render(name: str) -> Any:
-        symbol = ex.engine.symbols[name]
+        symbol = ex.accounts.symbols[name]
         return {"symbol": name, "price": fmt(prices.mark(name), symbol.price_places), "time": now}
 
-    return _each_symbol(ex, p, render)
+    return _each_symbol(engine, p, render)
 
 
-async def ticker_24hr(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def ticker_24hr(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/ticker/24hr``: the last 24 hours of the price history (weight 1 with a symbol, 40 without)."""
-    prices, now = ex.engine.prices, now_ms()
+    prices, now = ex.accounts.prices, now_ms()
 
     def render(name: str) -> Any:
-        symbol, last = ex.engine.symbols[name], prices.mark(name)
+        symbol, last = ex.accounts.symbols[name], prices.mark(name)
         candles = prices.day(name, now) or []
-        fills = ex.engine.fills.get(name)  # the paper account's own fills are the market's only trades
-        last_qty = fills[-1].qty if fills and candles and fills[-1].time_ms >= candles[0].open_ms else ZERO
+        fill = ex.accounts.last_fill(name)  # the paper accounts' own fills are the market's only trades
+        last_qty = fill.qty if fill and candles and fill.time_ms >= candles[0].open_ms else ZERO
         first = candles[0].open if candles else last
         high = max([c.high for c in candles] + [last])
         low = min([c.low for c in candles] + [last])
@@ -123,15 +123,15 @@ async def ticker_24hr(ex: Exchange, p: Params, plan: FillPlan) -> Any:
             "count": sum(c.trades for c in candles),
         }
 
-    return _each_symbol(ex, p, render)
+    return _each_symbol(engine, p, render)
 
 
-async def book_ticker(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def book_ticker(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/ticker/bookTicker``: best bid and ask one tick either side of the mark."""
     now = now_ms()
 
     def render(name: str) -> Any:
-        book = ex.engine.prices.depth(name, 1, now)
+        book = ex.accounts.prices.depth(name, 1, now)
         bid, ask = book["bids"][0], book["asks"][0]  # type: ignore[index]
         return {
             "symbol": name,
@@ -143,34 +143,34 @@ async def book_ticker(ex: Exchange, p: Params, plan: FillPlan) -> Any:
             "lastUpdateId": now,
         }
 
-    return _each_symbol(ex, p, render)
+    return _each_symbol(engine, p, render)
 
 
-async def premium_index(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def premium_index(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/premiumIndex``."""
     now = now_ms()
-    return _each_symbol(ex, p, lambda name: ex.engine.prices.premium_index(name, now))
+    return _each_symbol(engine, p, lambda name: ex.accounts.prices.premium_index(name, now))
 
 
-async def depth(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def depth(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/depth``."""
-    name = ex.engine.symbol(p.required("symbol")).name
+    name = engine.symbol(p.required("symbol")).name
     limit = p.integer("limit", 500)
     if limit not in DEPTH_LIMITS:
         raise errors.invalid("limit")
     now = now_ms()
-    book = ex.engine.prices.depth(name, limit, now)
+    book = ex.accounts.prices.depth(name, limit, now)
     return {"lastUpdateId": now, "E": now, "T": now, "bids": book["bids"], "asks": book["asks"]}
 
 
-async def klines(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def klines(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/klines`` from the generated price history."""
-    name = ex.engine.symbol(p.required("symbol")).name
+    name = engine.symbol(p.required("symbol")).name
     interval = INTERVAL_MS.get(p.required("interval"))
     if interval is None:
         raise errors.BAD_INTERVAL
     limit = min(max(p.integer("limit", 500), 1), 1500)
-    return ex.engine.prices.klines(
+    return ex.accounts.prices.klines(
         name, interval, p.optional_integer("startTime"), p.optional_integer("endTime"), limit
     )
 
@@ -179,15 +179,15 @@ async def klines(ex: Exchange, p: Params, plan: FillPlan) -> Any:
 
 
 def _order(ex: Exchange, order: Order) -> dict[str, Any]:
-    return order.wire(ex.engine.symbols[order.symbol])
+    return order.wire(ex.accounts.symbols[order.symbol])
 
 
-async def new_order(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def new_order(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``POST /fapi/v1/order``: ACK is the acceptance snapshot, RESULT the final state (or as it stands)."""
-    order = ex.engine.place_order(p, plan)
-    ex.stats.orders_placed += 1
-    if order.order_id in ex.engine.pending:
-        ex.schedule_fill(order.order_id, ex.engine.pending[order.order_id].delay_ms)
+    order = engine.place_order(p, plan)
+    ex.stats.order_placed(engine.name)
+    if order.order_id in engine.pending:
+        ex.schedule_fill(engine, order.order_id, engine.pending[order.order_id].delay_ms)
     if p.get("newOrderRespType", "ACK") == "ACK":
         body = _order(ex, order)
         body.update(
@@ -208,92 +208,92 @@ async def new_order(ex: Exchange, p: Params, plan: FillPlan) -> Any:
     return body
 
 
-async def get_order(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def get_order(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/order``."""
-    return _order(ex, ex.engine.find_order(p))
+    return _order(ex, engine.find_order(p))
 
 
-async def get_open_order(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def get_open_order(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/openOrder``: only while the order is open."""
-    order = ex.engine.find_order(p)
+    order = engine.find_order(p)
     if not order.live:
         raise errors.NO_SUCH_ORDER
     return _order(ex, order)
 
 
-async def cancel_order(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def cancel_order(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``DELETE /fapi/v1/order``."""
-    return _order(ex, ex.engine.cancel_order(p))
+    return _order(ex, engine.cancel_order(p))
 
 
-async def open_orders(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def open_orders(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/openOrders``."""
-    symbol = ex.engine.symbol(p["symbol"]).name if p.get("symbol") else None
-    return [_order(ex, o) for o in ex.engine.open_orders(symbol)]
+    symbol = engine.symbol(p["symbol"]).name if p.get("symbol") else None
+    return [_order(ex, o) for o in engine.open_orders(symbol)]
 
 
-async def all_orders(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def all_orders(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/allOrders``."""
-    return [_order(ex, o) for o in ex.engine.all_orders(p)]
+    return [_order(ex, o) for o in engine.all_orders(p)]
 
 
-async def cancel_all_orders(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def cancel_all_orders(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``DELETE /fapi/v1/allOpenOrders``."""
-    ex.engine.cancel_all(p.required("symbol"))
+    engine.cancel_all(p.required("symbol"))
     return CANCEL_ALL_DONE
 
 
-async def user_trades(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def user_trades(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/userTrades``."""
-    return [f.wire(ex.engine.symbols[f.symbol]) for f in ex.engine.user_trades(p)]
+    return [f.wire(ex.accounts.symbols[f.symbol]) for f in engine.user_trades(p)]
 
 
 # ---- algo orders -------------------------------------------------------------------------------
 
 
-async def new_algo(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def new_algo(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``POST /fapi/v1/algoOrder``."""
-    algo = ex.engine.place_algo(p)
-    ex.stats.algo_orders_placed += 1
-    return algo.wire(ex.engine.symbols[algo.symbol])
+    algo = engine.place_algo(p)
+    ex.stats.algo_order_placed(engine.name)
+    return algo.wire(ex.accounts.symbols[algo.symbol])
 
 
-async def get_algo(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def get_algo(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/algoOrder`` by ``algoId`` or ``clientAlgoId``."""
-    algo = ex.engine.find_algo(p)
-    return algo.wire(ex.engine.symbols[algo.symbol])
+    algo = engine.find_algo(p)
+    return algo.wire(ex.accounts.symbols[algo.symbol])
 
 
-async def cancel_algo(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def cancel_algo(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``DELETE /fapi/v1/algoOrder``."""
-    algo = ex.engine.cancel_algo(p)
+    algo = engine.cancel_algo(p)
     return {"algoId": algo.algo_id, "clientAlgoId": algo.client_algo_id, "code": "200", "msg": "success"}
 
 
-async def open_algos(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def open_algos(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/openAlgoOrders``."""
-    symbol = ex.engine.symbol(p["symbol"]).name if p.get("symbol") else None
-    return [a.wire(ex.engine.symbols[a.symbol]) for a in ex.engine.open_algos(symbol)]
+    symbol = engine.symbol(p["symbol"]).name if p.get("symbol") else None
+    return [a.wire(ex.accounts.symbols[a.symbol]) for a in engine.open_algos(symbol)]
 
 
-async def all_algos(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def all_algos(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/allAlgoOrders``."""
-    return [a.wire(ex.engine.symbols[a.symbol]) for a in ex.engine.all_algos(p)]
+    return [a.wire(ex.accounts.symbols[a.symbol]) for a in engine.all_algos(p)]
 
 
-async def cancel_all_algos(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def cancel_all_algos(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``DELETE /fapi/v1/algoOpenOrders``."""
-    ex.engine.cancel_all_algos(p.required("symbol"))
+    engine.cancel_all_algos(p.required("symbol"))
     return CANCEL_ALL_DONE
 
 
-async def countdown_cancel_all(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def countdown_cancel_all(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``POST /fapi/v1/countdownCancelAll``: (re)start the symbol's countdown; ``countdownTime`` 0 ends it."""
-    symbol = ex.engine.symbol(p.required("symbol")).name
+    symbol = engine.symbol(p.required("symbol")).name
     countdown_ms = p.integer("countdownTime")
     if countdown_ms < 0:
         raise errors.missing("countdownTime")
-    ex.countdowns.arm(symbol, countdown_ms)
+    ex.countdowns.arm(engine, symbol, countdown_ms)
     return {"symbol": symbol, "countdownTime": str(countdown_ms)}
 
 
@@ -305,9 +305,8 @@ def f8(value: Decimal) -> str:
     return fmt(value, 8)
 
 
-def _account(ex: Exchange, version: int) -> dict[str, Any]:
+def _account(engine: Engine, version: int) -> dict[str, Any]:
     """The account answer: v2 lists every symbol's positions, v3 only the open ones."""
-    engine = ex.engine
     account = engine.account
     totals = engine.totals()
     initial = totals["position_margin"] + totals["order_margin"]
@@ -337,12 +336,12 @@ def _account(ex: Exchange, version: int) -> dict[str, Any]:
         "totalCrossUnPnl": f8(totals["unrealized"]),
         "availableBalance": f8(available),
         "maxWithdrawAmount": f8(min(available, totals["wallet"])),
-        "assets": [_account_asset(ex, totals)],
-        "positions": [_account_position(ex, name, side, version) for name, side in keys],
+        "assets": [_account_asset(engine, totals)],
+        "positions": [_account_position(engine, name, side, version) for name, side in keys],
     }
 
 
-def _account_asset(ex: Exchange, totals: dict[str, Decimal]) -> dict[str, Any]:
+def _account_asset(engine: Engine, totals: dict[str, Decimal]) -> dict[str, Any]:
     """The account's one asset entry, USDT, from the engine's totals."""
     available = max(totals["available"], ZERO)
     return {
@@ -359,13 +358,12 @@ def _account_asset(ex: Exchange, totals: dict[str, Decimal]) -> dict[str, Any]:
         "availableBalance": f8(available),
         "maxWithdrawAmount": f8(min(available, totals["wallet"])),
         "marginAvailable": True,
-        "updateTime": ex.engine.account.update_time_ms,
+        "updateTime": engine.account.update_time_ms,
     }
 
 
-def _account_position(ex: Exchange, name: str, side: str, version: int) -> dict[str, Any]:
+def _account_position(engine: Engine, name: str, side: str, version: int) -> dict[str, Any]:
     """One position entry of the account; v2's carries leverage, margin type and entry price as well."""
-    engine = ex.engine
     account = engine.account
     pos = account.position(name, side) if (name, side) in account.positions else None
     amt = pos.amt if pos else ZERO
@@ -402,23 +400,22 @@ def _account_position(ex: Exchange, name: str, side: str, version: int) -> dict[
     return entry
 
 
-async def account_v2(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def account_v2(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v2/account``: every symbol's position entry."""
-    return _account(ex, 2)
+    return _account(engine, 2)
 
 
-async def account_v3(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def account_v3(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v3/account``: open positions only."""
-    return _account(ex, 3)
+    return _account(engine, 3)
 
 
-async def balance(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def balance(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v2|v3/balance``."""
-    return ex.engine.account.balance_wire(ex.engine.totals())
+    return engine.account.balance_wire(engine.totals())
 
 
-def _position_risk(ex: Exchange, p: Params, version: int) -> list[dict[str, Any]]:
-    engine = ex.engine
+def _position_risk(engine: Engine, p: Params, version: int) -> list[dict[str, Any]]:
     account = engine.account
     names = [engine.symbol(p["symbol"]).name] if p.get("symbol") else list(engine.symbols)
     if version == 3:
@@ -436,29 +433,29 @@ def _position_risk(ex: Exchange, p: Params, version: int) -> list[dict[str, Any]
     return rows
 
 
-async def position_risk_v2(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def position_risk_v2(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v2/positionRisk``."""
-    return _position_risk(ex, p, 2)
+    return _position_risk(engine, p, 2)
 
 
-async def position_risk_v3(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def position_risk_v3(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v3/positionRisk``: symbols with a position or open orders, no leverage or margin type."""
-    return _position_risk(ex, p, 3)
+    return _position_risk(engine, p, 3)
 
 
-async def change_leverage(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def change_leverage(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``POST /fapi/v1/leverage``."""
-    name = ex.engine.symbol(p.required("symbol")).name
+    name = engine.symbol(p.required("symbol")).name
     try:
         leverage = int(p.required("leverage"))
     except ValueError:
         raise errors.INVALID_LEVERAGE from None
-    ex.engine.change_leverage(name, leverage)
+    engine.change_leverage(name, leverage)
     return {"leverage": leverage, "maxNotionalValue": max_notional(leverage), "symbol": name}
 
 
 def _bracket(ex: Exchange, name: str) -> dict[str, Any]:
-    top = ex.engine.symbols[name].max_leverage
+    top = ex.accounts.symbols[name].max_leverage
     brackets = []
     floor, cum = 0, Decimal(0)
     steps = [(top, 50_000, "0.004"), (top // 2, 250_000, "0.005"), (10, 1_000_000, "0.01"), (5, 10_000_000, "0.025")]
@@ -477,44 +474,44 @@ def _bracket(ex: Exchange, name: str) -> dict[str, Any]:
     return {"symbol": name, "notionalCoef": 1.0, "brackets": brackets}
 
 
-async def leverage_bracket(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def leverage_bracket(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/leverageBracket``: one object for a symbol, else a list."""
     if p.get("symbol"):
-        return _bracket(ex, ex.engine.symbol(p["symbol"]).name)
-    return [_bracket(ex, name) for name in ex.engine.symbols]
+        return _bracket(ex, engine.symbol(p["symbol"]).name)
+    return [_bracket(ex, name) for name in ex.accounts.symbols]
 
 
-async def get_position_mode(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def get_position_mode(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``GET /fapi/v1/positionSide/dual``."""
-    return {"dualSidePosition": ex.engine.account.dual_side}
+    return {"dualSidePosition": engine.account.dual_side}
 
 
-async def change_position_mode(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def change_position_mode(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``POST /fapi/v1/positionSide/dual``."""
     p.required("dualSidePosition")
-    ex.engine.change_position_mode(p.flag("dualSidePosition"))
+    engine.change_position_mode(p.flag("dualSidePosition"))
     return SUCCESS
 
 
-async def change_margin_type(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def change_margin_type(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``POST /fapi/v1/marginType``."""
-    ex.engine.change_margin_type(p.required("symbol"), p.required("marginType"))
+    engine.change_margin_type(p.required("symbol"), p.required("marginType"))
     return SUCCESS
 
 
-async def new_listen_key(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def new_listen_key(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``POST /fapi/v1/listenKey``: the active key with its validity extended, or a new one."""
-    return {"listenKey": ex.streams.new_listen_key()}
+    return {"listenKey": ex.streams.new_listen_key(engine)}
 
 
-async def keepalive_listen_key(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def keepalive_listen_key(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``PUT /fapi/v1/listenKey``: -1125 when no key is active (expired, deleted) or another key is named."""
-    return {"listenKey": ex.streams.keepalive(p.get("listenKey"))}
+    return {"listenKey": ex.streams.keepalive(engine, p.get("listenKey"))}
 
 
-async def close_listen_key(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+async def close_listen_key(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
     """``DELETE /fapi/v1/listenKey``: the key ends and its user-data connections are closed."""
-    ex.streams.close_listen_key()
+    ex.streams.close_listen_key(engine)
     return {}
 
 

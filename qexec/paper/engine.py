@@ -1,6 +1,6 @@
-"""The matching engine: places, fills, cancels and triggers orders against the mark price.
+"""The matching engine of one account: places, fills, cancels and triggers its orders against the shared marks.
 
-Each change is also handed, as a user-data stream event, to ``Engine.publish`` while a stream listens.
+Each change is also handed, as a user-data stream event, to ``Engine.publish`` while a stream of the account listens.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from qexec.paper import errors, events
-from qexec.paper.account import Account, Position, max_notional
+from qexec.paper.account import DEFAULT_ACCOUNT, Account, Position, max_notional
 from qexec.paper.catalogue import PERCENT_PRICE_DOWN, PERCENT_PRICE_UP, Symbol
 from qexec.paper.config import TRADE_RETENTION_S
 from qexec.paper.decimals import ZERO, floor_to, fmt, places_of, round_to
@@ -64,11 +64,10 @@ class Dirty:
     algos: set[int] = field(default_factory=set)
     fills: list[Fill] = field(default_factory=list)
     positions: set[tuple[str, str]] = field(default_factory=set)
-    prices: set[str] = field(default_factory=set)
     account: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.orders or self.algos or self.fills or self.positions or self.prices or self.account)
+        return bool(self.orders or self.algos or self.fills or self.positions or self.account)
 
 
 @dataclass
@@ -81,13 +80,24 @@ class Sequences:
 
 
 class Engine:
-    """All account, order and price state of the paper exchange; every method runs to completion."""
+    """One account's orders, fills, positions and listen key, matched against the marks every account shares;
+    every method runs to completion."""
 
-    def __init__(self, symbols: dict[str, Symbol], prices: PriceBook, balance: Decimal, settings: Settings) -> None:
+    def __init__(
+        self,
+        symbols: dict[str, Symbol],
+        prices: PriceBook,
+        balance: Decimal,
+        settings: Settings,
+        *,
+        name: str = DEFAULT_ACCOUNT,
+        ids: Sequences | None = None,
+    ) -> None:
+        self.name = name
         self.symbols = symbols
         self.prices = prices
         self.settings = settings
-        self.ids = Sequences()
+        self.ids = ids if ids is not None else Sequences()  # shared by the accounts: ids are unique venue-wide
         self.dirty = Dirty()
         self.listen_key: str | None = None
         self.listen_key_expires_ms = 0
@@ -396,22 +406,6 @@ class Engine:
         return algos[-limit:]
 
     # ---- prices --------------------------------------------------------------------------------
-
-    def set_price(self, name: str, price: Decimal) -> None:
-        """Move the mark of ``name`` and run every limit order and trigger it crosses."""
-        symbol = self.symbol(name)
-        price = round_to(price, symbol.tick_size)
-        if price <= 0:
-            raise errors.invalid("price")
-        self.prices.set(name, price, now_ms())
-        self.dirty.prices.add(name)
-        self.evaluate(name)
-
-    def tick(self) -> None:
-        """One step of the random walk, then evaluation of the symbols that moved."""
-        for name in self.prices.walk(now_ms()):
-            self.dirty.prices.add(name)
-            self.evaluate(name)
 
     def evaluate(self, name: str) -> None:
         """Fill resting limit orders the mark has crossed, then fire the algo orders it has reached."""

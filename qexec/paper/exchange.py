@@ -1,4 +1,4 @@
-"""The running paper exchange: engine, store, limits, faults and the request pipeline that ties them."""
+"""The running paper exchange: accounts, store, limits, faults and the request pipeline that ties them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import copy
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from qexec.paper import errors
+from qexec.paper.account import DEFAULT_ACCOUNT
+from qexec.paper.accounts import Accounts
 from qexec.paper.auth import Auth
 from qexec.paper.catalogue import Symbol
 from qexec.paper.config import Config
@@ -32,8 +34,11 @@ from qexec.paper.websockets import Streams
 
 log = logging.getLogger("qexec.paper")
 
-Handler = Callable[["Exchange", Params, FillPlan], Awaitable[Any]]
-Authorize = Callable[[int], None]  # checks a request's key and signature at the server time it is given (ms)
+# A handler acts on the account (its engine) the request is signed for; unsigned requests get ``default``'s.
+Handler = Callable[["Exchange", Engine, Params, FillPlan], Awaitable[Any]]
+# Checks a request's key and signature at the server time it is given (ms); returns the API key it authorized
+# (None for a request that needs none).
+Authorize = Callable[[int], str | None]
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,14 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one request came to: the status and payload Binance would answer, error headers, the fault that fired."""
+    """What one request came to: the status and payload Binance would answer, error headers, the fault that fired,
+    the account it acted on."""
 
     status: int
     payload: Any
     headers: dict[str, str]
     fault: Fault | None = None
+    account: str = DEFAULT_ACCOUNT
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -80,6 +87,7 @@ class Exchange:
         store: Store | None,
         seed: int,
         balance: Decimal,
+        accounts: Iterable[str] = (),
     ) -> None:
         self.config = config
         self.startup_config = copy.deepcopy(config)
@@ -89,23 +97,26 @@ class Exchange:
         self.stats = Stats()
         self.limiter = RateLimiter(config, self.stats)
         self.faults = Faults()
-        self.engine = Engine(symbols, PriceBook(symbols, seed, now_ms()), balance, Settings())
+        prices = PriceBook(symbols, seed, now_ms())
+        self.accounts = Accounts(symbols, prices, accounts, balance, Settings())
         self.apply_config()
-        if store is not None and not store.load(self.engine):
-            store.save(self.engine)
+        if store is not None:
+            store.load(self.accounts)
+            store.save(self.accounts)
         self.waiters: dict[int, asyncio.Event] = {}
         self.ticker: asyncio.Task[None] | None = None
-        self.streams = Streams(self.engine, self.config, self.stats, self.commit)
-        self.countdowns = Countdowns(self.engine, self.config, self.commit)
+        self.streams = Streams(self.accounts, self.config, self.stats, self.commit)
+        self.countdowns = Countdowns(self.config, self.commit)
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start the price walk, finish MARKET orders a restart interrupted, watch the listen key's expiry."""
-        for order in self.engine.open_orders(None):
-            if order.type == "MARKET" and order.order_id not in self.engine.pending:
-                self.engine.pending[order.order_id] = FillPlan()
-                self.schedule_fill(order.order_id, 0)
+        for engine in self.accounts:
+            for order in engine.open_orders(None):
+                if order.type == "MARKET" and order.order_id not in engine.pending:
+                    engine.pending[order.order_id] = FillPlan()
+                    self.schedule_fill(engine, order.order_id, 0)
         self.ticker = asyncio.create_task(self._tick_loop())
         self.streams.start()
 
@@ -128,33 +139,35 @@ class Exchange:
                 await asyncio.sleep(0.1)
                 continue
             await asyncio.sleep(tick_ms / 1000)
-            self.engine.tick()
+            self.accounts.tick()
             self.commit()
 
     # ---- state ---------------------------------------------------------------------------------
 
     def apply_config(self) -> None:
-        """Push fee, slippage and userTrades retention settings into the engine."""
+        """Push fee, slippage and userTrades retention settings into every account's engine."""
         slippage, taker, maker = self.config.fee_decimals()
-        self.engine.settings = Settings(slippage, taker, maker, int(self.config.trade_retention_s * 1000))
+        self.accounts.apply_settings(Settings(slippage, taker, maker, int(self.config.trade_retention_s * 1000)))
 
     def commit(self) -> None:
         """Write what changed to the state file (write-through: before the response leaves)."""
         if self.store is not None:
-            self.store.save(self.engine)
+            self.store.save(self.accounts)
 
     def reset(self, balance: Decimal | None, dual_side: bool) -> None:
-        """A fresh account: positions, orders, faults, counters and config as at start-up; prices restarted.
+        """A fresh exchange: every account's positions and orders, faults, counters and config as at start-up;
+        prices restarted. ``balance`` (default ``--balance``) funds every account.
 
-        The listen key goes with the account: its user-data connections are closed.
+        The listen keys go with the accounts: their user-data connections are closed.
         """
         self.streams.reset()
         self.countdowns.clear()
         self.config.__dict__.update(copy.deepcopy(self.startup_config).__dict__)
         self.apply_config()
-        self.engine.reset(balance if balance is not None else self.balance, dual_side)
-        self.engine.prices.restart(now_ms())
-        self.engine.dirty.prices.update(self.engine.symbols)
+        for engine in self.accounts:
+            engine.reset(balance if balance is not None else self.balance, dual_side)
+        self.accounts.prices.restart(now_ms())
+        self.accounts.moved.update(self.accounts.symbols)
         self.streams.marks_moved()
         self.faults.clear()
         self.limiter.reset()
@@ -166,15 +179,30 @@ class Exchange:
             self.store.wipe()
         self.commit()
 
+    def reset_account(self, engine: Engine, balance: Decimal | None, dual_side: bool) -> None:
+        """A fresh account ``engine``: its positions, orders, fills, listen key, countdowns and order counters go;
+        the market, the configuration, the faults and the other accounts stay as they are."""
+        self.streams.reset(engine)
+        self.countdowns.clear(engine.name)
+        for order_id in list(engine.pending):
+            event = self.waiters.pop(order_id, None)
+            if event is not None:
+                event.set()
+        engine.reset(balance if balance is not None else self.balance, dual_side)
+        self.limiter.reset_account(engine.name)
+        if self.store is not None:
+            self.store.wipe(engine.name)
+        self.commit()
+
     # ---- delayed fills -------------------------------------------------------------------------
 
-    def schedule_fill(self, order_id: int, delay_ms: int) -> None:
-        """Fill a pending MARKET order after ``delay_ms`` on the event loop."""
+    def schedule_fill(self, engine: Engine, order_id: int, delay_ms: int) -> None:
+        """Fill a pending MARKET order of ``engine``'s account after ``delay_ms`` on the event loop."""
         self.waiters[order_id] = asyncio.Event()
-        asyncio.get_running_loop().call_later(delay_ms / 1000, self._fill_due, order_id)
+        asyncio.get_running_loop().call_later(delay_ms / 1000, self._fill_due, engine, order_id)
 
-    def _fill_due(self, order_id: int) -> None:
-        self.engine.fill_pending(order_id)
+    def _fill_due(self, engine: Engine, order_id: int) -> None:
+        engine.fill_pending(order_id)
         self.commit()
         event = self.waiters.pop(order_id, None)
         if event is not None:
@@ -199,48 +227,55 @@ class Exchange:
         ip = request.client.host if request.client else "unknown"
         header = request.headers.get("x-mbx-apikey")
 
-        def authorize(now: int) -> None:
+        def authorize(now: int) -> str | None:
             if endpoint.security == "SIGNED":
                 self.auth.check_signed(header, query, body, params, now)
             elif endpoint.security == "KEY":
                 self.auth.check_key(header)
+            else:
+                return None
+            return header
 
         outcome = await self.run(endpoint, params, ip, authorize)
-        headers = self.limiter.headers(ip, endpoint.order)
+        headers = self.limiter.headers(ip, endpoint.order, outcome.account)
         headers.update(outcome.headers)
         return json_response(outcome.payload, outcome.status, headers)
 
     async def run(self, endpoint: Endpoint, params: Params, ip: str, authorize: Authorize) -> Outcome:
         """Latency, limits, security (``authorize``), faults, the handler, persistence: one request of any
-        transport, its errors turned into Binance's status and payload."""
+        transport, its errors turned into Binance's status and payload. The API key the request is signed with
+        names the account it acts on (looked up once, here); an unsigned request acts on ``default``."""
         self.stats.requests[endpoint.key] += 1
         fault: Fault | None = None
+        engine = self.accounts.default
         try:
             if self.config.latency_ms > 0:
                 await asyncio.sleep(self.config.latency_ms / 1000)
             now = now_ms()
             self.limiter.admit(ip, endpoint.weight(params), now)
-            authorize(now)
+            key = authorize(now)
+            if key is not None:
+                engine = self.accounts.get(self.auth.account_of(key))
             if endpoint.order:
-                self.limiter.admit_order(now)
-            fault = self.faults.take(endpoint.key, params, self.config.chaos)
+                self.limiter.admit_order(engine.name, now)
+            fault = self.faults.take(endpoint.key, params, self.config.chaos, engine.name)
             plan = FillPlan(delay_ms=self.config.fill_delay_ms)
             if fault is not None:
                 await self._fault_before(fault, ip, plan)
-            payload = await endpoint.handler(self, params, plan)
+            payload = await endpoint.handler(self, engine, params, plan)
             self.commit()
             if fault is not None and fault.when == "after":
                 await self._fault_after(fault)
         except errors.VenueError as exc:
             self.commit()
             self.stats.errors[exc.code] += 1
-            return Outcome(exc.status, exc.payload(), exc.headers, fault)
+            return Outcome(exc.status, exc.payload(), exc.headers, fault, engine.name)
         except Exception:
             log.exception("paper exchange failed on %s", endpoint.key)
             self.commit()
             payload = {"code": -1000, "msg": "An unknown error occured while processing the request."}
-            return Outcome(500, payload, {}, fault)
-        return Outcome(200, payload, {}, fault)
+            return Outcome(500, payload, {}, fault, engine.name)
+        return Outcome(200, payload, {}, fault, engine.name)
 
     @staticmethod
     async def _fault_after(fault: Fault) -> None:

@@ -29,6 +29,7 @@ class Fault:
     endpoint: str = DEFAULT_ENDPOINT
     symbol: str | None = None
     client_order_id: str | None = None
+    account: str | None = None  # the account whose requests it hits; None: any account's
     count: int = 1
     delay_ms: int = 0
     ratio: float = 0.5
@@ -67,9 +68,11 @@ class Fault:
             return "latency"
         return "before"
 
-    def matches(self, endpoint: str, p: Params) -> bool:
-        """True when this fault applies to a request of ``endpoint`` with ``p``."""
+    def matches(self, endpoint: str, p: Params, account: str) -> bool:
+        """True when this fault applies to a request of ``endpoint`` with ``p`` on ``account``."""
         if self.endpoint not in ("*", endpoint):
+            return False
+        if self.account is not None and self.account != account:
             return False
         if self.kind in WS_ONLY and not endpoint.startswith(WS_PREFIX):
             return False
@@ -121,10 +124,10 @@ class Faults:
         """Forget every scripted fault."""
         self.scripted.clear()
 
-    def take(self, endpoint: str, p: Params, chaos: dict[str, Any]) -> Fault | None:
-        """The fault that hits this request, consumed as it fires (scripted first, then chaos)."""
+    def take(self, endpoint: str, p: Params, chaos: dict[str, Any], account: str) -> Fault | None:
+        """The fault that hits this request of ``account``, consumed as it fires (scripted first, then chaos)."""
         for fault in self.scripted:
-            if fault.matches(endpoint, p):
+            if fault.matches(endpoint, p, account):
                 fault.fired += 1
                 if fault.count and fault.fired >= fault.count:
                     self.scripted.remove(fault)

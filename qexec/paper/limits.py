@@ -1,10 +1,11 @@
-"""Rate limits as Binance applies them: IP weight per minute, orders per 10 s and per minute, bans."""
+"""Rate limits as Binance applies them: IP weight per minute (shared by every account behind the IP), orders per
+10 s and per minute (per account), bans (per IP)."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qexec.paper import errors
 from qexec.paper.config import Config
@@ -35,6 +36,14 @@ class Window:
         return max(1, math.ceil((self.start_ms + self.length_ms - now_ms) / 1000))
 
 
+@dataclass
+class OrderWindows:
+    """One account's new-order counters: per 10 seconds and per minute."""
+
+    ten_s: Window = field(default_factory=lambda: Window(TEN_SECONDS_MS))
+    minute: Window = field(default_factory=lambda: Window(MINUTE_MS))
+
+
 class RateLimiter:
     """Counts request weight per IP and new orders per account, and refuses what goes over."""
 
@@ -46,9 +55,19 @@ class RateLimiter:
     def reset(self) -> None:
         """Forget all counters and bans."""
         self.weight: dict[str, Window] = {}
-        self.orders_10s = Window(TEN_SECONDS_MS)
-        self.orders_1m = Window(MINUTE_MS)
+        self.orders: dict[str, OrderWindows] = {}
         self.banned_until: dict[str, tuple[int, int]] = {}
+
+    def reset_account(self, account: str) -> None:
+        """Forget one account's order counters."""
+        self.orders.pop(account, None)
+
+    def order_windows(self, account: str) -> OrderWindows:
+        """The account's two order counters, opened on first use."""
+        found = self.orders.get(account)
+        if found is None:
+            found = self.orders[account] = OrderWindows()
+        return found
 
     def ban(self, ip: str, status: int, seconds: float) -> None:
         """Refuse every request from ``ip`` with ``status`` (429 or 418) for ``seconds``."""
@@ -85,11 +104,12 @@ class RateLimiter:
             )
         window.used += weight
 
-    def admit_order(self, now_ms: int) -> None:
-        """Count one new order on both order counters, or raise -1015 with HTTP 429."""
+    def admit_order(self, account: str, now_ms: int) -> None:
+        """Count one new order on both of the account's order counters, or raise -1015 with HTTP 429."""
+        windows = self.order_windows(account)
         for window, limit, label in (
-            (self.orders_10s, self.config.orders_per_10s, "10 SECOND"),
-            (self.orders_1m, self.config.orders_per_min, "1 MINUTE"),
+            (windows.ten_s, self.config.orders_per_10s, "10 SECOND"),
+            (windows.minute, self.config.orders_per_min, "1 MINUTE"),
         ):
             window.roll(now_ms)
             if window.used + 1 > limit:
@@ -101,16 +121,17 @@ class RateLimiter:
                     429,
                     {"Retry-After": str(window.retry_after_s(now_ms))},
                 )
-        self.orders_10s.used += 1
-        self.orders_1m.used += 1
+        windows.ten_s.used += 1
+        windows.minute.used += 1
 
-    def headers(self, ip: str, order: bool) -> dict[str, str]:
-        """The ``X-MBX-USED-WEIGHT-1M`` header, plus the order counters on order responses."""
+    def headers(self, ip: str, order: bool, account: str) -> dict[str, str]:
+        """The ``X-MBX-USED-WEIGHT-1M`` header, plus the account's order counters on order responses."""
         window = self.weight.get(ip)
         body = {"X-MBX-USED-WEIGHT-1M": str(window.used if window else 0)}
         if order:
-            body["X-MBX-ORDER-COUNT-10S"] = str(self.orders_10s.used)
-            body["X-MBX-ORDER-COUNT-1M"] = str(self.orders_1m.used)
+            windows = self.order_windows(account)
+            body["X-MBX-ORDER-COUNT-10S"] = str(windows.ten_s.used)
+            body["X-MBX-ORDER-COUNT-1M"] = str(windows.minute.used)
         return body
 
     def _refused(self, status: int) -> None:

@@ -16,18 +16,40 @@ class Stats:
     faults_fired: Counter[str] = field(default_factory=Counter)
     orders_placed: int = 0
     algo_orders_placed: int = 0
+    orders_by_account: Counter[str] = field(default_factory=Counter)
+    algo_orders_by_account: Counter[str] = field(default_factory=Counter)
     http_429: int = 0
     http_418: int = 0
     limit_violations: int = 0
     ws_events: int = 0
 
-    def to_json(self, fills: int, ws_connections: int) -> dict[str, Any]:
-        """The counters as ``GET /paper/v1/stats`` shows them (``ws_connections``: websockets open now)."""
+    def order_placed(self, account: str) -> None:
+        """Count a new order of ``account``."""
+        self.orders_placed += 1
+        self.orders_by_account[account] += 1
+
+    def algo_order_placed(self, account: str) -> None:
+        """Count a new algo order of ``account``."""
+        self.algo_orders_placed += 1
+        self.algo_orders_by_account[account] += 1
+
+    def to_json(self, fills: dict[str, int], ws_connections: int) -> dict[str, Any]:
+        """The counters as ``GET /paper/v1/stats`` shows them (``fills``: per account; ``ws_connections``:
+        websockets open now); totals first, then ``accounts`` with each account's own counts."""
+        accounts = {
+            name: {
+                "orders_placed": self.orders_by_account[name],
+                "algo_orders_placed": self.algo_orders_by_account[name],
+                "fills": count,
+            }
+            for name, count in fills.items()
+        }
         return {
             "requests": dict(self.requests),
             "orders_placed": self.orders_placed,
             "algo_orders_placed": self.algo_orders_placed,
-            "fills": fills,
+            "fills": sum(fills.values()),
+            "accounts": accounts,
             "http_429": self.http_429,
             "http_418": self.http_418,
             "limit_violations": self.limit_violations,

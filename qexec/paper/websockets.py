@@ -1,9 +1,10 @@
 """Websocket streams: the listen key's user-data stream and the mark-price market streams, on the HTTP port.
 
 Every open socket is a ``Connection``: a queue of JSON text frames and the task that writes them, so the engine
-only appends (it never waits on a client). User-data events are pushed by the engine as it changes state, through
-``Engine.publish``, which is set only while a user-data connection is open. Market connections sample the marks
-on their own timers. What a client sends is a live-subscription request (``subscriptions``) that changes the
+only appends (it never waits on a client). User-data events are pushed by an account's engine as it changes
+state, through its ``Engine.publish``, which is set only while a user-data connection of that account is open (a
+listen key belongs to one account, and its connections get that account's events only). Market connections sample
+the marks on their own timers. What a client sends is a live-subscription request (``subscriptions``) that changes the
 connection's streams.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections import deque
@@ -22,6 +24,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from qexec.paper import events, subscriptions
+from qexec.paper.accounts import Accounts
 from qexec.paper.config import Config
 from qexec.paper.engine import Engine, now_ms
 from qexec.paper.stats import Stats
@@ -111,6 +114,7 @@ class Connection:
         self.resubscribed = asyncio.Event()  # set by SUBSCRIBE/UNSUBSCRIBE: the timers follow the new streams
         self.closing = False
         self.writer: asyncio.Task[None] | None = None
+        self.account: str | None = None  # the account whose user-data events it receives
 
     def wants(self, event: str) -> bool:
         """True when this user-data connection receives ``event`` (``events=`` filter; expiry always)."""
@@ -217,35 +221,36 @@ class Connection:
 
 
 class Streams:
-    """Every open websocket of the exchange, the user-data fan-out and the listen key's lifetime."""
+    """Every open websocket of the exchange, each account's user-data fan-out and its listen key's lifetime."""
 
-    def __init__(self, engine: Engine, config: Config, stats: Stats, commit: Callable[[], None]) -> None:
-        self.engine = engine
+    def __init__(self, accounts: Accounts, config: Config, stats: Stats, commit: Callable[[], None]) -> None:
+        self.accounts = accounts
         self.config = config
         self.stats = stats
         self.commit = commit
         self.connections: set[Connection] = set()
-        self.user: set[Connection] = set()
-        self.expiry: asyncio.TimerHandle | None = None
+        self.user: dict[str, set[Connection]] = {}  # account name -> its user-data connections
+        self.expiry: dict[str, asyncio.TimerHandle] = {}  # account name -> the timer of its listen key
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Watch the expiry of a listen key restored from the state file."""
-        self._watch_expiry()
+        """Watch the expiry of the listen keys restored from the state file."""
+        for engine in self.accounts:
+            self._watch_expiry(engine)
 
-    def stop(self) -> None:
-        """Stop watching the listen key."""
-        if self.expiry is not None:
-            self.expiry.cancel()
-            self.expiry = None
+    def stop(self, account: str | None = None) -> None:
+        """Stop watching the listen keys (or only ``account``'s)."""
+        for name in [n for n in self.expiry if account is None or n == account]:
+            self.expiry.pop(name).cancel()
 
     def drop(self) -> int:
         """Close every websocket now with 1012 (queued frames are dropped); returns how many."""
         dropped = list(self.connections)
         for conn in dropped:
             conn.close(SERVICE_RESTART, "Service restart", flush=False)
-        self._end_user(None)
+        for engine in self.accounts:
+            self._end_user(engine, None)
         return len(dropped)
 
     def marks_moved(self) -> None:
@@ -254,85 +259,89 @@ class Streams:
             if conn.market:
                 conn.marks_moved.set()
 
-    def reset(self) -> None:
-        """The account is gone: close its user-data connections and forget the expiry timer."""
-        self._end_user((NORMAL, "account reset"))
-        self.stop()
+    def reset(self, engine: Engine | None = None) -> None:
+        """An account is gone (None: every account): close its user-data connections and forget its expiry timer."""
+        for gone in [engine] if engine is not None else list(self.accounts):
+            self._end_user(gone, (NORMAL, "account reset"))
+            self.stop(gone.name)
 
     # ---- the listen key ------------------------------------------------------------------------
 
-    def new_listen_key(self) -> str:
-        """``POST /fapi/v1/listenKey``: the active key (extended) or a new one; an expired key's streams end."""
+    def new_listen_key(self, engine: Engine) -> str:
+        """``POST /fapi/v1/listenKey``: the account's active key (extended) or a new one; an expired key's streams
+        end."""
         now = now_ms()
-        previous = self.engine.listen_key
-        key = self.engine.new_listen_key(now, self._ttl_ms())
+        previous = engine.listen_key
+        key = engine.new_listen_key(now, self._ttl_ms())
         if previous is not None and previous != key:
-            self._expired(previous)
-        self._watch_expiry()
+            self._expired(engine, previous)
+        self._watch_expiry(engine)
         return key
 
-    def keepalive(self, key: str | None) -> str:
-        """``PUT /fapi/v1/listenKey``: extend the active key (-1125 when it has expired or is not active)."""
+    def keepalive(self, engine: Engine, key: str | None) -> str:
+        """``PUT /fapi/v1/listenKey``: extend the account's active key (-1125 when it has expired or is not active)."""
         now = now_ms()
-        if self.engine.listen_key is not None and self.engine.active_listen_key(now) is None:
-            self._expire_now()
-        key = self.engine.keepalive_listen_key(key, now, self._ttl_ms())
-        self._watch_expiry()
+        if engine.listen_key is not None and engine.active_listen_key(now) is None:
+            self._expire_now(engine)
+        key = engine.keepalive_listen_key(key, now, self._ttl_ms())
+        self._watch_expiry(engine)
         return key
 
-    def close_listen_key(self) -> None:
-        """``DELETE /fapi/v1/listenKey``: the key stops existing and its streams are closed."""
-        self.engine.close_listen_key()
-        self._end_user((NORMAL, "listenKey closed"))
-        self.stop()
+    def close_listen_key(self, engine: Engine) -> None:
+        """``DELETE /fapi/v1/listenKey``: the account's key stops existing and its streams are closed."""
+        engine.close_listen_key()
+        self._end_user(engine, (NORMAL, "listenKey closed"))
+        self.stop(engine.name)
 
     def _ttl_ms(self) -> int:
         return int(self.config.listen_key_ttl_s * 1000)
 
-    def _watch_expiry(self) -> None:
-        self.stop()
-        if self.engine.listen_key is None:
+    def _watch_expiry(self, engine: Engine) -> None:
+        self.stop(engine.name)
+        if engine.listen_key is None:
             return
-        delay_s = max(0.0, (self.engine.listen_key_expires_ms - now_ms()) / 1000)
-        self.expiry = asyncio.get_running_loop().call_later(delay_s, self._expiry_due)
+        delay_s = max(0.0, (engine.listen_key_expires_ms - now_ms()) / 1000)
+        self.expiry[engine.name] = asyncio.get_running_loop().call_later(delay_s, self._expiry_due, engine)
 
-    def _expiry_due(self) -> None:
-        self.expiry = None
-        if self.engine.listen_key is None:
+    def _expiry_due(self, engine: Engine) -> None:
+        self.expiry.pop(engine.name, None)
+        if engine.listen_key is None:
             return
-        if self.engine.active_listen_key(now_ms()) is not None:  # extended meanwhile
-            self._watch_expiry()
+        if engine.active_listen_key(now_ms()) is not None:  # extended meanwhile
+            self._watch_expiry(engine)
             return
-        self._expire_now()
+        self._expire_now(engine)
 
-    def _expire_now(self) -> None:
-        key = self.engine.listen_key
-        self.engine.close_listen_key()
+    def _expire_now(self, engine: Engine) -> None:
+        key = engine.listen_key
+        engine.close_listen_key()
         self.commit()
         if key is not None:
-            self._expired(key)
+            self._expired(engine, key)
 
-    def _expired(self, key: str) -> None:
-        self.publish(events.listen_key_expired(key, now_ms()))
-        self._end_user((NORMAL, "listenKey expired"))
+    def _expired(self, engine: Engine, key: str) -> None:
+        self.publish(engine.name, events.listen_key_expired(key, now_ms()))
+        self._end_user(engine, (NORMAL, "listenKey expired"))
 
-    def _end_user(self, close: tuple[int, str] | None) -> None:
-        """Stop the user-data fan-out; close its connections after their queued frames when ``close`` is given."""
-        ending = list(self.user)
-        self.user.clear()
-        self.engine.publish = None
-        if close is not None:
-            for conn in ending:
+    def _end_user(self, engine: Engine, close: tuple[int, str] | None) -> None:
+        """Stop the account's user-data fan-out; close its connections after their queued frames when ``close`` is
+        given."""
+        ending = list(self.user.pop(engine.name, ()))
+        engine.publish = None
+        for conn in ending:
+            conn.account = None
+            if close is not None:
                 conn.close(*close)
 
     # ---- fan-out -------------------------------------------------------------------------------
 
-    def publish(self, event: dict[str, Any]) -> None:
-        """Queue a user-data event on every connection of the listen key that wants it (serialised once)."""
+    def publish(self, account: str, event: dict[str, Any]) -> None:
+        """Queue a user-data event on every connection of the account's listen key that wants it (serialised
+        once); no other account's connection sees it."""
         name = event["e"]
         raw: str | None = None
         wrapped: str | None = None
-        for conn in list(self.user):
+        for conn in list(self.user.get(account, ())):
             if not conn.wants(name):
                 continue
             if conn.combined:
@@ -343,7 +352,7 @@ class Streams:
                 conn.push(raw)
 
     def _render(self) -> Callable[[MarketStream, bool], str]:
-        prices, names = self.engine.prices, list(self.engine.symbols)
+        prices, names = self.accounts.prices, list(self.accounts.symbols)
 
         def render(stream: MarketStream, combined: bool) -> str:
             now = now_ms()
@@ -427,10 +436,10 @@ class Streams:
     def _resolve(self, name: str, route: Route) -> MarketStream | str | None:
         """The market stream or the active listen key ``name`` stands for on ``route``, or None."""
         if route.market:
-            stream = parse_market_stream(name, self.engine.symbols)
+            stream = parse_market_stream(name, self.accounts.symbols)
             if stream is not None:
                 return stream
-        if route.user and name and name == self.engine.active_listen_key(now_ms()):
+        if route.user and self.accounts.listen_key_owner(name, now_ms()) is not None:
             return name
         return None
 
@@ -442,13 +451,26 @@ class Streams:
         return f"Invalid stream name: {name!r}".encode()[:MAX_REASON_BYTES].decode(errors="ignore")
 
     def _join_user(self, conn: Connection) -> None:
-        self.user.add(conn)
-        self.engine.publish = self.publish
+        """Add ``conn`` to the fan-out of the account whose listen key it names (leaving another's first)."""
+        owner = self.accounts.listen_key_owner(conn.listen_key or "", now_ms())
+        if owner is None:
+            return
+        if conn.account is not None and conn.account != owner.name:
+            self._leave_user(conn)
+        conn.account = owner.name
+        self.user.setdefault(owner.name, set()).add(conn)
+        owner.publish = functools.partial(self.publish, owner.name)
 
     def _leave_user(self, conn: Connection) -> None:
-        self.user.discard(conn)
-        if not self.user:
-            self.engine.publish = None
+        account, conn.account = conn.account, None
+        if account is None:
+            return
+        listeners = self.user.get(account)
+        if listeners is not None:
+            listeners.discard(conn)
+            if not listeners:
+                del self.user[account]
+                self.accounts.get(account).publish = None
 
     # ---- live subscriptions --------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ A request ``{"id", "method", "params"}`` names the REST endpoint it stands for (
 ``POST /fapi/v1/order``) and goes through ``Exchange.run`` as that endpoint does over HTTP (latency, weight and
 order limits, key and signature, faults, handler, write-through) under the name ``WS <method>``, which faults and
 stats use. The answer is ``{"id", "status", "result" | "error", "rateLimits"}``. A signature covers the other
-params sorted by name and joined as a query string. ``session.logon`` (Ed25519 keys only) lets the connection's
+params sorted by name and joined as a query string; the key a request is signed with (or the session's) names
+the account it acts on. ``session.logon`` (Ed25519 keys only) lets the connection's
 later requests leave ``apiKey`` and ``signature`` out. A ``timeout`` fault sends no answer; a ``drop`` fault cuts
 the connection without a close frame. Requests of one connection run concurrently, each answered when it is done.
 """
@@ -26,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from qexec.paper import errors
 from qexec.paper.auth import HMAC
 from qexec.paper.endpoints import ENDPOINTS, fixed
-from qexec.paper.engine import FillPlan, now_ms
+from qexec.paper.engine import Engine, FillPlan, now_ms
 from qexec.paper.exchange import Authorize, Endpoint, Exchange, Handler, Outcome
 from qexec.paper.faults import EXECUTED_OR_NOT, WS_PREFIX
 from qexec.paper.params import Params
@@ -186,14 +187,16 @@ class ApiConnection:
                 await self.ws.send_text(json.dumps(answer, separators=(",", ":")))
 
 
-def rate_limits(ex: Exchange, ip: str, order: bool) -> list[dict[str, Any]]:
-    """The ``rateLimits`` of an answer: request weight used this minute, and for orders both order counters."""
+def rate_limits(ex: Exchange, ip: str, order: bool, account: str) -> list[dict[str, Any]]:
+    """The ``rateLimits`` of an answer: the IP's request weight used this minute, and for orders both of the
+    account's order counters."""
     config, limiter = ex.config, ex.limiter
     window = limiter.weight.get(ip)
     limits = [_limit("REQUEST_WEIGHT", "MINUTE", 1, config.weight_limit, window.used if window else 0)]
     if order:
-        limits.append(_limit("ORDERS", "SECOND", 10, config.orders_per_10s, limiter.orders_10s.used))
-        limits.append(_limit("ORDERS", "MINUTE", 1, config.orders_per_min, limiter.orders_1m.used))
+        windows = limiter.order_windows(account)
+        limits.append(_limit("ORDERS", "SECOND", 10, config.orders_per_10s, windows.ten_s.used))
+        limits.append(_limit("ORDERS", "MINUTE", 1, config.orders_per_min, windows.minute.used))
     return limits
 
 
@@ -285,7 +288,7 @@ class WsApi:
         else:
             body["error"] = error_body(outcome.status, outcome.payload, outcome.headers)
         if conn.session.return_rate_limits and wanted:
-            body["rateLimits"] = rate_limits(self.ex, conn.ip, order)
+            body["rateLimits"] = rate_limits(self.ex, conn.ip, order, outcome.account)
         return body
 
     def _endpoint(self, session: Session, method: str) -> Endpoint | None:
@@ -295,7 +298,7 @@ class WsApi:
         if method not in SESSION_METHODS:
             return None
 
-        async def handler(ex: Exchange, p: Params, plan: FillPlan) -> Any:
+        async def handler(ex: Exchange, engine: Engine, p: Params, plan: FillPlan) -> Any:
             if method == "session.logon":
                 session.api_key, session.authorized_ms = p["apiKey"], now_ms()
             elif method == "session.logout":
@@ -310,18 +313,18 @@ class WsApi:
         auth = self.ex.auth
         logon = endpoint.path == "session.logon"
 
-        def authorize(now: int) -> None:
+        def authorize(now: int) -> str | None:
             if endpoint.security == "NONE":
-                return
+                return None
             key, signature = params.get("apiKey"), params.get("signature")
             if session.api_key and not logon and not signature and key in (None, "", session.api_key):
                 auth.kind(session.api_key)  # a key removed since the logon no longer authorizes
                 if endpoint.security == "SIGNED":
                     auth.check_window(params, now)
-                return
+                return session.api_key
             kind = auth.kind(key)
             if endpoint.security == "KEY":
-                return
+                return key
             params.integer("timestamp")
             if not signature:
                 raise errors.missing("signature")
@@ -331,5 +334,6 @@ class WsApi:
                 raise errors.BAD_SIGNATURE
             auth.verify(key, signed_payloads(raw), signature)
             auth.check_window(params, now)
+            return key
 
         return authorize
