@@ -163,6 +163,7 @@ class BinanceVenue:
             self._client.timestamp_offset = self._shared.offset_ms
         # With a Redis, every call spends from the deployment's shared venue budget first (qexec/venue/limiter.py).
         self.limiter = limiter.Limiter(redis, settings) if redis is not None else None
+        self._socket: ws_orders.OrderSocket | None = None  # see `_order_socket`
 
     @property
     def label(self) -> str:
@@ -216,12 +217,11 @@ class BinanceVenue:
         socket = self._order_socket()
         if socket is None or socket.down:
             return self._call(rest, mutating=mutating, spent=spent, **params)
-        if self._shared.offset_ms is None:
-            self.sync_clock()
+        ws_params = dict(params, recvWindow=self.settings.recv_window_ms)
         for attempt in range(2):
             self._spend(rest, params, spent if attempt == 0 else None)
             try:
-                return socket.request(ws_call, dict(params, recvWindow=self.settings.recv_window_ms), self._offset())
+                return socket.request(ws_call, ws_params, self.clock_offset_ms())
             except ws_orders.NotSent as exc:
                 log.warning("WS_API_UNREACHABLE error=%s: over REST for %g s", exc, self.settings.ws_retry_s)
                 return self._call(rest, mutating=mutating, spent=limiter.SPENT, **params)
@@ -235,12 +235,12 @@ class BinanceVenue:
         raise AssertionError("unreachable")
 
     def _order_socket(self) -> ws_orders.OrderSocket | None:
+        """This process's WebSocket API connection when orders go over it (made at the first order, not before)."""
         if self.settings.order_transport != "ws":
             return None
-        return ws_orders.socket_for(self.settings)
-
-    def _offset(self) -> int:
-        return self._shared.offset_ms or 0
+        if self._socket is None:
+            self._socket = ws_orders.socket_for(self.settings)
+        return self._socket
 
     def _spend(self, fn: Callable[..., Any], params: dict[str, Any], spent: Any) -> None:
         if self.limiter is not None:

@@ -94,7 +94,7 @@ class OrderSocket:
         """Whether the last attempt to connect failed less than `ws_retry_s` ago (orders go over REST meanwhile)."""
         return time.monotonic() < self._down_until
 
-    def request(self, call: str, params: dict[str, Any], offset_ms: int | None) -> Any:
+    def request(self, call: str, params: dict[str, Any], offset_ms: int) -> Any:
         """Send one request with `AsyncClient.<call>` (e.g. `ws_futures_create_order`), signed with the venue's clock
         offset, and return its `result`; raises `NotSent`, `Lost`, or python-binance's `BinanceAPIException`."""
         if self.down:
@@ -103,7 +103,7 @@ class OrderSocket:
         async def send() -> Any:
             if self._client.ws_future.broken:
                 self._client.ws_future = _OrderApi(self.url, self._timeout_s)
-            self._client.timestamp_offset = offset_ms or 0
+            self._client.timestamp_offset = offset_ms
             return await getattr(self._client, call)(**params)
 
         try:
