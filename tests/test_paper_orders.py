@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -73,6 +74,23 @@ def test_result_answers_new_when_the_fill_outlasts_the_result_wait(paper: PaperE
     assert (order["status"], order["executedQty"]) == ("NEW", "0")
     time.sleep(1.0)
     assert client.futures_get_order(symbol="BTCUSDT", orderId=order["orderId"])["status"] == "FILLED"
+
+
+def test_a_zero_result_wait_answers_new_even_for_a_fill_due_in_a_millisecond(paper: PaperExchange) -> None:
+    """``result_wait_ms`` 0 answers every delayed order as it stands when placed (NEW), even with many orders at
+    once and a fill due 1 ms later: the answer never waits on the loop, where that fill could land first."""
+    paper.admin("POST", "/paper/v1/config", {"fill_delay_ms": 1, "result_wait_ms": 0})
+    client = paper.client()
+
+    def place(_: int) -> str:
+        order = client.futures_create_order(
+            symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.002", newOrderRespType="RESULT"
+        )
+        return str(order["status"])
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(place, range(96)))
+    assert statuses == ["NEW"] * 96
 
 
 def test_limit_order_rests_until_the_mark_crosses_it_and_pays_the_maker_fee(paper: PaperExchange) -> None:
