@@ -4,10 +4,11 @@ celery 5.7 handles a lost broker connection by `collect()`-ing the connection, w
 client, and then closing it. Anything that later touches the old channel - the close pushing unacknowledged
 messages back, or a task that ran through the outage acknowledging or rejecting its message - needs that client,
 and kombu 5.7.0 raises AttributeError there, which stops the worker with "Unrecoverable error". Skipping that
-work is safe: the messages stay in the broker's unacked hash. They are not left to the visibility-timeout sweep
-(minutes, with production settings): the process remembers which ones it held, and the first channel of its next
-connection queues those again and removes the ones it acknowledged meanwhile - seconds after Redis is back. Every
-task is idempotent, so one that was still running then may run once more.
+work is safe: the messages stay in the broker's unacked hash. A close, ack or reject that meets Redis down before
+celery tears the connection down fails instead; its messages are in the same place. They are not left to the
+visibility-timeout sweep (minutes, with production settings): the process remembers which ones it held, and the
+first channel of its next connection queues those again and removes the ones it acknowledged meanwhile - seconds
+after Redis is back. Every task is idempotent, so one that was still running then may run once more.
 
 A worker that dies (SIGKILL, a lost host) cannot give its messages back. So that they are not left to the visibility
 timeout either, each delivery records its holder - this process's node id (qexec/liveness.py) - beside kombu's
@@ -109,14 +110,23 @@ class RedisQoS(kombu_redis.QoS):
     def restore_unacked(self, client: Any = None) -> None:
         """Push this channel's unacknowledged messages back, unless the connection is gone."""
         if client is None and self._torn_down():
-            log.warning(
-                "broker connection closed: %d unacknowledged message(s) are queued again once it is back",
-                len(self._delivered),
-            )
-            _orphans.keep(self._delivered)
-            self._delivered.clear()
+            self._orphan_delivered()
             return
-        super().restore_unacked(client)  # type: ignore[no-untyped-call]
+        try:
+            super().restore_unacked(client)  # type: ignore[no-untyped-call]
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            # The connection broke before celery tore it down (the close met Redis down): the messages are still
+            # in the unacked hash, and go back once a connection is.
+            log.warning("broker unreachable while closing (%s): its messages are queued again once it is back", exc)
+            self._orphan_delivered()
+
+    def _orphan_delivered(self) -> None:
+        log.warning(
+            "broker connection closed: %d unacknowledged message(s) are queued again once it is back",
+            len(self._delivered),
+        )
+        _orphans.keep(self._delivered)
+        self._delivered.clear()
 
     def ack(self, delivery_tag: Any) -> None:
         """Acknowledge a message, unless its connection is gone (then it returns with the visibility timeout)."""
@@ -127,7 +137,13 @@ class RedisQoS(kombu_redis.QoS):
             _orphans.finish(delivery_tag)
             virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
             return
-        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        try:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            # Done, but Redis went away before it heard: acknowledged once a connection is back, not run again.
+            _orphans.finish(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            raise
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         """Reject a message, unless its connection is gone (then it returns with the visibility timeout)."""
@@ -139,7 +155,15 @@ class RedisQoS(kombu_redis.QoS):
                 _orphans.finish(delivery_tag)
             virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
             return
-        super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
+        try:
+            super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            if requeue:
+                _orphans.keep([delivery_tag])
+            else:
+                _orphans.finish(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            raise
 
 
 class RedisChannel(kombu_redis.Channel):
