@@ -90,8 +90,8 @@ def client(url: str, **options: Any) -> redis.Redis:
     for key in ("socket_timeout", "socket_connect_timeout"):
         if key in options:
             sentinel_kwargs[key] = options[key]
-    sentinels = redis.Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
-    found: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+    sentinels = redis.Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
+    found: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
         target.master_name, db=target.db, username=target.username, password=target.password, **options
     )
     return found
