@@ -6,13 +6,14 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qexec import constants, sentinel
@@ -151,6 +152,11 @@ class Settings(BaseSettings):
     api_private_key_file: Path | None = None
     api_private_key_password: SecretStr | None = None
     mainnet_confirm: str = ""
+    # Accounts (README "Many accounts"): the names besides `default`, comma-separated, each signed for by its own keys
+    # and, where set, trading under its own limits: QEXEC_ACCOUNT_<NAME>_<SETTING> for each of ACCOUNT_SETTINGS.
+    accounts: str = ""
+    _account: str = PrivateAttr(default=constants.DEFAULT_ACCOUNT)  # whose settings these are (`for_account`)
+    size_multiplier: float = Field(default=1.0, gt=0)  # an intent's position_size_usd is traded times this
     flower_basic_auth: SecretStr | None = None  # "user:password[,user:password]" for Flower beyond loopback
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -348,6 +354,7 @@ class Settings(BaseSettings):
         self._check_streams(venue, "QEXEC_STREAM_URL", self.stream_url)
         self._check_streams(venue, "QEXEC_WS_API_URL", self.ws_api_url)
         self._check_keys()
+        self._check_accounts()
         if self.node_dead_after_s < 2 * self.node_beat_s:
             raise ValueError(
                 f"QEXEC_NODE_DEAD_AFTER_S={self.node_dead_after_s:g} must be at least twice QEXEC_NODE_BEAT_S="
@@ -368,6 +375,70 @@ class Settings(BaseSettings):
             raise ValueError(f"QEXEC_MODE={self.mode} needs QEXEC_API_KEY and QEXEC_API_SECRET (or an Ed25519 key)")
         if ed25519:
             self.credentials()  # reads the key now: a bad key stops the start, not the first order
+
+    def _check_accounts(self) -> None:
+        """Account names well formed, and every account's own settings valid (read now, not at its first order)."""
+        for name in self.account_names:
+            if not re.fullmatch(constants.ACCOUNT_PATTERN, name):
+                raise ValueError(
+                    f"QEXEC_ACCOUNTS: account name {name!r} must be lower-case letters, digits and _, starting with "
+                    "a letter (at most 24)"
+                )
+        seen: dict[str, str] = {}
+        for name, member in self._accounts.items():  # every account's settings, checked at the start
+            key = member.credentials().api_key
+            if key in seen:
+                raise ValueError(f"accounts {seen[key]} and {name} have the same API key: one account, two names")
+            seen[key] = name
+
+    @property
+    def account(self) -> str:
+        """The account these settings trade for (`default`, unless they came from `for_account`)."""
+        return self._account
+
+    @property
+    def account_names(self) -> tuple[str, ...]:
+        """Every configured account: `default` first, then QEXEC_ACCOUNTS in order, each once."""
+        named = (name.strip() for name in self.accounts.split(","))
+        return tuple(dict.fromkeys((constants.DEFAULT_ACCOUNT, *(name for name in named if name))))
+
+    def for_account(self, name: str) -> Settings:
+        """The settings account `name` trades with (KeyError for one not configured): these, with its keys and its
+        own QEXEC_ACCOUNT_<NAME>_* values; `default`'s are QEXEC_API_KEY's."""
+        return self._accounts[name]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Settings:
+        """A copy with `update`, whose credentials and accounts are derived again from its own values (pydantic
+        copies what the cached properties hold, which would be the original's)."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("_credentials", None)
+        copied.__dict__.pop("_accounts", None)
+        return copied
+
+    @cached_property
+    def _accounts(self) -> dict[str, Settings]:
+        # Built on the settings read from the environment (`default`'s); every member shares the one map.
+        if self.account != constants.DEFAULT_ACCOUNT:
+            raise RuntimeError(f"the settings of account {self.account} were copied apart from their deployment's")
+        family = {constants.DEFAULT_ACCOUNT: self}
+        family.update((name, self._account_settings(name)) for name in self.account_names[1:])
+        for member in family.values():
+            member.__dict__["_accounts"] = family
+        return family
+
+    def _account_settings(self, name: str) -> Settings:
+        update: dict[str, object] = dict.fromkeys(CREDENTIAL_SETTINGS)  # never another account's keys
+        update.update(_account_values(name))
+        member = self.model_copy(update=update)
+        member._account = name
+        try:
+            member._check_keys()
+        except ValueError as exc:
+            message = str(exc)
+            for field in sorted(CREDENTIAL_SETTINGS, key=len, reverse=True):  # the account's own variables' names
+                message = re.sub(rf"\bQEXEC_{field.upper()}\b", account_variable(name, field), message)
+            raise ValueError(f"account {name}: {message}") from None
+        return member
 
     def _check_streams(self, venue: VenueIdentity, variable: str, url: str | None) -> None:
         """A websocket URL must describe the venue the orders go to (a fill from another venue is worse than none)."""
@@ -431,7 +502,7 @@ class Settings(BaseSettings):
     @cached_property
     def _credentials(self) -> Credentials:
         if self.api_key is None:
-            return Credentials(constants.PAPER_API_KEY, constants.PAPER_API_SECRET)
+            return Credentials(*constants.paper_keys(self.account))
         key = self.api_key.get_secret_value()
         if self.api_secret is not None:
             return Credentials(key, secret=self.api_secret.get_secret_value())
@@ -451,8 +522,61 @@ class Settings(BaseSettings):
             raise ValueError(f"{where}: {exc}") from None
 
     def log_secrets(self) -> list[str]:
-        """What logs mask: the configured key and its secret or private key (the paper defaults are not secret)."""
-        return self.credentials().secrets() if self.api_key is not None else []
+        """What logs mask: every account's configured key and its secret or private key (the paper defaults are not
+        secret)."""
+        return [
+            s
+            for member in self._accounts.values()
+            if member.api_key is not None
+            for s in member.credentials().secrets()
+        ]
+
+
+# The credentials an account has of its own (never inherited from `default`), and the settings it may set for itself
+# as QEXEC_ACCOUNT_<NAME>_<SETTING> (the rest are the deployment's, or inherited from QEXEC_<SETTING>).
+CREDENTIAL_SETTINGS = ("api_key", "api_secret", "api_private_key", "api_private_key_file", "api_private_key_password")
+ACCOUNT_SETTINGS = (
+    *CREDENTIAL_SETTINGS,
+    "size_multiplier",
+    "max_notional_usd",
+    "max_leverage",
+    "max_total_notional_usd",
+    "max_open_positions",
+    "symbol_allow",
+    "symbol_deny",
+    "same_side_policy",
+    "opposite_side_policy",
+    "halt_allows_reduce_only",
+    "protection_failure_action",
+    "default_stop_loss_pct",
+    "default_take_profit_pct",
+    "trailing_stop_pct",
+    "orders_per_10s",
+    "orders_per_min",
+)
+
+
+def account_variable(name: str, field: str) -> str:
+    """The variable that sets `field` for account `name`: QEXEC_ACCOUNT_<NAME>_<FIELD>."""
+    return f"QEXEC_ACCOUNT_{name.upper()}_{field.upper()}"
+
+
+def _account_values(name: str) -> dict[str, Any]:
+    """Account `name`'s own values from the environment, each checked as its QEXEC_<SETTING> would be."""
+    values: dict[str, Any] = {}
+    for field in ACCOUNT_SETTINGS:
+        variable = account_variable(name, field)
+        raw = os.environ.get(variable)
+        if raw is None:
+            continue
+        info = Settings.model_fields[field]
+        kind: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        try:
+            values[field] = TypeAdapter(kind).validate_python(raw)
+        except ValidationError as exc:
+            problem = "; ".join(e["msg"] for e in exc.errors(include_input=False, include_url=False))
+            raise ValueError(f"{variable}: {problem}") from None
+    return values
 
 
 _KIND_TEXT = {

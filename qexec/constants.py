@@ -46,6 +46,7 @@ PROTECTION_SPELL_KEY = "qexec:position:{key}:repaired:{since_ms}"
 LIMIT_COUNTER_KEY = "qexec:limits:{window}"  # hash: bucket number -> venue budget spent in it (weight or orders)
 LIMIT_PAUSE_KEY = "qexec:limits:pause"  # set with the venue's Retry-After as TTL: no venue call until it expires
 HALT_KEY = "qexec:halt"  # JSON {at, reason, flatten, by, where}: new intents are rejected (`halted`) while set
+HALT_ACCOUNT_KEY = "qexec:halt:account:{account}"  # the same for one account's intents only (`qexec halt --account`)
 DEADMAN_ARMED_KEY = "qexec:deadman:armed"  # set: symbols whose venue countdown qexec renews (qexec/ops/deadman.py)
 # Alerts (qexec/alerts.py, qexec/ops/notify.py): an event already alerted (SET NX, TTL: its repeat interval, else
 # QEXEC_INTENT_STATE_TTL_S), and the alerts sent to a destination (its masked id) in one minute.
@@ -63,3 +64,24 @@ BROKER_HOLDERS_KEY = "qexec:broker:holders"
 PAPER_API_KEY = "qexec-paper-key"
 PAPER_API_SECRET = "qexec-paper-secret"  # noqa: S105 - a public, paper-only default
 PAPER_PORT = 8800
+
+# Accounts (README "Many accounts"): `default` trades with QEXEC_API_KEY and keeps every key's name above; another
+# account's per-account state (positions, entries, protection spells, halt, dead-man, feed state, order counts) is the
+# same key under `qexec:account:<name>:`. Per-intent keys need no prefix: a fan-out's intent ids are per account.
+DEFAULT_ACCOUNT = "default"
+ACCOUNT_PATTERN = r"^[a-z][a-z0-9_]{0,23}$"  # lower case: QEXEC_ACCOUNT_<NAME>_* holds it in upper case
+
+
+def account_key(key: str, account: str) -> str:
+    """`key` (formatted) for `account`: itself for `default`, else under `qexec:account:<account>:`."""
+    if account == DEFAULT_ACCOUNT:
+        return key
+    return f"qexec:account:{account}:{key.removeprefix('qexec:')}"
+
+
+def paper_keys(account: str) -> tuple[str, str]:
+    """The paper exchange's API key and secret for an account (`qexec up` serves each configured account with its
+    own pair; paper mode only)."""
+    if account == DEFAULT_ACCOUNT:
+        return PAPER_API_KEY, PAPER_API_SECRET
+    return f"{PAPER_API_KEY}-{account}", f"{PAPER_API_SECRET}-{account}"

@@ -11,7 +11,7 @@ import pytest
 from pydantic import AliasChoices
 from pydantic_core import PydanticUndefined
 
-from qexec.config import Settings
+from qexec.config import ACCOUNT_SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -106,10 +106,16 @@ def rows_no_setting_reads(text: str) -> list[str]:
     return sorted(set(rows(split_reference(text)[0])) - set(setting_variables()))
 
 
+# An account's own setting, QEXEC_ACCOUNT_<NAME>_<SETTING> (qexec/config.py reads it for each configured account).
+ACCOUNT_VARIABLE = re.compile(
+    r"QEXEC_ACCOUNT_[A-Z][A-Z0-9_]*_(?:" + "|".join(field.upper() for field in ACCOUNT_SETTINGS) + ")"
+)
+
+
 def names_qexec_does_not_read(text: str) -> list[str]:
-    """`QEXEC_*` names in `text` that neither a setting nor any other code of qexec reads."""
+    """`QEXEC_*` names in `text` that neither a setting, an account's setting nor any other code of qexec reads."""
     known = set(setting_variables()) | literal_variables()
-    return sorted(set(NAME.findall(text)) - known)
+    return sorted(name for name in set(NAME.findall(text)) - known if not ACCOUNT_VARIABLE.fullmatch(name))
 
 
 def wrong_defaults(text: str) -> list[str]:
