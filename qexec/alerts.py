@@ -293,15 +293,18 @@ def raise_lasting_unprotected(r: redis.Redis, settings: Settings) -> int:
         return 0
     raised = 0
     try:
-        spells: Any = r.zrange(constants.UNPROTECTED_KEY, 0, -1, withscores=True)
-        for member, since in spells:
-            key = member.decode() if isinstance(member, bytes) else str(member)
-            symbol, _, direction = key.partition(":")
-            text: Any = r.get(constants.POSITION_KEY.format(symbol=symbol, direction=direction))
-            position_id = json.loads(text).get("position_id", "") if text else ""
-            why = "still without its stop-loss or take-profit"
-            alert = position_unprotected(key, position_id, int(since), why, settings.alert_repeat_s)
-            raised += raise_alert(r, settings, alert)
+        for account in settings.account_names:
+            spells: Any = r.zrange(constants.account_key(constants.UNPROTECTED_KEY, account), 0, -1, withscores=True)
+            for member, since in spells:
+                key = member.decode() if isinstance(member, bytes) else str(member)
+                symbol, _, direction = key.partition(":")
+                position = constants.POSITION_KEY.format(symbol=symbol, direction=direction)
+                text: Any = r.get(constants.account_key(position, account))
+                position_id = json.loads(text).get("position_id", "") if text else ""
+                why = "still without its stop-loss or take-profit"
+                named = key if account == constants.DEFAULT_ACCOUNT else f"{account}/{key}"
+                alert = position_unprotected(named, position_id, int(since), why, settings.alert_repeat_s)
+                raised += raise_alert(r, settings, alert)
     except redis.RedisError as exc:
         log.warning("ALERT_FAILED kind=position_unprotected error=%r: the unprotected list is unreadable", exc)
     return raised

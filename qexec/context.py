@@ -8,6 +8,7 @@ from datetime import datetime
 
 import redis
 
+from qexec import constants
 from qexec.config import Settings
 from qexec.models import (
     utcnow,
@@ -32,3 +33,12 @@ class Context:
     redis: redis.Redis
     venue: Venue
     now: Callable[[], datetime] = field(default=utcnow)
+
+    @property
+    def account(self) -> str:
+        """The account this step trades for (its settings', `Settings.for_account`)."""
+        return self.settings.account
+
+    def key(self, template: str, **fields: object) -> str:
+        """A per-account state key of qexec/constants.py, formatted, for this step's account."""
+        return constants.account_key(template.format(**fields), self.account)

@@ -374,17 +374,19 @@ class RedisCollector(Collector):
         yield live
 
     def _unprotected_gauges(self) -> Iterator[Metric]:
-        spells: Any = self.redis.zrange(constants.UNPROTECTED_KEY, 0, -1, withscores=True)
         gauge = GaugeMetricFamily(
             "qexec_position_unprotected_seconds",
             "Seconds a position has been without its stop-loss or take-profit because the venue could not take them "
             "(0 series: every position is protected).",
-            labels=["symbol", "direction"],
+            labels=["symbol", "direction", "account"],
         )
         now_s = self.now().timestamp()
-        for key, since_ms in spells:
-            symbol, _, direction = str(key).partition(":")
-            gauge.add_metric([symbol, direction], max(now_s - float(since_ms) / 1000, 0.0))
+        for account in self.settings.account_names:
+            key_of = constants.account_key(constants.UNPROTECTED_KEY, account)
+            spells: Any = self.redis.zrange(key_of, 0, -1, withscores=True)
+            for key, since_ms in spells:
+                symbol, _, direction = str(key).partition(":")
+                gauge.add_metric([symbol, direction, account], max(now_s - float(since_ms) / 1000, 0.0))
         yield gauge
 
     def _heartbeat_gauges(self, heartbeat: dict[str, str]) -> Iterator[Metric]:
@@ -422,7 +424,7 @@ class RedisCollector(Collector):
 
 
 FEED_REPORT_EVERY_S = 5.0  # how often a worker process writes its stream's state; it expires after three misses
-_feed_reporters: set[int] = set()  # the processes (pids) whose reporter runs
+_feed_reporters: set[tuple[int, str]] = set()  # the processes (pids) and accounts whose reporter runs
 
 
 def report_feed(r: redis.Redis, process: str, status: dict[str, Any]) -> None:
@@ -437,13 +439,18 @@ def report_feed(r: redis.Redis, process: str, status: dict[str, Any]) -> None:
         log.debug("feed state not written: %s", exc)
 
 
-def report_feed_every(r: redis.Redis, status: Callable[[], dict[str, Any]]) -> None:
-    """Start this process's daemon thread that reports its stream state every `FEED_REPORT_EVERY_S` (once)."""
+def report_feed_every(
+    r: redis.Redis, status: Callable[[], dict[str, Any]], account: str = constants.DEFAULT_ACCOUNT
+) -> None:
+    """Start this process's daemon thread that reports its stream state (of `account`'s feed) every
+    `FEED_REPORT_EVERY_S` (once); another account's series is the process's name with `@<account>`."""
     pid = os.getpid()
-    if pid in _feed_reporters:
+    if (pid, account) in _feed_reporters:
         return
-    _feed_reporters.add(pid)
+    _feed_reporters.add((pid, account))
     process = f"{socket.gethostname()}:{pid}"
+    if account != constants.DEFAULT_ACCOUNT:
+        process += f"@{account}"
 
     def loop() -> None:
         while True:

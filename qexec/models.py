@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -20,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from qexec import ids
+from qexec import constants, ids
 from qexec.errors import IntentError
 
 
@@ -119,6 +120,10 @@ class Intent(BaseModel):
     reduce_only: bool = False
     client_tag: str | None = Field(default=None, max_length=64)
     trailing_stop_pct: float | None = Field(default=None, gt=0, le=50)
+    # The account that trades it (None: `default`), or several (a fan-out): names, or names with each one's
+    # position_size_usd. A fan-out becomes one intent per account before anything is placed (`per_account`).
+    account: str | None = Field(default=None, pattern=constants.ACCOUNT_PATTERN)
+    accounts: tuple[str, ...] | dict[str, float] | None = None
 
     @field_validator("symbol", mode="before")
     @classmethod
@@ -195,6 +200,34 @@ class Intent(BaseModel):
             raise ValueError("confidence must be finite")
         return value
 
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _account_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a flat stream field: "main,sleeve2"
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        if isinstance(value, Mapping):
+            for size in value.values():
+                cls._not_a_boolean(size)
+        return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _known_shape(cls, value: tuple[str, ...] | dict[str, float] | None) -> Any:
+        if value is None:
+            return None
+        names = list(value)
+        if not names:
+            raise ValueError("accounts must name at least one account")
+        if len(set(names)) != len(names):
+            raise ValueError("accounts names an account twice")
+        for name in names:
+            if not re.fullmatch(constants.ACCOUNT_PATTERN, name):
+                raise ValueError(f"account name {name!r} is not lower-case letters, digits and _")
+        if isinstance(value, dict):
+            for size in value.values():
+                cls._size(size)
+        return value
+
     @field_validator("timestamp")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
@@ -204,6 +237,8 @@ class Intent(BaseModel):
 
     @model_validator(mode="after")
     def _limit_needs_price(self) -> Self:
+        if self.account is not None and self.accounts is not None:
+            raise ValueError("an intent names its account or its accounts, not both")
         if self.order_type is OrderType.LIMIT and self.entry_price is None:
             raise ValueError("a LIMIT intent needs entry_price")
         if self.order_type is OrderType.MARKET and self.time_in_force is not TimeInForce.GTC:
@@ -246,6 +281,25 @@ class Intent(BaseModel):
         if self.intent_id is None:
             raise IntentError("intent has no id")
         return self.intent_id
+
+    @property
+    def account_name(self) -> str:
+        """The account that trades this intent."""
+        return self.account or constants.DEFAULT_ACCOUNT
+
+    def per_account(self, multiplier: Callable[[str], float]) -> list[Intent]:
+        """The intents this one trades, one per account, each sized for its account: the account's own size in an
+        `accounts` mapping, else position_size_usd times `multiplier(account)`. A fan-out's intent ids are
+        `<intent_id>:<account>`, so that each account's entry has its own idempotency key and client order id."""
+        if self.accounts is None:
+            sized = self.position_size_usd * multiplier(self.account_name)
+            return [self if sized == self.position_size_usd else self.model_copy(update={"position_size_usd": sized})]
+        out = []
+        for name in self.accounts:
+            size = self.accounts[name] if isinstance(self.accounts, dict) else self.position_size_usd * multiplier(name)
+            update = {"intent_id": f"{self.id}:{name}", "account": name, "accounts": None, "position_size_usd": size}
+            out.append(self.model_copy(update=update))
+        return out
 
 
 def _describe(exc: ValidationError) -> str:
@@ -410,6 +464,7 @@ class ExecutionResult(BaseModel):
     tp_order_id: int | None = None
     reason: str | None = None
     code: int | None = None
+    account: str = constants.DEFAULT_ACCOUNT  # the account that traded it (README "Many accounts")
     mode: str
     venue: str
     received_at: datetime
@@ -437,6 +492,7 @@ class ExecutionResult(BaseModel):
             "intent_id": self.intent_id,
             "symbol": self.symbol,
             "status": self.status.value,
+            "account": self.account,
         }
 
 
@@ -542,6 +598,7 @@ class ProtectionEvent(BaseModel):
     trailing_stop_pct: float | None = None
     reason: str | None = None
     action: str | None = None  # the emergency action taken when protection failed
+    account: str = constants.DEFAULT_ACCOUNT
     mode: str
     venue: str
     published_at: datetime
@@ -554,6 +611,7 @@ class ProtectionEvent(BaseModel):
             "intent_id": self.intent_id,
             "symbol": self.symbol,
             "status": self.status,
+            "account": self.account,
         }
 
 
@@ -588,6 +646,7 @@ class ExitEvent(BaseModel):
     order_ids: list[int] = Field(default_factory=list)
     opened_at: datetime | None = None
     closed_at: datetime
+    account: str = constants.DEFAULT_ACCOUNT
     mode: str
     venue: str
 
@@ -606,6 +665,7 @@ class ExitEvent(BaseModel):
             "reason": self.reason.value,
             "realized_pnl": repr(self.realized_pnl),
             "intent_ids": ",".join(self.intent_ids),
+            "account": self.account,
         }
 
 

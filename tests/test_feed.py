@@ -199,7 +199,7 @@ def test_marks_come_from_the_stream_and_age_out(paper: PaperExchange, live_feed:
 def test_the_venue_takes_streamed_marks_instead_of_asking_over_rest(paper: PaperExchange, live_feed: feed.Feed) -> None:
     """With a live feed in the process, `view.mark_price` sends no premiumIndex request."""
     settings = live_feed.settings
-    feed._feeds[settings.venue_url] = live_feed  # this process's feed for that venue, as the worker registers it
+    feed.register(live_feed)  # this process's feed for that venue, as the worker registers it
     try:
         paper.set_price("XRPUSDT", "0.6123")
         wait_for(lambda: live_feed.mark("XRPUSDT", 5) == Decimal("0.6123"))
@@ -207,7 +207,7 @@ def test_the_venue_takes_streamed_marks_instead_of_asking_over_rest(paper: Paper
         assert view.mark_price(BinanceVenue(settings), "XRPUSDT") == Decimal("0.6123")
         assert paper.stats()["requests"].get("GET /fapi/v1/premiumIndex", 0) == asked
     finally:
-        feed._feeds.pop(settings.venue_url, None)
+        feed.unregister(live_feed)
 
 
 def test_streams_turned_off_start_no_feed() -> None:
@@ -292,12 +292,12 @@ def stack_feed(stack: Stack) -> Iterator[feed.Feed]:
     """A live feed in this process on the stack's venue, registered where this process's steps look for it."""
     settings = stack.settings
     live = feed.Feed(settings, lambda: thread_venue(settings)).start()
-    feed._feeds[settings.venue_url] = live
+    feed.register(live)
     try:
         wait_for(lambda: live.live)
         yield live
     finally:
-        feed._feeds.pop(settings.venue_url, None)
+        feed.unregister(live)
         live.stop()
 
 
@@ -337,7 +337,7 @@ def test_a_close_only_the_stream_reports_publishes_no_exit_and_keeps_the_protect
     assert report["closed"] == []
     assert exits(ctx, symbol) == earlier_exits
     assert len(open_algos(ctx, symbol)) == 2
-    assert store.load(ctx.redis, symbol, "LONG") is not None
+    assert store.load(ctx.redis, ctx.account, symbol, "LONG") is not None
 
 
 def test_an_entry_filled_before_the_stream_says_so_is_seen_over_rest_by_the_next_intent(

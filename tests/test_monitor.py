@@ -53,7 +53,7 @@ def test_a_restart_with_positions_and_orders_at_the_venue_duplicates_nothing(
     assert report["adopted"] == [f"{symbol}:LONG"]
     assert sorted(a["algoId"] for a in open_algos(ctx, symbol)) == ids
     assert stack.paper.stats()["algo_orders_placed"] == placed
-    tracked = store.load(fresh.redis, symbol, "LONG")
+    tracked = store.load(fresh.redis, fresh.account, symbol, "LONG")
     assert tracked is not None and tracked.stop_loss == Decimal("11.5") and tracked.take_profit == Decimal("13")
 
 
@@ -73,7 +73,7 @@ def test_a_position_closed_by_hand_is_closed_in_qexecs_records_with_an_exit_even
     [exit_event] = exits(ctx, symbol)
     assert (exit_event["reason"], exit_event["intent_ids"]) == ("manual_or_liquidation", [iid])
     assert open_algos(ctx, symbol) == []
-    assert store.load(ctx.redis, symbol, "SHORT") is None
+    assert store.load(ctx.redis, ctx.account, symbol, "SHORT") is None
 
 
 def test_beat_runs_the_exit_monitor_that_repairs_protection(stack: Stack, flat_symbol: FlatSymbol) -> None:
@@ -255,11 +255,11 @@ def test_a_position_held_longer_than_seven_days_still_gets_its_exit_price(
     flat_symbol(ctx, symbol, "0.320000")
     iid = unique_id("old")
     result, _event = run(ctx, intent(iid, symbol, "BUY", 100, stop_loss=0.3, take_profit=0.35))
-    tracked = store.load(ctx.redis, symbol, "LONG")
+    tracked = store.load(ctx.redis, ctx.account, symbol, "LONG")
     assert tracked is not None
     tracked.opened_ms -= 8 * 24 * 3600 * 1000
     tracked.as_of_ms = None  # a record from before qexec kept the state's time: walked from the open
-    store.save(ctx.redis, tracked)
+    store.save(ctx.redis, ctx.account, tracked)
     closed = stack.paper.client().futures_create_order(
         symbol=symbol,
         side="SELL",

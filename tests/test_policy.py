@@ -84,7 +84,7 @@ def test_a_same_side_intent_scales_in_when_the_policy_says_add(stack: Stack, fla
     assert sorted(a["orderType"] for a in algos) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
     assert all(a["closePosition"] for a in algos)
     assert {Decimal(a["triggerPrice"]) for a in algos} == {Decimal("2.35"), Decimal("2.75")}
-    tracked = store.load(ctx.redis, symbol, "LONG")
+    tracked = store.load(ctx.redis, ctx.account, symbol, "LONG")
     assert tracked is not None and len(tracked.intent_ids) == 2
     assert event["status"] == "placed"
 

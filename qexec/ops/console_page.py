@@ -74,6 +74,9 @@ function render(s) {
   const halt = document.getElementById("halt-state");
   if (s.halt) { halt.textContent = "HALTED" + (s.halt.flatten ? " + FLATTEN" : ""); halt.className = "badge bad";
     halt.title = s.halt.reason || ""; }
+  else if (Object.keys(s.halted_accounts || {}).length) {
+    halt.textContent = "HALTED: " + Object.keys(s.halted_accounts).join(", "); halt.className = "badge bad";
+    halt.title = Object.entries(s.halted_accounts).map(([name, r]) => name + ": " + (r.reason || "")).join("; "); }
   else { halt.textContent = "TRADING"; halt.className = "badge ok"; halt.title = ""; }
   const unprotected = s.unprotected || {positions: []};
   const oldest = document.getElementById("unprotected-oldest");

@@ -18,7 +18,6 @@ from qexec.config import Settings
 from qexec.errors import VenueError
 from qexec.models import PositionRisk, utcnow
 from qexec.ops.status import Report, position_row, redis_report
-from qexec.pipeline.risk import halted
 from qexec.positions import store
 from qexec.positions.store import Guard, Tracked
 from qexec.venue import view
@@ -107,7 +106,8 @@ def redis_part(settings: Settings, r: redis.Redis, now: datetime) -> Report:
     ]
     report.update(
         now=now.isoformat(),
-        halt=halted(r),
+        halt=report["kill_switch"]["all"],
+        halted_accounts=report["kill_switch"]["accounts"],
         results=[result_row(i, f) for i, f in results],
         exits=[exit_row(i, f) for i, f in exits],
         unprotected={"positions": spells, "oldest_s": max((s["age_s"] for s in spells), default=None)},
@@ -156,8 +156,9 @@ def position_rows(
     return rows
 
 
-def venue_part(venue: Venue, r: redis.Redis) -> Report:
-    """The venue's side: who it is, its clock, its stream, and the open positions with their protection."""
+def venue_part(venue: Venue, r: redis.Redis, account: str = constants.DEFAULT_ACCOUNT) -> Report:
+    """The venue's side of an account: who it is, its clock, its stream, and the open positions with their
+    protection."""
     live = venue.feed
     part: Report = {
         "mode": venue.mode,
@@ -169,8 +170,8 @@ def venue_part(venue: Venue, r: redis.Redis) -> Report:
     }
     try:
         offset_ms = venue.sync_clock()
-        tracked = [t for s, d in sorted(store.tracked_keys(r)) if (t := store.load(r, s, d)) is not None]
-        unprotected: Any = r.zrange(constants.UNPROTECTED_KEY, 0, -1)
+        tracked = [t for s, d in sorted(store.tracked_keys(r, account)) if (t := store.load(r, account, s, d))]
+        unprotected: Any = r.zrange(store.unprotected_key(account), 0, -1)
         rows = position_rows(venue, view.open_positions(venue), tracked, set(unprotected))
     except (VenueError, redis.RedisError) as exc:
         part["error"] = f"{type(exc).__name__}: {exc}"

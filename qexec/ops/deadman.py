@@ -44,9 +44,10 @@ def renew_every_s(settings: Settings) -> float:
     return max(MIN_RENEW_EVERY_S, (settings.deadman_countdown_s or 0) / RENEWALS_PER_COUNTDOWN)
 
 
-def symbols_in_use(r: redis.Redis) -> set[str]:
-    """Symbols with a position qexec tracks or an entry order placed and not yet finished (`qexec:inflight`)."""
-    symbols = {symbol for symbol, _direction in store.tracked_keys(r)}
+def symbols_in_use(r: redis.Redis, account: str = constants.DEFAULT_ACCOUNT) -> set[str]:
+    """Symbols with a position qexec tracks for the account or an entry order of its placed and not yet finished
+    (`qexec:inflight`)."""
+    symbols = {symbol for symbol, _direction in store.tracked_keys(r, account)}
     intent_ids: Any = r.zrange(constants.INFLIGHT_KEY, 0, -1)
     if intent_ids:
         pipe = r.pipeline(transaction=False)
@@ -56,7 +57,9 @@ def symbols_in_use(r: redis.Redis) -> set[str]:
             if not raw:
                 continue
             try:
-                symbols.add(Ticket.model_validate_json(raw).intent.symbol)
+                intent = Ticket.model_validate_json(raw).intent
+                if intent.account_name == account:
+                    symbols.add(intent.symbol)
             except ValidationError:  # a ticket of another release: reconcile finishes it, the next pass may see it
                 log.warning("dead-man switch: an in-flight ticket could not be read")
     return symbols
@@ -69,8 +72,9 @@ def renew(ctx: Context) -> dict[str, list[str]]:
     if countdown <= 0:
         return done
     r = ctx.redis
-    wanted = symbols_in_use(r)
-    armed: Any = r.smembers(constants.DEADMAN_ARMED_KEY)
+    wanted = symbols_in_use(r, ctx.account)
+    armed_key = ctx.key(constants.DEADMAN_ARMED_KEY)
+    armed: Any = r.smembers(armed_key)
     for symbol in sorted(wanted):
         try:
             ctx.venue.countdown_cancel_all(symbol, countdown)
@@ -78,7 +82,7 @@ def renew(ctx: Context) -> dict[str, list[str]]:
             done["failed"].append(symbol)
             logs.proof(DEADMAN_FAILED, level=logging.ERROR, symbol=symbol, error=str(exc))
             continue
-        r.sadd(constants.DEADMAN_ARMED_KEY, symbol)
+        r.sadd(armed_key, symbol)
         done["renewed"].append(symbol)
     for symbol in sorted(set(armed) - wanted):
         try:
@@ -87,7 +91,7 @@ def renew(ctx: Context) -> dict[str, list[str]]:
             done["failed"].append(symbol)
             logs.proof(DEADMAN_FAILED, level=logging.WARNING, symbol=symbol, error=str(exc), ending=True)
             continue
-        r.srem(constants.DEADMAN_ARMED_KEY, symbol)
+        r.srem(armed_key, symbol)
         done["ended"].append(symbol)
         logs.proof(DEADMAN_ENDED, symbol=symbol)
     if done["renewed"]:

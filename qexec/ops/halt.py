@@ -15,7 +15,7 @@ from qexec import alerts, constants, ids, logs
 from qexec.config import Settings, get_settings
 from qexec.errors import OrderRejected, VenueError
 from qexec.models import OrderType, PositionRisk, Side, utcnow
-from qexec.pipeline.risk import halted
+from qexec.pipeline.risk import halt_record
 from qexec.venue.rules import plain
 
 if TYPE_CHECKING:
@@ -30,26 +30,46 @@ FLATTEN_CANCEL = "FLATTEN_CANCEL"
 FLATTEN_ROUNDS = 3
 
 
+def halt_key(account: str | None) -> str:
+    """The flag of a halt of every account (None), or of one."""
+    return constants.HALT_KEY if account is None else constants.HALT_ACCOUNT_KEY.format(account=account)
+
+
 def halt(
-    r: redis.Redis, *, reason: str = "", flatten: bool = False, by: str | None = None, where: str | None = None
+    r: redis.Redis,
+    *,
+    reason: str = "",
+    flatten: bool = False,
+    by: str | None = None,
+    where: str | None = None,
+    account: str | None = None,
 ) -> dict[str, Any]:
-    """Set the halt flag every worker checks before placing; returns the record stored. `by` (who) and `where` (from
-    which host or process) are kept with it and logged."""
+    """Set the halt flag every worker checks before placing, of every account or of `account`'s; returns the record
+    stored. `by` (who) and `where` (from which host or process) are kept with it and logged."""
     record: dict[str, Any] = {"at": utcnow().isoformat(), "reason": reason, "flatten": flatten}
-    record.update({key: value for key, value in (("by", by), ("where", where)) if value})
-    r.set(constants.HALT_KEY, json.dumps(record))
-    logs.proof(HALT_SET, level=logging.WARNING, reason=reason or None, flatten=flatten, by=by, where=where)
+    record.update({key: value for key, value in (("by", by), ("where", where), ("account", account)) if value})
+    r.set(halt_key(account), json.dumps(record))
+    logs.proof(
+        HALT_SET, level=logging.WARNING, reason=reason or None, flatten=flatten, by=by, where=where, account=account
+    )
     alerts.raise_alert(r, get_settings(), alerts.halted(record))
     return record
 
 
-def resume(r: redis.Redis, *, by: str | None = None, where: str | None = None) -> bool:
-    """Lift the halt flag; False when none was set. `by` (who) and `where` are logged with it."""
-    lifted = bool(r.delete(constants.HALT_KEY))
+def resume(r: redis.Redis, *, by: str | None = None, where: str | None = None, account: str | None = None) -> bool:
+    """Lift the halt flag (of every account, or `account`'s own); False when none was set. `by` (who) and `where`
+    are logged with it."""
+    lifted = bool(r.delete(halt_key(account)))
     if lifted:
-        logs.proof(HALT_LIFTED, level=logging.WARNING, by=by, where=where)
+        logs.proof(HALT_LIFTED, level=logging.WARNING, by=by, where=where, account=account)
         alerts.raise_alert(r, get_settings(), alerts.resumed(by, where))
     return lifted
+
+
+def check_account(settings: Settings, account: str | None) -> None:
+    """ValueError unless `account` is None (every account) or one configured."""
+    if account is not None and account not in settings.account_names:
+        raise ValueError(f"no account {account!r}: the accounts are {', '.join(settings.account_names)}")
 
 
 def wait_for_placements(r: redis.Redis, timeout_s: float) -> int:
@@ -165,19 +185,33 @@ def _redis_and_settings() -> tuple[redis.Redis, Settings]:
     "--flatten", "flatten_too", is_flag=True, help="Also cancel every open order and close every position at the venue."
 )
 @click.option("--wait", "wait_s", type=float, default=30.0, show_default=True, help="Wait for in-flight placements.")
-def halt_command(reason: str, flatten_too: bool, wait_s: float) -> None:
+@click.option("--account", default=None, help="Halt (and flatten) this account only (default: every account).")
+def halt_command(reason: str, flatten_too: bool, wait_s: float, account: str | None) -> None:
     """Reject every new intent (reason `halted`) until `qexec resume`; `--flatten` also closes everything."""
     r, settings = _redis_and_settings()
     logs.configure("INFO", secrets=settings.log_secrets())
-    halt(r, reason=reason, flatten=flatten_too)
-    click.echo(f"HALTED new intents are rejected until `qexec resume`{f' ({reason})' if reason else ''}")
+    try:
+        check_account(settings, account)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    halt(r, reason=reason, flatten=flatten_too, account=account)
+    whose = f"account {account}'s new intents are" if account else "new intents are"
+    click.echo(f"HALTED {whose} rejected until `qexec resume`{f' ({reason})' if reason else ''}")
     if not flatten_too:
         return
     left = wait_for_placements(r, wait_s)
     if left:
         click.echo(f"warning: {left} placement(s) still in flight after {wait_s:g}s; flattening anyway", err=True)
+    for name in [account] if account else settings.account_names:
+        _flatten_and_say(r, settings.for_account(name), len(settings.account_names) > 1)
+
+
+def _flatten_and_say(r: redis.Redis, settings: Settings, named: bool) -> None:
+    """Flatten one account at the venue and print what was done (a ClickException when it is not flat)."""
     from qexec.venue.binance import BinanceVenue  # noqa: PLC0415 - python-binance only when the venue is needed
 
+    if named:
+        click.echo(f"account  {settings.account}")
     try:
         done = flatten(BinanceVenue(settings, r))
     except VenueError as exc:
@@ -197,11 +231,16 @@ def halt_command(reason: str, flatten_too: bool, wait_s: float) -> None:
 
 
 @click.command("resume", context_settings={"help_option_names": ["-h", "--help"]})
-def resume_command() -> None:
+@click.option("--account", default=None, help="Lift the halt of this account (`qexec halt --account`) only.")
+def resume_command(account: str | None) -> None:
     """Lift `qexec halt`: new intents are placed again."""
-    r, _settings = _redis_and_settings()
-    record = halted(r)
-    if resume(r):
+    r, settings = _redis_and_settings()
+    try:
+        check_account(settings, account)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    record = halt_record(r.get(halt_key(account)))
+    if resume(r, account=account):
         click.echo(f"RESUMED (halted since {record.get('at') if record else '?'})")
     else:
         click.echo("RESUMED (no halt was in force)")

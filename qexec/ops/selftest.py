@@ -52,7 +52,8 @@ def mode_text(venue: VenueIdentity) -> str:
 
 def fatal_line(settings: Settings, reason: object) -> str:
     """The one line every qexec process says when the venue fails its self-test."""
-    return f"FATAL_VENUE_UNAVAILABLE mode={settings.venue.name} url={settings.venue_url} reason={reason}"
+    account = "" if settings.account == constants.DEFAULT_ACCOUNT else f" account={settings.account}"
+    return f"FATAL_VENUE_UNAVAILABLE mode={settings.venue.name} url={settings.venue_url}{account} reason={reason}"
 
 
 def report_line(report: dict[str, Any]) -> str:
@@ -68,14 +69,18 @@ def venue_for(settings: Settings, r: redis.Redis | None = None) -> BinanceVenue:
 
 
 def venue_or_exit(settings: Settings, r: redis.Redis | None = None) -> dict[str, Any]:
-    """Run the self-test; on failure log FATAL_VENUE_UNAVAILABLE at CRITICAL and exit 3 (never fall back)."""
-    try:
-        report = venue_for(settings, r).check()
-    except VenueUnavailable as exc:
-        log.critical("%s", fatal_line(settings, exc))
-        raise SystemExit(EXIT_VENUE_UNAVAILABLE) from None
-    log.info("%s", report_line(report))
-    return report
+    """Run the self-test for every configured account (each signs with its own keys); on a failure log
+    FATAL_VENUE_UNAVAILABLE at CRITICAL and exit 3 (never fall back, never trade the accounts that passed alone)."""
+    reports = {}
+    for name in settings.account_names:
+        account = settings.for_account(name)
+        try:
+            reports[name] = venue_for(account, r).check()
+        except VenueUnavailable as exc:
+            log.critical("%s", fatal_line(account, exc))
+            raise SystemExit(EXIT_VENUE_UNAVAILABLE) from None
+        log.info("%s", report_line(reports[name] | ({"account": name} if len(settings.account_names) > 1 else {})))
+    return reports[settings.account_names[0]]
 
 
 def settings_or_fail() -> Settings:
@@ -106,21 +111,26 @@ def selftest_command() -> None:
     click.echo(f"SELFTEST_OK mode={venue.mode} host={venue.host}")
 
 
-def venue_heartbeat(ctx: Context) -> dict[str, Any]:
-    """Run the venue self-test and record it (and the dead-letter count) under the heartbeat key."""
+def venue_heartbeat(ctx: Context, *others: Context) -> dict[str, Any]:
+    """Run the venue self-test (for `ctx`'s account, then each of `others`': a key revoked at one account fails it)
+    and record it (and the dead-letter count) under the heartbeat key."""
     dead_letters = int(ctx.redis.xlen(ctx.settings.dlq_stream))
     previous: Any = ctx.redis.hgetall(constants.HEARTBEAT_KEY)
     record: dict[str, Any] = {"at": ctx.now().isoformat(), "dead_letters": dead_letters}
-    try:
-        report = ctx.venue.check()
-    except VenueError as exc:
-        record.update(ok=0, error=str(exc))
-        log.error("VENUE_HEARTBEAT_FAILED venue=%s error=%s", ctx.venue.label, exc)
-        failing = alerts.heartbeat_failed(ctx.venue.label, str(exc), ctx.settings.alert_repeat_s)
-        alerts.raise_alert(ctx.redis, ctx.settings, failing)
-    else:
-        record.update(ok=1, error="", report=json.dumps(report))
-        log.info("VENUE_HEARTBEAT_OK venue=%s offset_ms=%s", ctx.venue.label, report["clock_offset_ms"])
+    for one in (ctx, *others):
+        named = "" if one.account == constants.DEFAULT_ACCOUNT else f" account={one.account}"
+        try:
+            report = one.venue.check()
+        except VenueError as exc:
+            error = str(exc) if not named else f"account {one.account}: {exc}"
+            record.update(ok=0, error=error)
+            log.error("VENUE_HEARTBEAT_FAILED venue=%s%s error=%s", one.venue.label, named, exc)
+            failing = alerts.heartbeat_failed(one.venue.label + named, str(exc), one.settings.alert_repeat_s)
+            alerts.raise_alert(ctx.redis, one.settings, failing)
+            break
+        if one is ctx:
+            record.update(ok=1, error="", report=json.dumps(report))
+        log.info("VENUE_HEARTBEAT_OK venue=%s%s offset_ms=%s", one.venue.label, named, report["clock_offset_ms"])
     grown = dead_letters - int(previous.get("dead_letters") or 0)
     if previous and grown > 0:
         log.warning("DEAD_LETTERS_GROWING stream=%s count=%d new=%d", ctx.settings.dlq_stream, dead_letters, grown)

@@ -326,6 +326,17 @@ def open_redis(requested_url: str | None, data_dir: Path) -> tuple[str, LocalRed
     return server.url, server
 
 
+def _paper_accounts(settings: Settings) -> list[str]:
+    """`qexec paper`'s `--account` of every configured account with the paper's own keys (constants.paper_keys, public
+    and paper-only); an account given keys of its own needs a paper exchange started with them."""
+    args = []
+    for name in settings.account_names[1:]:
+        if settings.for_account(name).api_key is None:
+            key, secret = constants.paper_keys(name)
+            args += ["--account", f"{name}:{key}:{secret}"]
+    return args
+
+
 def process_specs(
     settings: Settings,
     *,
@@ -341,7 +352,11 @@ def process_specs(
     specs = []
     if settings.mode is Mode.PAPER:
         state = str(data_dir / "paper.sqlite3")
-        specs.append(ProcessSpec("paper", (qexec, "paper", "--port", str(paper_port), "--state", state)))
+        specs.append(
+            ProcessSpec(
+                "paper", (qexec, "paper", "--port", str(paper_port), "--state", state, *_paper_accounts(settings))
+            )
+        )
     specs += [
         ProcessSpec("worker", tuple(worker_argv(settings, program=[celery])), waits_for_venue=True),
         ProcessSpec("bridge", (qexec, "bridge"), waits_for_venue=True),

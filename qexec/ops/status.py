@@ -17,6 +17,7 @@ from qexec.config import Settings, get_settings
 from qexec.errors import VenueError
 from qexec.models import AlgoOrder, OrderState, PositionRisk, utcnow
 from qexec.ops.redisserver import redacted
+from qexec.pipeline.risk import halted, halted_accounts
 from qexec.venue.rules import plain
 
 EXIT_REDIS_UNAVAILABLE = 1
@@ -63,6 +64,9 @@ def redis_report(settings: Settings, r: redis.Redis, now: datetime, last_dead_le
         },
         "heartbeat": _heartbeat(heartbeat, now),
         "inflight": {"count": metrics.without_result(r), "placed": inflight, "oldest_age_s": oldest_age_s},
+        "accounts": list(settings.account_names),
+        # `qexec halt` (every account) and `qexec halt --account` (one), with their records
+        "kill_switch": {"all": halted(r), "accounts": halted_accounts(r, settings.account_names)},
     }
 
 
@@ -247,6 +251,15 @@ def _redis_lines(report: Report) -> list[str]:
     lines.append(f"protection: last {len(guards)} events" if guards else "protection: no events yet")
     if guards:
         lines += _table(guards, ["intent_id", "symbol", "status", "entry_order_id", "sl_order_id", "tp_order_id"], "  ")
+    kill = report["kill_switch"]
+    if kill["all"] is not None:
+        lines.append(f"kill switch: HALTED, every account ({kill['all'].get('reason') or 'no reason given'})")
+    for name, record in kill["accounts"].items():
+        lines.append(f"kill switch: HALTED, account {name} ({record.get('reason') or 'no reason given'})")
+    if kill["all"] is None and not kill["accounts"]:
+        lines.append("kill switch: trading")
+    if len(report["accounts"]) > 1:
+        lines.append(f"accounts: {', '.join(report['accounts'])} (the venue's side below is default's)")
     inflight = report["inflight"]
     oldest = f", oldest placed {inflight['oldest_age_s']}s ago" if inflight["oldest_age_s"] is not None else ""
     placed = f"{inflight['placed']} with an order placed{oldest}"

@@ -59,18 +59,59 @@ def admit(
     lease: redis_streams.Lease | None = None,
     settle: Settle | None = None,
 ) -> bool:
-    """Start the chain for a valid intent unless another entry holds its id or this entry's chain was started;
-    True when dispatched. `settle` queues what ends the delivery (the bridge's XACK): with the started mark after a
-    dispatch, alone when there is nothing to start, never when the delivery is not the caller's to end (`lease` lost
-    the entry to another consumer, or another live bridge is starting its chain)."""
+    """Start the chain for a valid intent - one per account it names (`Intent.per_account`) - unless another entry
+    holds its id or this entry's chain was started; True when any was dispatched. `settle` queues what ends the
+    delivery (the bridge's XACK): with the started marks after the dispatches, alone when there is nothing to
+    start, never when the delivery is not the caller's to end (`lease` lost the entry to another consumer, or
+    another live bridge is starting its chain)."""
+
+    def multiplier(account: str) -> float:
+        known = account in settings.account_names
+        return settings.for_account(account).size_multiplier if known else 1.0  # an unknown one is rejected
+
+    pipe = r.pipeline(transaction=False)
+    dispatched = False
+    for one in intent.per_account(multiplier):
+        admitted = _admit_one(one, pipe, entry_id=entry_id, owner=owner, r=r, settings=settings, lease=lease)
+        if admitted is None:  # not this delivery's to end: what was dispatched is still marked started
+            if len(pipe):
+                pipe.execute()
+            return False
+        if admitted:
+            ticket = new_ticket(one, entry_id=entry_id, received_at=received_at)
+            dispatch(ticket)
+            redis_streams.mark_started(pipe, one.id, owner)
+            expect_placement(pipe, ticket, settings)
+            dispatched = True
+    if settle is not None:
+        settle(pipe)
+    if len(pipe):
+        pipe.execute()
+    return dispatched
+
+
+def _admit_one(
+    intent: Intent,
+    pipe: redis.client.Pipeline,
+    *,
+    entry_id: str | None,
+    owner: str,
+    r: redis.Redis,
+    settings: Settings,
+    lease: redis_streams.Lease | None,
+) -> bool | None:
+    """Claim the dispatch of one account's intent: True to start its chain, False when there is nothing to start,
+    None when the delivery is not the caller's (another consumer or bridge has it)."""
     ids: dict[str, Any] = {"intent_id": intent.id, "entry_id": entry_id, "symbol": intent.symbol, "owner": owner}
+    if intent.account is not None:
+        ids["account"] = intent.account
     claim, holder = redis_streams.claim_dispatch(r, settings, intent.id, owner, lease=lease, entry_id=entry_id)
     if claim in (redis_streams.Claim.LOST, redis_streams.Claim.BUSY):
         reason = (
             "another consumer owns the entry now" if claim is redis_streams.Claim.LOST else f"{holder} is starting it"
         )
         logs.proof(INTENT_NOT_OWNED, reason=reason, consumer=lease.consumer if lease else None, **ids)
-        return False
+        return None
     if claim is redis_streams.Claim.NEW:
         logs.proof(logs.INTENT_RECEIVED, side=intent.side.value, size_usd=intent.position_size_usd, **ids)
     elif claim is redis_streams.Claim.DUPLICATE:
@@ -89,15 +130,4 @@ def admit(
             action="none: its chain was started" if started else "start its chain again: it was never started",
             **ids,
         )
-    pipe = r.pipeline(transaction=False)
-    dispatched = claim in (redis_streams.Claim.NEW, redis_streams.Claim.AGAIN)
-    if dispatched:
-        ticket = new_ticket(intent, entry_id=entry_id, received_at=received_at)
-        dispatch(ticket)
-        redis_streams.mark_started(pipe, intent.id, owner)
-        expect_placement(pipe, ticket, settings)
-    if settle is not None:
-        settle(pipe)
-    if len(pipe):
-        pipe.execute()
-    return dispatched
+    return claim in (redis_streams.Claim.NEW, redis_streams.Claim.AGAIN)

@@ -187,36 +187,37 @@ def protected(ctx: Context, intent_id: str) -> bool:
     return bool(ctx.redis.exists(constants.PROTECTION_PUBLISHED_KEY.format(intent_id=intent_id)))
 
 
-_listener: Listener | None = None
+_listeners: dict[str, Listener] = {}  # one per account whose feed this process runs
 _listener_lock = threading.Lock()
 
 
 def listen(live: Feed | None, make_context: Callable[[], Context]) -> Listener | None:
-    """Act on this process's feed's events from now on (once per feed); None without a feed."""
-    global _listener  # noqa: PLW0603 - one registry per process
+    """Act on this process's feed's events for its account from now on (once per feed); None without a feed."""
     if live is None:
         return None
+    account = live.settings.account
     with _listener_lock:
-        if _listener is None or _listener.feed is not live or _listener.pid != os.getpid():
-            _listener = Listener(live, make_context)
-            live.subscribe(_listener.on_event)
-        return _listener
+        found = _listeners.get(account)
+        if found is None or found.feed is not live or found.pid != os.getpid():
+            found = _listeners[account] = Listener(live, make_context)
+            live.subscribe(found.on_event)
+        return found
 
 
-def _current() -> Listener | None:
-    found = _listener
+def _current(account: str) -> Listener | None:
+    found = _listeners.get(account)
     return found if found is not None and found.pid == os.getpid() and found.feed.running else None
 
 
 def wait_for(ticket: Ticket) -> None:
-    """Have this process publish the ticket from its order's final event, when it listens to a feed."""
-    found = _current()
+    """Have this process publish the ticket from its order's final event, when it listens to its account's feed."""
+    found = _current(ticket.intent.account_name)
     if found is not None:
         found.wait_for(ticket)
 
 
-def forget(client_order_id: str) -> None:
-    """This process no longer waits for the order's event (its result is out)."""
-    found = _current()
+def forget(ticket: Ticket) -> None:
+    """This process no longer waits for the ticket's order's event (its result is out)."""
+    found = _current(ticket.intent.account_name)
     if found is not None:
-        found.forget(client_order_id)
+        found.forget(ticket.client_order_id)

@@ -64,7 +64,7 @@ def _place_holding(ticket: Ticket, ctx: Context, attempt: int, token: str) -> Ti
     pipe.set(lock_key, token, nx=True, px=lock_ms)
     pipe.hgetall(order_key(ticket))
     pipe.get(constants.PUBLISHED_KEY.format(intent_id=ticket.intent_id))
-    pipe.get(constants.HALT_KEY)
+    pipe.mget(constants.HALT_KEY, constants.HALT_ACCOUNT_KEY.format(account=ctx.account))
     pipe.zrem(constants.PLACE_DUE_KEY, ticket.intent_id)  # it has started: nothing for beat's takeover to send again
     pipe.hdel(constants.PLACE_DUE_TICKETS_KEY, ticket.intent_id)
     if not ticket.intent.reduce_only:
@@ -86,7 +86,7 @@ def _place_holding(ticket: Ticket, ctx: Context, attempt: int, token: str) -> Ti
         if phase in ("submitting", "placed"):
             return _look_up_submit(ticket, ctx, state, attempt, lock)
         on_the_way = entries.on_the_way_from(registered[0], ticket) if registered else None
-        return _check_and_submit(ticket, ctx, attempt, lock, halt=risk.halt_record(halt), on_the_way=on_the_way)
+        return _check_and_submit(ticket, ctx, attempt, lock, halt=risk.halt_record(*halt), on_the_way=on_the_way)
     finally:
         if lock.held:
             locks.release(r, lock_key, token)

@@ -47,6 +47,7 @@ def build_result(ticket: Ticket, ctx: Context) -> ExecutionResult:
         "stop_loss": intent.stop_loss,
         "take_profit": intent.take_profit,
         "position_size_usd": intent.position_size_usd,
+        "account": intent.account_name,
         "mode": ctx.venue.mode,
         "venue": ctx.venue.host,
         "received_at": ticket.received_at,

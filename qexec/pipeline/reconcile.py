@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -68,8 +69,11 @@ def overdue_placements(ctx: Context, limit: int = 100) -> list[Ticket]:
     return resumed
 
 
-def reconcile_orders(ctx: Context, limit: int = 100) -> list[str]:
-    """Finish intents whose order is placed but whose result is overdue: confirm or cancel, then publish."""
+def reconcile_orders(
+    ctx: Context, limit: int = 100, *, context_of: Callable[[str], Context] | None = None
+) -> list[str]:
+    """Finish intents whose order is placed but whose result is overdue: confirm or cancel, then publish; each with
+    its account's context (`context_of(account)`; `ctx` without it)."""
     s = ctx.settings
     cutoff = ctx.now() - timedelta(seconds=s.fill_timeout_s + RECONCILE_GRACE_S)
     overdue: Any = ctx.redis.zrangebyscore(constants.INFLIGHT_KEY, 0, cutoff.timestamp(), start=0, num=limit)
@@ -84,12 +88,13 @@ def reconcile_orders(ctx: Context, limit: int = 100) -> list[str]:
             ctx.redis.zrem(constants.INFLIGHT_KEY, intent_id)
             continue
         ticket = Ticket.model_validate_json(state["ticket_json"])
+        own = context_of(ticket.intent.account_name) if context_of is not None else ctx
         try:
-            done = confirm.confirm(ticket, ctx)
+            done = confirm.confirm(ticket, own)
         except Pending as pending:
             log.warning("RECONCILE_PENDING intent_id=%s reason=%s", intent_id, pending.reason)
             continue
-        publish.publish(done, ctx)
+        publish.publish(done, own)
         logs.proof("RECONCILED", level=logging.WARNING, intent_id=intent_id, order_id=state.get("order_id"))
         finished.append(intent_id)
     return finished

@@ -48,8 +48,13 @@ def breach(
     `halt` is the kill switch's record when the caller read it already (`halt_record`); `entry_id` is the intent's
     stream entry id, whose time is when the intent was written.
     """
+    if intent.account_name != settings.account:  # the worker had no settings of that account: it is not configured
+        return Refusal(
+            RejectKind.OTHER,
+            f"unknown account {intent.account_name!r}: the accounts are {', '.join(settings.account_names)}",
+        )
     if isinstance(halt, _Unread):
-        halt = halted(r)
+        halt = halted(r, settings.account)
     if halt is not None and not (intent.reduce_only and settings.halt_allows_reduce_only):
         return Refusal(RejectKind.HALTED, HALTED + (f": {halt['reason']}" if halt.get("reason") else ""))
     reason = _intent_breach(intent, settings, now, written_at(entry_id))
@@ -58,20 +63,30 @@ def breach(
     return reason
 
 
-def halted(r: redis.Redis) -> dict[str, Any] | None:
-    """The kill switch's record while `qexec halt` is in force, else None."""
-    return halt_record(r.get(constants.HALT_KEY))
+def halted(r: redis.Redis, account: str | None = None) -> dict[str, Any] | None:
+    """The kill switch's record while `qexec halt` is in force for every account (or for `account`), else None."""
+    if account is None:
+        return halt_record(r.get(constants.HALT_KEY))
+    return halt_record(*r.mget(constants.HALT_KEY, constants.HALT_ACCOUNT_KEY.format(account=account)))
 
 
-def halt_record(raw: Any) -> dict[str, Any] | None:
-    """The kill switch's record from the value of its key (None when it is not set)."""
-    if raw is None:
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        record = None
-    return record if isinstance(record, dict) else {"reason": str(raw)}
+def halted_accounts(r: redis.Redis, accounts: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The accounts halted on their own (`qexec halt --account`), each with its record."""
+    raws = r.mget([constants.HALT_ACCOUNT_KEY.format(account=name) for name in accounts])
+    return {name: record for name, raw in zip(accounts, raws, strict=True) if (record := halt_record(raw))}
+
+
+def halt_record(*raws: Any) -> dict[str, Any] | None:
+    """The kill switch's record from the values of its keys, the first set (None when none is set)."""
+    for raw in raws:
+        if raw is None:
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            record = None
+        return record if isinstance(record, dict) else {"reason": str(raw)}
+    return None
 
 
 def written_at(entry_id: str | None) -> datetime | None:

@@ -14,7 +14,7 @@ from qexec.models import (
 
 def ticket_ids(ticket: Ticket, ctx: Context, order: OrderState | None = None) -> dict[str, Any]:
     known = order or ticket.order
-    return {
+    ids = {
         "intent_id": ticket.intent_id,
         "entry_id": ticket.entry_id,
         "client_order_id": ticket.client_order_id,
@@ -23,6 +23,9 @@ def ticket_ids(ticket: Ticket, ctx: Context, order: OrderState | None = None) ->
         "mode": ctx.venue.mode,
         "venue": ctx.venue.host,
     }
+    if ticket.intent.account is not None:  # an intent for a named account: every proof line says which
+        ids["account"] = ticket.intent.account
+    return ids
 
 
 def log_response(ticket: Ticket, ctx: Context, order: OrderState) -> None:

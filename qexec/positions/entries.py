@@ -66,7 +66,7 @@ def _entering_s(ctx: Context) -> int:
 
 def mark_entering(ctx: Context, ticket: Ticket, pipe: redis.client.Pipeline) -> None:
     """Say (in `pipe`) that the ticket's entry is about to go out: the monitor does not adopt its position."""
-    pipe.set(constants.ADOPT_HOLD_KEY.format(symbol=ticket.intent.symbol), "1", ex=_entering_s(ctx))
+    pipe.set(ctx.key(constants.ADOPT_HOLD_KEY, symbol=ticket.intent.symbol), "1", ex=_entering_s(ctx))
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,10 @@ class OnTheWay:
     earlier: tuple[tuple[str, str], ...] = ()  # (direction, intent id) of those registered before this entry
 
 
-def _entry_keys(ticket: Ticket) -> tuple[list[str], int]:
+def _entry_keys(ctx: Context, ticket: Ticket) -> tuple[list[str], int]:
     """The symbol's LONG and SHORT entry keys, and the index (1, 2) of the ticket's own among them."""
     symbol = ticket.intent.symbol
-    keys = [constants.ENTRY_ORDER_KEY.format(symbol=symbol, direction=d) for d in (LONG, SHORT)]
+    keys = [ctx.key(constants.ENTRY_ORDER_KEY, symbol=symbol, direction=d) for d in (LONG, SHORT)]
     return keys, 1 if direction_of(ticket.intent.side) == LONG else 2
 
 
@@ -93,7 +93,7 @@ def queue_entry_registration(ctx: Context, ticket: Ticket, pipe: redis.client.Pi
     it (queued before this in `pipe`): a run about to decide takes a fresh place, so that an entry that had to retry
     before submitting waits for those that went ahead of it meanwhile.
     """
-    keys, own = _entry_keys(ticket)
+    keys, own = _entry_keys(ctx, ticket)
     keys += [
         constants.PLACE_LOCK_KEY.format(intent_id=ticket.intent_id),
         constants.ORDER_KEY.format(intent_id=ticket.intent_id),
@@ -125,7 +125,7 @@ def on_the_way_from(reply: list[Any], ticket: Ticket) -> OnTheWay:
 
 def _earlier_now(ctx: Context, ticket: Ticket) -> OnTheWay:
     """The entries registered before the ticket's, read again (an entry that retried has a fresh place)."""
-    keys, own = _entry_keys(ticket)
+    keys, own = _entry_keys(ctx, ticket)
     return on_the_way_from(ctx.redis.eval(_READ_EARLIER, 2, *keys, ticket.intent_id, own, EARLIER_READ), ticket)
 
 
@@ -164,15 +164,15 @@ def wait_for_earlier(ctx: Context, ticket: Ticket, on_the_way: OnTheWay) -> bool
 
 def entering(ctx: Context, symbol: str) -> bool:
     """True while an entry on `symbol` is between its checks and its protection."""
-    return bool(ctx.redis.exists(constants.ADOPT_HOLD_KEY.format(symbol=symbol)))
+    return bool(ctx.redis.exists(ctx.key(constants.ADOPT_HOLD_KEY, symbol=symbol)))
 
 
 def done_entering(ctx: Context, ticket: Ticket) -> None:
     """The ticket's entry is protected (or ended): the monitor may judge the symbol's position again."""
     symbol = ticket.intent.symbol
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.delete(constants.ADOPT_HOLD_KEY.format(symbol=symbol))
+    pipe.delete(ctx.key(constants.ADOPT_HOLD_KEY, symbol=symbol))
     pipe.zrem(
-        constants.ENTRY_ORDER_KEY.format(symbol=symbol, direction=direction_of(ticket.intent.side)), ticket.intent_id
+        ctx.key(constants.ENTRY_ORDER_KEY, symbol=symbol, direction=direction_of(ticket.intent.side)), ticket.intent_id
     )
     pipe.execute()

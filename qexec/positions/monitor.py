@@ -41,13 +41,13 @@ def watch(ctx: Context, symbols: Collection[str] | None = None) -> dict[str, lis
     """One pass over every tracked or venue position (of `symbols`, when given); what was done, by action."""
     report: dict[str, list[str]] = {"closed": [], "adopted": [], "repaired": [], "trailed": [], "busy": []}
     venue_positions = view.open_positions(ctx.venue)
-    keys = store.tracked_keys(ctx.redis) | set(venue_positions)
+    keys = store.tracked_keys(ctx.redis, ctx.account) | set(venue_positions)
     if symbols is not None:
         keys = {key for key in keys if key[0] in symbols}
     for symbol, direction in sorted(keys):
         name = f"{symbol}:{direction}"
         try:
-            with store.locked(ctx.redis, symbol, direction):
+            with store.locked(ctx.redis, ctx.account, symbol, direction):
                 done = _watch_one(ctx, symbol, direction, venue_positions.get((symbol, direction)))
         except store.PositionBusy:
             report["busy"].append(name)
@@ -61,7 +61,7 @@ def watch(ctx: Context, symbols: Collection[str] | None = None) -> dict[str, lis
 
 
 def _watch_one(ctx: Context, symbol: str, direction: str, position: PositionRisk | None) -> list[str]:
-    tracked = store.load(ctx.redis, symbol, direction)
+    tracked = store.load(ctx.redis, ctx.account, symbol, direction)
     if tracked is not None and position is None:
         # A close cancels the position's protection: the venue itself must say it is gone, not only the stream.
         position = view.open_positions(ctx.venue, symbol, rest=True).get((symbol, direction))
@@ -98,11 +98,11 @@ def _repair(ctx: Context, tracked: Tracked, position: PositionRisk, done: list[s
     except OrderRejected as exc:
         if isinstance(exc, PositionModeChanged):  # the account changed mode: the next pass sends the new side
             tracked.position_side = position.positionSide
-            store.save(ctx.redis, tracked)
+            store.save(ctx.redis, ctx.account, tracked)
             return done
         repaired, failure = False, str(exc)
     except (TemporaryVenueError, UnknownOutcome) as exc:
-        if store.unprotected_since_ms(ctx.redis, tracked) is None:
+        if store.unprotected_since_ms(ctx.redis, ctx.account, tracked) is None:
             raise  # nothing is known to be missing (maybe only the look-up failed): the next pass tries again
         # Known to lack protection, and the venue still cannot take it: wait out the grace, then the emergency.
         if protection.unprotected(ctx, tracked, str(exc)) < ctx.settings.protection_grace_s:
@@ -111,13 +111,13 @@ def _repair(ctx: Context, tracked: Tracked, position: PositionRisk, done: list[s
         action = protection.emergency(ctx, tracked, reason)
         protection.publish_failure(ctx, tracked, reason, action)
         return done
-    store.save(ctx.redis, tracked)
+    store.save(ctx.redis, ctx.account, tracked)
     if failure is not None:
         # A level the mark has already passed (-2021) or a refusal: the position cannot be protected as asked.
         reason = f"repairing protection failed: {failure}"
         action = protection.emergency(ctx, tracked, reason)
         protection.publish_failure(ctx, tracked, reason, action)
-    elif store.unprotected_since_ms(ctx.redis, tracked) is not None:
+    elif store.unprotected_since_ms(ctx.redis, ctx.account, tracked) is not None:
         protection.protected_again(ctx, tracked)
         done.append("repaired")
     elif repaired and "trailed" not in done and "adopted" not in done:
@@ -172,7 +172,7 @@ def adopt(ctx: Context, position: PositionRisk) -> Tracked:
         sl, tp = levels.default_levels(ctx, direction, mark)
     tracked.stop_loss = tracked.stop_loss or sl
     tracked.take_profit = tracked.take_profit or tp
-    store.save(ctx.redis, tracked)
+    store.save(ctx.redis, ctx.account, tracked)
     logs.proof(
         store.POSITION_ADOPTED,
         level=logging.WARNING,
@@ -233,13 +233,13 @@ def close_out(ctx: Context, tracked: Tracked) -> ExitEvent:
     event = _exit_event(ctx, tracked, trades, reason)
     written, entry_id = redis_streams.publish_once_at(
         ctx.redis,
-        constants.EXIT_PUBLISHED_KEY.format(position_id=tracked.position_id),
+        ctx.key(constants.EXIT_PUBLISHED_KEY, position_id=tracked.position_id),
         ctx.settings.exit_stream,
         event.stream_fields(),
         ttl_s=ctx.settings.intent_state_ttl_s,
         maxlen=ctx.settings.exit_maxlen,
     )
-    store.forget(ctx.redis, tracked)
+    store.forget(ctx.redis, ctx.account, tracked)
     if written:
         alerts.raise_alert(ctx.redis, ctx.settings, alerts.for_exit(event))
     logs.proof(
@@ -303,6 +303,7 @@ def _exit_event(ctx: Context, tracked: Tracked, trades: list[Trade], reason: Exi
         order_ids=sorted({t.orderId for t in trades}),
         opened_at=datetime.fromtimestamp(tracked.opened_ms / 1000, tz=UTC),
         closed_at=datetime.fromtimestamp(trades[-1].time / 1000, tz=UTC) if trades else utcnow(),
+        account=ctx.account,
         mode=venue.mode,
         venue=venue.host,
     )

@@ -131,22 +131,22 @@ def ensure_guard(ctx: Context, tracked: Tracked, kind: str, level: Decimal, open
             if found is None:  # recorded but never placed (a crash between the two): place it now
                 found = _place(ctx, tracked, kind, guard)
                 setattr(tracked, kind, guard.model_copy(update={"algo_id": found.algoId}))
-                store.save(ctx.redis, tracked)
+                store.save(ctx.redis, ctx.account, tracked)
                 return True
         if found.live:
             if guard.algo_id != found.algoId:
                 setattr(tracked, kind, guard.model_copy(update={"algo_id": found.algoId}))
-                store.save(ctx.redis, tracked)
+                store.save(ctx.redis, ctx.account, tracked)
             return False
     generation = guard.generation + 1 if guard is not None else 1
     fresh = Guard(client_algo_id=client_algo_id(kind, tracked.owner, generation), trigger=level, generation=generation)
     setattr(tracked, kind, fresh)
-    store.save(ctx.redis, tracked)  # before sending: a re-run looks this id up instead of sending again
+    store.save(ctx.redis, ctx.account, tracked)  # before sending: a re-run looks this id up instead of sending again
     if guard is not None and guard.client_algo_id in open_ids:
         cancel_quietly(ctx, guard.client_algo_id)
     placed = _place(ctx, tracked, kind, fresh)
     setattr(tracked, kind, fresh.model_copy(update={"algo_id": placed.algoId}))
-    store.save(ctx.redis, tracked)
+    store.save(ctx.redis, ctx.account, tracked)
     return True
 
 
@@ -212,8 +212,8 @@ def unprotected(ctx: Context, tracked: Tracked, reason: str) -> float:
     logs POSITION_UNPROTECTED at ERROR; returns for how long it has been unprotected, in seconds."""
     now_ms = int(time.time() * 1000)
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.zadd(constants.UNPROTECTED_KEY, {tracked.key: now_ms}, nx=True)
-    pipe.zscore(constants.UNPROTECTED_KEY, tracked.key)
+    pipe.zadd(store.unprotected_key(ctx.account), {tracked.key: now_ms}, nx=True)
+    pipe.zscore(store.unprotected_key(ctx.account), tracked.key)
     added, since = pipe.execute()
     first, repeat_s = bool(added), ctx.settings.alert_repeat_s
     unprotected_s = (now_ms - int(since or now_ms)) / 1000
@@ -235,10 +235,10 @@ def unprotected(ctx: Context, tracked: Tracked, reason: str) -> float:
 
 def protected_again(ctx: Context, tracked: Tracked) -> None:
     """The position has its protective orders again: clear the record, log it, publish the protection event."""
-    since_ms = store.unprotected_since_ms(ctx.redis, tracked)
+    since_ms = store.unprotected_since_ms(ctx.redis, ctx.account, tracked)
     if since_ms is None:
         return
-    ctx.redis.zrem(constants.UNPROTECTED_KEY, tracked.key)
+    ctx.redis.zrem(store.unprotected_key(ctx.account), tracked.key)
     unprotected_s = (int(time.time() * 1000) - since_ms) / 1000
     logs.proof(
         POSITION_PROTECTED,
@@ -249,7 +249,7 @@ def protected_again(ctx: Context, tracked: Tracked) -> None:
         unprotected_s=f"{unprotected_s:.1f}",
     )
     event = tracked_event(ctx, tracked, "repaired", reason=f"protected after {unprotected_s:.1f} s without")
-    publish_event(ctx, event, marker=constants.PROTECTION_SPELL_KEY.format(key=tracked.key, since_ms=since_ms))
+    publish_event(ctx, event, marker=ctx.key(constants.PROTECTION_SPELL_KEY, key=tracked.key, since_ms=since_ms))
 
 
 def emergency(ctx: Context, tracked: Tracked, reason: str) -> str:
@@ -314,7 +314,7 @@ def protect_entry(result: ExecutionResult, ticket: Ticket, ctx: Context) -> Prot
         why = "the intent reduced or closed a position: nothing to protect (the exit monitor reports the exit)"
         return _event(ctx, ticket, "BOTH", "not_needed", reason=why, entry_order_id=result.order_id)
     # Protection holds the lock for a few Redis round trips (or venue calls): worth waiting for rather than a retry.
-    with store.locked(ctx.redis, intent.symbol, direction, wait_s=LOCK_WAIT_S):
+    with store.locked(ctx.redis, ctx.account, intent.symbol, direction, wait_s=LOCK_WAIT_S):
         return _protect_locked(result, ticket, ctx, direction)
 
 
@@ -328,7 +328,7 @@ def _protect_locked(result: ExecutionResult, ticket: Ticket, ctx: Context, direc
     if venue_position is None:
         why = f"no {direction} position is open any more"
         return _event(ctx, ticket, "BOTH", "not_needed", reason=why, entry_order_id=result.order_id)
-    tracked = store.load(ctx.redis, intent.symbol, direction)
+    tracked = store.load(ctx.redis, ctx.account, intent.symbol, direction)
     dual = ctx.venue.dual_side()
     mark = view.mark_price(ctx.venue, intent.symbol)
     entry = venue_position.entryPrice if venue_position.entryPrice > 0 else mark
@@ -407,7 +407,7 @@ def _track(
     trailing = intent.trailing_stop_pct or ctx.settings.trailing_stop_pct or None
     tracked.trailing_stop_pct = trailing
     tracked.best_price = tracked.best_price or entry
-    store.save(ctx.redis, tracked)
+    store.save(ctx.redis, ctx.account, tracked)
     logs.proof(
         store.POSITION_TRACKED,
         intent_id=ticket.intent_id,
@@ -484,6 +484,7 @@ def _event(
         entry_order_id=ticket.order.orderId if ticket.order is not None else entry_order_id,
         reason=reason,
         action=action,
+        account=ticket.intent.account_name,
         mode=ctx.venue.mode,
         venue=ctx.venue.host,
         published_at=utcnow(),
@@ -508,8 +509,8 @@ def _guards_of(tracked: Tracked) -> dict[str, Any]:
 def publish_failure(ctx: Context, tracked: Tracked, reason: str, action: str) -> None:
     """Publish a `failed` protection event for a tracked position after its entry (once per unprotected spell)."""
     event = tracked_event(ctx, tracked, "failed", reason=reason, action=action)
-    since_ms = store.unprotected_since_ms(ctx.redis, tracked) or int(time.time() * 1000)
-    publish_event(ctx, event, marker=constants.PROTECTION_SPELL_KEY.format(key=tracked.key, since_ms=since_ms))
+    since_ms = store.unprotected_since_ms(ctx.redis, ctx.account, tracked) or int(time.time() * 1000)
+    publish_event(ctx, event, marker=ctx.key(constants.PROTECTION_SPELL_KEY, key=tracked.key, since_ms=since_ms))
 
 
 def tracked_event(
@@ -523,6 +524,7 @@ def tracked_event(
         status=status,
         reason=reason,
         action=action,
+        account=ctx.account,
         mode=ctx.venue.mode,
         venue=ctx.venue.host,
         published_at=utcnow(),

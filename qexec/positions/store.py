@@ -99,50 +99,60 @@ class Tracked(BaseModel):
         return f"{self.symbol}:{self.direction}"
 
 
-def position_key(symbol: str, direction: str) -> str:
-    """The Redis key of a tracked position."""
-    return constants.POSITION_KEY.format(symbol=symbol, direction=direction)
+def position_key(account: str, symbol: str, direction: str) -> str:
+    """The Redis key of an account's tracked position."""
+    return constants.account_key(constants.POSITION_KEY.format(symbol=symbol, direction=direction), account)
 
 
-def load(r: redis.Redis, symbol: str, direction: str) -> Tracked | None:
-    """The tracked position, or None."""
-    text: Any = r.get(position_key(symbol, direction))
+def _positions(account: str) -> str:
+    return constants.account_key(constants.POSITIONS_KEY, account)
+
+
+def unprotected_key(account: str) -> str:
+    """The account's sorted set of positions known to lack protection (constants.UNPROTECTED_KEY)."""
+    return constants.account_key(constants.UNPROTECTED_KEY, account)
+
+
+def load(r: redis.Redis, account: str, symbol: str, direction: str) -> Tracked | None:
+    """The account's tracked position, or None."""
+    text: Any = r.get(position_key(account, symbol, direction))
     return Tracked.model_validate_json(text) if text else None
 
 
-def save(r: redis.Redis, tracked: Tracked) -> None:
-    """Record a tracked position (and list it)."""
+def save(r: redis.Redis, account: str, tracked: Tracked) -> None:
+    """Record an account's tracked position (and list it)."""
     pipe = r.pipeline()
-    pipe.set(position_key(tracked.symbol, tracked.direction), tracked.model_dump_json())
-    pipe.sadd(constants.POSITIONS_KEY, tracked.key)
+    pipe.set(position_key(account, tracked.symbol, tracked.direction), tracked.model_dump_json())
+    pipe.sadd(_positions(account), tracked.key)
     pipe.execute()
 
 
-def forget(r: redis.Redis, tracked: Tracked) -> None:
-    """Stop tracking a position."""
+def forget(r: redis.Redis, account: str, tracked: Tracked) -> None:
+    """Stop tracking an account's position."""
     pipe = r.pipeline()
-    pipe.delete(position_key(tracked.symbol, tracked.direction))
-    pipe.srem(constants.POSITIONS_KEY, tracked.key)
-    pipe.zrem(constants.UNPROTECTED_KEY, tracked.key)
+    pipe.delete(position_key(account, tracked.symbol, tracked.direction))
+    pipe.srem(_positions(account), tracked.key)
+    pipe.zrem(unprotected_key(account), tracked.key)
     pipe.execute()
 
 
-def unprotected_since_ms(r: redis.Redis, tracked: Tracked) -> int | None:
+def unprotected_since_ms(r: redis.Redis, account: str, tracked: Tracked) -> int | None:
     """Since when (epoch ms) the position is known to lack protection the venue could not take yet, or None."""
-    score: Any = r.zscore(constants.UNPROTECTED_KEY, tracked.key)
+    score: Any = r.zscore(unprotected_key(account), tracked.key)
     return int(score) if score is not None else None
 
 
-def tracked_keys(r: redis.Redis) -> set[tuple[str, str]]:
-    """(symbol, direction) of every tracked position."""
-    members: Any = r.smembers(constants.POSITIONS_KEY)
+def tracked_keys(r: redis.Redis, account: str) -> set[tuple[str, str]]:
+    """(symbol, direction) of every position the account has tracked."""
+    members: Any = r.smembers(_positions(account))
     return {(m.split(":")[0], m.split(":")[1]) for m in members}
 
 
 @contextlib.contextmanager
-def locked(r: redis.Redis, symbol: str, direction: str, wait_s: float = 0.0) -> Iterator[None]:
-    """Hold the position's lock, waiting up to `wait_s` for it (raises `PositionBusy` when another step keeps it)."""
-    key = constants.POSITION_LOCK_KEY.format(symbol=symbol, direction=direction)
+def locked(r: redis.Redis, account: str, symbol: str, direction: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the account's position's lock, waiting up to `wait_s` for it (raises `PositionBusy` when another step
+    keeps it)."""
+    key = constants.account_key(constants.POSITION_LOCK_KEY.format(symbol=symbol, direction=direction), account)
     with locks.running_token() as token:
         give_up_at = time.monotonic() + wait_s
         look_at = time.monotonic()

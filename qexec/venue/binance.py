@@ -131,9 +131,11 @@ _shared: dict[str, _Shared] = {}
 _shared_lock = threading.Lock()
 
 
-def _shared_for(url: str) -> _Shared:
+def _shared_for(url: str, account: str) -> _Shared:
+    """What the threads of this process share about a venue's account (its clock offset and rules are the venue's, but
+    cheap to learn once per account; its position mode is the account's own)."""
     with _shared_lock:
-        return _shared.setdefault(url, _Shared())
+        return _shared.setdefault(f"{account}@{url}", _Shared())
 
 
 class BinanceVenue:
@@ -158,7 +160,7 @@ class BinanceVenue:
         self._client.FUTURES_URL = self.url + "/fapi"
         self._client.API_URL = self.url + "/api"
         self._client.REQUEST_RECVWINDOW = settings.recv_window_ms
-        self._shared = _shared_for(self.url)
+        self._shared = _shared_for(self.url, settings.account)
         if self._shared.offset_ms is not None:
             self._client.timestamp_offset = self._shared.offset_ms
         # With a Redis, every call spends from the deployment's shared venue budget first (qexec/venue/limiter.py).
@@ -186,7 +188,7 @@ class BinanceVenue:
     @property
     def feed(self) -> feeds.Feed | None:
         """This process's live view of the account from the venue's streams, when one runs (qexec/venue/feed.py)."""
-        return feeds.running(self.url)
+        return feeds.running(self.url, self.settings.account)
 
     # -- plumbing -------------------------------------------------------------------------------------
 
@@ -556,9 +558,12 @@ _local = threading.local()
 
 
 def thread_venue(settings: Settings, redis: redis.Redis | None = None) -> BinanceVenue:
-    """This thread's `BinanceVenue` (python-binance clients hold a requests session; one per thread)."""
-    venue: BinanceVenue | None = getattr(_local, "venue", None)
+    """This thread's `BinanceVenue` for the settings' account (python-binance clients hold a requests session; one
+    per thread and account)."""
+    venues: dict[str, BinanceVenue] | None = getattr(_local, "venues", None)
+    if venues is None:
+        venues = _local.venues = {}
+    venue = venues.get(settings.account)
     if venue is None or venue.settings is not settings or (venue.limiter and venue.limiter.redis) is not redis:
-        venue = BinanceVenue(settings, redis)
-        _local.venue = venue
+        venue = venues[settings.account] = BinanceVenue(settings, redis)
     return venue

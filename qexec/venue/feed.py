@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from qexec import alerts
+from qexec import alerts, constants
 from qexec.config import Settings
 from qexec.errors import OrderNotFound, OrderRejected, VenueError
 from qexec.models import AlgoOrder, OrderState, OrderStatus, PositionRisk
@@ -160,6 +160,8 @@ class Feed:
     def __init__(self, settings: Settings, rest: Callable[[], FeedRest]) -> None:
         self.settings = settings
         self.url = settings.stream_base_url
+        # what its log lines add to name its account (nothing for `default`'s)
+        self._named = "" if settings.account == constants.DEFAULT_ACCOUNT else f" account={settings.account}"
         self._rest = rest
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -379,7 +381,7 @@ class Feed:
                 self._live_since = came_up
                 self._changed.notify_all()
             held = sum(1 for p in snapshot if p.positionAmt)
-            log.info("%s stream=user url=%s open_positions=%d", FEED_LIVE, self.url, held)
+            log.info("%s stream=user url=%s open_positions=%d%s", FEED_LIVE, self.url, held, self._named)
             keepalive_at = time.monotonic() + KEEPALIVE_S
             while not self._stop.is_set():
                 if time.monotonic() >= keepalive_at:
@@ -485,7 +487,8 @@ class Feed:
         self._say_down("user", reason)
         down_s = time.monotonic() - self._down_since
         if down_s >= self.settings.alert_stream_down_s and not self._stop.is_set():
-            lost = alerts.stream_down("user-data", self.url, down_s, reason, self.settings.alert_repeat_s)
+            stream = "user-data" + (f" of account {self.settings.account}" if self._named else "")
+            lost = alerts.stream_down(stream, self.url, down_s, reason, self.settings.alert_repeat_s)
             alerts.raise_alert(None, self.settings, lost)
 
     def _say_down(self, stream: str, reason: str) -> None:
@@ -499,11 +502,12 @@ class Feed:
             return
         self._down_said[stream] = now
         log.warning(
-            "%s stream=%s url=%s reason=%s (the venue is asked over REST until it is back)",
+            "%s stream=%s url=%s reason=%s%s (the venue is asked over REST until it is back)",
             FEED_DOWN,
             stream,
             self.url,
             reason,
+            self._named,
         )
 
     # -- the mark-price stream -----------------------------------------------------------------------
@@ -568,21 +572,40 @@ _feeds: dict[str, Feed] = {}
 _feeds_lock = threading.Lock()
 
 
+def _where(venue_url: str, account: str) -> str:
+    return f"{account}@{venue_url}"
+
+
 def start(settings: Settings, rest: Callable[[], FeedRest]) -> Feed | None:
-    """Start this process's feed for the settings' venue (once); None when streams are turned off."""
+    """Start this process's feed for the settings' venue and account (once); None when streams are turned off."""
     if not settings.use_streams:
         return None
+    where = _where(settings.venue_url, settings.account)
     with _feeds_lock:
-        found = _feeds.get(settings.venue_url)
+        found = _feeds.get(where)
         if found is not None and found.running:
             return found
-        feed = _feeds[settings.venue_url] = Feed(settings, rest).start()
+        feed = _feeds[where] = Feed(settings, rest).start()
         return feed
 
 
-def running(venue_url: str) -> Feed | None:
-    """This process's running feed for a venue, if any."""
-    found = _feeds.get(venue_url)
+def register(live: Feed) -> None:
+    """Make a feed started by hand this process's feed for its settings' venue and account (as `start` does)."""
+    with _feeds_lock:
+        _feeds[_where(live.settings.venue_url, live.settings.account)] = live
+
+
+def unregister(live: Feed) -> None:
+    """Stop treating `live` as this process's feed (it keeps running)."""
+    with _feeds_lock:
+        where = _where(live.settings.venue_url, live.settings.account)
+        if _feeds.get(where) is live:
+            del _feeds[where]
+
+
+def running(venue_url: str, account: str) -> Feed | None:
+    """This process's running feed for an account at a venue, if any."""
+    found = _feeds.get(_where(venue_url, account))
     return found if found is not None and found.running else None
 
 

@@ -212,7 +212,13 @@ class Limiter:
         self._acquire = r.register_script(_ACQUIRE)
         self._observe = r.register_script(_OBSERVE)
         self._pause = r.register_script(_PAUSE)
-        self._keys = [constants.LIMIT_COUNTER_KEY.format(window=w.name) for w in WINDOWS]
+        # Request weight is the IP's, shared by every account; order counts are each account's own.
+        self._keys = [
+            constants.LIMIT_COUNTER_KEY.format(window=w.name)
+            if w is WEIGHT_1M
+            else constants.account_key(constants.LIMIT_COUNTER_KEY.format(window=w.name), settings.account)
+            for w in WINDOWS
+        ]
 
     def _args(self, cost: Cost) -> list[Any]:
         args: list[Any] = [SLACK_MS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -98,11 +99,13 @@ def _start_feed(**_: Any) -> None:
     from qexec.venue.binance import thread_venue  # noqa: PLC0415 - python-binance loads with the tasks, not with beat
     from qexec.worker.runtime import context, qexec_redis  # noqa: PLC0415 - with the venue's client
 
-    settings = get_settings()
-    started = feed.start(settings, lambda: thread_venue(settings, qexec_redis()))
-    fill_events.listen(started, context)  # results and exits from the venue's events (confirm_fill stays the fallback)
-    if started is not None:  # its state, for the bridge's /metrics (qexec_venue_stream_up)
-        metrics.report_feed_every(qexec_redis(), started.status)
+    for name in get_settings().account_names:  # one user-data stream per account
+        settings = get_settings().for_account(name)
+        started = feed.start(settings, functools.partial(thread_venue, settings, qexec_redis()))
+        # results and exits from the venue's events (confirm_fill stays the fallback)
+        fill_events.listen(started, functools.partial(context, name))
+        if started is not None:  # its state, for the bridge's /metrics (qexec_venue_stream_up)
+            metrics.report_feed_every(qexec_redis(), started.status, name)
 
 
 @worker_shutdown.connect

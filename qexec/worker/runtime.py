@@ -6,7 +6,7 @@ import threading
 
 import redis
 
-from qexec import redis_streams
+from qexec import constants, redis_streams
 from qexec.config import get_settings
 from qexec.context import Context
 from qexec.venue.binance import thread_venue
@@ -26,8 +26,15 @@ def qexec_redis() -> redis.Redis:
         return _redis
 
 
-def context() -> Context:
-    """The context a step runs with in this worker thread."""
-    settings = get_settings()
+def context(account: str = constants.DEFAULT_ACCOUNT) -> Context:
+    """The context a step for `account` runs with in this worker thread; `default`'s for an account not configured
+    (place_order rejects its intent before it reaches the venue)."""
+    base = get_settings()
+    settings = base.for_account(account) if account in base.account_names else base
     r = qexec_redis()
     return Context(settings=settings, redis=r, venue=thread_venue(settings, r))
+
+
+def contexts() -> list[Context]:
+    """One context per configured account, for beat's passes over every account."""
+    return [context(name) for name in get_settings().account_names]

@@ -11,7 +11,7 @@ import redis
 from celery import Task, chain
 from celery.exceptions import Reject, Retry
 
-from qexec import alerts, logs, redis_streams
+from qexec import alerts, constants, logs, redis_streams
 from qexec.config import get_settings
 from qexec.context import Context, Pending
 from qexec.errors import IntentError
@@ -23,7 +23,7 @@ from qexec.positions import monitor, protection, store
 from qexec.worker import takeover
 from qexec.worker.app import REPR_MAXSIZE, app
 from qexec.worker.celeryconf import redis_broker
-from qexec.worker.runtime import context, qexec_redis
+from qexec.worker.runtime import context, contexts, qexec_redis
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _run(
     one should its message be lost)."""
     ticket = Ticket.model_validate(ticket_data)
     try:
-        out = step(ticket, context(), task.request.retries)
+        out = step(ticket, context(ticket.intent.account_name), task.request.retries)
     except Pending as pending:
         # Capped: a countdown longer than the visibility timeout allows would be redelivered while still held.
         countdown_s = min(pending.countdown_s, get_settings().retry_countdown_max_s)
@@ -89,6 +89,11 @@ def _run(
     return out
 
 
+def _context_of(ticket: dict[str, Any]) -> Context:
+    """The context of a ticket's account, from the ticket as a task argument."""
+    return context(Ticket.model_validate(ticket).intent.account_name)
+
+
 def _expect_again(ticket: Ticket, countdown_s: float) -> None:
     try:
         order_record.expect_confirmation(qexec_redis(), ticket.intent_id, get_settings(), countdown_s)
@@ -99,7 +104,7 @@ def _expect_again(ticket: Ticket, countdown_s: float) -> None:
 def _publish(task: Task, ticket: Ticket, errors: int) -> dict[str, Any]:
     """Publish a finished ticket's result (retrying the task when Redis refuses); the result as JSON."""
     try:
-        result = publish.publish(ticket, context(), task.request.retries)
+        result = publish.publish(ticket, context(ticket.intent.account_name), task.request.retries)
     except Exception as exc:
         log.exception("publishing failed for intent %s", ticket.intent_id)
         countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
@@ -123,7 +128,7 @@ def _finish_here(task: Task, result: dict[str, Any], ticket: dict[str, Any]) -> 
     """
     _skip_steps(task, chain_shape.left_out(published=True, protected=False))
     try:
-        protection.protect_step(result, ticket, context())
+        protection.protect_step(result, ticket, _context_of(ticket))
     except store.PositionBusy:
         log.info("position of intent %s busy: protect_position protects it", result.get("intent_id"))
         return
@@ -180,7 +185,7 @@ def publish_execution(self: Task, ticket: dict[str, Any], errors: int = 0) -> di
     """Publish the intent's one terminal result to the result stream."""
     done = Ticket.model_validate(ticket)
     result = _publish(self, done, errors)
-    fill_events.forget(done.client_order_id)
+    fill_events.forget(done)
     return result
 
 
@@ -202,7 +207,7 @@ def start_chain(ticket: Ticket, steps: tuple[chain_shape.Step, ...] = chain_shap
 def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Place the filled position's stop-loss and take-profit (algo orders), then publish a `protection` event."""
     try:
-        return protection.protect_step(result, ticket, context())
+        return protection.protect_step(result, ticket, _context_of(ticket))
     except store.PositionBusy:
         raise again(self, 0.5, errors) from None
     except Exception as exc:
@@ -216,12 +221,17 @@ def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any],
 @app.task(name="qexec.watch_positions", ignore_result=True)
 def watch_positions() -> dict[str, list[str]]:
     """Beat: the exit monitor (reconcile, repair protection, trail stops, report exits)."""
-    report = monitor.watch(context())
+    reports: dict[str, list[str]] = {}
+    for ctx in contexts():  # each account's pass
+        report = monitor.watch(ctx)
+        acted = {kind: names for kind, names in report.items() if names and kind != "busy"}
+        if acted:
+            where = "" if ctx.account == constants.DEFAULT_ACCOUNT else f"account={ctx.account} "
+            log.info("EXIT_MONITOR %s%s", where, " ".join(f"{kind}={','.join(names)}" for kind, names in acted.items()))
+        for kind, names in report.items():
+            reports.setdefault(kind, []).extend(names)
     alerts.raise_lasting_unprotected(qexec_redis(), get_settings())  # POSITION_UNPROTECTED again, while it lasts
-    acted = {kind: names for kind, names in report.items() if names and kind != "busy"}
-    if acted:
-        log.info("EXIT_MONITOR %s", " ".join(f"{kind}={','.join(names)}" for kind, names in acted.items()))
-    return report
+    return reports
 
 
 @app.task(name=alerts.SEND_TASK, bind=True, ignore_result=True, max_retries=notify.SEND_RETRIES)
@@ -265,19 +275,23 @@ def reclaim_intents() -> int:
 @app.task(name="qexec.reconcile_orders", ignore_result=True)
 def reconcile_orders() -> list[str]:
     """Beat: finish orders whose chain died after placing them (confirm or cancel, then publish)."""
-    return reconcile.reconcile_orders(context())
+    return reconcile.reconcile_orders(context(), context_of=context)
 
 
 @app.task(name="qexec.venue_heartbeat", ignore_result=True)
 def venue_heartbeat() -> dict[str, Any]:
     """Beat: the venue self-test, recorded where `qexec status` reads it."""
-    return selftest.venue_heartbeat(context())
+    return selftest.venue_heartbeat(*contexts())  # every account's keys, the first (default's) report kept
 
 
 @app.task(name="qexec.deadman_renew", ignore_result=True)
 def deadman_renew() -> dict[str, list[str]]:
     """Beat: renew the venue's dead-man countdown of every symbol qexec trades (QEXEC_DEADMAN_COUNTDOWN_S)."""
-    return deadman.renew(context())
+    renewed: dict[str, list[str]] = {}
+    for ctx in contexts():
+        for kind, symbols in deadman.renew(ctx).items():
+            renewed.setdefault(kind, []).extend(symbols)
+    return renewed
 
 
 def _where(task: Task) -> str:
@@ -286,21 +300,30 @@ def _where(task: Task) -> str:
 
 
 @app.task(name="qexec.halt", bind=True)
-def halt_task(self: Task, reason: str = "", flatten: bool = False, by: str = "") -> dict[str, Any]:
+def halt_task(self: Task, reason: str = "", flatten: bool = False, by: str = "", account: str = "") -> dict[str, Any]:
     """The kill switch from Celery (`celery call qexec.halt --kwargs '{"reason": …, "flatten": false, "by": …}'`):
-    every new intent is rejected until `qexec.resume`; `flatten` also closes everything at the venue."""
-    record = halt.halt(qexec_redis(), reason=reason, flatten=flatten, by=by or None, where=_where(self))
+    every new intent (of `account`, when given) is rejected until `qexec.resume`; `flatten` also closes everything
+    (of that account) at the venue."""
+    halt.check_account(get_settings(), account or None)
+    record = halt.halt(
+        qexec_redis(), reason=reason, flatten=flatten, by=by or None, where=_where(self), account=account or None
+    )
     if flatten:
         halt.wait_for_placements(qexec_redis(), get_settings().entry_wait_s)
-        done = halt.flatten(context().venue)
-        record.update(flat=done.flat, closed=done.closed, errors=done.errors)
+        for name in [account] if account else get_settings().account_names:
+            done = halt.flatten(context(name).venue)
+            record.setdefault("closed", []).extend(done.closed)
+            record.setdefault("errors", []).extend(done.errors)
+            record["flat"] = record.get("flat", True) and done.flat
     return record
 
 
 @app.task(name="qexec.resume", bind=True)
-def resume_task(self: Task, by: str = "") -> dict[str, Any]:
-    """Lift the kill switch from Celery (`celery call qexec.resume --kwargs '{"by": …}'`)."""
-    resumed = halt.resume(qexec_redis(), by=by or None, where=_where(self))
+def resume_task(self: Task, by: str = "", account: str = "") -> dict[str, Any]:
+    """Lift the kill switch from Celery (`celery call qexec.resume --kwargs '{"by": …}'`; `account`: that account's
+    own halt)."""
+    halt.check_account(get_settings(), account or None)
+    resumed = halt.resume(qexec_redis(), by=by or None, where=_where(self), account=account or None)
     if not resumed:
         log.info("qexec.resume by=%s where=%s: no halt was in force", by or "?", _where(self))
     return {"resumed": resumed}
@@ -335,4 +358,7 @@ def submit_intent(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         logs.proof(logs.INTENT_DEAD_LETTER, level=logging.ERROR, error=str(exc), task_id=task_id, dlq_id=dlq_id)
         raise IntentError(f"{exc} (dead-lettered as {dlq_id})") from None
     dispatched = admission.admit(intent, entry_id=None, owner=task_id, r=r, settings=settings, dispatch=start_chain)
-    return {"status": "dispatched" if dispatched else "duplicate", "intent_id": intent.id}
+    answer: dict[str, Any] = {"status": "dispatched" if dispatched else "duplicate", "intent_id": intent.id}
+    if intent.accounts is not None:  # a fan-out: each account's intent has its own id, and its own result
+        answer["intent_ids"] = [one.id for one in intent.per_account(lambda _account: 1.0)]
+    return answer
