@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from paper_fixtures import PaperExchange, free_port, start_paper
@@ -191,6 +192,26 @@ def test_a_429_over_the_websocket_api_is_rate_limited_with_the_venues_wait(
     over_ws = ws_requests(paper, "order.place") - before
     assert (over_ws, rest_requests(paper, "POST /fapi/v1/order")) == (sent, rest_before), "each went over the ws API"
     assert 1 <= caught.value.retry_after_s <= 11, caught.value.retry_after_s
+
+
+def test_orders_another_client_sent_are_learnt_from_the_websocket_api_s_answer(
+    ed_paper: tuple[PaperExchange, Path], redis_client: redis.Redis
+) -> None:
+    """Another client of the account sends 12 orders over REST; qexec's next order, over the WebSocket API, reads the
+    venue's counts in its answer's `rateLimits` and counts them in the shared budget (as REST's `X-MBX-*` headers do),
+    so the workers do not spend what the venue has already counted."""
+    paper, _ = ed_paper
+    venue = BinanceVenue(
+        Settings(exchange_url=paper.url, order_transport="ws", request_timeout_s=2, orders_per_min=20), redis_client
+    )
+    outsider = paper.client()
+    for _ in range(12):
+        outsider.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.002")
+    before = ws_requests(paper, "order.place")
+    market_buy(venue, f"counted-{unique_id()}"[:36])
+    assert ws_requests(paper, "order.place") == before + 1
+    assert venue.limiter is not None
+    assert venue.limiter.used()["orders-1m"] >= 13
 
 
 @pytest.mark.parametrize("kind", ["timeout", "drop"])

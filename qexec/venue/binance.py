@@ -223,7 +223,7 @@ class BinanceVenue:
         for attempt in range(2):
             self._spend(rest, params, spent if attempt == 0 else None)
             try:
-                return socket.request(ws_call, ws_params, self.clock_offset_ms())
+                answer = socket.request(ws_call, ws_params, self.clock_offset_ms())
             except ws_orders.NotSent as exc:
                 log.warning("WS_API_UNREACHABLE error=%s: over REST for %g s", exc, self.settings.ws_retry_s)
                 return self._call(rest, mutating=mutating, spent=limiter.SPENT, **params)
@@ -231,10 +231,18 @@ class BinanceVenue:
                 lost = UnknownOutcome if mutating else TemporaryVenueError
                 raise lost(f"the WebSocket API's answer never came: {exc}") from exc
             except BinanceAPIException as exc:
+                self._observe_counts(socket)
                 if self._resynced(exc, attempt):
                     continue
                 raise self._failure(exc, mutating) from exc
+            else:
+                self._observe_counts(socket)
+                return answer
         raise AssertionError("unreachable")
+
+    def _observe_counts(self, socket: ws_orders.OrderSocket) -> None:
+        if self.limiter is not None:
+            self.limiter.observe(socket.counts)  # the venue's counts in the answer, as REST's headers carry them
 
     def _order_socket(self) -> ws_orders.OrderSocket | None:
         """This process's WebSocket API connection when orders go over it (made at the first order, not before)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import threading
@@ -32,6 +33,27 @@ log = logging.getLogger(__name__)
 _NEVER_SENT = ("Connection failed", "Trying to send request while WebSocket is not connected")
 
 
+# A WebSocket API answer's `rateLimits` entries, as the REST answers' `X-MBX-*` headers name the same counts (the
+# limiter reads those): (rateLimitType, interval, intervalNum) -> header.
+_COUNT_HEADERS: dict[tuple[Any, Any, Any], str] = {
+    ("REQUEST_WEIGHT", "MINUTE", 1): "X-MBX-USED-WEIGHT-1M",
+    ("ORDERS", "SECOND", 10): "X-MBX-ORDER-COUNT-10S",
+    ("ORDERS", "MINUTE", 1): "X-MBX-ORDER-COUNT-1M",
+}
+
+
+def count_headers(rate_limits: Any) -> dict[str, str]:
+    """The venue's counts in an answer's `rateLimits`, as the REST headers that carry them."""
+    headers: dict[str, str] = {}
+    for entry in rate_limits if isinstance(rate_limits, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        header = _COUNT_HEADERS.get((entry.get("rateLimitType"), entry.get("interval"), entry.get("intervalNum")))
+        if header is not None and isinstance(entry.get("count"), int):
+            headers[header] = str(entry["count"])
+    return headers
+
+
 class NotSent(Exception):
     """The WebSocket API could not be reached: the request never left."""
 
@@ -51,6 +73,18 @@ class _OrderApi(WebsocketAPI):  # type: ignore[misc]
         self.TIMEOUT = timeout_s  # each request's wait for its answer (python-binance: 10 s)
         self._ws_kwargs = {"open_timeout": timeout_s}  # passed to websockets.connect (python-binance 1.0.37)
         self.broken = False
+        self.counts: dict[str, str] = {}  # the venue's counts in the latest answer (`count_headers`)
+
+    def _handle_message(self, msg: Any) -> Any:
+        # python-binance hands a request only its answer's `result`; the venue's counts come with the answer.
+        if isinstance(msg, str | bytes) and b'"rateLimits"' in (msg if isinstance(msg, bytes) else msg.encode()):
+            try:
+                counts = count_headers(json.loads(msg).get("rateLimits"))
+            except (ValueError, AttributeError):
+                counts = {}
+            if counts:
+                self.counts = counts
+        return super()._handle_message(msg)
 
     async def _propagate_error(self, error_msg: dict[str, Any]) -> None:
         # The library queues the error for readers of its streams; this connection has none, only requests in flight.
@@ -88,6 +122,11 @@ class OrderSocket:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise Lost(f"no answer from {self.url} in {2 * self._timeout_s + 1:g} s") from None
+
+    @property
+    def counts(self) -> dict[str, str]:
+        """The venue's request weight and order counts as of the latest answer, as REST's `X-MBX-*` headers."""
+        return dict(self._client.ws_future.counts)
 
     @property
     def down(self) -> bool:
