@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 from binance.client import Client
-from paper_fixtures import PaperExchange, start_paper
+from paper_fixtures import PaperExchange, free_port, start_paper
 from private_stack import private_stack
 from stack_fixtures import ROOT, Stack, seed_intent, unique_id
 
 from qexec import constants
 from qexec.context import Context
 from qexec.ops import halt, selftest
+from qexec.positions import monitor
 from qexec.venue.binance import BinanceVenue
 
 pytestmark = pytest.mark.slow
@@ -32,6 +33,9 @@ ACCOUNTS_ENV = {
     # sleeve trades twice every size (its multiplier), and no leverage above 3
     "QEXEC_ACCOUNT_SLEEVE_SIZE_MULTIPLIER": "2",
     "QEXEC_ACCOUNT_SLEEVE_MAX_LEVERAGE": "3",
+    # main holds at most 1,000 USDT of positions; the others 100,000
+    "QEXEC_MAX_TOTAL_NOTIONAL_USD": "100000",
+    "QEXEC_ACCOUNT_MAIN_MAX_TOTAL_NOTIONAL_USD": "1000",
 }
 
 
@@ -60,6 +64,12 @@ def client_of(paper: PaperExchange, account: str) -> Client:
     """python-binance on the paper exchange with the account's own keys."""
     key, secret = constants.paper_keys(account)
     return paper.client(api_key=key, api_secret=secret)
+
+
+def qexec_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `qexec` command line with the stack's settings, to its end."""
+    command = [sys.executable, "-c", "from qexec.cli import main; main()", *args]
+    return subprocess.run(command, env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
 
 
 def position_amounts(paper: PaperExchange, account: str, symbol: str) -> list[Decimal]:
@@ -179,13 +189,29 @@ def test_an_account_s_own_limits_apply_to_it_alone(fresh: Stack) -> None:
     assert (filled["status"], filled["leverage"]) == ("filled", 5), filled
 
 
+def test_an_account_s_total_notional_limit_counts_its_own_positions_not_another_account_s(fresh: Stack) -> None:
+    """main holds 900 USDT (its limit: 1,000); default's entry reads default's positions; main's next 500 USDT entry
+    right after is rejected from main's own positions, not waved through by what was read of default's."""
+    fresh.paper.set_price("DOTUSDT", "5")
+    held = intent("DOTUSDT", "BUY", 900.0, 5.0, account="main")
+    fresh.inject(held)
+    assert fresh.wait_result(held["intent_id"])["status"] == "filled"
+    time.sleep(2.2)  # older than QEXEC_POSITIONS_CACHE_S (2 s): what main's own check read is stale now
+    on_default = intent("DOTUSDT", "BUY", 100.0, 5.0)
+    fresh.inject(on_default)
+    assert fresh.wait_result(on_default["intent_id"])["status"] == "filled"
+    more = intent("DOTUSDT", "BUY", 500.0, 5.0, account="main")
+    fresh.inject(more)
+    refused = fresh.wait_result(more["intent_id"])
+    assert refused["status"] == "rejected" and "total notional" in refused["reason"], refused
+
+
 def test_a_halt_of_one_account_rejects_its_intents_and_no_others(fresh: Stack) -> None:
     """`qexec halt --account main`: main's intents are rejected `halted`, sleeve's and default's still fill; `qexec
     resume --account main` lifts it; a halt of an account not configured is refused."""
 
     def qexec(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-c", "from qexec.cli import main; main()", *args]
-        return subprocess.run(command, env=fresh.env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+        return qexec_cli(fresh, *args)
 
     done = qexec("halt", "--account", "main", "--reason", "main's drill")
     assert done.returncode == 0, done.stderr
@@ -211,6 +237,28 @@ def test_a_halt_of_one_account_rejects_its_intents_and_no_others(fresh: Stack) -
     again = intent("LTCUSDT", "BUY", 300.0, 100.0, account="main")
     fresh.inject(again)
     assert fresh.wait_result(again["intent_id"])["status"] == "filled"
+
+
+def test_a_flatten_that_fails_at_one_account_still_flattens_the_others(fresh: Stack) -> None:
+    """`qexec halt --flatten` with default's venue answering 503: main's and sleeve's positions are still closed, and
+    the command fails naming default, whose position is left."""
+    fresh.paper.set_price("XRPUSDT", "0.6")
+    opened = [intent("XRPUSDT", "BUY", 60.0, 0.6, account=name) for name in ("default", *ACCOUNTS)]
+    for one in opened:
+        fresh.inject(one)
+    for one in opened:
+        assert fresh.wait_result(one["intent_id"])["status"] == "filled"
+    fresh.paper.add_fault(kind="unavailable", endpoint="GET /fapi/v1/openOrders", account="default", count=0)
+    try:
+        done = qexec_cli(fresh, "halt", "--flatten", "--reason", "drill", "--wait", "1")
+    finally:
+        fresh.paper.admin("DELETE", "/paper/v1/faults")
+        halt.resume(fresh.redis)
+    assert done.returncode != 0 and "not flat: default" in done.stderr, (done.stdout, done.stderr)
+    assert "flatten failed at the venue" in done.stderr
+    assert position_amounts(fresh.paper, "main", "XRPUSDT") == []
+    assert position_amounts(fresh.paper, "sleeve", "XRPUSDT") == []
+    assert position_amounts(fresh.paper, "default", "XRPUSDT") != []
 
 
 def test_a_global_halt_stops_every_account(fresh: Stack) -> None:
@@ -298,3 +346,27 @@ def test_a_malformed_account_field_is_dead_lettered_with_the_reason(
         time.sleep(0.1)
     assert error in found[0]["error"], found[0]
     assert accounts.results(bad["intent_id"]) == []
+
+
+def test_one_account_s_failing_monitor_pass_does_not_stop_the_others(fresh: Stack) -> None:
+    """default's venue does not answer; main's stop-loss was canceled by hand: the monitor's pass over both accounts
+    logs default's failure and still re-places main's stop-loss."""
+    fresh.paper.set_price("ATOMUSDT", "8")
+    own = intent("ATOMUSDT", "BUY", 80.0, 8.0, account="main")
+    fresh.inject(own)
+    assert fresh.wait_result(own["intent_id"])["status"] == "filled"
+    assert [e["status"] for e in wait_protected(fresh, own["intent_id"])] == ["placed"]
+    main_client = client_of(fresh.paper, "main")
+    [stop] = [o for o in main_client.futures_get_open_algo_orders(symbol="ATOMUSDT") if o["orderType"] == "STOP_MARKET"]
+    main_client.futures_cancel_algo_order(symbol="ATOMUSDT", algoId=stop["algoId"])  # a change made outside qexec
+    assert open_algo_types(fresh.paper, "main", "ATOMUSDT") == ["TAKE_PROFIT_MARKET"]
+
+    dead = fresh.settings.model_copy(update={"exchange_url": f"http://127.0.0.1:{free_port()}", "use_streams": False})
+    main = fresh.settings.for_account("main")
+    contexts = [
+        Context(settings=dead, redis=fresh.redis, venue=BinanceVenue(dead, fresh.redis)),
+        Context(settings=main, redis=fresh.redis, venue=BinanceVenue(main, fresh.redis)),
+    ]
+    report = monitor.watch_all(contexts)
+    assert "ATOMUSDT:LONG" in report["repaired"], report
+    assert open_algo_types(fresh.paper, "main", "ATOMUSDT") == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]

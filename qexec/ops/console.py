@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qexec import logs
 from qexec.config import Settings
-from qexec.errors import VenueError
+from qexec.constants import DEFAULT_ACCOUNT
 from qexec.ops import console_state, halt
 from qexec.ops.console_page import page
 from qexec.ops.flower_auth import is_loopback
@@ -131,11 +132,15 @@ class Console:
     """The page's server: its dependencies (settings, Redis, a venue maker, the venue reader) and its routes."""
 
     def __init__(
-        self, settings: Settings, r: redis.Redis, make_venue: Callable[[], Venue], watch: console_state.VenueWatch
+        self,
+        settings: Settings,
+        r: redis.Redis,
+        venue_of: Callable[[Settings], Venue],
+        watch: console_state.VenueWatch,
     ) -> None:
         self.settings = settings
         self.redis = r
-        self.make_venue = make_venue
+        self.venue_of = venue_of  # a venue client for an account's settings (flatten's, one per account)
         self.watch = watch
         self.limiter = Limiter(r, settings)
         self._key = secrets.token_bytes(32)  # the page token's key: a restart invalidates every open page's token
@@ -207,23 +212,20 @@ class Console:
         if name == "halt":
             return {"ok": True, "action": name, "halt": record}
         left = halt.wait_for_placements(self.redis, FLATTEN_WAIT_S)
-        venue = self.make_venue()
-        try:
-            done = halt.flatten(venue)
-        except VenueError as exc:
-            return {"ok": False, "action": name, "halt": record, "error": f"flatten failed at the venue: {exc}"}
-        finally:
-            venue.close()
+        # every account: the halt the page sets is every account's
+        done = halt.flatten_accounts(self.settings, list(self.settings.account_names), self.venue_of)
+        own = done[DEFAULT_ACCOUNT].summary()
         return {
-            "ok": done.flat,
+            "ok": all(flattened.flat for flattened in done.values()),
             "action": name,
             "halt": record,
             "placements_left": left,
-            "closed": done.closed,
-            "canceled_symbols": done.canceled_symbols,
-            "errors": done.errors,
-            "positions_left": done.positions_left,
-            "orders_left": done.orders_left,
+            "closed": own["closed"],
+            "canceled_symbols": own["canceled_symbols"],
+            "errors": [f"{n}: {e}" for n, f in done.items() for e in f.summary()["errors"]],
+            "positions_left": own["positions_left"],
+            "accounts": {n: f.summary() for n, f in done.items()},
+            "orders_left": own["orders_left"],
         }
 
     def app(self) -> ASGIApp:
@@ -247,10 +249,10 @@ class Console:
         return BasicAuth(Starlette(routes=routes, lifespan=lifespan), credentials(self.settings))
 
 
-def _venue_maker(settings: Settings, r: redis.Redis) -> Callable[[], BinanceVenue]:
+def _venue_maker(r: redis.Redis) -> Callable[[Settings], BinanceVenue]:
     from qexec.venue.binance import BinanceVenue  # noqa: PLC0415 - python-binance only where the venue is read
 
-    def make() -> BinanceVenue:
+    def make(settings: Settings) -> BinanceVenue:
         return BinanceVenue(settings, r)
 
     return make
@@ -260,11 +262,11 @@ def build(settings: Settings, r: redis.Redis) -> Console:
     """The console on this settings' Redis and venue, with the venue's streams feeding its view when they are on."""
     from qexec.venue import feed  # noqa: PLC0415
 
-    make_venue = _venue_maker(settings, r)
-    reader = make_venue()
-    feed.start(settings, make_venue)
+    venue_of = _venue_maker(r)
+    reader = venue_of(settings)
+    feed.start(settings, functools.partial(venue_of, settings))
     watch = console_state.VenueWatch(lambda: console_state.venue_part(reader, r), settings.console_venue_every_s)
-    return Console(settings, r, make_venue, watch)
+    return Console(settings, r, venue_of, watch)
 
 
 def serve(settings: Settings, log_level: str = "info") -> None:

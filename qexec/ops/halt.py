@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ HALT_SET = "HALT_SET"
 HALT_LIFTED = "HALT_LIFTED"
 FLATTEN_CLOSE = "FLATTEN_CLOSE"
 FLATTEN_CANCEL = "FLATTEN_CANCEL"
+FLATTEN_FAILED = "FLATTEN_FAILED"
 FLATTEN_ROUNDS = 3
 
 
@@ -92,11 +94,41 @@ class Flattened:
     errors: list[str] = field(default_factory=list)
     positions_left: list[dict[str, str]] = field(default_factory=list)
     orders_left: int = 0
+    failed: str | None = None  # the venue error that stopped it: what is left is not known
 
     @property
     def flat(self) -> bool:
-        """True when no position and no open order is left at the venue."""
-        return not self.positions_left and self.orders_left == 0
+        """True when no position and no open order is known to be left at the venue."""
+        return self.failed is None and not self.positions_left and self.orders_left == 0
+
+    def summary(self) -> dict[str, Any]:
+        """What a caller reports: flat or not, what was closed and canceled, what is left, the errors."""
+        return {
+            "flat": self.flat,
+            "closed": self.closed,
+            "canceled_symbols": self.canceled_symbols,
+            "positions_left": self.positions_left,
+            "orders_left": self.orders_left,
+            "errors": self.errors + ([self.failed] if self.failed else []),
+        }
+
+
+def flatten_accounts(
+    settings: Settings, accounts: list[str], venue_of: Callable[[Settings], Venue]
+) -> dict[str, Flattened]:
+    """`flatten` each account in turn with its own venue client (`venue_of(its settings)`); one that fails at the
+    venue (a 503, a revoked key) does not stop the others: its failure is kept, and it is not flat."""
+    done: dict[str, Flattened] = {}
+    for name in accounts:
+        venue = venue_of(settings.for_account(name))
+        try:
+            done[name] = flatten(venue)
+        except VenueError as exc:
+            done[name] = Flattened(failed=f"flatten failed at the venue: {exc}")
+            logs.proof(FLATTEN_FAILED, level=logging.ERROR, account=name, error=str(exc))
+        finally:
+            venue.close()
+    return done
 
 
 def flatten(venue: Venue) -> Flattened:
@@ -202,32 +234,35 @@ def halt_command(reason: str, flatten_too: bool, wait_s: float, account: str | N
     left = wait_for_placements(r, wait_s)
     if left:
         click.echo(f"warning: {left} placement(s) still in flight after {wait_s:g}s; flattening anyway", err=True)
-    for name in [account] if account else settings.account_names:
-        _flatten_and_say(r, settings.for_account(name), len(settings.account_names) > 1)
-
-
-def _flatten_and_say(r: redis.Redis, settings: Settings, named: bool) -> None:
-    """Flatten one account at the venue and print what was done (a ClickException when it is not flat)."""
     from qexec.venue.binance import BinanceVenue  # noqa: PLC0415 - python-binance only when the venue is needed
 
-    if named:
-        click.echo(f"account  {settings.account}")
-    try:
-        done = flatten(BinanceVenue(settings, r))
-    except VenueError as exc:
-        raise click.ClickException(f"flatten failed at the venue: {exc}") from exc
+    names = [account] if account else list(settings.account_names)
+    done = flatten_accounts(settings, names, lambda own: BinanceVenue(own, r))
+    for name, flattened in done.items():
+        _say_flattened(name if len(settings.account_names) > 1 else None, flattened)
+    not_flat = [name for name, flattened in done.items() if not flattened.flat]
+    if not_flat:
+        raise click.ClickException(f"not flat: {', '.join(not_flat)} (see above)")
+
+
+def _say_flattened(account: str | None, done: Flattened) -> None:
+    """Print what flattening one account did, and what it left."""
+    if account is not None:
+        click.echo(f"account  {account}")
     for row in done.closed:
         click.echo(f"closed   {row['symbol']} {row['side']} {row['quantity']} ({row['status']})")
     for symbol in done.canceled_symbols:
         click.echo(f"canceled open orders and algo orders of {symbol}")
-    for error in done.errors:
+    for error in done.summary()["errors"]:
         click.echo(f"error    {error}", err=True)
-    if not done.flat:
-        raise click.ClickException(
-            f"not flat: {len(done.positions_left)} position(s) and {done.orders_left} order(s) left: "
-            f"{done.positions_left}"
+    if done.flat:
+        click.echo(f"FLAT positions closed={len(done.closed)} symbols canceled={len(done.canceled_symbols)}")
+    elif done.failed is None:
+        click.echo(
+            f"NOT FLAT {len(done.positions_left)} position(s) and {done.orders_left} order(s) left: "
+            f"{done.positions_left}",
+            err=True,
         )
-    click.echo(f"FLAT positions closed={len(done.closed)} symbols canceled={len(done.canceled_symbols)}")
 
 
 @click.command("resume", context_settings={"help_option_names": ["-h", "--help"]})

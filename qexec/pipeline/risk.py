@@ -125,7 +125,7 @@ def _intent_breach(intent: Intent, s: Settings, now: datetime, written: datetime
 def _exposure_breach(intent: Intent, s: Settings, venue: Venue) -> Refusal | None:
     if s.max_total_notional_usd is None and s.max_open_positions is None:
         return None  # no venue call when neither limit is set
-    open_positions = [p for p in positions(venue, s.positions_cache_s) if p.positionAmt != 0]
+    open_positions = [p for p in positions(venue, s.positions_cache_s, s.account) if p.positionAmt != 0]
     if s.max_total_notional_usd is not None:
         held = sum(_notional(p) for p in open_positions)
         total = held + Decimal(str(intent.position_size_usd))
@@ -146,15 +146,17 @@ def _exposure_breach(intent: Intent, s: Settings, venue: Venue) -> Refusal | Non
     return None
 
 
-def positions(venue: Venue, max_age_s: float) -> list[PositionRisk]:
-    """The venue's positions (positionRisk), shared by this process's threads for up to `max_age_s`."""
+def positions(venue: Venue, max_age_s: float, account: str) -> list[PositionRisk]:
+    """The account's positions at the venue (positionRisk), shared by this process's threads for up to `max_age_s`
+    (each account's own: another account's positions say nothing of this one's exposure)."""
+    where = f"{account}@{venue.url}"
     with _positions_lock:
-        cached = _positions.get(venue.url)
+        cached = _positions.get(where)
     if cached is not None and time.monotonic() - cached[0] < max_age_s:
         return cached[1]
     fresh = venue.positions()
     with _positions_lock:
-        _positions[venue.url] = (time.monotonic(), fresh)
+        _positions[where] = (time.monotonic(), fresh)
     return fresh
 
 

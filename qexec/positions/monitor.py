@@ -37,6 +37,25 @@ PROTECTION_REPAIRED = "PROTECTION_REPAIRED"
 TRAILING_STOP_MOVED = "TRAILING_STOP_MOVED"
 
 
+def watch_all(contexts: list[Context]) -> dict[str, list[str]]:
+    """Beat's pass over every account (one context each), what was done by action; an account whose pass fails (its
+    venue down, its key revoked) is logged and the others' passes still run."""
+    reports: dict[str, list[str]] = {}
+    for ctx in contexts:
+        where = "" if ctx.account == constants.DEFAULT_ACCOUNT else f"account={ctx.account} "
+        try:
+            report = watch(ctx)
+        except Exception:
+            log.exception("EXIT_MONITOR_ERROR %sthe pass failed: the next one tries again", where)
+            continue
+        acted = {kind: names for kind, names in report.items() if names and kind != "busy"}
+        if acted:
+            log.info("EXIT_MONITOR %s%s", where, " ".join(f"{kind}={','.join(names)}" for kind, names in acted.items()))
+        for kind, names in report.items():
+            reports.setdefault(kind, []).extend(names)
+    return reports
+
+
 def watch(ctx: Context, symbols: Collection[str] | None = None) -> dict[str, list[str]]:
     """One pass over every tracked or venue position (of `symbols`, when given); what was done, by action."""
     report: dict[str, list[str]] = {"closed": [], "adopted": [], "repaired": [], "trailed": [], "busy": []}

@@ -11,7 +11,7 @@ import redis
 from celery import Task, chain
 from celery.exceptions import Reject, Retry
 
-from qexec import alerts, constants, logs, redis_streams
+from qexec import alerts, logs, redis_streams
 from qexec.config import get_settings
 from qexec.context import Context, Pending
 from qexec.errors import IntentError
@@ -20,6 +20,7 @@ from qexec.ops import deadman, halt, notify, selftest
 from qexec.pipeline import admission, bridge, confirm, fill_events, order_record, place, publish, reconcile
 from qexec.pipeline import chain as chain_shape
 from qexec.positions import monitor, protection, store
+from qexec.venue.binance import BinanceVenue
 from qexec.worker import takeover
 from qexec.worker.app import REPR_MAXSIZE, app
 from qexec.worker.celeryconf import redis_broker
@@ -221,17 +222,10 @@ def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any],
 @app.task(name="qexec.watch_positions", ignore_result=True)
 def watch_positions() -> dict[str, list[str]]:
     """Beat: the exit monitor (reconcile, repair protection, trail stops, report exits)."""
-    reports: dict[str, list[str]] = {}
-    for ctx in contexts():  # each account's pass
-        report = monitor.watch(ctx)
-        acted = {kind: names for kind, names in report.items() if names and kind != "busy"}
-        if acted:
-            where = "" if ctx.account == constants.DEFAULT_ACCOUNT else f"account={ctx.account} "
-            log.info("EXIT_MONITOR %s%s", where, " ".join(f"{kind}={','.join(names)}" for kind, names in acted.items()))
-        for kind, names in report.items():
-            reports.setdefault(kind, []).extend(names)
-    alerts.raise_lasting_unprotected(qexec_redis(), get_settings())  # POSITION_UNPROTECTED again, while it lasts
-    return reports
+    try:
+        return monitor.watch_all(contexts())
+    finally:
+        alerts.raise_lasting_unprotected(qexec_redis(), get_settings())  # POSITION_UNPROTECTED again, while it lasts
 
 
 @app.task(name=alerts.SEND_TASK, bind=True, ignore_result=True, max_retries=notify.SEND_RETRIES)
@@ -288,8 +282,13 @@ def venue_heartbeat() -> dict[str, Any]:
 def deadman_renew() -> dict[str, list[str]]:
     """Beat: renew the venue's dead-man countdown of every symbol qexec trades (QEXEC_DEADMAN_COUNTDOWN_S)."""
     renewed: dict[str, list[str]] = {}
-    for ctx in contexts():
-        for kind, symbols in deadman.renew(ctx).items():
+    for ctx in contexts():  # one account's failure does not keep the others' countdowns from being renewed
+        try:
+            done = deadman.renew(ctx)
+        except Exception:
+            log.exception("DEADMAN_FAILED account=%s: the next renewal tries again", ctx.account)
+            continue
+        for kind, symbols in done.items():
             renewed.setdefault(kind, []).extend(symbols)
     return renewed
 
@@ -309,12 +308,12 @@ def halt_task(self: Task, reason: str = "", flatten: bool = False, by: str = "",
         qexec_redis(), reason=reason, flatten=flatten, by=by or None, where=_where(self), account=account or None
     )
     if flatten:
-        halt.wait_for_placements(qexec_redis(), get_settings().entry_wait_s)
-        for name in [account] if account else get_settings().account_names:
-            done = halt.flatten(context(name).venue)
-            record.setdefault("closed", []).extend(done.closed)
-            record.setdefault("errors", []).extend(done.errors)
-            record["flat"] = record.get("flat", True) and done.flat
+        settings = get_settings()
+        halt.wait_for_placements(qexec_redis(), settings.entry_wait_s)
+        names = [account] if account else list(settings.account_names)
+        done = halt.flatten_accounts(settings, names, lambda own: BinanceVenue(own, qexec_redis()))
+        record["accounts"] = {name: flattened.summary() for name, flattened in done.items()}
+        record["flat"] = all(flattened.flat for flattened in done.values())
     return record
 
 
