@@ -106,6 +106,11 @@ def _ids(**ids: Any) -> dict[str, str]:
     return {key: str(value) for key, value in ids.items() if value is not None and value != ""}
 
 
+def _named(account: str | None) -> str | None:
+    """An account for an alert's ids: named unless it is `default` (alerts stay as they were with one account)."""
+    return None if account in (None, constants.DEFAULT_ACCOUNT) else account
+
+
 # -- the events (each a one-line text with its ids) -----------------------------------------------------------
 
 
@@ -130,7 +135,7 @@ def for_result(result: ExecutionResult) -> Alert | None:
     if result.status is ResultStatus.PARTIALLY_FILLED and result.reason:
         text += f" ({result.reason})"
     ids = _ids(intent_id=result.intent_id, symbol=result.symbol, order_id=result.order_id)
-    ids.update(_ids(client_order_id=result.client_order_id, mode=result.mode))
+    ids.update(_ids(client_order_id=result.client_order_id, mode=result.mode, account=_named(result.account)))
     return Alert(kind=kind, severity=severity, text=text, event=f"result:{result.intent_id}", ids=ids)
 
 
@@ -153,7 +158,9 @@ def for_exit(event: ExitEvent) -> Alert:
         f"PnL {event.realized_pnl:+.4f} USDT, fees {event.commission:.4f}"
     )
     ids = _ids(position_id=event.position_id, symbol=event.symbol, intent_ids=",".join(event.intent_ids))
-    ids.update(_ids(order_ids=",".join(str(o) for o in event.order_ids), mode=event.mode))
+    ids.update(
+        _ids(order_ids=",".join(str(o) for o in event.order_ids), mode=event.mode, account=_named(event.account))
+    )
     severity = _EXIT_SEVERITY.get(event.reason, Severity.WARNING)
     return Alert(kind=Kind.EXIT, severity=severity, text=text, event=f"exit:{event.position_id}", ids=ids)
 
@@ -161,6 +168,7 @@ def for_exit(event: ExitEvent) -> Alert:
 def _protection_ids(event: ProtectionEvent) -> dict[str, str]:
     ids = _ids(intent_id=event.intent_id, symbol=event.symbol, position_side=event.position_side)
     ids.update(_ids(sl_order_id=event.sl_order_id, tp_order_id=event.tp_order_id, entry_order_id=event.entry_order_id))
+    ids.update(_ids(account=_named(event.account)))
     return ids
 
 
@@ -225,17 +233,25 @@ def emergency_close(symbol: str, direction: str, position_id: str, outcome: str,
 def halted(record: dict[str, Any]) -> Alert:
     """The kill switch was set (`record`: the halt record: reason, flatten, by, where, at)."""
     flatten = " and flatten" if record.get("flatten") else ""
-    text = f"HALT{flatten}: new intents are rejected ({record.get('reason') or 'no reason given'})"
-    ids = _ids(by=record.get("by"), where=record.get("where"), at=record.get("at"))
-    return Alert(kind=Kind.HALT, severity=Severity.WARNING, text=text, event=f"halt:{record.get('at')}", ids=ids)
+    account = record.get("account")
+    whose = f"account {account}'s new intents are" if account else "new intents are"
+    text = f"HALT{flatten}: {whose} rejected ({record.get('reason') or 'no reason given'})"
+    ids = _ids(by=record.get("by"), where=record.get("where"), at=record.get("at"), account=account)
+    event = f"halt:{account or 'all'}:{record.get('at')}"
+    return Alert(kind=Kind.HALT, severity=Severity.WARNING, text=text, event=event, ids=ids)
 
 
-def resumed(by: str | None, where: str | None) -> Alert:
-    """The kill switch was lifted."""
+def resumed(by: str | None, where: str | None, account: str | None = None) -> Alert:
+    """The kill switch was lifted (every account's, or `account`'s own)."""
     at = utcnow()
-    ids = _ids(by=by, where=where, at=at.isoformat())
-    text = "RESUME: new intents are placed again"
-    return Alert(kind=Kind.RESUME, severity=Severity.INFO, text=text, event=f"resume:{at.isoformat()}", ids=ids, at=at)
+    ids = _ids(by=by, where=where, at=at.isoformat(), account=account)
+    text = (
+        f"RESUME: account {account}'s new intents are placed again"
+        if account
+        else "RESUME: new intents are placed again"
+    )
+    event = f"resume:{account or 'all'}:{at.isoformat()}"
+    return Alert(kind=Kind.RESUME, severity=Severity.INFO, text=text, event=event, ids=ids, at=at)
 
 
 def heartbeat_failed(venue: str, error: str, repeat_s: float) -> Alert:
@@ -302,7 +318,7 @@ def raise_lasting_unprotected(r: redis.Redis, settings: Settings) -> int:
                 text: Any = r.get(constants.account_key(position, account))
                 position_id = json.loads(text).get("position_id", "") if text else ""
                 why = "still without its stop-loss or take-profit"
-                named = key if account == constants.DEFAULT_ACCOUNT else f"{account}/{key}"
+                named = constants.account_named(key, account)
                 alert = position_unprotected(named, position_id, int(since), why, settings.alert_repeat_s)
                 raised += raise_alert(r, settings, alert)
     except redis.RedisError as exc:

@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     # and, where set, trading under its own limits: QEXEC_ACCOUNT_<NAME>_<SETTING> for each of ACCOUNT_SETTINGS.
     accounts: str = ""
     _account: str = PrivateAttr(default=constants.DEFAULT_ACCOUNT)  # whose settings these are (`for_account`)
-    size_multiplier: float = Field(default=1.0, gt=0)  # an intent's position_size_usd is traded times this
+    size_multiplier: float = Field(default=1.0, gt=0, allow_inf_nan=False)  # position_size_usd is traded times this
     flower_basic_auth: SecretStr | None = None  # "user:password[,user:password]" for Flower beyond loopback
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -384,9 +384,16 @@ class Settings(BaseSettings):
                     f"QEXEC_ACCOUNTS: account name {name!r} must be lower-case letters, digits and _, starting with "
                     "a letter (at most 24)"
                 )
+        known = {account_variable(name, field) for name in self.account_names[1:] for field in ACCOUNT_SETTINGS}
+        strays = sorted(set(_account_environment()) - known)
+        if strays:  # a misspelt setting, or an account not listed: never trade as if it were not there
+            raise ValueError(
+                f"{', '.join(strays)}: not a setting of an account in QEXEC_ACCOUNTS ({', '.join(self.account_names)}"
+                f"); an account may set {', '.join(field.upper() for field in ACCOUNT_SETTINGS)}"
+            )
         seen: dict[str, str] = {}
         for name, member in self._accounts.items():  # every account's settings, checked at the start
-            key = member.credentials().api_key
+            key = member.credentials().api_key.strip()
             if key in seen:
                 raise ValueError(f"accounts {seen[key]} and {name} have the same API key: one account, two names")
             seen[key] = name
@@ -556,17 +563,27 @@ ACCOUNT_SETTINGS = (
 )
 
 
+ACCOUNT_PREFIX = "QEXEC_ACCOUNT_"  # the family of an account's own settings: QEXEC_ACCOUNT_<NAME>_<SETTING>
+
+
 def account_variable(name: str, field: str) -> str:
     """The variable that sets `field` for account `name`: QEXEC_ACCOUNT_<NAME>_<FIELD>."""
-    return f"QEXEC_ACCOUNT_{name.upper()}_{field.upper()}"
+    return f"{ACCOUNT_PREFIX}{name.upper()}_{field.upper()}"
+
+
+def _account_environment() -> dict[str, str]:
+    """Every QEXEC_ACCOUNT_* variable of the environment, its name in capitals (names are case-insensitive, as
+    pydantic-settings reads the others)."""
+    return {key.upper(): value for key, value in os.environ.items() if key.upper().startswith(ACCOUNT_PREFIX)}
 
 
 def _account_values(name: str) -> dict[str, Any]:
     """Account `name`'s own values from the environment, each checked as its QEXEC_<SETTING> would be."""
     values: dict[str, Any] = {}
+    environment = _account_environment()
     for field in ACCOUNT_SETTINGS:
         variable = account_variable(name, field)
-        raw = os.environ.get(variable)
+        raw = environment.get(variable)
         if raw is None:
             continue
         info = Settings.model_fields[field]

@@ -79,6 +79,12 @@ def account_key(key: str, account: str) -> str:
     return f"qexec:account:{account}:{key.removeprefix('qexec:')}"
 
 
+def account_named(name: str, account: str) -> str:
+    """A name (a position's `SYMBOL:DIRECTION`, its id) as alerts and ids give it: itself for `default`, else
+    `<account>/<name>`, so that two accounts' never meet in one de-duplication key."""
+    return name if account == DEFAULT_ACCOUNT else f"{account}/{name}"
+
+
 def paper_keys(account: str) -> tuple[str, str]:
     """The paper exchange's API key and secret for an account (`qexec up` serves each configured account with its
     own pair; paper mode only)."""

@@ -23,6 +23,10 @@ class ConfigError(QexecError):
     """Raised when settings are missing or contradictory."""
 
 
+class UnknownAccount(QexecError):
+    """Work for an account this process has no settings for (not in its QEXEC_ACCOUNTS)."""
+
+
 class IntentError(QexecError):
     """Raised when a stream entry or task argument is not a valid intent."""
 

@@ -273,6 +273,8 @@ class Intent(BaseModel):
             raise IntentError(str(exc)) from exc
         if intent.intent_id is None and default_id is not None:
             intent = intent.model_copy(update={"intent_id": default_id})
+        if intent.accounts is not None and intent.intent_id is not None:
+            intent.per_account(lambda _account: 1.0)  # each account's intent is one too (its id's length, say)
         return intent
 
     @property
@@ -293,13 +295,21 @@ class Intent(BaseModel):
         `<intent_id>:<account>`, so that each account's entry has its own idempotency key and client order id."""
         if self.accounts is None:
             sized = self.position_size_usd * multiplier(self.account_name)
-            return [self if sized == self.position_size_usd else self.model_copy(update={"position_size_usd": sized})]
+            return [self if sized == self.position_size_usd else self._for(self.account_name, position_size_usd=sized)]
         out = []
         for name in self.accounts:
             size = self.accounts[name] if isinstance(self.accounts, dict) else self.position_size_usd * multiplier(name)
-            update = {"intent_id": f"{self.id}:{name}", "account": name, "accounts": None, "position_size_usd": size}
-            out.append(self.model_copy(update=update))
+            out.append(
+                self._for(name, intent_id=f"{self.id}:{name}", account=name, accounts=None, position_size_usd=size)
+            )
         return out
+
+    def _for(self, name: str, **update: Any) -> Intent:
+        """This intent changed for account `name`, checked as a producer's would be (IntentError when it is not)."""
+        try:
+            return Intent.model_validate(self.model_dump() | update)
+        except ValidationError as exc:
+            raise IntentError(f"as account {name}'s intent: {_describe(exc)}") from None
 
 
 def _describe(exc: ValidationError) -> str:

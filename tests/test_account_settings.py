@@ -39,6 +39,18 @@ def selftest(**env: str) -> subprocess.CompletedProcess[str]:
             "QEXEC_ACCOUNT_MAIN_MAX_LEVERAGE: Input should be less than or equal to 125",
         ),
         (
+            {"QEXEC_ACCOUNTS": "main", "QEXEC_ACCOUNT_MAIN_MAX_LEVRAGE": "3"},
+            "QEXEC_ACCOUNT_MAIN_MAX_LEVRAGE: not a setting of an account in QEXEC_ACCOUNTS",
+        ),
+        (
+            {"QEXEC_ACCOUNTS": "mian", "QEXEC_ACCOUNT_MAIN_MAX_LEVERAGE": "3"},
+            "QEXEC_ACCOUNT_MAIN_MAX_LEVERAGE: not a setting of an account in QEXEC_ACCOUNTS (default, mian)",
+        ),
+        (
+            {"QEXEC_ACCOUNTS": "main", "QEXEC_ACCOUNT_MAIN_SIZE_MULTIPLIER": "inf"},
+            "QEXEC_ACCOUNT_MAIN_SIZE_MULTIPLIER: Input should be a finite number",
+        ),
+        (
             {"QEXEC_ACCOUNTS": "main", "QEXEC_ACCOUNT_MAIN_SAME_SIDE_POLICY": "double"},
             "QEXEC_ACCOUNT_MAIN_SAME_SIDE_POLICY",
         ),
@@ -67,7 +79,17 @@ def selftest(**env: str) -> subprocess.CompletedProcess[str]:
             "accounts default and sleeve have the same API key",
         ),
     ],
-    ids=["name", "range", "choice", "half-a-pair", "no-keys-outside-paper", "one-key-two-names"],
+    ids=[
+        "name",
+        "range",
+        "misspelt",
+        "unlisted",
+        "infinite",
+        "choice",
+        "half-a-pair",
+        "no-keys-outside-paper",
+        "one-key-two-names",
+    ],
 )
 def test_a_bad_account_setting_stops_the_start_with_the_variable_named(env: dict[str, str], says: str) -> None:
     """Each mistake stops `qexec` before anything runs: exit 1, one FATAL line saying what, no secret in it."""

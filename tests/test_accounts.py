@@ -16,14 +16,20 @@ from typing import Any
 import pytest
 from binance.client import Client
 from paper_fixtures import PaperExchange, free_port, start_paper
+from position_helpers import context
 from private_stack import private_stack
 from stack_fixtures import ROOT, Stack, seed_intent, unique_id
 
-from qexec import constants
+from qexec import alerts, constants
 from qexec.context import Context
+from qexec.errors import UnknownAccount
+from qexec.models import Intent
 from qexec.ops import halt, selftest
+from qexec.pipeline import admission, place
+from qexec.pipeline.order_record import save_state
 from qexec.positions import monitor
 from qexec.venue.binance import BinanceVenue
+from qexec.worker import runtime
 
 pytestmark = pytest.mark.slow
 
@@ -331,8 +337,9 @@ def test_celery_call_submit_intent_fans_out_too(accounts: Stack) -> None:
         ({"accounts": ["main", "main"]}, "names an account twice"),
         ({"account": "Main"}, "account"),
         ({"accounts": {"main": True}}, "not a boolean"),
+        ({"intent_id": "x" * 126, "accounts": ["main"]}, "as account main's intent: intent_id"),
     ],
-    ids=["both", "empty", "twice", "malformed", "boolean-size"],
+    ids=["both", "empty", "twice", "malformed", "boolean-size", "derived-id-too-long"],
 )
 def test_a_malformed_account_field_is_dead_lettered_with_the_reason(
     accounts: Stack, change: dict[str, Any], error: str
@@ -370,3 +377,32 @@ def test_one_account_s_failing_monitor_pass_does_not_stop_the_others(fresh: Stac
     report = monitor.watch_all(contexts)
     assert "ATOMUSDT:LONG" in report["repaired"], report
     assert open_algo_types(fresh.paper, "main", "ATOMUSDT") == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+
+
+def test_a_worker_without_the_account_never_acts_for_it_with_another_account_s_keys(stack: Stack) -> None:
+    """A worker whose QEXEC_ACCOUNTS lacks `ghost` (a rolling deploy, an account removed with work in flight) gets a
+    ghost intent whose order another worker already sent: it refuses (UnknownAccount: the step waits for a worker
+    that has the account) instead of looking the order up, or sending it again, at default's account. An intent
+    that has sent nothing yet may still be rejected with default's settings."""
+    ctx = context(stack.settings)
+    ghost = Intent.from_fields(seed_intent(unique_id("ghost"), symbol="ETHUSDT", account="ghost"))
+    ticket = admission.new_ticket(ghost, entry_id=None)
+    save_state(ticket, ctx, phase="placed", order_id="123", ticket_json=ticket.model_dump_json())
+    with pytest.raises(UnknownAccount):
+        place.place_entry(ticket, ctx)
+    assert stack.paper.orders(clientOrderId=ticket.client_order_id) == [], "nothing went to default's account"
+    with pytest.raises(UnknownAccount):
+        runtime.context("ghost")
+    assert runtime.context("ghost", or_default=True).account == "default"
+
+
+def test_alerts_say_which_account_they_are_about() -> None:
+    """A halt or resume of one account says so (not "new intents are rejected", which reads as every account's);
+    results name a non-default account in their ids; a position's name is the account's own."""
+    one = alerts.halted({"account": "main", "reason": "drill", "at": "t"})
+    every = alerts.halted({"reason": "drill", "at": "t"})
+    assert "account main's new intents are rejected" in one.text and one.ids["account"] == "main"
+    assert "account" not in every.text and one.event != every.event
+    assert "account main's new intents are placed again" in alerts.resumed("ops", "host", "main").text
+    assert constants.account_named("ETHUSDT:LONG", "main") == "main/ETHUSDT:LONG"
+    assert constants.account_named("ETHUSDT:LONG", "default") == "ETHUSDT:LONG"

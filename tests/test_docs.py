@@ -25,7 +25,7 @@ OUTSIDE_HEADING = "## Variables read outside `Settings`"
 # A `QEXEC_*` name as the pages write it; `QEXEC_VISIBILITY_*` and `QEXEC_*` are families, not names.
 NAME = re.compile(r"\bQEXEC_[A-Z0-9_]*[A-Z0-9](?![\w*])")
 # A variable qexec reads from the environment itself: a string literal naming it in the package's source.
-LITERAL = re.compile(r"""["'](QEXEC_[A-Z0-9_]+)["']""")
+LITERAL = re.compile(r"""["'](QEXEC_[A-Z0-9_]*[A-Z0-9])["']""")  # a name; "QEXEC_ACCOUNT_" is a family's prefix
 ROW = re.compile(r"\|\s*`(QEXEC_[A-Z0-9_]+)`\s*\|")
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")

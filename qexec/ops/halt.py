@@ -64,7 +64,7 @@ def resume(r: redis.Redis, *, by: str | None = None, where: str | None = None, a
     lifted = bool(r.delete(halt_key(account)))
     if lifted:
         logs.proof(HALT_LIFTED, level=logging.WARNING, by=by, where=where, account=account)
-        alerts.raise_alert(r, get_settings(), alerts.resumed(by, where))
+        alerts.raise_alert(r, get_settings(), alerts.resumed(by, where, account))
     return lifted
 
 

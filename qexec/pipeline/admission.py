@@ -59,19 +59,17 @@ def admit(
     lease: redis_streams.Lease | None = None,
     settle: Settle | None = None,
 ) -> bool:
-    """Start the chain for a valid intent - one per account it names (`Intent.per_account`) - unless another entry
+    """Start the chain for a valid intent - one per account it names (`per_account`; IntentError when one of those
+    is not valid, before anything starts) - unless another entry
     holds its id or this entry's chain was started; True when any was dispatched. `settle` queues what ends the
     delivery (the bridge's XACK): with the started marks after the dispatches, alone when there is nothing to
     start, never when the delivery is not the caller's to end (`lease` lost the entry to another consumer, or
     another live bridge is starting its chain)."""
 
-    def multiplier(account: str) -> float:
-        known = account in settings.account_names
-        return settings.for_account(account).size_multiplier if known else 1.0  # an unknown one is rejected
-
+    intents = per_account(intent, settings)  # IntentError before anything is claimed
     pipe = r.pipeline(transaction=False)
     dispatched = False
-    for one in intent.per_account(multiplier):
+    for one in intents:
         admitted = _admit_one(one, pipe, entry_id=entry_id, owner=owner, r=r, settings=settings, lease=lease)
         if admitted is None:  # not this delivery's to end: what was dispatched is still marked started
             if len(pipe):
@@ -88,6 +86,17 @@ def admit(
     if len(pipe):
         pipe.execute()
     return dispatched
+
+
+def per_account(intent: Intent, settings: Settings) -> list[Intent]:
+    """The intents `intent` trades, one per account, each sized by its account's multiplier (`Intent.per_account`);
+    IntentError when one of them is not a valid intent."""
+
+    def multiplier(account: str) -> float:
+        known = account in settings.account_names
+        return settings.for_account(account).size_multiplier if known else 1.0  # an unknown one is rejected
+
+    return intent.per_account(multiplier)
 
 
 def _admit_one(

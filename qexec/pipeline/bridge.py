@@ -243,11 +243,12 @@ class Bridge:
         received_at = utcnow()
         try:
             intent = Intent.from_fields(fields, default_id=entry_id, max_bytes=self.settings.max_intent_bytes)
+            intents = admission.per_account(intent, self.settings)
         except IntentError as exc:
             self._dead_letter(entry_id, fields, str(exc))
             return
         if final:
-            self._last_delivery(intent, entry_id, fields)
+            self._last_delivery(intents, entry_id, fields)
             return
         acked: list[str] = []
 
@@ -268,15 +269,22 @@ class Bridge:
         )
         self.handled += len(acked)
 
-    def _last_delivery(self, intent: Intent, entry_id: str, fields: dict[str, Any]) -> None:
-        claim, _holder = redis_streams.claim_dispatch(
-            self.redis, self.settings, intent.id, entry_id, lease=self.lease, entry_id=entry_id, may_dispatch=False
-        )
-        if claim in (redis_streams.Claim.STARTED, redis_streams.Claim.DUPLICATE):
+    def _last_delivery(self, intents: list[Intent], entry_id: str, fields: dict[str, Any]) -> None:
+        """An entry delivered too often: acknowledged when every account's chain was started (or is another entry's),
+        else dead-lettered."""
+        claims = [
+            redis_streams.claim_dispatch(
+                self.redis, self.settings, one.id, entry_id, lease=self.lease, entry_id=entry_id, may_dispatch=False
+            )[0]
+            for one in intents
+        ]
+        done = (redis_streams.Claim.STARTED, redis_streams.Claim.DUPLICATE)
+        if all(claim in done for claim in claims):
             self.redis.xack(self.stream, self.group, entry_id)
-        elif claim in (redis_streams.Claim.UNCLAIMED, redis_streams.Claim.CLAIMED):
+        elif any(claim in (redis_streams.Claim.UNCLAIMED, redis_streams.Claim.CLAIMED) for claim in claims):
             error = f"delivered more than {self.settings.max_deliveries} times without being acknowledged"
-            self._dead_letter(entry_id, fields, error, count_received=claim is redis_streams.Claim.UNCLAIMED)
+            unclaimed = all(claim is redis_streams.Claim.UNCLAIMED for claim in claims)
+            self._dead_letter(entry_id, fields, error, count_received=unclaimed)
 
     def _dead_letter(self, entry_id: str, fields: dict[str, Any], error: str, count_received: bool = True) -> None:
         dlq_id = redis_streams.dead_letter(

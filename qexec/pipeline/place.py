@@ -15,6 +15,7 @@ from qexec.errors import (
     PositionModeChanged,
     RateLimited,
     TemporaryVenueError,
+    UnknownAccount,
     UnknownOutcome,
     VenueError,
 )
@@ -80,6 +81,9 @@ def _place_holding(ticket: Ticket, ctx: Context, attempt: int, token: str) -> Ti
         if done is not None:
             return done
         phase = state.get("phase")
+        if phase in ("submitting", "placed") and ticket.intent.account_name != ctx.account:
+            # Another worker, which has the account, sent its order: only one that has it may look it up.
+            raise UnknownAccount(f"account {ticket.intent.account_name!r} is not one of this worker's accounts")
         if phase == "rejected":
             code = state.get("code")
             return ticket.decide(ResultStatus.REJECTED, state.get("reason") or "rejected", int(code) if code else None)

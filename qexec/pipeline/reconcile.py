@@ -10,6 +10,7 @@ from typing import Any
 
 from qexec import constants, logs
 from qexec.context import Context, Pending
+from qexec.errors import UnknownAccount
 from qexec.models import Ticket
 from qexec.pipeline import confirm, order_record, publish
 
@@ -88,11 +89,14 @@ def reconcile_orders(
             ctx.redis.zrem(constants.INFLIGHT_KEY, intent_id)
             continue
         ticket = Ticket.model_validate_json(state["ticket_json"])
-        own = context_of(ticket.intent.account_name) if context_of is not None else ctx
         try:
+            own = context_of(ticket.intent.account_name) if context_of is not None else ctx
             done = confirm.confirm(ticket, own)
         except Pending as pending:
             log.warning("RECONCILE_PENDING intent_id=%s reason=%s", intent_id, pending.reason)
+            continue
+        except UnknownAccount as exc:  # a worker that has the account finishes it
+            log.error("RECONCILE_SKIPPED intent_id=%s reason=%s", intent_id, exc)
             continue
         publish.publish(done, own)
         logs.proof("RECONCILED", level=logging.WARNING, intent_id=intent_id, order_id=state.get("order_id"))

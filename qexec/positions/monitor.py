@@ -156,7 +156,7 @@ def adopt(ctx: Context, position: PositionRisk) -> Tracked:
     """Track a venue position qexec did not know, keeping protective orders it already has."""
     direction = position.direction
     entry = position.entryPrice if position.entryPrice > 0 else view.mark_price(ctx.venue, position.symbol)
-    owner = f"adopted-{position.symbol}-{direction}-{position.updateTime}"
+    owner = constants.account_named(f"adopted-{position.symbol}-{direction}-{position.updateTime}", ctx.account)
     tracked = Tracked(
         position_id=owner,
         symbol=position.symbol,

@@ -228,7 +228,8 @@ def unprotected(ctx: Context, tracked: Tracked, reason: str) -> float:
         reason=reason,
         first=first or None,
     )
-    spell = alerts.position_unprotected(tracked.key, tracked.position_id, int(since or now_ms), reason, repeat_s)
+    named = constants.account_named(tracked.key, ctx.account)  # as the lasting alert names it (alerts.py)
+    spell = alerts.position_unprotected(named, tracked.position_id, int(since or now_ms), reason, repeat_s)
     alerts.raise_alert(ctx.redis, ctx.settings, spell)
     return unprotected_s
 
@@ -383,7 +384,9 @@ def _track(
     intent = ticket.intent
     if tracked is None:
         tracked = store.Tracked(
-            position_id=f"{intent.symbol}-{direction}-{venue_position.updateTime or int(time.time() * 1000)}",
+            position_id=constants.account_named(
+                f"{intent.symbol}-{direction}-{venue_position.updateTime or int(time.time() * 1000)}", ctx.account
+            ),
             symbol=intent.symbol,
             direction=direction,
             position_side=direction if dual else "BOTH",

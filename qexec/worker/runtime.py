@@ -9,6 +9,7 @@ import redis
 from qexec import constants, redis_streams
 from qexec.config import get_settings
 from qexec.context import Context
+from qexec.errors import UnknownAccount
 from qexec.venue.binance import thread_venue
 
 _redis: redis.Redis | None = None
@@ -26,11 +27,20 @@ def qexec_redis() -> redis.Redis:
         return _redis
 
 
-def context(account: str = constants.DEFAULT_ACCOUNT) -> Context:
-    """The context a step for `account` runs with in this worker thread; `default`'s for an account not configured
-    (place_order rejects its intent before it reaches the venue)."""
+def context(account: str = constants.DEFAULT_ACCOUNT, *, or_default: bool = False) -> Context:
+    """The context a step for `account` runs with in this worker thread. UnknownAccount for an account this worker
+    has no settings for - never another account's instead - unless `or_default`: for an intent that has placed
+    nothing yet, `default`'s, with which place_order rejects it before anything reaches the venue."""
     base = get_settings()
-    settings = base.for_account(account) if account in base.account_names else base
+    if account in base.account_names:
+        settings = base.for_account(account)
+    elif or_default:
+        settings = base
+    else:
+        raise UnknownAccount(
+            f"account {account!r} is not one of this worker's accounts ({', '.join(base.account_names)}): "
+            "its work waits for a worker that has it (QEXEC_ACCOUNTS)"
+        )
     r = qexec_redis()
     return Context(settings=settings, redis=r, venue=thread_venue(settings, r))
 

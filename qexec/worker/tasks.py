@@ -14,7 +14,7 @@ from celery.exceptions import Reject, Retry
 from qexec import alerts, logs, redis_streams
 from qexec.config import get_settings
 from qexec.context import Context, Pending
-from qexec.errors import IntentError
+from qexec.errors import IntentError, UnknownAccount
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
 from qexec.ops import deadman, halt, notify, selftest
 from qexec.pipeline import admission, bridge, confirm, fill_events, order_record, place, publish, reconcile
@@ -61,7 +61,10 @@ def _run(
     one should its message be lost)."""
     ticket = Ticket.model_validate(ticket_data)
     try:
-        out = step(ticket, context(ticket.intent.account_name), task.request.retries)
+        ctx = _context_of(ticket)
+        out = step(ticket, ctx, task.request.retries)
+    except UnknownAccount as exc:
+        raise _wait_for_account(task, ticket, exc, errors) from None
     except Pending as pending:
         # Capped: a countdown longer than the visibility timeout allows would be redelivered while still held.
         countdown_s = min(pending.countdown_s, get_settings().retry_countdown_max_s)
@@ -90,9 +93,18 @@ def _run(
     return out
 
 
-def _context_of(ticket: dict[str, Any]) -> Context:
-    """The context of a ticket's account, from the ticket as a task argument."""
-    return context(Ticket.model_validate(ticket).intent.account_name)
+def _context_of(ticket: Ticket | dict[str, Any]) -> Context:
+    """The context of a ticket's account. An intent that has placed nothing yet may run with `default`'s when its
+    account is unknown here (place_order rejects it); anything further raises UnknownAccount."""
+    own = ticket if isinstance(ticket, Ticket) else Ticket.model_validate(ticket)
+    return context(own.intent.account_name, or_default=own.order is None and own.placed_at is None)
+
+
+def _wait_for_account(task: Task, ticket: Ticket, exc: UnknownAccount, errors: int) -> Retry:
+    """A step of an account this worker does not know: said at ERROR, and tried again (by this or another worker)
+    without counting as a failure - never done with another account's settings, never failed for it."""
+    log.error("ACCOUNT_UNKNOWN step=%s intent_id=%s %s", task.name, ticket.intent_id, exc)
+    return again(task, get_settings().retry_countdown_max_s, errors)
 
 
 def _expect_again(ticket: Ticket, countdown_s: float) -> None:
@@ -105,7 +117,9 @@ def _expect_again(ticket: Ticket, countdown_s: float) -> None:
 def _publish(task: Task, ticket: Ticket, errors: int) -> dict[str, Any]:
     """Publish a finished ticket's result (retrying the task when Redis refuses); the result as JSON."""
     try:
-        result = publish.publish(ticket, context(ticket.intent.account_name), task.request.retries)
+        result = publish.publish(ticket, _context_of(ticket), task.request.retries)
+    except UnknownAccount as exc:
+        raise _wait_for_account(task, ticket, exc, errors) from None
     except Exception as exc:
         log.exception("publishing failed for intent %s", ticket.intent_id)
         countdown_s = min(2.0**errors, get_settings().retry_countdown_max_s)
@@ -209,6 +223,8 @@ def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any],
     """Place the filled position's stop-loss and take-profit (algo orders), then publish a `protection` event."""
     try:
         return protection.protect_step(result, ticket, _context_of(ticket))
+    except UnknownAccount as exc:
+        raise _wait_for_account(self, Ticket.model_validate(ticket), exc, errors) from None
     except store.PositionBusy:
         raise again(self, 0.5, errors) from None
     except Exception as exc:
@@ -349,6 +365,7 @@ def submit_intent(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
     task_id = str(self.request.id)
     try:
         intent = _submitted(args, fields, default_id=task_id, max_bytes=settings.max_intent_bytes)
+        admission.per_account(intent, settings)  # every account's intent valid, before anything starts
     except IntentError as exc:
         given = dict(fields, args=list(args)) if args else fields
         dlq_id = redis_streams.dead_letter(
