@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from binance.client import Client
 from paper_fixtures import PaperExchange, free_port, start_paper
 from position_helpers import context
@@ -21,11 +22,13 @@ from private_stack import private_stack
 from stack_fixtures import ROOT, Stack, seed_intent, unique_id
 
 from qexec import alerts, constants
+from qexec.config import Settings
 from qexec.context import Context
 from qexec.errors import UnknownAccount
 from qexec.models import Intent
 from qexec.ops import halt, selftest
 from qexec.pipeline import admission, place
+from qexec.pipeline.bridge import Bridge
 from qexec.pipeline.order_record import save_state
 from qexec.positions import monitor
 from qexec.venue.binance import BinanceVenue
@@ -406,3 +409,32 @@ def test_alerts_say_which_account_they_are_about() -> None:
     assert "account main's new intents are placed again" in alerts.resumed("ops", "host", "main").text
     assert constants.account_named("ETHUSDT:LONG", "main") == "main/ETHUSDT:LONG"
     assert constants.account_named("ETHUSDT:LONG", "default") == "ETHUSDT:LONG"
+
+
+def test_a_fan_out_delivered_too_often_is_acknowledged_once_every_account_s_chain_started(redis_url: str) -> None:
+    """A fan-out whose chains all started but whose acknowledgement was lost comes back past QEXEC_MAX_DELIVERIES:
+    it is acknowledged, not dead-lettered (a dead letter replayed would look like a signal never traded)."""
+    settings = Settings(redis_url=redis_url, accounts="main,sleeve")
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    sent: list[Any] = []
+    bridge = Bridge(settings, r, sent.append, consumer="fan-out-test")
+    bridge.start()
+    body = {
+        "intent_id": "fan1",
+        "symbol": "BTCUSDT",
+        "side": "BUY",
+        "position_size_usd": 100,
+        "accounts": list(ACCOUNTS),
+    }
+    r.xadd(settings.intent_stream, {"payload": json.dumps(body)})
+    [(_stream, [(entry_id, fields)])] = r.xreadgroup(
+        settings.consumer_group, bridge.consumer, {settings.intent_stream: ">"}, count=1
+    )
+    signal = Intent.from_fields(fields, default_id=entry_id)
+    admission.admit(signal, entry_id=entry_id, owner=entry_id, r=r, settings=settings, dispatch=sent.append)
+    assert [t.intent_id for t in sent] == ["fan1:main", "fan1:sleeve"]
+
+    bridge.handle(entry_id, fields, final=True)  # its acknowledgement was lost: delivered once too often
+    assert r.xlen(settings.dlq_stream) == 0
+    assert r.xpending(settings.intent_stream, settings.consumer_group)["pending"] == 0
+    assert len(sent) == 2
