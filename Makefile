@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install up test lint fmt bench bench-paper chaos recovery clean
+.PHONY: install up test lint fmt bench bench-accounts bench-paper chaos recovery clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -35,6 +35,9 @@ fmt: $(STAMP)
 
 bench: $(STAMP)  ## qexec against the naive and the asyncio baseline: latency, throughput, REST budget, memory; REST vs WebSocket orders (~23 min)
 	$(BIN)/python bench/bench.py --json bench/results/bench.json --summary bench/results/$(shell date -u +%F)-bench.md
+
+bench-accounts: $(STAMP)  ## 1, 2 and 4 accounts at once, each offered twice its order limit, with 1, 2 and 4 workers (~21 min)
+	$(BIN)/python bench/accounts.py
 
 bench-paper: $(STAMP)  ## signed order round-trips per second the paper exchange serves
 	$(BIN)/python bench/paper_bench.py

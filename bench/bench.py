@@ -34,6 +34,7 @@ import psutil
 import redis
 import requests
 
+from qexec.constants import paper_keys
 from qexec.ops.redisserver import LocalRedis, free_port
 from qexec.worker.command import WITHOUT_PEERS, worker_argv
 
@@ -123,6 +124,7 @@ class Venue:
     orders_per_10s: int = 1_000_000
     orders_per_min: int = 1_000_000
     weight_limit: int = 1_000_000
+    accounts: tuple[str, ...] = ()  # accounts besides default, each served with its paper keys (paper_keys)
 
 
 @dataclass
@@ -201,6 +203,8 @@ class Bench:
             "--balance",
             "1000000",
         ]
+        for name in venue.accounts:
+            argv += ["--account", ":".join((name, *paper_keys(name)))]
 
         def answers() -> bool:
             try:
@@ -214,12 +218,8 @@ class Bench:
         finally:
             proc.stop()
 
-    @contextmanager
-    def executor(
-        self, kind: str, redis_url: str, venue_url: str, concurrency: int, extra: dict[str, str] | None = None
-    ) -> Iterator[list[Proc]]:
-        """qexec (worker + bridge), the naive baseline ("baseline") or the asyncio one ("asyncio", `concurrency`
-        intents in flight), running against `venue_url` (`extra`: more QEXEC_* settings)."""
+    def env(self, redis_url: str, venue_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """An executor's environment: ours without QEXEC_*, then the bench's settings, then `extra`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("QEXEC_")}
         env |= {
             "QEXEC_REDIS_URL": redis_url,
@@ -232,7 +232,15 @@ class Bench:
             "QEXEC_ORDERS_PER_MIN": str(self.limits.orders_per_min),
             "PYTHONUNBUFFERED": "1",
         }
-        env |= extra or {}
+        return env | (extra or {})
+
+    @contextmanager
+    def executor(
+        self, kind: str, redis_url: str, venue_url: str, concurrency: int, extra: dict[str, str] | None = None
+    ) -> Iterator[list[Proc]]:
+        """qexec (worker + bridge), the naive baseline ("baseline") or the asyncio one ("asyncio", `concurrency`
+        intents in flight), running against `venue_url` (`extra`: more QEXEC_* settings)."""
+        env = self.env(redis_url, venue_url, extra)
         tag = uuid.uuid4().hex[:6]
         procs: list[Proc] = []
         try:
@@ -369,12 +377,14 @@ def collect(r: redis.Redis, sent: dict[str, str], timeout_s: float) -> dict[str,
 
 
 class OrderSampler:
-    """Samples the paper exchange's order counters every `every_s` in a thread: the pace of orders over a run."""
+    """Samples the paper exchange's order counters every `every_s` in a thread: the pace of orders over a run (in
+    all, and for each of `accounts` on its own)."""
 
-    def __init__(self, venue_url: str, every_s: float = 0.5) -> None:
+    def __init__(self, venue_url: str, every_s: float = 0.5, accounts: tuple[str, ...] = ()) -> None:
         self.venue_url = venue_url
         self.every_s = every_s
         self.samples: list[tuple[float, int, int]] = []  # (monotonic s, entry orders, algo orders)
+        self.by_account: dict[str, list[tuple[float, int, int]]] = {name: [] for name in accounts}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -389,12 +399,18 @@ class OrderSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             figures = stats(self.venue_url)
-            self.samples.append((time.monotonic(), figures["orders_placed"], figures["algo_orders_placed"]))
+            now = time.monotonic()
+            self.samples.append((now, figures["orders_placed"], figures["algo_orders_placed"]))
+            for name, samples in self.by_account.items():
+                own = figures["accounts"].get(name, {})
+                samples.append((now, own.get("orders_placed", 0), own.get("algo_orders_placed", 0)))
             self._stop.wait(self.every_s)
 
-    def per_minute(self) -> tuple[float, float]:
-        """(all orders, entry orders) per minute from the first order seen to the last: the busy span."""
-        totals = [(t, entries + algos, entries) for t, entries, algos in self.samples]
+    def per_minute(self, account: str | None = None) -> tuple[float, float]:
+        """(all orders, entry orders) per minute from the first order seen to the last: the busy span (of one of
+        the sampler's `accounts`, when named)."""
+        samples = self.samples if account is None else self.by_account[account]
+        totals = [(t, entries + algos, entries) for t, entries, algos in samples]
         moving = [i for i in range(1, len(totals)) if totals[i][1] > totals[i - 1][1]]
         if not moving:
             return 0.0, 0.0
