@@ -46,6 +46,9 @@ PROTECTION_SPELL_KEY = "qexec:position:{key}:repaired:{since_ms}"
 LIMIT_COUNTER_KEY = "qexec:limits:{window}"  # hash: bucket number -> venue budget spent in it (weight or orders)
 LIMIT_PAUSE_KEY = "qexec:limits:pause"  # set with the venue's Retry-After as TTL: no venue call until it expires
 HALT_KEY = "qexec:halt"  # JSON {at, reason, flatten, by, where}: new intents are rejected (`halted`) while set
+# The account's position mode as the venue last said (1 hedge, 0 one-way), with QEXEC_POSITION_MODE_TTL_S as its TTL:
+# read by one process for the deployment (a 30-weight call), dropped when the venue refuses an order for the mode.
+POSITION_MODE_KEY = "qexec:position-mode:{venue}"
 HALT_ACCOUNT_KEY = "qexec:halt:account:{account}"  # the same for one account's intents only (`qexec halt --account`)
 DEADMAN_ARMED_KEY = "qexec:deadman:armed"  # set: symbols whose venue countdown qexec renews (qexec/ops/deadman.py)
 # Alerts (qexec/alerts.py, qexec/ops/notify.py): an event already alerted (SET NX, TTL: its repeat interval, else

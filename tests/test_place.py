@@ -3,21 +3,35 @@ outcome is unknown."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
 from paper_fixtures import PaperExchange
 from position_helpers import context, exits, first_entry_at_the_venue, intent, open_algos, position_amt, run
-from stack_fixtures import Stack, add_fault, assert_result_matches_venue, seed_intent, unique_id, venue_orders
+from stack_fixtures import (
+    Stack,
+    add_fault,
+    assert_result_matches_venue,
+    clean_env,
+    seed_intent,
+    unique_id,
+    venue_orders,
+)
 
 from qexec import constants
+from qexec.config import Settings
 from qexec.models import ExecutionResult, Intent, client_order_id
 from qexec.ops import halt
 from qexec.pipeline import admission, place
 from qexec.positions import monitor
+from qexec.venue.binance import BinanceVenue
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +142,38 @@ def test_a_halt_set_while_an_entry_waits_stops_it(stack: Stack) -> None:
         assert result.status.value == "rejected", result
         assert (result.reason or "").startswith("halted"), result.reason
         assert stack.paper.orders(clientOrderId=client_order_id(second)) == []
+
+
+def test_the_position_mode_is_read_once_for_every_thread_and_worker_process(
+    redis_url: str, start_paper_server: Callable[..., PaperExchange]
+) -> None:
+    """16 threads ask at once, then another process: the venue is asked its position mode (30 weight) once; after a
+    -4061 (`forget_position_mode`) it is asked again."""
+    exchange = start_paper_server("--tick-ms", "0")
+    settings = Settings(exchange_url=exchange.url, redis_url=redis_url)
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def asked() -> int:
+        return int(exchange.stats()["requests"].get("GET /fapi/v1/positionSide/dual", 0))
+
+    venue = BinanceVenue(settings, r)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert set(pool.map(lambda _: venue.dual_side(), range(16))) == {False}
+    elsewhere = "from qexec.config import Settings; from qexec.venue.binance import BinanceVenue; import redis, sys; "
+    elsewhere += "s = Settings(); print(BinanceVenue(s, redis.Redis.from_url(s.redis_url)).dual_side())"
+    other = subprocess.run(
+        [sys.executable, "-c", elsewhere],
+        env=clean_env({"QEXEC_EXCHANGE_URL": exchange.url, "QEXEC_REDIS_URL": redis_url}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert other.stdout.strip() == "False"
+    assert asked() == 1
+    venue.forget_position_mode()
+    assert venue.dual_side() is False
+    assert asked() == 2
 
 
 def test_a_hedge_mode_account_gets_position_sides_and_a_mode_change_is_noticed(

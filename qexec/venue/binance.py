@@ -3,6 +3,7 @@ that import `binance`. Library errors become qexec's own here."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -15,7 +16,7 @@ import requests
 from binance.client import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
-from qexec import metrics
+from qexec import constants, metrics
 from qexec.config import Settings
 from qexec.errors import (
     OrderNotFound,
@@ -123,6 +124,7 @@ class _Shared:
         self.rules: ExchangeRules | None = None
         self.dual_side: bool | None = None
         self.dual_side_at = 0.0
+        self.mode_lock = threading.Lock()  # one thread of the process reads the position mode, the others wait
 
 
 _shared: dict[str, _Shared] = {}
@@ -347,16 +349,53 @@ class BinanceVenue:
         self._call(self._client.futures_stream_keepalive, signed=False, listenKey=key)
 
     def dual_side(self) -> bool:
-        """True when the account is in hedge mode (cached per process for `position_mode_ttl_s`)."""
+        """True when the account is in hedge mode. Known for `position_mode_ttl_s` by the whole deployment: one thread
+        per process looks, in Redis first, and only one process asks the venue (a 30-weight read, per account)."""
         shared = self._shared
-        if shared.dual_side is None or time.time() - shared.dual_side_at > self.settings.position_mode_ttl_s:
-            answer = self._call(self._client.futures_get_position_mode)
-            shared.dual_side, shared.dual_side_at = bool(answer.get("dualSidePosition")), time.time()
-        return shared.dual_side
+        known = self._known_mode(shared)
+        if known is not None:
+            return known
+        with shared.mode_lock:
+            known = self._known_mode(shared)
+            if known is not None:
+                return known
+            dual = self._mode_in_redis()
+            if dual is None:
+                dual = bool(self._call(self._client.futures_get_position_mode).get("dualSidePosition"))
+                self._mode_to_redis(dual)
+            shared.dual_side, shared.dual_side_at = dual, time.time()
+            return dual
+
+    def _known_mode(self, shared: _Shared) -> bool | None:
+        fresh = shared.dual_side is not None and time.time() - shared.dual_side_at <= self.settings.position_mode_ttl_s
+        return shared.dual_side if fresh else None
+
+    def _mode_key(self) -> str:
+        key = constants.POSITION_MODE_KEY.format(venue=self.url)
+        return constants.account_key(key, self.settings.account)
+
+    def _mode_in_redis(self) -> bool | None:
+        if self.limiter is None:
+            return None
+        try:
+            raw: Any = self.limiter.redis.get(self._mode_key())
+        except redis.RedisError:
+            return None  # the venue is asked instead
+        return None if raw is None else raw in ("1", b"1")
+
+    def _mode_to_redis(self, dual: bool) -> None:
+        if self.limiter is not None:
+            with contextlib.suppress(redis.RedisError):
+                ttl_ms = max(1, int(self.settings.position_mode_ttl_s * 1000))
+                self.limiter.redis.set(self._mode_key(), "1" if dual else "0", px=ttl_ms)
 
     def forget_position_mode(self) -> None:
-        """Drop the cached position mode (the venue said -4061: the account changed mode)."""
+        """Drop the known position mode, here and for the deployment (the venue said -4061: the account changed
+        mode)."""
         self._shared.dual_side = None
+        if self.limiter is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.limiter.redis.delete(self._mode_key())
 
     def set_leverage(self, symbol: str, leverage: int) -> int:
         """`POST /fapi/v1/leverage`: the leverage the venue applied (its answer is authoritative)."""

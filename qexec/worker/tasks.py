@@ -14,7 +14,7 @@ from celery.exceptions import Reject, Retry
 from qexec import alerts, logs, redis_streams
 from qexec.config import get_settings
 from qexec.context import Context, Pending
-from qexec.errors import IntentError, UnknownAccount
+from qexec.errors import IntentError, RateLimited, TemporaryVenueError, UnknownAccount
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
 from qexec.ops import deadman, halt, notify, selftest
 from qexec.pipeline import admission, bridge, confirm, fill_events, order_record, place, publish, reconcile
@@ -147,6 +147,9 @@ def _finish_here(task: Task, result: dict[str, Any], ticket: dict[str, Any]) -> 
     except store.PositionBusy:
         log.info("position of intent %s busy: protect_position protects it", result.get("intent_id"))
         return
+    except TemporaryVenueError as exc:
+        log.info("protecting intent %s waits (%s): protect_position protects it", result.get("intent_id"), exc)
+        return
     except Exception:
         log.exception("protecting intent %s in place_order failed: protect_position retries", result.get("intent_id"))
         return
@@ -227,6 +230,10 @@ def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any],
         raise _wait_for_account(self, Ticket.model_validate(ticket), exc, errors) from None
     except store.PositionBusy:
         raise again(self, 0.5, errors) from None
+    except TemporaryVenueError as exc:  # the venue, or the shared budget, says later: not a failure of the step
+        wait_s = exc.retry_after_s if isinstance(exc, RateLimited) else min(2.0**errors, 5.0)
+        log.warning("protecting the position of intent %s waits %.1f s: %s", result.get("intent_id"), wait_s, exc)
+        raise again(self, min(wait_s, get_settings().retry_countdown_max_s), errors) from None
     except Exception as exc:
         log.exception("protecting the position of intent %s failed", result.get("intent_id"))
         if errors >= UNEXPECTED_RETRIES:
