@@ -32,7 +32,7 @@ from qexec.pipeline.bridge import Bridge
 from qexec.pipeline.order_record import save_state
 from qexec.positions import monitor
 from qexec.venue.binance import BinanceVenue
-from qexec.worker import runtime
+from qexec.worker import runtime, tasks
 
 pytestmark = pytest.mark.slow
 
@@ -397,6 +397,11 @@ def test_a_worker_without_the_account_never_acts_for_it_with_another_account_s_k
     with pytest.raises(UnknownAccount):
         runtime.context("ghost")
     assert runtime.context("ghost", or_default=True).account == "default"
+    # protecting its filled entry never runs with default's settings; clearing after its rejection may
+    as_task = ticket.model_dump(mode="json")
+    with pytest.raises(UnknownAccount):
+        tasks._protect_context({"status": "filled"}, as_task)
+    assert tasks._protect_context({"status": "rejected"}, as_task).account == "default"
 
 
 def test_alerts_say_which_account_they_are_about() -> None:

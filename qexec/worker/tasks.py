@@ -100,6 +100,14 @@ def _context_of(ticket: Ticket | dict[str, Any]) -> Context:
     return context(own.intent.account_name, or_default=own.order is None and own.placed_at is None)
 
 
+def _protect_context(result: dict[str, Any], ticket: dict[str, Any]) -> Context:
+    """The context protecting an entry runs with: its account's; `default`'s only for a result with no position to
+    protect (an unknown account's rejection: protection only clears what place_order registered)."""
+    own = Ticket.model_validate(ticket)
+    positioned = ("filled", "partially_filled", "protection_updated")
+    return context(own.intent.account_name, or_default=result.get("status") not in positioned)
+
+
 def _wait_for_account(task: Task, ticket: Ticket, exc: UnknownAccount, errors: int) -> Retry:
     """A step of an account this worker does not know: said at ERROR, and tried again (by this or another worker)
     without counting as a failure - never done with another account's settings, never failed for it."""
@@ -143,7 +151,7 @@ def _finish_here(task: Task, result: dict[str, Any], ticket: dict[str, Any]) -> 
     """
     _skip_steps(task, chain_shape.left_out(published=True, protected=False))
     try:
-        protection.protect_step(result, ticket, _context_of(ticket))
+        protection.protect_step(result, ticket, _protect_context(result, ticket))
     except store.PositionBusy:
         log.info("position of intent %s busy: protect_position protects it", result.get("intent_id"))
         return
@@ -225,7 +233,7 @@ def start_chain(ticket: Ticket, steps: tuple[chain_shape.Step, ...] = chain_shap
 def protect_position(self: Task, result: dict[str, Any], ticket: dict[str, Any], errors: int = 0) -> dict[str, Any]:
     """Place the filled position's stop-loss and take-profit (algo orders), then publish a `protection` event."""
     try:
-        return protection.protect_step(result, ticket, _context_of(ticket))
+        return protection.protect_step(result, ticket, _protect_context(result, ticket))
     except UnknownAccount as exc:
         raise _wait_for_account(self, Ticket.model_validate(ticket), exc, errors) from None
     except store.PositionBusy:
