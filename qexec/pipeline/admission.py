@@ -60,12 +60,10 @@ def admit(
     settle: Settle | None = None,
 ) -> bool:
     """Start the chain for a valid intent - one per account it names (`per_account`; IntentError when one of those
-    is not valid, before anything starts) - unless another entry
-    holds its id or this entry's chain was started; True when any was dispatched. `settle` queues what ends the
-    delivery (the bridge's XACK): with the started marks after the dispatches, alone when there is nothing to
-    start, never when the delivery is not the caller's to end (`lease` lost the entry to another consumer, or
-    another live bridge is starting its chain)."""
-
+    is not valid, before anything starts) - unless another entry holds its id or this entry's chain was started;
+    True when any was dispatched. `settle` queues what ends the delivery (the bridge's XACK): with the started marks
+    after the dispatches, alone when there is nothing to start, never when the delivery is not the caller's to end
+    (`lease` lost the entry to another consumer, or another live bridge is starting its chain)."""
     intents = per_account(intent, settings)  # IntentError before anything is claimed
     pipe = r.pipeline(transaction=False)
     dispatched = False
