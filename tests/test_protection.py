@@ -6,10 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import requests
+from paper_fixtures import start_paper
 from position_helpers import FlatSymbol, context, exits, intent, open_algos, policy_context, position_amt, run
+from private_stack import private_stack
 from stack_fixtures import Stack, seed_intent, unique_id, wait_for_line
 
 from qexec import constants
@@ -219,3 +222,27 @@ def test_an_older_intents_late_protection_never_rolls_back_a_newer_ones_levels(
     protection.protect_step(x_result.model_dump(mode="json"), x_ticket.model_dump(mode="json"), ctx)
     triggers = {a["orderType"]: Decimal(a["triggerPrice"]) for a in open_algos(ctx, symbol)}
     assert triggers == {"STOP_MARKET": Decimal(440), "TAKE_PROFIT_MARKET": Decimal(470)}
+
+
+def test_a_protect_step_the_venue_keeps_telling_later_waits_instead_of_giving_up(tmp_path: Path) -> None:
+    """The venue answers 503 to the position read protection needs, five times in a row: the protect step waits and
+    tries again (a temporary refusal is not a failure of the step), and the position gets its SL/TP; it never gives up
+    after its three unexpected-error retries, leaving the position bare until the exit monitor."""
+    paper = start_paper("--tick-ms", "0")
+    try:
+        with private_stack(paper, tmp_path, {"QEXEC_USE_STREAMS": "false"}) as own:
+            symbol = "FILUSDT"
+            paper.set_price(symbol, "5.000")
+            iid = unique_id("later")
+            paper.add_fault(kind="slow", delay_ms=1500, client_order_id=client_order_id(iid))
+            own.inject(seed_intent(iid, symbol=symbol, entry_price=5.0, stop_loss=4.8, take_profit=5.4))
+            wait_for_line(own.logs_dir / "worker.log", "ORDER_SUBMIT", own.processes["worker"], 20)
+            paper.add_fault(kind="unavailable", endpoint="GET /fapi/v3/positionRisk", symbol=symbol, count=5)
+            assert own.wait_result(iid)["status"] == "filled"
+            deadline = time.monotonic() + 30
+            while not (events := own.protection_events(iid)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert [e["status"] for e in events] == ["placed"], own.log("worker")[-3000:]
+            assert paper.stats()["faults_fired"].get("unavailable") == 5
+    finally:
+        paper.stop()
