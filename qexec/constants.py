@@ -82,6 +82,11 @@ def account_key(key: str, account: str) -> str:
     return f"qexec:account:{account}:{key.removeprefix('qexec:')}"
 
 
+def halt_key(account: str | None) -> str:
+    """The kill switch's flag for every account (None), or for one account's intents only."""
+    return HALT_KEY if account is None else HALT_ACCOUNT_KEY.format(account=account)
+
+
 def account_named(name: str, account: str) -> str:
     """A name (a position's `SYMBOL:DIRECTION`, its id) as alerts and ids give it: itself for `default`, else
     `<account>/<name>`, so that two accounts' never meet in one de-duplication key."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,8 @@ from qexec.models import (
     utcnow,
 )
 from qexec.venue.base import Venue
+
+log = logging.getLogger(__name__)
 
 
 class Pending(Exception):
@@ -42,3 +45,21 @@ class Context:
     def key(self, template: str, **fields: object) -> str:
         """A per-account state key of qexec/constants.py, formatted, for this step's account."""
         return constants.account_key(template.format(**fields), self.account)
+
+
+def each_account(
+    contexts: list[Context], step: Callable[[Context], dict[str, list[str]]], failed: str
+) -> dict[str, list[str]]:
+    """A beat pass over every account (`step` with each account's context), what it did by kind, all accounts
+    together. An account whose pass fails (its venue down, its key revoked) is logged as `failed` and the others'
+    passes still run."""
+    done: dict[str, list[str]] = {}
+    for ctx in contexts:
+        try:
+            report = step(ctx)
+        except Exception:
+            log.exception("%s account=%s: the pass failed, the next one tries again", failed, ctx.account)
+            continue
+        for kind, names in report.items():
+            done.setdefault(kind, []).extend(names)
+    return done

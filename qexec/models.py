@@ -273,8 +273,6 @@ class Intent(BaseModel):
             raise IntentError(str(exc)) from exc
         if intent.intent_id is None and default_id is not None:
             intent = intent.model_copy(update={"intent_id": default_id})
-        if intent.accounts is not None and intent.intent_id is not None:
-            intent.per_account(lambda _account: 1.0)  # each account's intent is one too (its id's length, say)
         return intent
 
     @property

@@ -65,7 +65,7 @@ def accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def fresh(accounts: Stack) -> Stack:
     """The accounts' stack with fresh paper accounts and no halt in force."""
     accounts.paper.admin("POST", "/paper/v1/reset")
-    accounts.redis.delete(constants.HALT_KEY, *(halt.halt_key(name) for name in ("default", *ACCOUNTS)))
+    accounts.redis.delete(constants.HALT_KEY, *(constants.halt_key(name) for name in ("default", *ACCOUNTS)))
     return accounts
 
 
@@ -436,7 +436,14 @@ def test_a_fan_out_delivered_too_often_is_acknowledged_once_every_account_s_chai
         settings.consumer_group, bridge.consumer, {settings.intent_stream: ">"}, count=1
     )
     signal = Intent.from_fields(fields, default_id=entry_id)
-    admission.admit(signal, entry_id=entry_id, owner=entry_id, r=r, settings=settings, dispatch=sent.append)
+    admission.admit(
+        admission.per_account(signal, settings),
+        entry_id=entry_id,
+        owner=entry_id,
+        r=r,
+        settings=settings,
+        dispatch=sent.append,
+    )
     assert [t.intent_id for t in sent] == ["fan1:main", "fan1:sleeve"]
 
     bridge.handle(entry_id, fields, final=True)  # its acknowledgement was lost: delivered once too often

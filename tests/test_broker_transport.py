@@ -10,9 +10,23 @@ from pathlib import Path
 import pytest
 import redis
 from kombu import Connection
+from kombu.message import Message
 
 from qexec.ops.redisserver import LocalRedis, free_port
 from qexec.worker.broker import RedisTransport
+
+
+def two_held(url: str, name: str) -> tuple[Connection, list[Message]]:
+    """Two messages published to queue `name`, taken by a consumer of our transport and not acknowledged: its
+    connection and the messages (in the broker's unacked hash now)."""
+    with Connection(url, transport=RedisTransport) as publisher:
+        queue = publisher.SimpleQueue(name)
+        queue.put({"n": 1})
+        queue.put({"n": 2})
+        queue.close()
+    consumer = Connection(url, transport=RedisTransport)
+    queue = consumer.SimpleQueue(name)
+    return consumer, [queue.get(timeout=5), queue.get(timeout=5)]
 
 
 def test_messages_held_when_a_close_met_redis_down_are_queued_again_once_it_is_back(tmp_path: Path) -> None:
@@ -22,14 +36,7 @@ def test_messages_held_when_a_close_met_redis_down_are_queued_again_once_it_is_b
     server = LocalRedis(port=free_port(), data_dir=tmp_path / "redis", appendonly=True).start()
     try:
         r = redis.Redis.from_url(server.url)
-        with Connection(server.url, transport=RedisTransport) as publisher:
-            queue = publisher.SimpleQueue("held")
-            queue.put({"n": 1})
-            queue.put({"n": 2})
-            queue.close()
-        consumer = Connection(server.url, transport=RedisTransport)
-        queue = consumer.SimpleQueue("held")
-        held = [queue.get(timeout=5), queue.get(timeout=5)]
+        consumer, held = two_held(server.url, "held")
         assert {m.payload["n"] for m in held} == {1, 2}
         assert r.hlen("unacked") == 2 and r.llen("held") == 0
 
@@ -56,14 +63,7 @@ def test_an_acknowledgement_redis_never_heard_is_made_once_it_is_back_not_run_ag
     server = LocalRedis(port=free_port(), data_dir=tmp_path / "redis", appendonly=True).start()
     try:
         r = redis.Redis.from_url(server.url)
-        with Connection(server.url, transport=RedisTransport) as publisher:
-            queue = publisher.SimpleQueue("acked")
-            queue.put({"n": 1})
-            queue.put({"n": 2})
-            queue.close()
-        consumer = Connection(server.url, transport=RedisTransport)
-        queue = consumer.SimpleQueue("acked")
-        done, held = queue.get(timeout=5), queue.get(timeout=5)
+        consumer, (done, held) = two_held(server.url, "acked")
 
         server.stop()
         with contextlib.suppress(Exception):

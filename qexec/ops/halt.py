@@ -32,11 +32,6 @@ FLATTEN_FAILED = "FLATTEN_FAILED"
 FLATTEN_ROUNDS = 3
 
 
-def halt_key(account: str | None) -> str:
-    """The flag of a halt of every account (None), or of one."""
-    return constants.HALT_KEY if account is None else constants.HALT_ACCOUNT_KEY.format(account=account)
-
-
 def halt(
     r: redis.Redis,
     *,
@@ -50,7 +45,7 @@ def halt(
     stored. `by` (who) and `where` (from which host or process) are kept with it and logged."""
     record: dict[str, Any] = {"at": utcnow().isoformat(), "reason": reason, "flatten": flatten}
     record.update({key: value for key, value in (("by", by), ("where", where), ("account", account)) if value})
-    r.set(halt_key(account), json.dumps(record))
+    r.set(constants.halt_key(account), json.dumps(record))
     logs.proof(
         HALT_SET, level=logging.WARNING, reason=reason or None, flatten=flatten, by=by, where=where, account=account
     )
@@ -61,7 +56,7 @@ def halt(
 def resume(r: redis.Redis, *, by: str | None = None, where: str | None = None, account: str | None = None) -> bool:
     """Lift the halt flag (of every account, or `account`'s own); False when none was set. `by` (who) and `where`
     are logged with it."""
-    lifted = bool(r.delete(halt_key(account)))
+    lifted = bool(r.delete(constants.halt_key(account)))
     if lifted:
         logs.proof(HALT_LIFTED, level=logging.WARNING, by=by, where=where, account=account)
         alerts.raise_alert(r, get_settings(), alerts.resumed(by, where, account))
@@ -274,7 +269,7 @@ def resume_command(account: str | None) -> None:
         check_account(settings, account)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    record = halt_record(r.get(halt_key(account)))
+    record = halt_record(r.get(constants.halt_key(account)))
     if resume(r, account=account):
         click.echo(f"RESUMED (halted since {record.get('at') if record else '?'})")
     else:

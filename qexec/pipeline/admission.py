@@ -48,7 +48,7 @@ def expect_placement(pipe: redis.client.Pipeline, ticket: Ticket, settings: Sett
 
 
 def admit(
-    intent: Intent,
+    intents: list[Intent],
     *,
     entry_id: str | None,
     owner: str,
@@ -59,12 +59,11 @@ def admit(
     lease: redis_streams.Lease | None = None,
     settle: Settle | None = None,
 ) -> bool:
-    """Start the chain for a valid intent - one per account it names (`per_account`; IntentError when one of those
-    is not valid, before anything starts) - unless another entry holds its id or this entry's chain was started;
-    True when any was dispatched. `settle` queues what ends the delivery (the bridge's XACK): with the started marks
-    after the dispatches, alone when there is nothing to start, never when the delivery is not the caller's to end
-    (`lease` lost the entry to another consumer, or another live bridge is starting its chain)."""
-    intents = per_account(intent, settings)  # IntentError before anything is claimed
+    """Start the chains of a valid intent - one per account it names, `per_account`'s list - unless another entry
+    holds an id or this entry's chain was started; True when any was dispatched. `settle` queues what ends the
+    delivery (the bridge's XACK): with the started marks after the dispatches, alone when there is nothing to
+    start, never when the delivery is not the caller's to end (`lease` lost the entry to another consumer, or
+    another live bridge is starting its chain)."""
     pipe = r.pipeline(transaction=False)
     dispatched = False
     for one in intents:

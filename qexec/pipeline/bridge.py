@@ -257,7 +257,7 @@ class Bridge:
             acked.append(entry_id)
 
         admission.admit(
-            intent,
+            intents,
             entry_id=entry_id,
             owner=entry_id,
             r=self.redis,

@@ -65,7 +65,7 @@ def _place_holding(ticket: Ticket, ctx: Context, attempt: int, token: str) -> Ti
     pipe.set(lock_key, token, nx=True, px=lock_ms)
     pipe.hgetall(order_key(ticket))
     pipe.get(constants.PUBLISHED_KEY.format(intent_id=ticket.intent_id))
-    pipe.mget(constants.HALT_KEY, constants.HALT_ACCOUNT_KEY.format(account=ctx.account))
+    pipe.mget(constants.halt_key(None), constants.halt_key(ctx.account))
     pipe.zrem(constants.PLACE_DUE_KEY, ticket.intent_id)  # it has started: nothing for beat's takeover to send again
     pipe.hdel(constants.PLACE_DUE_TICKETS_KEY, ticket.intent_id)
     if not ticket.intent.reduce_only:

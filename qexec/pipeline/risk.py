@@ -67,12 +67,12 @@ def halted(r: redis.Redis, account: str | None = None) -> dict[str, Any] | None:
     """The kill switch's record while `qexec halt` is in force for every account (or for `account`), else None."""
     if account is None:
         return halt_record(r.get(constants.HALT_KEY))
-    return halt_record(*r.mget(constants.HALT_KEY, constants.HALT_ACCOUNT_KEY.format(account=account)))
+    return halt_record(*r.mget(constants.halt_key(None), constants.halt_key(account)))
 
 
 def halted_accounts(r: redis.Redis, accounts: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """The accounts halted on their own (`qexec halt --account`), each with its record."""
-    raws = r.mget([constants.HALT_ACCOUNT_KEY.format(account=name) for name in accounts])
+    raws = r.mget([constants.halt_key(name) for name in accounts])
     return {name: record for name, raw in zip(accounts, raws, strict=True) if (record := halt_record(raw))}
 
 

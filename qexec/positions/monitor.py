@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from qexec import alerts, constants, ids, logs, redis_streams
+from qexec.context import each_account
 from qexec.errors import (
     OrderNotFound,
     OrderRejected,
@@ -40,20 +41,16 @@ TRAILING_STOP_MOVED = "TRAILING_STOP_MOVED"
 def watch_all(contexts: list[Context]) -> dict[str, list[str]]:
     """Beat's pass over every account (one context each), what was done by action; an account whose pass fails (its
     venue down, its key revoked) is logged and the others' passes still run."""
-    reports: dict[str, list[str]] = {}
-    for ctx in contexts:
+    return each_account(contexts, _watch_and_say, "EXIT_MONITOR_ERROR")
+
+
+def _watch_and_say(ctx: Context) -> dict[str, list[str]]:
+    report = watch(ctx)
+    acted = {kind: names for kind, names in report.items() if names and kind != "busy"}
+    if acted:
         where = "" if ctx.account == constants.DEFAULT_ACCOUNT else f"account={ctx.account} "
-        try:
-            report = watch(ctx)
-        except Exception:
-            log.exception("EXIT_MONITOR_ERROR %sthe pass failed: the next one tries again", where)
-            continue
-        acted = {kind: names for kind, names in report.items() if names and kind != "busy"}
-        if acted:
-            log.info("EXIT_MONITOR %s%s", where, " ".join(f"{kind}={','.join(names)}" for kind, names in acted.items()))
-        for kind, names in report.items():
-            reports.setdefault(kind, []).extend(names)
-    return reports
+        log.info("EXIT_MONITOR %s%s", where, " ".join(f"{kind}={','.join(names)}" for kind, names in acted.items()))
+    return report
 
 
 def watch(ctx: Context, symbols: Collection[str] | None = None) -> dict[str, list[str]]:

@@ -77,7 +77,7 @@ class _OrderApi(WebsocketAPI):  # type: ignore[misc]
 
     def _handle_message(self, msg: Any) -> Any:
         # python-binance hands a request only its answer's `result`; the venue's counts come with the answer.
-        if isinstance(msg, str | bytes) and b'"rateLimits"' in (msg if isinstance(msg, bytes) else msg.encode()):
+        if isinstance(msg, str) and '"rateLimits"' in msg:  # a text frame (python-binance's is_binary=False)
             try:
                 counts = count_headers(json.loads(msg).get("rateLimits"))
             except (ValueError, AttributeError):

@@ -76,6 +76,8 @@ class _Orphans:
 
 
 _orphans = _Orphans()
+# What a Redis that went away raises from a channel's commands.
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 class RedisQoS(kombu_redis.QoS):
@@ -114,7 +116,7 @@ class RedisQoS(kombu_redis.QoS):
             return
         try:
             super().restore_unacked(client)  # type: ignore[no-untyped-call]
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except _UNREACHABLE as exc:
             # The connection broke before celery tore it down (the close met Redis down): the messages are still
             # in the unacked hash, and go back once a connection is.
             log.warning("broker unreachable while closing (%s): its messages are queued again once it is back", exc)
@@ -129,41 +131,40 @@ class RedisQoS(kombu_redis.QoS):
         self._delivered.clear()
 
     def ack(self, delivery_tag: Any) -> None:
-        """Acknowledge a message, unless its connection is gone (then it returns with the visibility timeout)."""
+        """Acknowledge a message, unless its connection is gone (then it is acknowledged once one is back)."""
         if self._torn_down():
             log.warning(
                 "broker connection closed before message %s was acknowledged: done once it is back", delivery_tag
             )
-            _orphans.finish(delivery_tag)
-            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            self._settle_later(delivery_tag, requeue=False)
             return
         try:
             super().ack(delivery_tag)  # type: ignore[no-untyped-call]
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except _UNREACHABLE:
             # Done, but Redis went away before it heard: acknowledged once a connection is back, not run again.
-            _orphans.finish(delivery_tag)
-            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            self._settle_later(delivery_tag, requeue=False)
             raise
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
-        """Reject a message, unless its connection is gone (then it returns with the visibility timeout)."""
+        """Reject a message, unless its connection is gone (then it is settled once one is back)."""
         if self._torn_down():
             log.warning("broker connection closed before message %s was rejected: done once it is back", delivery_tag)
-            if requeue:
-                _orphans.keep([delivery_tag])
-            else:
-                _orphans.finish(delivery_tag)
-            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            self._settle_later(delivery_tag, requeue=requeue)
             return
         try:
             super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            if requeue:
-                _orphans.keep([delivery_tag])
-            else:
-                _orphans.finish(delivery_tag)
-            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+        except _UNREACHABLE:
+            self._settle_later(delivery_tag, requeue=requeue)
             raise
+
+    def _settle_later(self, delivery_tag: Any, *, requeue: bool) -> None:
+        """What Redis could not hear now is done by the next connection's first channel: the message queued again
+        (`requeue`) or removed; this channel forgets it."""
+        if requeue:
+            _orphans.keep([delivery_tag])
+        else:
+            _orphans.finish(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
 
 
 class RedisChannel(kombu_redis.Channel):

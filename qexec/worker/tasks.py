@@ -13,7 +13,7 @@ from celery.exceptions import Reject, Retry
 
 from qexec import alerts, logs, redis_streams
 from qexec.config import get_settings
-from qexec.context import Context, Pending
+from qexec.context import Context, Pending, each_account
 from qexec.errors import IntentError, RateLimited, TemporaryVenueError, UnknownAccount
 from qexec.models import ExecutionResult, Intent, ResultStatus, Ticket
 from qexec.ops import deadman, halt, notify, selftest
@@ -312,16 +312,7 @@ def venue_heartbeat() -> dict[str, Any]:
 @app.task(name="qexec.deadman_renew", ignore_result=True)
 def deadman_renew() -> dict[str, list[str]]:
     """Beat: renew the venue's dead-man countdown of every symbol qexec trades (QEXEC_DEADMAN_COUNTDOWN_S)."""
-    renewed: dict[str, list[str]] = {}
-    for ctx in contexts():  # one account's failure does not keep the others' countdowns from being renewed
-        try:
-            done = deadman.renew(ctx)
-        except Exception:
-            log.exception("DEADMAN_FAILED account=%s: the next renewal tries again", ctx.account)
-            continue
-        for kind, symbols in done.items():
-            renewed.setdefault(kind, []).extend(symbols)
-    return renewed
+    return each_account(contexts(), deadman.renew, deadman.DEADMAN_FAILED)
 
 
 def _where(task: Task) -> str:
@@ -380,7 +371,7 @@ def submit_intent(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
     task_id = str(self.request.id)
     try:
         intent = _submitted(args, fields, default_id=task_id, max_bytes=settings.max_intent_bytes)
-        admission.per_account(intent, settings)  # every account's intent valid, before anything starts
+        intents = admission.per_account(intent, settings)  # every account's intent valid, before anything starts
     except IntentError as exc:
         given = dict(fields, args=list(args)) if args else fields
         dlq_id = redis_streams.dead_letter(
@@ -388,8 +379,8 @@ def submit_intent(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         )
         logs.proof(logs.INTENT_DEAD_LETTER, level=logging.ERROR, error=str(exc), task_id=task_id, dlq_id=dlq_id)
         raise IntentError(f"{exc} (dead-lettered as {dlq_id})") from None
-    dispatched = admission.admit(intent, entry_id=None, owner=task_id, r=r, settings=settings, dispatch=start_chain)
+    dispatched = admission.admit(intents, entry_id=None, owner=task_id, r=r, settings=settings, dispatch=start_chain)
     answer: dict[str, Any] = {"status": "dispatched" if dispatched else "duplicate", "intent_id": intent.id}
     if intent.accounts is not None:  # a fan-out: each account's intent has its own id, and its own result
-        answer["intent_ids"] = [one.id for one in intent.per_account(lambda _account: 1.0)]
+        answer["intent_ids"] = [one.id for one in intents]
     return answer
